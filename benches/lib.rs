@@ -1,0 +1,1 @@
+//! Benchmarks; each compares gpulab with the tool a user would otherwise run and reports a ratio.

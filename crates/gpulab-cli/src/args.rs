@@ -1,0 +1,212 @@
+//! Flags shared by commands: global ones, and the spec overrides every command that works on a lab takes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use gpulab_core::spec::{
+    AccessLayer, AccessMode, Capacity, DevicePluginLayer, NodesLayer, ResolvedSpec, Source,
+    SpecInputs, SpecLayer, WorkspaceLayer,
+};
+use ipnet::IpNet;
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// Read settings from this file instead of the gpulab.toml files.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// Print only results and errors: no progress, no hints.
+    #[arg(long, short, global = true)]
+    pub(crate) quiet: bool,
+}
+
+/// Overrides of the lab's spec. Each flag names the spec field it sets (see `gpulab config show`).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Lab settings")]
+pub(crate) struct SpecArgs {
+    /// Lab and EKS cluster name [env: CLUSTER_NAME] [default: gpu-learning-cluster].
+    #[arg(long)]
+    name: Option<String>,
+    /// AWS region [env: AWS_REGION] [default: us-west-2].
+    #[arg(long)]
+    region: Option<String>,
+    /// Kubernetes version, e.g. 1.33 [default: EKS's current default].
+    #[arg(long, value_name = "VERSION")]
+    kubernetes_version: Option<String>,
+    /// GPU instance type [env: NODE_TYPE] [default: g4dn.xlarge]; see `gpulab catalog`.
+    #[arg(long, value_name = "TYPE")]
+    node_type: Option<String>,
+    /// Fewest GPU nodes [env: MIN_NODES] [default: 1].
+    #[arg(long, value_name = "N")]
+    min_nodes: Option<u32>,
+    /// GPU nodes to run [env: DESIRED_NODES] [default: 1].
+    #[arg(long, value_name = "N")]
+    desired_nodes: Option<u32>,
+    /// Most GPU nodes [env: MAX_NODES] [default: 2].
+    #[arg(long, value_name = "N")]
+    max_nodes: Option<u32>,
+    /// Use spot capacity: up to ~70% cheaper, but AWS may reclaim the node.
+    #[arg(long)]
+    spot: bool,
+    /// Root disk per node, GiB [default: 100].
+    #[arg(long, value_name = "GIB")]
+    disk: Option<u32>,
+    /// Kubernetes namespace of the workspace [default: gpulab].
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Workspace pod name [env: POD_NAME] [default: gpu-dev-pod].
+    #[arg(long, value_name = "NAME")]
+    pod_name: Option<String>,
+    /// Workspace container image [default: nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04].
+    #[arg(long)]
+    image: Option<String>,
+    /// GPUs for the workspace pod [default: 1].
+    #[arg(long, value_name = "N")]
+    gpus: Option<u32>,
+    /// CPU for the workspace pod, e.g. 2 or 3500m [default: auto, its share of the node].
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Memory for the workspace pod, e.g. 12Gi [default: auto, its share of the node].
+    #[arg(long)]
+    memory: Option<String>,
+    /// Size of the persistent /workspace volume [default: 50Gi].
+    #[arg(long, value_name = "SIZE")]
+    volume_size: Option<String>,
+    /// StorageClass for /workspace [default: an encrypted gp3 class gpulab creates].
+    #[arg(long, value_name = "CLASS")]
+    storage_class: Option<String>,
+    /// Do not run Jupyter Lab in the workspace.
+    #[arg(long)]
+    no_jupyter: bool,
+    /// SSH public key to authorise [env: SSH_KEY] [default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub].
+    #[arg(long, value_name = "PATH")]
+    ssh_key: Option<PathBuf>,
+    /// Pods that may share each GPU by time-slicing [default: 1, no sharing].
+    #[arg(long, value_name = "N")]
+    time_slicing: Option<u32>,
+    /// How to reach SSH and Jupyter [default: port-forward, with no public port].
+    #[arg(long, value_enum)]
+    access: Option<AccessArg>,
+    /// Address range a LoadBalancer admits (repeatable); needed with --access load-balancer.
+    #[arg(long = "allow-cidr", value_name = "CIDR")]
+    allow_cidr: Vec<IpNet>,
+    /// Extra tag on every AWS resource, KEY=VALUE (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AccessArg {
+    PortForward,
+    LoadBalancer,
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+/// The flag that sets each spec field, for error messages ("from flag --min-nodes").
+const FLAGS: &[(&str, &str)] = &[
+    ("name", "--name"),
+    ("region", "--region"),
+    ("kubernetes_version", "--kubernetes-version"),
+    ("nodes.instance_type", "--node-type"),
+    ("nodes.min", "--min-nodes"),
+    ("nodes.desired", "--desired-nodes"),
+    ("nodes.max", "--max-nodes"),
+    ("nodes.capacity", "--spot"),
+    ("nodes.disk_gib", "--disk"),
+    ("workspace.namespace", "--namespace"),
+    ("workspace.pod_name", "--pod-name"),
+    ("workspace.image", "--image"),
+    ("workspace.gpus", "--gpus"),
+    ("workspace.cpu", "--cpu"),
+    ("workspace.memory", "--memory"),
+    ("workspace.volume_size", "--volume-size"),
+    ("workspace.storage_class", "--storage-class"),
+    ("workspace.jupyter", "--no-jupyter"),
+    ("workspace.ssh_public_key", "--ssh-key"),
+    ("device_plugin.time_slicing_replicas", "--time-slicing"),
+    ("access.mode", "--access"),
+    ("access.allowed_cidrs", "--allow-cidr"),
+    ("tags", "--tag"),
+];
+
+fn flag_source(field: &str) -> Source {
+    let flag = FLAGS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(field, |(_, flag)| flag);
+    Source::Flag(flag.to_string())
+}
+
+impl SpecArgs {
+    fn layer(&self) -> SpecLayer {
+        SpecLayer {
+            name: self.name.clone(),
+            region: self.region.clone(),
+            kubernetes_version: self.kubernetes_version.clone(),
+            nodes: NodesLayer {
+                instance_type: self.node_type.clone(),
+                min: self.min_nodes,
+                desired: self.desired_nodes,
+                max: self.max_nodes,
+                capacity: self.spot.then_some(Capacity::Spot),
+                disk_gib: self.disk,
+            },
+            workspace: WorkspaceLayer {
+                namespace: self.namespace.clone(),
+                pod_name: self.pod_name.clone(),
+                image: self.image.clone(),
+                gpus: self.gpus,
+                cpu: self.cpu.clone(),
+                memory: self.memory.clone(),
+                volume_size: self.volume_size.clone(),
+                storage_class: self.storage_class.clone(),
+                jupyter: self.no_jupyter.then_some(false),
+                ssh_public_key: self.ssh_key.clone(),
+            },
+            device_plugin: DevicePluginLayer {
+                time_slicing_replicas: self.time_slicing,
+            },
+            access: AccessLayer {
+                mode: self.access.map(|a| match a {
+                    AccessArg::PortForward => AccessMode::PortForward,
+                    AccessArg::LoadBalancer => AccessMode::LoadBalancer,
+                }),
+                allowed_cidrs: (!self.allow_cidr.is_empty()).then(|| self.allow_cidr.clone()),
+            },
+            tags: self.tags.iter().cloned().collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    /// The lab's spec from this process's files and environment, with these flags on top.
+    pub(crate) fn resolve(&self, global: &GlobalArgs) -> gpulab_core::Result<ResolvedSpec> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| gpulab_core::Error::io("read the working directory", e))?;
+        let mut inputs = SpecInputs::from_process(&cwd, global.config.clone());
+        inputs.overrides = self.layer();
+        inputs.override_source = Some(flag_source);
+        Ok(inputs.resolve()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_field_has_a_flag() {
+        let resolved = SpecInputs::default().resolve().unwrap();
+        for field in resolved.explain() {
+            assert!(
+                FLAGS.iter().any(|(f, _)| *f == field.field),
+                "no flag sets {}",
+                field.field
+            );
+        }
+    }
+}

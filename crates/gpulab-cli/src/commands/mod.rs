@@ -1,0 +1,5 @@
+//! One module per command.
+
+pub(crate) mod catalog;
+pub(crate) mod config;
+pub(crate) mod plan;

@@ -1,0 +1,170 @@
+//! `gpulab plan`: everything `up` would create and what it would cost, from the spec alone.
+
+use clap::Args;
+use gpulab_core::catalog::{self, HOURS_PER_MONTH};
+use gpulab_core::manifest::KubeObject;
+use gpulab_core::plan::Plan;
+use gpulab_core::spec::{AccessMode, ValidSpec};
+
+use crate::args::{GlobalArgs, SpecArgs};
+use crate::printer::{Printer, dollars, table};
+
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// A summary for people.
+    Table,
+    /// The whole plan as JSON.
+    Json,
+    /// The Kubernetes manifests, as `kubectl apply -f` takes them.
+    Yaml,
+}
+
+pub(crate) fn run(
+    global: &GlobalArgs,
+    args: &PlanArgs,
+    printer: &Printer,
+) -> gpulab_core::Result<()> {
+    let spec = args.spec.resolve(global)?.validate()?;
+    let plan = Plan::new(&spec);
+    match args.output {
+        Format::Json => printer.json(&plan),
+        Format::Yaml => printer.line(KubeObject::to_yaml_stream(&plan.kubernetes).trim_end()),
+        Format::Table => print_table(&spec, &plan, printer),
+    }
+    Ok(())
+}
+
+fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
+    let s = &spec.spec;
+    let i = plan.instance;
+    let gpu = i.gpu_model();
+    printer.line(format!(
+        "Plan for lab {} in {} ({})",
+        plan.lab, plan.region, spec.region.location
+    ));
+    printer.line(format!(
+        "  GPU nodes  {} × {} ({}): {} × {} {} GiB, {} vCPUs, {} GiB memory",
+        s.nodes.desired,
+        i.name,
+        s.nodes.capacity,
+        i.gpu_count,
+        gpu.name,
+        gpu.memory_gib,
+        i.vcpus,
+        i.memory_gib
+    ));
+    printer.line(format!(
+        "  Workspace  pod {}/{}: {} GPU, {} CPU, {} memory, {} /workspace volume; image {}",
+        s.workspace.namespace,
+        s.workspace.pod_name,
+        s.workspace.gpus,
+        spec.cpu,
+        spec.memory,
+        spec.volume_size,
+        s.workspace.image
+    ));
+    let access = match s.access.mode {
+        AccessMode::PortForward => {
+            "SSH and Jupyter through the Kubernetes API server; no public ports".to_string()
+        }
+        AccessMode::LoadBalancer => {
+            let cidrs: Vec<String> = s
+                .access
+                .allowed_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!(
+                "SSH and Jupyter on a Network Load Balancer, admitting only {}",
+                cidrs.join(", ")
+            )
+        }
+    };
+    printer.line(format!("  Access     {access}"));
+
+    printer.heading(format!(
+        "AWS resources ({}), each tagged {}={}",
+        plan.aws.len(),
+        gpulab_core::naming::LAB_KEY,
+        plan.lab
+    ));
+    let rows: Vec<Vec<String>> = plan
+        .aws
+        .iter()
+        .map(|r| vec![r.kind.into(), r.name.clone(), r.detail.clone()])
+        .collect();
+    printer.line(table(&["KIND", "NAME", "DETAIL"], &rows));
+
+    printer.heading(format!(
+        "Kubernetes objects ({}); `gpulab plan -o yaml` prints them",
+        plan.kubernetes.len()
+    ));
+    let rows: Vec<Vec<String>> = plan
+        .kubernetes
+        .iter()
+        .map(|o| {
+            vec![
+                o.kind().into(),
+                o.namespace().unwrap_or("-").into(),
+                o.name().into(),
+            ]
+        })
+        .collect();
+    printer.line(table(&["KIND", "NAMESPACE", "NAME"], &rows));
+
+    let cost = &plan.cost;
+    printer.heading("Cost");
+    let mut rows: Vec<Vec<String>> = cost
+        .items
+        .iter()
+        .map(|c| {
+            vec![
+                c.item.clone(),
+                c.quantity.clone(),
+                dollars(c.per_hour, 4),
+                dollars(c.per_hour.map(|h| h * HOURS_PER_MONTH), 2),
+            ]
+        })
+        .collect();
+    let total = if cost.complete {
+        "Total"
+    } else {
+        "Total (known items)"
+    };
+    rows.push(vec![
+        total.into(),
+        String::new(),
+        format!("{:.4}", cost.per_hour),
+        format!("{:.2}", cost.per_month),
+    ]);
+    printer.line(table(&["ITEM", "QUANTITY", "$/HOUR", "$/MONTH"], &rows));
+    printer.line(format!(
+        "  With the GPU nodes scaled to zero the lab still costs ${:.2}/hour (${:.0}/month).",
+        cost.idle_per_hour,
+        cost.idle_per_hour * HOURS_PER_MONTH
+    ));
+    for note in &cost.notes {
+        printer.line(format!("  {note}"));
+    }
+    printer.line(format!(
+        "  Instance prices as of {}.",
+        catalog::PRICES_AS_OF
+    ));
+
+    if !plan.warnings.is_empty() {
+        printer.heading("Warnings");
+        for warning in &plan.warnings {
+            printer.line(format!("  - {warning}"));
+        }
+    }
+    printer.hint("\nNothing was created: a plan needs no AWS account.");
+}

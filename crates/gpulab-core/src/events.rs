@@ -1,0 +1,88 @@
+//! Progress events. The library reports what it is doing through a [`Reporter`]; the CLI renders them as
+//! spinners, the Python bindings as callbacks or a notebook widget, tests collect them.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One thing that happened while gpulab worked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A step began, e.g. "create VPC".
+    StepStarted {
+        /// The step's name.
+        step: String,
+    },
+    /// A step finished.
+    StepFinished {
+        /// The step's name.
+        step: String,
+        /// How long it took.
+        elapsed: Duration,
+        /// Whether it found the work already done (a resumed `up`, or an already-deleted resource).
+        already_done: bool,
+    },
+    /// Still waiting on something slow, e.g. the EKS control plane; sent on every poll.
+    Waiting {
+        /// The step waiting.
+        step: String,
+        /// What it waits for, in the cloud's words ("cluster status CREATING").
+        on: String,
+        /// How long it has waited so far.
+        elapsed: Duration,
+    },
+    /// Bytes or items done out of a total, for transfers and multi-part steps.
+    Progress {
+        /// The step.
+        step: String,
+        /// Done so far.
+        done: u64,
+        /// The total, when known.
+        total: Option<u64>,
+    },
+    /// Something the user should know that does not stop the work.
+    Warning {
+        /// The warning.
+        message: String,
+    },
+}
+
+/// Receives progress events. Implementations must be cheap: events arrive on the hot path of waits and
+/// transfers.
+pub trait Reporter: Send + Sync {
+    /// Take one event.
+    fn report(&self, event: Event);
+}
+
+/// A reporter that drops every event.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn report(&self, _event: Event) {}
+}
+
+/// A reporter that keeps every event, for tests and for callers that render afterwards.
+#[derive(Debug, Default)]
+pub struct Recorder(Mutex<Vec<Event>>);
+
+impl Recorder {
+    /// The events so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().expect("recorder lock").clone()
+    }
+}
+
+impl Reporter for Recorder {
+    fn report(&self, event: Event) {
+        self.0.lock().expect("recorder lock").push(event);
+    }
+}
+
+impl<F: Fn(Event) + Send + Sync> Reporter for F {
+    fn report(&self, event: Event) {
+        self(event)
+    }
+}

@@ -1,0 +1,243 @@
+//! The plan: everything `up` would create, in AWS and in the cluster, and what it would cost, worked
+//! out from a validated spec alone: no credentials, no network.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::addon::NvidiaDevicePlugin;
+use crate::catalog;
+use crate::cost::CostEstimate;
+use crate::manifest::KubeObject;
+use crate::naming::{self, AwsNames, GPU_NODE_LABEL, GPU_TAINT, KubeNames};
+use crate::spec::{AccessMode, SshKey, ValidSpec};
+use crate::workspace::{self, WorkspaceSecrets};
+
+/// The VPC's address range; the two public subnets split its first half.
+pub const VPC_CIDR: &str = "10.42.0.0/16";
+/// The public subnets' ranges, one per availability zone.
+pub const SUBNET_CIDRS: [&str; 2] = ["10.42.0.0/18", "10.42.64.0/18"];
+/// The EKS AMI type of the GPU nodes: Amazon Linux 2023 with the NVIDIA driver and container toolkit.
+pub const NODE_AMI_TYPE: &str = "AL2023_x86_64_NVIDIA";
+/// AWS-managed policies of the node role.
+pub const NODE_POLICIES: [&str; 4] = [
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+    "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy",
+];
+/// AWS-managed policy of the cluster role.
+pub const CLUSTER_POLICY: &str = "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy";
+
+/// One AWS resource `up` would create.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedResource {
+    /// Service and type, e.g. "ec2:vpc".
+    pub kind: &'static str,
+    /// Its name (the Name tag, or the resource's name).
+    pub name: String,
+    /// What it is set up with.
+    pub detail: String,
+}
+
+/// Everything `up` would do, and its cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The lab's name.
+    pub lab: String,
+    /// The region.
+    pub region: String,
+    /// The GPU node type and its catalog entry.
+    pub instance: &'static catalog::InstanceType,
+    /// AWS resources, in creation order; `down` deletes them in reverse.
+    pub aws: Vec<PlannedResource>,
+    /// Tags on every AWS resource.
+    pub tags: BTreeMap<String, String>,
+    /// Kubernetes objects, in apply order: the device plugin, then the workspace.
+    pub kubernetes: Vec<KubeObject>,
+    /// What the lab costs.
+    pub cost: CostEstimate,
+    /// Things to know before `up`.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// The plan for `spec`.
+    pub fn new(spec: &ValidSpec) -> Self {
+        let s = &spec.spec;
+        let names = AwsNames::new(s);
+        let instance = spec.instance;
+        let mut aws = Vec::new();
+        let mut add = |kind, name: &str, detail: String| {
+            aws.push(PlannedResource {
+                kind,
+                name: name.into(),
+                detail,
+            })
+        };
+
+        add(
+            "ec2:vpc",
+            &names.vpc,
+            format!("{VPC_CIDR}, DNS hostnames on; no NAT gateway"),
+        );
+        for (i, cidr) in SUBNET_CIDRS.iter().enumerate() {
+            add(
+                "ec2:subnet",
+                &format!("{}-public-{}", s.name, i + 1),
+                format!(
+                    "{cidr}, public, in the {} availability zone offering {}",
+                    ["first", "second"][i],
+                    instance.name
+                ),
+            );
+        }
+        add(
+            "ec2:internet-gateway",
+            &format!("{}-igw", s.name),
+            "attached to the VPC".into(),
+        );
+        add(
+            "ec2:route-table",
+            &format!("{}-public", s.name),
+            "0.0.0.0/0 via the internet gateway; both subnets".into(),
+        );
+        add(
+            "ec2:security-group",
+            &names.node_security_group,
+            "control plane and nodes; inbound only from itself (no port open to the internet)"
+                .into(),
+        );
+        add(
+            "iam:role",
+            &names.cluster_role,
+            format!(
+                "assumed by eks.amazonaws.com; {}",
+                short_policy(CLUSTER_POLICY)
+            ),
+        );
+        add(
+            "iam:role",
+            &names.node_role,
+            format!(
+                "assumed by ec2.amazonaws.com; {}",
+                NODE_POLICIES.map(short_policy).join(", ")
+            ),
+        );
+        let version = s
+            .kubernetes_version
+            .as_deref()
+            .unwrap_or("version: EKS's current default");
+        add(
+            "eks:cluster",
+            &names.cluster,
+            format!("Kubernetes {version}; API authentication mode API_AND_CONFIG_MAP"),
+        );
+        add(
+            "eks:access-entry",
+            &names.cluster,
+            "the caller, with AmazonEKSClusterAdminPolicy".into(),
+        );
+        add(
+            "eks:addon",
+            "aws-ebs-csi-driver",
+            "so the /workspace volume can be provisioned".into(),
+        );
+        add(
+            "eks:nodegroup",
+            &names.node_group,
+            format!(
+                "{} {}, {} node(s) (min {}, max {}), {} GiB gp3 root disk, AMI type {NODE_AMI_TYPE}, label {}={}, taint {}={}:{}",
+                instance.name,
+                s.nodes.capacity,
+                s.nodes.desired,
+                s.nodes.min,
+                s.nodes.max,
+                s.nodes.disk_gib,
+                GPU_NODE_LABEL.0,
+                GPU_NODE_LABEL.1,
+                GPU_TAINT.0,
+                GPU_TAINT.1,
+                GPU_TAINT.2
+            ),
+        );
+        let kube_names = KubeNames::new(s);
+        add(
+            "ec2:volume",
+            &kube_names.volume,
+            format!(
+                "{} gp3, encrypted, created by the EBS CSI driver for /workspace",
+                spec.volume_size
+            ),
+        );
+        if s.access.mode == AccessMode::LoadBalancer {
+            let cidrs: Vec<String> = s
+                .access
+                .allowed_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            add(
+                "elb:network-load-balancer",
+                &kube_names.load_balancer,
+                format!(
+                    "created by Kubernetes for SSH and Jupyter; admits only {}",
+                    cidrs.join(", ")
+                ),
+            );
+        }
+
+        let mut kubernetes = NvidiaDevicePlugin::manifests(spec);
+        kubernetes.extend(workspace::manifests(
+            spec,
+            &WorkspaceSecrets::placeholders(spec),
+        ));
+
+        Plan {
+            lab: s.name.clone(),
+            region: s.region.clone(),
+            instance,
+            aws,
+            tags: naming::aws_tags(s),
+            kubernetes,
+            cost: CostEstimate::for_spec(spec),
+            warnings: warnings(spec),
+        }
+    }
+}
+
+fn short_policy(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+fn warnings(spec: &ValidSpec) -> Vec<String> {
+    let s = &spec.spec;
+    let mut warnings = Vec::new();
+    if spec.instance.price_per_hour(&s.region).is_none() && spec.region.services.is_some() {
+        warnings.push(format!(
+            "{} is not offered in {} as far as gpulab's catalog knows; `up` checks with EC2 before creating anything",
+            spec.instance.name, s.region
+        ));
+    }
+    if s.nodes.desired == 0 {
+        warnings.push(
+            "nodes.desired is 0: the workspace pod stays Pending until the node group is scaled up"
+                .into(),
+        );
+    }
+    if s.access.mode == AccessMode::LoadBalancer {
+        warnings.push("access.mode is load-balancer: SSH and Jupyter get a public address, limited to access.allowed_cidrs".into());
+    } else if !s.access.allowed_cidrs.is_empty() {
+        warnings.push(
+            "access.allowed_cidrs is ignored: it applies only with access.mode = load-balancer"
+                .into(),
+        );
+    }
+    if let SshKey::Generate { path } = &spec.ssh_key {
+        warnings.push(format!(
+            "no SSH key found: `up` will create an ed25519 key pair at {}",
+            path.display()
+        ));
+    }
+    warnings
+}

@@ -1,0 +1,189 @@
+//! Cloud provisioning: the one interface every way of getting a GPU cluster implements (EKS through the
+//! AWS SDK, or an existing cluster through a kubeconfig context), after SkyPilot's provisioner: typed
+//! inputs and records, idempotent steps, and a driver (the `Lab`) that owns ordering and resume.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::Result;
+use crate::events::Reporter;
+use crate::spec::ValidSpec;
+
+/// What a provider found before creating anything: who the caller is, and whether the account can run
+/// the node group. Problems here stop `up` before it spends money.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Preflight {
+    /// The caller's identity, e.g. an IAM ARN, or the kubeconfig user.
+    pub identity: String,
+    /// Availability zones offering the node type (EKS needs subnets in two).
+    pub zones: Vec<String>,
+    /// The GPU vCPU quota and what the node group needs, where the provider has quotas.
+    pub quota: Option<QuotaCheck>,
+    /// Problems that do not stop `up` but that the user should see.
+    pub warnings: Vec<String>,
+}
+
+/// A Service Quotas check of GPU vCPUs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuotaCheck {
+    /// The quota's name, e.g. "Running On-Demand G and VT instances".
+    pub quota_name: String,
+    /// The quota's code, for `aws service-quotas request-service-quota-increase`.
+    pub quota_code: String,
+    /// vCPUs the account may run.
+    pub limit_vcpus: f64,
+    /// vCPUs the node group needs at its maximum size.
+    pub needed_vcpus: f64,
+}
+
+/// A resource a provider created or found, as recorded in the lab's state and listed by `down`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ResourceRef {
+    /// Its kind, e.g. "vpc", "iam-role", "eks-cluster".
+    pub kind: String,
+    /// Its id or name, e.g. "vpc-0abc…".
+    pub id: String,
+}
+
+impl fmt::Display for ResourceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.id)
+    }
+}
+
+/// What `provision` produced: how to reach the cluster, and every resource it owns.
+#[derive(Clone, Debug)]
+pub struct Provisioned {
+    /// How to reach the cluster's API server.
+    pub access: ClusterAccess,
+    /// Every resource the lab owns, in creation order.
+    pub resources: Vec<ResourceRef>,
+}
+
+/// How to reach and authenticate to a cluster's API server.
+#[derive(Clone)]
+pub struct ClusterAccess {
+    /// The API server's URL.
+    pub endpoint: String,
+    /// PEM of the cluster's certificate authority; `None` trusts the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// How requests are authenticated.
+    pub auth: ClusterAuth,
+}
+
+impl fmt::Debug for ClusterAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterAccess")
+            .field("endpoint", &self.endpoint)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a cluster authenticates gpulab.
+#[derive(Clone)]
+pub enum ClusterAuth {
+    /// Short-lived bearer tokens, made in-process (EKS: a presigned STS GetCallerIdentity).
+    Token(Arc<dyn TokenSource>),
+    /// Whatever a kubeconfig context says (an existing cluster).
+    Kubeconfig {
+        /// The kubeconfig file; `None` for the default search (`KUBECONFIG`, `~/.kube/config`).
+        path: Option<std::path::PathBuf>,
+        /// The context; `None` for the current one.
+        context: Option<String>,
+    },
+}
+
+impl fmt::Debug for ClusterAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterAuth::Token(_) => f.write_str("Token(..)"),
+            ClusterAuth::Kubeconfig { path, context } => f
+                .debug_struct("Kubeconfig")
+                .field("path", path)
+                .field("context", context)
+                .finish(),
+        }
+    }
+}
+
+/// A bearer token and when it stops working.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken {
+    /// The token, sent as `Authorization: Bearer …`.
+    pub token: String,
+    /// When the API server will stop accepting it.
+    pub expires_at: SystemTime,
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Makes bearer tokens for a cluster; implementations cache and refresh before expiry.
+#[async_trait]
+pub trait TokenSource: Send + Sync {
+    /// A token valid for at least another minute.
+    async fn token(&self) -> Result<BearerToken>;
+}
+
+/// The cluster's state as the provider sees it, for `gpulab status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProvisionStatus {
+    /// The control plane's state, e.g. "ACTIVE", or "absent".
+    pub cluster: String,
+    /// The node group's state and size, e.g. "ACTIVE (1 of 1..2)", or "absent".
+    pub node_group: String,
+    /// Nodes running now.
+    pub nodes_running: u32,
+    /// When the cluster was created, if it exists.
+    pub created_at: Option<SystemTime>,
+}
+
+/// What `teardown` did and what it could not do.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TeardownReport {
+    /// Resources deleted.
+    pub deleted: Vec<ResourceRef>,
+    /// Resources that still carry the lab's tag after teardown: each may cost money and is named so the
+    /// user can remove it by hand.
+    pub leftovers: Vec<ResourceRef>,
+}
+
+/// A way of getting a GPU cluster. Every method is idempotent: `provision` finds what exists (by the
+/// lab's tags) before creating, and `teardown` treats "already gone" as success, so a lab stopped at any
+/// step can be resumed or removed.
+#[async_trait]
+pub trait ClusterProvisioner: Send + Sync {
+    /// A short name for messages: "aws", "existing".
+    fn name(&self) -> &'static str;
+
+    /// Check credentials, capacity and quota. Creates nothing.
+    async fn preflight(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<Preflight>;
+
+    /// Create (or find) the cluster and its GPU nodes, and return how to reach it.
+    async fn provision(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<Provisioned>;
+
+    /// How to reach an already provisioned cluster, without changing anything.
+    async fn access(&self, spec: &ValidSpec) -> Result<ClusterAccess>;
+
+    /// What the provider sees of the lab now.
+    async fn status(&self, spec: &ValidSpec) -> Result<ProvisionStatus>;
+
+    /// Resize the GPU node group; 0 stops the GPU bill while keeping the cluster and `/workspace`.
+    async fn scale(&self, spec: &ValidSpec, desired: u32, reporter: &dyn Reporter) -> Result<()>;
+
+    /// Delete everything the lab created, in dependency order, then list what still carries its tag.
+    /// Cluster-side objects that own cloud resources (LoadBalancer services, volumes) must already be
+    /// gone; the `Lab` removes them through the cluster first.
+    async fn teardown(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<TeardownReport>;
+}

@@ -1,0 +1,173 @@
+//! Remote execution in the workspace: run commands, copy files, open tunnels to the pod's ports. Two
+//! transports implement it: the Kubernetes API server (exec and port-forward, like `kubectl`) and SSH.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::Result;
+use crate::events::Reporter;
+
+/// A command to run in the workspace.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExecRequest {
+    /// The program and its arguments, run without a shell; wrap in `["bash", "-lc", …]` for one.
+    pub argv: Vec<String>,
+    /// Bytes for the command's standard input; `None` closes it at once.
+    pub stdin: Option<Vec<u8>>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Kill the command after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl ExecRequest {
+    /// A request to run `script` with `bash -lc`, so the login environment (PATH, the venv) applies.
+    pub fn shell(script: impl Into<String>) -> Self {
+        ExecRequest {
+            argv: vec!["bash".into(), "-lc".into(), script.into()],
+            ..Default::default()
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "kebab-case")]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it (the signal's name without "SIG", e.g. "KILL", where the transport says which).
+    Signal(&'static str),
+}
+
+impl ExitStatus {
+    /// True for exit code 0.
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Code(0)
+    }
+
+    /// The code a shell would report: the exit code, or 128 + the signal's number.
+    pub fn shell_code(&self) -> i32 {
+        match self {
+            ExitStatus::Code(code) => *code,
+            ExitStatus::Signal(name) => 128 + signal_number(name),
+        }
+    }
+}
+
+fn signal_number(name: &str) -> i32 {
+    match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ABRT" => 6,
+        "KILL" => 9,
+        "SEGV" => 11,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        _ => 0,
+    }
+}
+
+/// A finished command's captured output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecOutput {
+    /// Everything it wrote to standard output.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to standard error.
+    pub stderr: Vec<u8>,
+    /// How it ended.
+    pub status: ExitStatus,
+}
+
+/// Where a streaming command's output goes as it arrives.
+pub struct ExecStreams<'a> {
+    /// Standard input, read until its end.
+    pub stdin: Option<Pin<Box<dyn AsyncRead + Send + 'a>>>,
+    /// Standard output.
+    pub stdout: Pin<Box<dyn AsyncWrite + Send + 'a>>,
+    /// Standard error.
+    pub stderr: Pin<Box<dyn AsyncWrite + Send + 'a>>,
+}
+
+/// Which way a copy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyDirection {
+    /// From this machine into the workspace.
+    Upload {
+        /// Local file or directory.
+        local: PathBuf,
+        /// Path in the workspace; an existing directory receives the source inside it.
+        remote: String,
+    },
+    /// From the workspace to this machine.
+    Download {
+        /// Path in the workspace.
+        remote: String,
+        /// Local file or directory.
+        local: PathBuf,
+    },
+}
+
+/// What a copy moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TransferStats {
+    /// Files copied.
+    pub files: u64,
+    /// Bytes of file content copied.
+    pub bytes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// A byte stream to a port in the workspace.
+pub trait Tunnel: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Tunnel for T {}
+
+/// A transport into the workspace. Implementations keep their connection and reuse it across calls.
+/// Copies are atomic: a failed copy never leaves a truncated file at the target name.
+#[async_trait]
+pub trait RemoteExec: Send + Sync {
+    /// A short name for messages: "kube", "ssh".
+    fn name(&self) -> &'static str;
+
+    /// Run a command and capture its output.
+    async fn exec(&self, request: ExecRequest) -> Result<ExecOutput>;
+
+    /// Run a command, streaming its input and output.
+    async fn exec_streaming(
+        &self,
+        request: ExecRequest,
+        streams: ExecStreams<'_>,
+    ) -> Result<ExitStatus>;
+
+    /// Copy files or directories (recursively), keeping permissions and modification times; progress in
+    /// bytes goes to `reporter`.
+    async fn copy(
+        &self,
+        direction: CopyDirection,
+        reporter: &dyn Reporter,
+    ) -> Result<TransferStats>;
+
+    /// Open a byte stream to `port` in the workspace (local port forwarding is built on this).
+    async fn tunnel(&self, port: u16) -> Result<Box<dyn Tunnel>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_codes_follow_bash() {
+        assert_eq!(ExitStatus::Code(3).shell_code(), 3);
+        assert_eq!(ExitStatus::Signal("KILL").shell_code(), 137);
+        assert_eq!(ExitStatus::Signal("TERM").shell_code(), 143);
+        assert!(ExitStatus::Code(0).success() && !ExitStatus::Signal("INT").success());
+    }
+}

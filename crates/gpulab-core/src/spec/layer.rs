@@ -1,0 +1,358 @@
+//! Layers of a spec: the partial specs that files, environment variables and explicit overrides give,
+//! and the rule that folds them onto the defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AccessMode, Capacity, FieldError, LabSpec, Provenance, ResolvedSpec, Source, SpecErrors,
+};
+
+/// A partial spec: what one source says. `None` leaves the value of the layers below.
+/// This is also the shape of `gpulab.toml`, so an unknown key in the file is an error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecLayer {
+    /// See [`LabSpec::name`].
+    pub name: Option<String>,
+    /// See [`LabSpec::region`].
+    pub region: Option<String>,
+    /// See [`LabSpec::kubernetes_version`].
+    pub kubernetes_version: Option<String>,
+    /// See [`LabSpec::nodes`].
+    #[serde(default)]
+    pub nodes: NodesLayer,
+    /// See [`LabSpec::workspace`].
+    #[serde(default)]
+    pub workspace: WorkspaceLayer,
+    /// See [`LabSpec::device_plugin`].
+    #[serde(default)]
+    pub device_plugin: DevicePluginLayer,
+    /// See [`LabSpec::access`].
+    #[serde(default)]
+    pub access: AccessLayer,
+    /// Tags to add; a layer adds to the tags below it, and may change their values.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The `[nodes]` table; see [`super::NodesSpec`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct NodesLayer {
+    pub instance_type: Option<String>,
+    pub min: Option<u32>,
+    pub desired: Option<u32>,
+    pub max: Option<u32>,
+    pub capacity: Option<Capacity>,
+    pub disk_gib: Option<u32>,
+}
+
+/// The `[workspace]` table; see [`super::WorkspaceSpec`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct WorkspaceLayer {
+    pub namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub image: Option<String>,
+    pub gpus: Option<u32>,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    pub volume_size: Option<String>,
+    pub storage_class: Option<String>,
+    pub jupyter: Option<bool>,
+    pub ssh_public_key: Option<PathBuf>,
+}
+
+/// The `[device_plugin]` table; see [`super::DevicePluginSpec`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct DevicePluginLayer {
+    pub time_slicing_replicas: Option<u32>,
+}
+
+/// The `[access]` table; see [`super::AccessSpec`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct AccessLayer {
+    pub mode: Option<AccessMode>,
+    pub allowed_cidrs: Option<Vec<IpNet>>,
+}
+
+/// The original scripts' environment variables and the field each sets, in the order they are read.
+/// `AWS_DEFAULT_REGION` is the AWS CLI's older name; `AWS_REGION` wins when both are set.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("CLUSTER_NAME", "name"),
+    ("AWS_DEFAULT_REGION", "region"),
+    ("AWS_REGION", "region"),
+    ("NODE_TYPE", "nodes.instance_type"),
+    ("MIN_NODES", "nodes.min"),
+    ("MAX_NODES", "nodes.max"),
+    ("DESIRED_NODES", "nodes.desired"),
+    ("POD_NAME", "workspace.pod_name"),
+    ("SSH_KEY", "workspace.ssh_public_key"),
+];
+
+/// Everything a spec is resolved from. Frontends build it; tests build it by hand, so nothing here
+/// reads the process environment unless asked to ([`SpecInputs::from_process`]).
+#[derive(Debug, Clone, Default)]
+pub struct SpecInputs {
+    /// `gpulab.toml` files, lowest precedence first; a missing file is skipped.
+    pub files: Vec<PathBuf>,
+    /// A file the user named (`--config`): read instead of `files`, and it must exist.
+    pub explicit_file: Option<PathBuf>,
+    /// Environment variables (only those in [`ENV_VARS`] are read).
+    pub env: BTreeMap<String, String>,
+    /// Explicit overrides from the frontend.
+    pub overrides: SpecLayer,
+    /// How the frontend names each field, e.g. "nodes.min" → `Source::Flag("--min-nodes")`.
+    pub override_source: Option<fn(&str) -> Source>,
+    /// The home directory (for `~` and the default SSH keys).
+    pub home: Option<PathBuf>,
+}
+
+/// The `gpulab.toml` files gpulab reads, lowest precedence first: the user's config directory, then
+/// the working directory.
+pub fn config_file_candidates(cwd: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Some(dir) = dirs::config_dir() {
+        files.push(dir.join("gpulab").join("gpulab.toml"));
+    }
+    files.push(cwd.join("gpulab.toml"));
+    files
+}
+
+impl SpecInputs {
+    /// Inputs from this process: the config files around `cwd` (or only `config`, when given), the
+    /// environment, and the home directory.
+    pub fn from_process(cwd: &Path, config: Option<PathBuf>) -> Self {
+        let env = ENV_VARS
+            .iter()
+            .filter_map(|(var, _)| std::env::var(var).ok().map(|v| (var.to_string(), v)))
+            .collect();
+        SpecInputs {
+            files: config_file_candidates(cwd),
+            explicit_file: config,
+            env,
+            home: dirs::home_dir(),
+            ..Default::default()
+        }
+    }
+
+    /// Fold defaults, files, environment and overrides into one spec; every unreadable file and
+    /// unparsable variable is reported, together.
+    pub fn resolve(&self) -> Result<ResolvedSpec, SpecErrors> {
+        let mut spec = LabSpec::default();
+        let mut provenance = Provenance::default();
+        let mut errors = Vec::new();
+
+        let files = match &self.explicit_file {
+            Some(path) => std::slice::from_ref(path),
+            None => &self.files[..],
+        };
+        for path in files {
+            match read_file_layer(path, self.explicit_file.is_some()) {
+                Ok(Some(layer)) => apply(&mut spec, &mut provenance, layer, &|_| {
+                    Source::File(path.clone())
+                }),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+
+        let (env_layer, env_errors) = env_layer(&self.env);
+        errors.extend(env_errors);
+        let env_source = |field: &str| {
+            let var = ENV_VARS
+                .iter()
+                .rev()
+                .find(|(var, f)| *f == field && self.env.contains_key(*var));
+            Source::Env(var.map_or("?", |(var, _)| var).to_string())
+        };
+        apply(&mut spec, &mut provenance, env_layer, &env_source);
+
+        let override_source = self
+            .override_source
+            .unwrap_or(|field| Source::Argument(field.to_string()));
+        apply(
+            &mut spec,
+            &mut provenance,
+            self.overrides.clone(),
+            &override_source,
+        );
+
+        if errors.is_empty() {
+            Ok(ResolvedSpec {
+                spec,
+                provenance,
+                home: self.home.clone(),
+            })
+        } else {
+            Err(SpecErrors(errors))
+        }
+    }
+}
+
+fn read_file_layer(path: &Path, required: bool) -> Result<Option<SpecLayer>, FieldError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(e) => {
+            return Err(FieldError {
+                field: "file".into(),
+                value: path.display().to_string(),
+                source: Source::File(path.to_owned()),
+                problem: format!("cannot read it: {e}"),
+                allowed: "a readable TOML file".into(),
+            });
+        }
+    };
+    toml::from_str(&text).map(Some).map_err(|e| {
+        let position = e.span().map(|span| {
+            let line = text[..span.start].lines().count().max(1);
+            format!(" at line {line}")
+        });
+        FieldError {
+            field: "file".into(),
+            value: path.display().to_string(),
+            source: Source::File(path.to_owned()),
+            problem: format!(
+                "not a valid gpulab.toml{}: {}",
+                position.unwrap_or_default(),
+                e.message()
+            ),
+            allowed:
+                "the keys of `gpulab config show --output toml`: name, region, kubernetes_version, \
+                      [nodes], [workspace], [device_plugin], [access], [tags]"
+                    .into(),
+        }
+    })
+}
+
+fn env_layer(env: &BTreeMap<String, String>) -> (SpecLayer, Vec<FieldError>) {
+    let mut layer = SpecLayer::default();
+    let mut errors = Vec::new();
+    let mut count = |var: &str, field: &str, slot: &mut Option<u32>| {
+        if let Some(raw) = env.get(var) {
+            match raw.trim().parse() {
+                Ok(n) => *slot = Some(n),
+                Err(_) => errors.push(FieldError {
+                    field: field.into(),
+                    value: raw.clone(),
+                    source: Source::Env(var.into()),
+                    problem: "not a whole number".into(),
+                    allowed: "a whole number of nodes, 0 to 100".into(),
+                }),
+            }
+        }
+    };
+    count("MIN_NODES", "nodes.min", &mut layer.nodes.min);
+    count("MAX_NODES", "nodes.max", &mut layer.nodes.max);
+    count("DESIRED_NODES", "nodes.desired", &mut layer.nodes.desired);
+
+    let text = |var: &str| {
+        env.get(var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    layer.name = text("CLUSTER_NAME");
+    layer.region = text("AWS_REGION").or_else(|| text("AWS_DEFAULT_REGION"));
+    layer.nodes.instance_type = text("NODE_TYPE");
+    layer.workspace.pod_name = text("POD_NAME");
+    layer.workspace.ssh_public_key = text("SSH_KEY").map(PathBuf::from);
+    (layer, errors)
+}
+
+/// Fold `layer` onto `spec`, recording `source(field)` for each value it sets.
+fn apply(
+    spec: &mut LabSpec,
+    provenance: &mut Provenance,
+    layer: SpecLayer,
+    source: &dyn Fn(&str) -> Source,
+) {
+    // `set`: the layer's value replaces the spec's; `some`: the spec's field is an Option.
+    macro_rules! fold {
+        (set $($field:ident).+ = $value:expr, $key:literal) => {
+            if let Some(v) = $value {
+                spec.$($field).+ = v;
+                provenance.set($key, source($key));
+            }
+        };
+        (some $($field:ident).+ = $value:expr, $key:literal) => {
+            if let Some(v) = $value {
+                spec.$($field).+ = Some(v);
+                provenance.set($key, source($key));
+            }
+        };
+    }
+    let SpecLayer {
+        name,
+        region,
+        kubernetes_version,
+        nodes,
+        workspace,
+        device_plugin,
+        access,
+        tags,
+    } = layer;
+    fold!(set name = name, "name");
+    fold!(set region = region, "region");
+    fold!(some kubernetes_version = kubernetes_version, "kubernetes_version");
+    fold!(set nodes.instance_type = nodes.instance_type, "nodes.instance_type");
+    fold!(set nodes.min = nodes.min, "nodes.min");
+    fold!(set nodes.desired = nodes.desired, "nodes.desired");
+    fold!(set nodes.max = nodes.max, "nodes.max");
+    fold!(set nodes.capacity = nodes.capacity, "nodes.capacity");
+    fold!(set nodes.disk_gib = nodes.disk_gib, "nodes.disk_gib");
+    fold!(set workspace.namespace = workspace.namespace, "workspace.namespace");
+    fold!(set workspace.pod_name = workspace.pod_name, "workspace.pod_name");
+    fold!(set workspace.image = workspace.image, "workspace.image");
+    fold!(set workspace.gpus = workspace.gpus, "workspace.gpus");
+    fold!(set workspace.cpu = workspace.cpu, "workspace.cpu");
+    fold!(set workspace.memory = workspace.memory, "workspace.memory");
+    fold!(set workspace.volume_size = workspace.volume_size, "workspace.volume_size");
+    fold!(some workspace.storage_class = workspace.storage_class, "workspace.storage_class");
+    fold!(set workspace.jupyter = workspace.jupyter, "workspace.jupyter");
+    fold!(some workspace.ssh_public_key = workspace.ssh_public_key, "workspace.ssh_public_key");
+    fold!(set device_plugin.time_slicing_replicas = device_plugin.time_slicing_replicas, "device_plugin.time_slicing_replicas");
+    fold!(set access.mode = access.mode, "access.mode");
+    fold!(set access.allowed_cidrs = access.allowed_cidrs, "access.allowed_cidrs");
+    if !tags.is_empty() {
+        spec.tags.extend(tags);
+        provenance.set("tags", source("tags"));
+    }
+}
+
+/// Every field name, in the order `gpulab config show` lists them.
+pub(crate) const FIELDS: &[&str] = &[
+    "name",
+    "region",
+    "kubernetes_version",
+    "nodes.instance_type",
+    "nodes.min",
+    "nodes.desired",
+    "nodes.max",
+    "nodes.capacity",
+    "nodes.disk_gib",
+    "workspace.namespace",
+    "workspace.pod_name",
+    "workspace.image",
+    "workspace.gpus",
+    "workspace.cpu",
+    "workspace.memory",
+    "workspace.volume_size",
+    "workspace.storage_class",
+    "workspace.jupyter",
+    "workspace.ssh_public_key",
+    "device_plugin.time_slicing_replicas",
+    "access.mode",
+    "access.allowed_cidrs",
+    "tags",
+];

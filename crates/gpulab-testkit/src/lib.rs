@@ -1,0 +1,145 @@
+//! Test support for gpulab: throwaway lab directories with their own config and SSH keys, and checks
+//! that run the real tools a user would (kubectl). Later: the Kubernetes API emulator, and moto and
+//! sshd launchers.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use gpulab_core::spec::{SpecInputs, SpecLayer};
+
+/// An OpenSSH ed25519 public key for tests (its private half is not kept anywhere).
+pub const TEST_PUBLIC_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFh0aGlzIGlzIGEgdGVzdCBrZXkgb2YgZ3B1bGFiIQ== gpulab-test";
+
+/// A temporary directory standing in for a user's machine: a working directory, a home with
+/// `~/.ssh`, and an environment that the test controls entirely.
+pub struct LabDir {
+    dir: tempfile::TempDir,
+    /// Environment variables the lab's commands see (nothing else from the test process leaks in).
+    pub env: BTreeMap<String, String>,
+}
+
+impl LabDir {
+    /// An empty lab directory: no config file, no SSH key, no environment.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        std::fs::create_dir_all(dir.path().join("home/.ssh")).expect("create ~/.ssh");
+        std::fs::create_dir_all(dir.path().join("work")).expect("create the working directory");
+        LabDir {
+            dir,
+            env: BTreeMap::new(),
+        }
+    }
+
+    /// The working directory, where `gpulab.toml` is looked for.
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Write `gpulab.toml` in the working directory.
+    pub fn write_config(&self, toml: &str) -> PathBuf {
+        let path = self.work().join("gpulab.toml");
+        std::fs::write(&path, toml).expect("write gpulab.toml");
+        path
+    }
+
+    /// Put [`TEST_PUBLIC_KEY`] at `~/.ssh/id_ed25519.pub`.
+    pub fn with_default_key(self) -> Self {
+        std::fs::write(
+            self.home().join(".ssh/id_ed25519.pub"),
+            format!("{TEST_PUBLIC_KEY}\n"),
+        )
+        .expect("write key");
+        self
+    }
+
+    /// Set an environment variable for the lab's commands.
+    pub fn with_env(mut self, var: &str, value: &str) -> Self {
+        self.env.insert(var.into(), value.into());
+        self
+    }
+
+    /// The spec inputs this directory gives, with `overrides` on top.
+    pub fn inputs(&self, overrides: SpecLayer) -> SpecInputs {
+        SpecInputs {
+            files: vec![self.work().join("gpulab.toml")],
+            explicit_file: None,
+            env: self.env.clone(),
+            overrides,
+            override_source: None,
+            home: Some(self.home()),
+        }
+    }
+
+    /// A `gpulab` command run as a user in this directory: working directory, `HOME`, config directory and
+    /// environment all set here, nothing inherited from the test's environment but `PATH`.
+    pub fn command(&self, gpulab: &Path) -> Command {
+        let mut cmd = Command::new(gpulab);
+        cmd.current_dir(self.work())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home())
+            .env("XDG_CONFIG_HOME", self.home().join(".config"))
+            .envs(&self.env);
+        cmd
+    }
+}
+
+impl Default for LabDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where `kubectl` is, if installed.
+pub fn kubectl() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("kubectl"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Have the real `kubectl` decode a YAML stream offline (`kubectl label --local`), returning the
+/// `kind/name` of every object it read. kubectl validates schemas only against a server; the offline
+/// decode still rejects unknown kinds, bad apiVersions and malformed documents.
+pub fn kubectl_decode(kubectl: &Path, yaml: &str) -> Result<Vec<String>, String> {
+    let mut child = Command::new(kubectl)
+        .args([
+            "label",
+            "--local",
+            "-f",
+            "-",
+            "gpulab.io/check=ok",
+            "-o",
+            "name",
+        ])
+        .env("KUBECONFIG", "/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run kubectl: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(yaml.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

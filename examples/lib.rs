@@ -1,0 +1,1 @@
+//! Examples of gpulab-core; run one with `cargo run -p gpulab-examples --example NAME`.
