@@ -100,7 +100,7 @@ mod tests {
         ];
         assert_eq!(
             table(&["TYPE", "PRICE"], &rows),
-            "  TYPE        PRICE\n  g4dn.xlarge 0.526\n  p5.48xlarge 55.04"
+            "  TYPE         PRICE\n  g4dn.xlarge  0.526\n  p5.48xlarge  55.04"
         );
     }
 }

@@ -126,3 +126,106 @@ impl CostEstimate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{AccessLayer, NodesLayer, SpecInputs, SpecLayer, ValidSpec};
+
+    fn spec(layer: SpecLayer) -> ValidSpec {
+        let home = tempfile::tempdir().unwrap();
+        SpecInputs {
+            overrides: layer,
+            home: Some(home.path().into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .validate()
+        .unwrap()
+    }
+
+    fn item<'a>(cost: &'a CostEstimate, prefix: &str) -> &'a CostItem {
+        cost.items
+            .iter()
+            .find(|i| i.item.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no item {prefix}"))
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn the_default_lab_costs_what_the_original_scripts_said() {
+        let cost = CostEstimate::for_spec(&spec(SpecLayer::default()));
+        // g4dn.xlarge $0.526 + EKS $0.10 + 150 GiB gp3 ($0.08/GB-month) + one public IPv4 $0.005.
+        let expected = 0.526 + 0.10 + 150.0 * 0.08 / 730.0 + 0.005;
+        assert!(close(cost.per_hour, expected), "{}", cost.per_hour);
+        assert!(close(cost.per_month, expected * 730.0));
+        assert!(cost.complete);
+        // The original README: "~$0.65/hour (~$470/month)".
+        assert!((0.64..0.66).contains(&cost.per_hour) && (465.0..480.0).contains(&cost.per_month));
+        assert!(close(cost.idle_per_hour, 0.10 + 50.0 * 0.08 / 730.0));
+    }
+
+    #[test]
+    fn node_items_scale_with_the_node_count() {
+        let layer = SpecLayer {
+            nodes: NodesLayer {
+                instance_type: Some("g5.xlarge".into()),
+                desired: Some(2),
+                ..Default::default()
+            },
+            region: Some("us-east-1".into()),
+            ..Default::default()
+        };
+        let cost = CostEstimate::for_spec(&spec(layer));
+        assert!(close(
+            item(&cost, "GPU nodes").per_hour.unwrap(),
+            2.0 * 1.006
+        ));
+        assert!(close(
+            item(&cost, "Node root disks").per_hour.unwrap(),
+            200.0 * 0.08 / 730.0
+        ));
+        assert!(close(item(&cost, "Public IPv4").per_hour.unwrap(), 0.01));
+    }
+
+    #[test]
+    fn spot_and_load_balancers_are_itemised() {
+        let layer = SpecLayer {
+            nodes: NodesLayer {
+                capacity: Some(crate::spec::Capacity::Spot),
+                ..Default::default()
+            },
+            access: AccessLayer {
+                mode: Some(AccessMode::LoadBalancer),
+                allowed_cidrs: Some(vec!["203.0.113.7/32".parse().unwrap()]),
+            },
+            ..Default::default()
+        };
+        let cost = CostEstimate::for_spec(&spec(layer));
+        assert!(close(
+            item(&cost, "Network Load Balancer").per_hour.unwrap(),
+            0.0225
+        ));
+        assert!(cost.notes.iter().any(|n| n.contains("Spot")));
+        assert!(close(
+            cost.idle_per_hour,
+            0.10 + 50.0 * 0.08 / 730.0 + 0.0225
+        ));
+    }
+
+    #[test]
+    fn unpriced_regions_give_a_lower_bound_and_say_so() {
+        let cost = CostEstimate::for_spec(&spec(SpecLayer {
+            region: Some("ap-south-1".into()),
+            ..Default::default()
+        }));
+        assert!(!cost.complete);
+        assert_eq!(item(&cost, "GPU nodes").per_hour, None);
+        assert_eq!(cost.per_hour, 0.0);
+        assert!(cost.notes.iter().any(|n| n.contains("ap-south-1")));
+    }
+}

@@ -331,3 +331,6 @@ impl ResolvedSpec {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;
