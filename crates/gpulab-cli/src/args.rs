@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use gpulab_core::spec::{
     AccessLayer, AccessMode, Capacity, DevicePluginLayer, NodesLayer, ResolvedSpec, Source,
-    SpecInputs, SpecLayer, WorkspaceLayer,
+    SpecInputs, SpecLayer, WorkspaceLayer, field_option,
 };
 use ipnet::IpNet;
 
@@ -108,39 +108,20 @@ fn parse_tag(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
-/// The flag that sets each spec field, for error messages ("from flag --min-nodes").
-const FLAGS: &[(&str, &str)] = &[
-    ("name", "--name"),
-    ("region", "--region"),
-    ("kubernetes_version", "--kubernetes-version"),
-    ("nodes.instance_type", "--node-type"),
-    ("nodes.min", "--min-nodes"),
-    ("nodes.desired", "--desired-nodes"),
-    ("nodes.max", "--max-nodes"),
-    ("nodes.capacity", "--spot"),
-    ("nodes.disk_gib", "--disk"),
-    ("workspace.namespace", "--namespace"),
-    ("workspace.pod_name", "--pod-name"),
-    ("workspace.image", "--image"),
-    ("workspace.gpus", "--gpus"),
-    ("workspace.cpu", "--cpu"),
-    ("workspace.memory", "--memory"),
-    ("workspace.volume_size", "--volume-size"),
-    ("workspace.storage_class", "--storage-class"),
-    ("workspace.jupyter", "--no-jupyter"),
-    ("workspace.ssh_public_key", "--ssh-key"),
-    ("device_plugin.time_slicing_replicas", "--time-slicing"),
-    ("access.mode", "--access"),
-    ("access.allowed_cidrs", "--allow-cidr"),
-    ("tags", "--tag"),
-];
-
+/// The flag that sets `field`, for error messages ("from flag --min-nodes"): the option's name, but for
+/// the flags that read better inverted or singular.
 fn flag_source(field: &str) -> Source {
-    let flag = FLAGS
-        .iter()
-        .find(|(f, _)| *f == field)
-        .map_or(field, |(_, flag)| flag);
-    Source::Flag(flag.to_string())
+    let flag = match field {
+        "nodes.capacity" => "--spot".to_string(),
+        "workspace.jupyter" => "--no-jupyter".to_string(),
+        "access.allowed_cidrs" => "--allow-cidr".to_string(),
+        "tags" => "--tag".to_string(),
+        _ => format!(
+            "--{}",
+            field_option(field).unwrap_or(field).replace('_', "-")
+        ),
+    };
+    Source::Flag(flag)
 }
 
 impl SpecArgs {
@@ -197,14 +178,25 @@ impl SpecArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     #[test]
-    fn every_spec_field_has_a_flag() {
+    fn every_spec_field_has_a_flag_that_exists() {
+        #[derive(clap::Parser)]
+        struct Probe {
+            #[command(flatten)]
+            spec: SpecArgs,
+        }
+        let command = Probe::command();
         let resolved = SpecInputs::default().resolve().unwrap();
         for field in resolved.explain() {
+            let Source::Flag(flag) = flag_source(field.field) else {
+                unreachable!()
+            };
+            let long = flag.trim_start_matches("--");
             assert!(
-                FLAGS.iter().any(|(f, _)| *f == field.field),
-                "no flag sets {}",
+                command.get_arguments().any(|a| a.get_long() == Some(long)),
+                "{} names a missing flag {flag}",
                 field.field
             );
         }

@@ -163,7 +163,7 @@ impl SpecInputs {
                     Source::File(path.clone())
                 }),
                 Ok(None) => {}
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(*e),
             }
         }
 
@@ -200,18 +200,18 @@ impl SpecInputs {
     }
 }
 
-fn read_file_layer(path: &Path, required: bool) -> Result<Option<SpecLayer>, FieldError> {
+fn read_file_layer(path: &Path, required: bool) -> Result<Option<SpecLayer>, Box<FieldError>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
         Err(e) => {
-            return Err(FieldError {
+            return Err(Box::new(FieldError {
                 field: "file".into(),
                 value: path.display().to_string(),
                 source: Source::File(path.to_owned()),
                 problem: format!("cannot read it: {e}"),
                 allowed: "a readable TOML file".into(),
-            });
+            }));
         }
     };
     toml::from_str(&text).map(Some).map_err(|e| {
@@ -219,7 +219,7 @@ fn read_file_layer(path: &Path, required: bool) -> Result<Option<SpecLayer>, Fie
             let line = text[..span.start].lines().count().max(1);
             format!(" at line {line}")
         });
-        FieldError {
+        Box::new(FieldError {
             field: "file".into(),
             value: path.display().to_string(),
             source: Source::File(path.to_owned()),
@@ -232,7 +232,7 @@ fn read_file_layer(path: &Path, required: bool) -> Result<Option<SpecLayer>, Fie
                 "the keys of `gpulab config show --output toml`: name, region, kubernetes_version, \
                       [nodes], [workspace], [device_plugin], [access], [tags]"
                     .into(),
-        }
+        })
     })
 }
 
@@ -356,3 +356,47 @@ pub(crate) const FIELDS: &[&str] = &[
     "access.allowed_cidrs",
     "tags",
 ];
+
+/// The flat option names frontends take (Python keyword arguments; CLI flags with `-` for `_`), and the
+/// field each sets. `spot` takes a bool for `nodes.capacity`.
+pub const OPTIONS: &[(&str, &str)] = &[
+    ("name", "name"),
+    ("region", "region"),
+    ("kubernetes_version", "kubernetes_version"),
+    ("node_type", "nodes.instance_type"),
+    ("min_nodes", "nodes.min"),
+    ("desired_nodes", "nodes.desired"),
+    ("max_nodes", "nodes.max"),
+    ("spot", "nodes.capacity"),
+    ("disk", "nodes.disk_gib"),
+    ("namespace", "workspace.namespace"),
+    ("pod_name", "workspace.pod_name"),
+    ("image", "workspace.image"),
+    ("gpus", "workspace.gpus"),
+    ("cpu", "workspace.cpu"),
+    ("memory", "workspace.memory"),
+    ("volume_size", "workspace.volume_size"),
+    ("storage_class", "workspace.storage_class"),
+    ("jupyter", "workspace.jupyter"),
+    ("ssh_key", "workspace.ssh_public_key"),
+    ("time_slicing", "device_plugin.time_slicing_replicas"),
+    ("access", "access.mode"),
+    ("allowed_cidrs", "access.allowed_cidrs"),
+    ("tags", "tags"),
+];
+
+/// The field an option sets, e.g. "node_type" → "nodes.instance_type".
+pub fn option_field(option: &str) -> Option<&'static str> {
+    OPTIONS
+        .iter()
+        .find(|(o, _)| *o == option)
+        .map(|(_, field)| *field)
+}
+
+/// The option that sets a field, e.g. "nodes.instance_type" → "node_type".
+pub fn field_option(field: &str) -> Option<&'static str> {
+    OPTIONS
+        .iter()
+        .find(|(_, f)| *f == field)
+        .map(|(option, _)| *option)
+}
