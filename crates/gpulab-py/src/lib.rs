@@ -92,13 +92,15 @@ fn to_python<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bo
 }
 
 /// Keyword arguments as a spec layer: `node_type="g5.xlarge"` → `[nodes] instance_type`. The names are
-/// the CLI's flags with `_` for `-`; values are checked by the same rules as gpulab.toml.
+/// the CLI's flags with `_` for `-`; values are checked by the same rules as gpulab.toml, one argument at
+/// a time so that an error names its argument.
 fn layer_from_kwargs(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<SpecLayer> {
     let Some(kwargs) = kwargs else {
         return Ok(SpecLayer::default());
     };
     let dumps = py.import("json")?.getattr("dumps")?;
-    let mut tree = serde_json::Map::new();
+    let mut tree = serde_json::json!({});
+    let mut errors = Vec::new();
     for (key, value) in kwargs.iter() {
         let key: String = key.extract()?;
         let path = gpulab_core::spec::option_field(&key).ok_or_else(|| {
@@ -108,26 +110,35 @@ fn layer_from_kwargs(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyRe
                 known.join(", ")
             ))
         })?;
-        let json: String = dumps.call1((value,))?.extract()?;
-        let value: serde_json::Value =
+        let json: String = dumps.call1((&value,))?.extract()?;
+        let mut value: serde_json::Value =
             serde_json::from_str(&json).map_err(|e| GpulabError::new_err(e.to_string()))?;
-        let value = if key == "spot" {
-            serde_json::json!(if value == true { "spot" } else { "on-demand" })
-        } else {
-            value
-        };
-        match path.split_once('.') {
-            Some((table, field)) => {
-                let entry = tree.entry(table).or_insert_with(|| serde_json::json!({}));
-                entry[field] = value;
-            }
-            None => {
-                tree.insert(path.into(), value);
-            }
+        if key == "spot" {
+            value = serde_json::json!(if value == true { "spot" } else { "on-demand" });
         }
+        let mut single = serde_json::json!({});
+        let slot = path
+            .split('.')
+            .fold(&mut single, |node, part| &mut node[part]);
+        *slot = value.clone();
+        if let Err(e) = serde_json::from_value::<SpecLayer>(single) {
+            errors.push(gpulab_core::spec::FieldError {
+                field: path.into(),
+                value: json,
+                source: gpulab_core::spec::Source::Argument(format!("{key}=")),
+                problem: e.to_string(),
+                allowed: format!("a value of the kind `gpulab config show` prints for {path}"),
+            });
+            continue;
+        }
+        *path
+            .split('.')
+            .fold(&mut tree, |node, part| &mut node[part]) = value;
     }
-    serde_json::from_value(serde_json::Value::Object(tree))
-        .map_err(|e| SpecError::new_err(format!("invalid argument: {e}")))
+    if !errors.is_empty() {
+        return Err(spec_error(py, &SpecErrors(errors)));
+    }
+    serde_json::from_value(tree).map_err(|e| SpecError::new_err(format!("invalid argument: {e}")))
 }
 
 fn resolve(
