@@ -23,6 +23,7 @@
 
 pub mod addon;
 pub mod catalog;
+pub mod cluster;
 pub mod cost;
 mod error;
 pub mod events;
@@ -32,6 +33,7 @@ pub mod plan;
 pub mod provision;
 pub mod remote;
 pub mod spec;
+pub mod state;
 pub mod workspace;
 
 pub use error::{Error, Result};

@@ -8,7 +8,14 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::cluster::{cluster_error, is_not_found};
+
+/// The field manager gpulab's server-side applies use, so re-applies update only gpulab's fields.
+pub const FIELD_MANAGER: &str = "gpulab";
 
 /// One Kubernetes object a lab creates. Serialises as the object itself (with `apiVersion` and `kind`),
 /// and deserialises by those two fields.
@@ -53,6 +60,10 @@ fn kind_of<K: Resource>(_: &K) -> &'static str {
     K::KIND
 }
 
+fn api_resource_of<K: kube::Resource<DynamicType = ()>>(_: &K) -> ApiResource {
+    ApiResource::erase::<K>(&())
+}
+
 impl KubeObject {
     /// The object's kind, e.g. "Pod".
     pub fn kind(&self) -> &'static str {
@@ -72,6 +83,41 @@ impl KubeObject {
     /// The object's namespace; `None` for cluster-scoped kinds.
     pub fn namespace(&self) -> Option<&str> {
         self.metadata().namespace.as_deref()
+    }
+
+    /// The API to reach this object by: namespaced or cluster-wide.
+    fn api(&self, client: &kube::Client) -> Api<DynamicObject> {
+        let resource = each_kind!(self, o => api_resource_of(o));
+        match self.namespace() {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        }
+    }
+
+    /// Create or update the object with server-side apply (idempotent; gpulab's fields win conflicts).
+    pub async fn apply(&self, client: &kube::Client) -> Result<()> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.api(client)
+            .patch(self.name(), &params, &Patch::Apply(self))
+            .await
+            .map_err(|e| cluster_error(&format!("apply {} {}", self.kind(), self.name()), e))?;
+        Ok(())
+    }
+
+    /// Delete the object; true if it existed.
+    pub async fn delete(&self, client: &kube::Client) -> Result<bool> {
+        match self
+            .api(client)
+            .delete(self.name(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(cluster_error(
+                &format!("delete {} {}", self.kind(), self.name()),
+                e,
+            )),
+        }
     }
 
     /// The objects as one multi-document YAML stream, as `kubectl apply -f` takes it.

@@ -15,6 +15,14 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+
+use super::{AddonStatus, ClusterAddon};
+use crate::Result;
+use crate::cluster::{cluster_error, is_not_found};
+use crate::events::{Event, Reporter};
 use crate::manifest::KubeObject;
 use crate::naming::{self, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT};
 use crate::spec::ValidSpec;
@@ -164,5 +172,147 @@ impl NvidiaDevicePlugin {
             KubeObject::ConfigMap(config),
             KubeObject::DaemonSet(daemon_set),
         ]
+    }
+}
+
+/// GPU nodes: those labelled as such, or already advertising GPUs (clusters gpulab did not make).
+fn gpu_nodes(nodes: &[Node]) -> Vec<(String, u32)> {
+    let count = |map: Option<
+        &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >| {
+        map.and_then(|m| m.get(GPU_RESOURCE))
+            .and_then(|q| q.0.parse::<u32>().ok())
+    };
+    nodes
+        .iter()
+        .filter_map(|node| {
+            let labelled = node
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(GPU_NODE_LABEL.0))
+                .is_some_and(|v| v == GPU_NODE_LABEL.1);
+            let status = node.status.as_ref();
+            let capacity = count(status.and_then(|s| s.capacity.as_ref()));
+            (labelled || capacity.is_some()).then(|| {
+                let allocatable = count(status.and_then(|s| s.allocatable.as_ref())).unwrap_or(0);
+                (node.metadata.name.clone().unwrap_or_default(), allocatable)
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl ClusterAddon for NvidiaDevicePlugin {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn version(&self) -> &'static str {
+        Self::VERSION
+    }
+
+    fn manifests(&self, spec: &ValidSpec) -> Vec<KubeObject> {
+        Self::manifests(spec)
+    }
+
+    async fn install(
+        &self,
+        client: &kube::Client,
+        spec: &ValidSpec,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        let step = format!("install {} {}", Self::NAME, Self::VERSION);
+        reporter.report(Event::StepStarted { step: step.clone() });
+        let started = std::time::Instant::now();
+        for object in Self::manifests(spec) {
+            object.apply(client).await?;
+        }
+        reporter.report(Event::StepFinished {
+            step,
+            elapsed: started.elapsed(),
+            already_done: false,
+        });
+        Ok(())
+    }
+
+    async fn status(&self, client: &kube::Client, _spec: &ValidSpec) -> Result<AddonStatus> {
+        let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), Self::NAMESPACE);
+        let nodes: Api<Node> = Api::all(client.clone());
+        let all = ListParams::default();
+        let (daemon_set, nodes) = tokio::join!(daemon_sets.get(Self::DAEMONSET), nodes.list(&all));
+        let gpu_nodes = gpu_nodes(&nodes.map_err(|e| cluster_error("list nodes", e))?.items);
+        let daemon_set = match daemon_set {
+            Ok(ds) => Some(ds),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(cluster_error("read the device plugin", e)),
+        };
+        let installed_version = daemon_set.as_ref().and_then(|ds| {
+            let image = ds
+                .spec
+                .as_ref()?
+                .template
+                .spec
+                .as_ref()?
+                .containers
+                .first()?
+                .image
+                .clone()?;
+            image.rsplit_once(':').map(|(_, tag)| tag.to_string())
+        });
+        let ds_status = daemon_set.as_ref().and_then(|ds| ds.status.as_ref());
+        let ready = ds_status.map_or(0, |s| s.number_ready.max(0) as u32);
+        let desired = ds_status.map_or(0, |s| s.desired_number_scheduled.max(0) as u32);
+
+        let silent: Vec<&str> = gpu_nodes
+            .iter()
+            .filter(|(_, gpus)| *gpus == 0)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let problem = if daemon_set.is_none() {
+            Some("the NVIDIA device plugin is not installed; `gpulab up` installs it".to_string())
+        } else if installed_version.as_deref() != Some(Self::VERSION) {
+            Some(format!(
+                "the device plugin runs {}, gpulab pins {}; `gpulab up` upgrades it",
+                installed_version.as_deref().unwrap_or("an unknown version"),
+                Self::VERSION
+            ))
+        } else if gpu_nodes.is_empty() {
+            Some(
+                "no GPU node is running: the node group may be scaled to zero or still starting"
+                    .to_string(),
+            )
+        } else if ready < desired || !silent.is_empty() {
+            Some(format!(
+                "{ready} of {desired} device plugin pods are ready{}; see `kubectl -n {} logs -l {}={}`",
+                if silent.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {} advertise no GPU", silent.join(", "))
+                },
+                Self::NAMESPACE,
+                Self::POD_LABEL.0,
+                Self::POD_LABEL.1
+            ))
+        } else {
+            None
+        };
+        Ok(AddonStatus {
+            name: Self::NAME.into(),
+            installed_version,
+            pinned_version: Self::VERSION.into(),
+            ready,
+            desired,
+            gpu_nodes,
+            healthy: problem.is_none(),
+            problem,
+        })
+    }
+
+    async fn remove(&self, client: &kube::Client, spec: &ValidSpec) -> Result<()> {
+        for object in Self::manifests(spec).iter().rev() {
+            object.delete(client).await?;
+        }
+        Ok(())
     }
 }

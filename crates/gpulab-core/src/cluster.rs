@@ -1,0 +1,158 @@
+//! Connecting to a lab's cluster: a kube-rs [`kube::Client`] from a [`ClusterAccess`], and kube errors
+//! turned into errors that say what to do.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use http::{HeaderValue, Request, header::AUTHORIZATION};
+use kube::client::{Body, ClientBuilder};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tower::BoxError;
+use tower::buffer::BufferLayer;
+use tower::filter::{AsyncFilterLayer, AsyncPredicate};
+
+use crate::provision::{ClusterAccess, ClusterAuth, TokenSource};
+use crate::{Error, Result};
+
+/// Requests in flight to the API server before callers wait; watches and streams each hold one.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// A client for the cluster `access` describes. Token-authenticated clients ask the token source before
+/// every request, so a long `up` or an open port-forward outlives any one token.
+pub async fn connect(access: &ClusterAccess) -> Result<kube::Client> {
+    match &access.auth {
+        ClusterAuth::Kubeconfig { path, context } => {
+            let kubeconfig = match path {
+                Some(path) => Kubeconfig::read_from(path),
+                None => Kubeconfig::read(),
+            }
+            .map_err(|e| Error::Cluster {
+                message: format!("cannot read the kubeconfig: {e}"),
+                hint: Some(
+                    "set KUBECONFIG, or pass the kubeconfig path of an existing cluster".into(),
+                ),
+            })?;
+            let options = KubeConfigOptions {
+                context: context.clone(),
+                ..Default::default()
+            };
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| Error::Cluster {
+                    message: format!("the kubeconfig has no usable context: {e}"),
+                    hint: Some("`kubectl config get-contexts` lists them".into()),
+                })?;
+            kube::Client::try_from(config).map_err(|e| cluster_error("connect", e))
+        }
+        ClusterAuth::Token(source) => {
+            let url = access.endpoint.parse().map_err(|e| Error::Cluster {
+                message: format!(
+                    "API server endpoint {:?} is not a URL: {e}",
+                    access.endpoint
+                ),
+                hint: None,
+            })?;
+            let mut config = kube::Config::new(url);
+            if let Some(pem) = &access.ca_pem {
+                config.root_cert = Some(pem_certificates(pem)?);
+            }
+            let builder =
+                ClientBuilder::try_from(config).map_err(|e| cluster_error("connect", e))?;
+            Ok(builder
+                .with_layer(&BufferLayer::new(MAX_IN_FLIGHT))
+                .with_layer(&AsyncFilterLayer::new(BearerAuth(source.clone())))
+                .build())
+        }
+    }
+}
+
+/// Sets `Authorization: Bearer` from the token source on every request.
+#[derive(Clone)]
+struct BearerAuth(Arc<dyn TokenSource>);
+
+impl AsyncPredicate<Request<Body>> for BearerAuth {
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Request<Body>, BoxError>> + Send>>;
+    type Request = Request<Body>;
+
+    fn check(&mut self, mut request: Request<Body>) -> Self::Future {
+        let source = self.0.clone();
+        Box::pin(async move {
+            let token = source.token().await?;
+            let value = HeaderValue::from_str(&format!("Bearer {}", token.token))?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+            Ok(request)
+        })
+    }
+}
+
+/// The DER certificates in a PEM bundle.
+fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let text = String::from_utf8_lossy(pem);
+    let mut certificates = Vec::new();
+    let mut body: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        match (line, &mut body) {
+            ("-----BEGIN CERTIFICATE-----", None) => body = Some(String::new()),
+            ("-----END CERTIFICATE-----", Some(b64)) => {
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| Error::Cluster {
+                        message: format!("the cluster's CA certificate is not valid base64: {e}"),
+                        hint: None,
+                    })?;
+                certificates.push(der);
+                body = None;
+            }
+            (line, Some(b64)) => b64.push_str(line),
+            _ => {}
+        }
+    }
+    if certificates.is_empty() {
+        return Err(Error::Cluster {
+            message: "the cluster's CA bundle holds no certificate".into(),
+            hint: None,
+        });
+    }
+    Ok(certificates)
+}
+
+/// A kube error as a gpulab error: what was being done, what the API server said, what to do.
+pub(crate) fn cluster_error(doing: &str, error: kube::Error) -> Error {
+    let hint = match &error {
+        kube::Error::Api(status) if status.code == 401 => {
+            Some("the API server rejected gpulab's credentials: check your AWS credentials (`aws sts get-caller-identity`)".into())
+        }
+        kube::Error::Api(status) if status.code == 403 => {
+            Some("your identity lacks permission in the cluster; the identity that ran `gpulab up` is its admin".into())
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            Some("cannot reach the API server: is the lab up (`gpulab status`) and the network reachable?".into())
+        }
+        _ => None,
+    };
+    let message = match &error {
+        kube::Error::Api(status) => format!("{doing}: {} ({})", status.message, status.reason),
+        other => format!("{doing}: {other}"),
+    };
+    Error::Cluster { message, hint }
+}
+
+/// True when the error is the API server's 404.
+pub(crate) fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_bundles_decode_to_der() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAAEC\nAwQ=\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBQY=\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            pem_certificates(pem.as_bytes()).unwrap(),
+            vec![vec![0, 1, 2, 3, 4], vec![5, 6]]
+        );
+        assert!(pem_certificates(b"no certificate here").is_err());
+    }
+}
