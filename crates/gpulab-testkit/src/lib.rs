@@ -1,6 +1,9 @@
-//! Test support for gpulab: throwaway lab directories with their own config and SSH keys, and checks
-//! that run the real tools a user would (kubectl). Later: the Kubernetes API emulator, and moto and
-//! sshd launchers.
+//! Test support for gpulab: throwaway lab directories with their own config and SSH keys, checks
+//! that run the real tools a user would (kubectl), and a Kubernetes API emulator ([`kube`]).
+
+pub mod fault_proxy;
+pub mod moto;
+pub mod sshd;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use gpulab_core::spec::{SpecInputs, SpecLayer};
+
+pub mod kube;
 
 /// An OpenSSH ed25519 public key for tests (its private half is not kept anywhere).
 pub const TEST_PUBLIC_KEY: &str =

@@ -1,0 +1,555 @@
+//! An in-process Kubernetes API server for tests: real HTTP/1.1 on a loopback port, spoken to by
+//! kube-rs and by the real `kubectl` through a kubeconfig, over a simulated cluster whose nodes the
+//! test adds.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
+//! let emu = KubeEmulator::start().await.unwrap();
+//! emu.add_node(NodeSpec::gpu("gpu-1"));
+//! let client = emu.client(); // a kube::Client
+//! # }
+//! ```
+//!
+//! # What it serves
+//!
+//! - Discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/{group}`, `/apis/{group}/v1` (legacy
+//!   documents; clients asking for aggregated discovery fall back to them), `/healthz`, `/livez`,
+//!   `/readyz`. `/openapi/v3` serves skeleton documents (no schemas) whose PATCH operations accept
+//!   `fieldValidation`, so `kubectl apply` leaves validation to the server (which does not validate
+//!   fields); `/openapi/v2` answers 404.
+//! - Kinds: namespaces, nodes, pods, services, secrets, configmaps, persistentvolumeclaims,
+//!   persistentvolumes, events, serviceaccounts (core/v1); daemonsets, deployments (apps/v1);
+//!   storageclasses (storage.k8s.io/v1).
+//! - Verbs: get, list (all namespaces or one; `labelSelector` with `=`, `==`, `!=`, `in`, `notin`,
+//!   exists and `!`; `fieldSelector` on any dotted path with `=`, `==`, `!=`), watch (`watch=true`,
+//!   `resourceVersion` to resume, `410 Expired` when it is older than the kept log,
+//!   `allowWatchBookmarks` → periodic `BOOKMARK`s, `sendInitialEvents` with the
+//!   `k8s.io/initial-events-end` bookmark, `timeoutSeconds`, objects entering or leaving a selector
+//!   seen as `ADDED`/`DELETED`), create (`generateName`, `dryRun=All`), update (`409 Conflict` on a
+//!   stale `resourceVersion`), patch (`application/merge-patch+json`,
+//!   `application/strategic-merge-patch+json`, `application/json-patch+json`,
+//!   `application/apply-patch+yaml`), delete (with `preconditions`), deletecollection; the `status`
+//!   subresource of every kind that has one; `pods/log`, `pods/exec`, `pods/portforward`.
+//! - `kubectl get` tables (`as=Table`) with the usual columns for pods, nodes, daemonsets, services,
+//!   PVCs, namespaces, configmaps, secrets and events.
+//! - Errors as `metav1.Status` in the real shapes: `NotFound`, `AlreadyExists`, `Conflict`, `Invalid`,
+//!   `BadRequest`, `MethodNotAllowed`, `Expired`, `InternalError`.
+//!
+//! # The simulated cluster
+//!
+//! Controllers run synchronously after every write, so a test sees their effect on its next request:
+//! - the scheduler binds a pending pod to the first node (by name) where its requests (cpu, memory,
+//!   `nvidia.com/gpu`, any extended resource, pod count), taints and tolerations, nodeSelector and
+//!   required node affinity fit; otherwise the pod gets `PodScheduled=False`, reason `Unschedulable`,
+//!   and a `FailedScheduling` event whose message has the real scheduler's form
+//!   (`0/2 nodes are available: 1 Insufficient nvidia.com/gpu, 1 node(s) had untolerated taint
+//!   {nvidia.com/gpu: true}. preemption: ...`). Pending pods are retried after every change.
+//! - the kubelet starts scheduled pods: Running, Ready, container statuses, pod IP. It holds them in
+//!   `ContainerCreating` (event `FailedMount`) while a configmap, secret or claim they mount is missing
+//!   or unbound, and in `ImagePullBackOff` for images the test made unpullable
+//!   ([`KubeEmulator::fail_image_pulls`]).
+//! - the DaemonSet controller runs one pod per node that its template's selector, affinity and
+//!   tolerations accept, replaces them all when the template changes, and keeps the status counts.
+//! - the device plugin: a node with GPUs advertises `nvidia.com/gpu` in capacity and allocatable only
+//!   while a Running pod whose image contains `k8s-device-plugin` is on it, times the time-slicing
+//!   `replicas` read (when that pod started) from the config map it mounts
+//!   (`sharing.timeSlicing.resources[{name: nvidia.com/gpu, replicas}]`); `0` once the plugin is gone.
+//! - claims bind to a created PersistentVolume, at once or, for a `WaitForFirstConsumer` class (the
+//!   default `gp2`, as on EKS), once a scheduled pod uses them; LoadBalancer services get an ELB-like
+//!   `status.loadBalancer.ingress[0].hostname`; the garbage collector deletes objects whose owners are
+//!   gone, and volumes whose claims are gone; deleting a namespace deletes what is in it.
+//!
+//! exec runs the command for real on this machine, with the pod's sandbox directory
+//! ([`KubeEmulator::pod_dir`]) as the working directory, over WebSocket (`v5.channel.k8s.io`, or
+//! `v4.channel.k8s.io`): stdin on channel 0 (v5: closed by `255 0`), stdout 1, stderr 2, and the exit
+//! status as a `metav1.Status` on channel 3 (`NonZeroExitCode` with an `ExitCode` cause).
+//! port-forward (`v4.channel.k8s.io`/`portforward.k8s.io` over WebSocket, as kube-rs speaks it)
+//! connects each port to the address the test registered ([`KubeEmulator::register_port`]).
+//!
+//! # What it does not model
+//!
+//! - Authentication, authorization, admission webhooks, TLS (the server is plain `http://`).
+//! - SPDY: `kubectl exec` works (it uses WebSocket since 1.30), `kubectl port-forward` and
+//!   `kubectl cp`'s older fallbacks that need SPDY do not. `attach` is refused.
+//! - Exec runs on the host, not in a container: absolute paths, users and installed tools are the
+//!   host's; a TTY is not allocated (its output merges stderr into stdout; resize is ignored).
+//! - Server-side apply is approximate: the applied configuration is merged (strategic-merge style) into
+//!   the object and fields the same manager applied before but no longer applies are removed; there is
+//!   no per-field ownership across managers, so no apply conflicts, and `force` is ignored.
+//!   `managedFields` holds one entry per manager with empty `fieldsV1`.
+//! - Strategic merge uses guessed merge keys (`name`, `mountPath`, `containerPort`, `port`, `type`,
+//!   `uid`) instead of the schema's, and ignores `$setElementOrder`, `$retainKeys` and
+//!   `$deleteFromPrimitiveList`.
+//! - Validation is minimal (names, containers with a name and image, DaemonSet selector vs template
+//!   labels); pod specs are not immutable; unknown fields are kept; resourceVersions are not
+//!   per-object-ordered beyond one global counter; list `limit`/`continue` return everything at once.
+//! - Graceful deletion and finalizers: objects vanish at once (a deleted pod is returned with a
+//!   `deletionTimestamp`, then is gone); no container ever exits, restarts or crash-loops;
+//!   readiness and liveness probes are not run (containers are Ready at once); a pod bound by
+//!   `spec.nodeName` is not checked for fit; no preemption, scoring, pod (anti-)affinity, topology
+//!   spread, resource quotas or limit ranges; DaemonSet rolling updates are instantaneous.
+//! - Deployments are stored but no controller acts on them; no ReplicaSets, Jobs, endpoints, or
+//!   service accounts/tokens created for new namespaces; pod logs are only what the test sets.
+//! - A device plugin config change only takes effect when the plugin pod is replaced (as in reality),
+//!   and its config is read from any key of the mounted config map, not only `CONFIG_FILE`'s.
+
+mod patch;
+mod resources;
+mod select;
+mod server;
+mod sim;
+mod store;
+mod stream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gpulab_core::naming::{GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use server::Inner;
+use store::{State, now};
+
+/// A node taint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taint {
+    /// Taint key.
+    pub key: String,
+    /// Taint value (may be empty).
+    pub value: String,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
+}
+
+/// A simulated node, as the test describes it.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Node name.
+    pub name: String,
+    /// Labels besides the ones every node gets (`kubernetes.io/hostname`, `kubernetes.io/os`, ...).
+    pub labels: BTreeMap<String, String>,
+    /// Taints.
+    pub taints: Vec<Taint>,
+    /// CPU capacity (a quantity: `4`, `3920m`).
+    pub cpu: String,
+    /// Memory capacity (a quantity: `16Gi`).
+    pub memory: String,
+    /// Physical GPUs; advertised as `nvidia.com/gpu` only once the device plugin runs on the node.
+    pub gpus: u64,
+}
+
+impl NodeSpec {
+    /// A CPU node like an m5.large: 2 CPUs, 8 GiB, no taints.
+    pub fn cpu(name: &str) -> Self {
+        NodeSpec {
+            name: name.into(),
+            labels: BTreeMap::from([(
+                "node.kubernetes.io/instance-type".to_string(),
+                "m5.large".to_string(),
+            )]),
+            taints: Vec::new(),
+            cpu: "2".into(),
+            memory: "8Gi".into(),
+            gpus: 0,
+        }
+    }
+
+    /// A GPU node like a g4dn.xlarge in a gpulab node group: 4 CPUs, 16 GiB, 1 GPU, labelled
+    /// `nvidia.com/gpu.present=true` and tainted `nvidia.com/gpu=true:NoSchedule`.
+    pub fn gpu(name: &str) -> Self {
+        NodeSpec {
+            name: name.into(),
+            labels: BTreeMap::from([
+                (
+                    "node.kubernetes.io/instance-type".to_string(),
+                    "g4dn.xlarge".to_string(),
+                ),
+                (GPU_NODE_LABEL.0.to_string(), GPU_NODE_LABEL.1.to_string()),
+            ]),
+            taints: vec![Taint {
+                key: GPU_TAINT.0.into(),
+                value: GPU_TAINT.1.into(),
+                effect: GPU_TAINT.2.into(),
+            }],
+            cpu: "4".into(),
+            memory: "16Gi".into(),
+            gpus: 1,
+        }
+    }
+
+    /// With this many GPUs.
+    pub fn with_gpus(mut self, gpus: u64) -> Self {
+        self.gpus = gpus;
+        self
+    }
+
+    /// With CPU and memory capacity.
+    pub fn with_capacity(mut self, cpu: &str, memory: &str) -> Self {
+        self.cpu = cpu.into();
+        self.memory = memory.into();
+        self
+    }
+
+    /// With one more label.
+    pub fn with_label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// With one more taint.
+    pub fn with_taint(mut self, key: &str, value: &str, effect: &str) -> Self {
+        self.taints.push(Taint {
+            key: key.into(),
+            value: value.into(),
+            effect: effect.into(),
+        });
+        self
+    }
+
+    /// Without taints.
+    pub fn without_taints(mut self) -> Self {
+        self.taints.clear();
+        self
+    }
+
+    fn to_object(&self, index: u64) -> Value {
+        let mut labels: BTreeMap<String, String> = BTreeMap::from([
+            ("kubernetes.io/hostname".to_string(), self.name.clone()),
+            ("kubernetes.io/os".to_string(), "linux".to_string()),
+            ("kubernetes.io/arch".to_string(), "amd64".to_string()),
+            ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+            ("beta.kubernetes.io/arch".to_string(), "amd64".to_string()),
+            (
+                "topology.kubernetes.io/zone".to_string(),
+                "us-west-2a".to_string(),
+            ),
+        ]);
+        labels.extend(self.labels.clone());
+        let taints: Vec<Value> = self
+            .taints
+            .iter()
+            .map(|t| {
+                let mut v = json!({"key": t.key, "effect": t.effect});
+                if !t.value.is_empty() {
+                    v["value"] = json!(t.value);
+                }
+                v
+            })
+            .collect();
+        let resources = json!({
+            "cpu": self.cpu, "memory": self.memory, "pods": "110", "ephemeral-storage": "104845292Ki",
+            "hugepages-1Gi": "0", "hugepages-2Mi": "0",
+        });
+        let t = now();
+        let cond = |ty: &str, status: &str, reason: &str, message: &str| {
+            json!({"type": ty, "status": status, "reason": reason, "message": message,
+                "lastHeartbeatTime": t, "lastTransitionTime": t})
+        };
+        let ip = format!("192.168.{}.{}", 10 + index / 250, 10 + index % 250);
+        let mut spec =
+            json!({"providerID": format!("aws:///us-west-2a/i-{:017x}", 0x0abc_0000 + index)});
+        if !taints.is_empty() {
+            spec["taints"] = Value::Array(taints);
+        }
+        json!({
+            "metadata": {"name": self.name, "labels": labels},
+            "spec": spec,
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+                "conditions": [
+                    cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                    cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                    cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                    cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                ],
+                "addresses": [
+                    {"type": "InternalIP", "address": ip},
+                    {"type": "Hostname", "address": self.name},
+                ],
+                "nodeInfo": {
+                    "architecture": "amd64", "operatingSystem": "linux",
+                    "osImage": "Amazon Linux 2023.7.20250414", "kernelVersion": "6.1.132-147.221.amzn2023.x86_64",
+                    "containerRuntimeVersion": "containerd://1.7.27", "kubeletVersion": "v1.33.0-eks-gpulab",
+                    "kubeProxyVersion": "", "machineID": format!("{:032x}", index + 1),
+                    "systemUUID": format!("ec2{:029x}", index + 1), "bootID": format!("{:032x}", index + 7),
+                },
+            },
+        })
+    }
+}
+
+/// A running emulator. Dropping it stops the server (open connections end too).
+pub struct KubeEmulator {
+    inner: Arc<Inner>,
+    shutdown: watch::Sender<bool>,
+    nodes_added: AtomicU64,
+    _sandbox: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for KubeEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeEmulator")
+            .field("url", &self.url())
+            .finish()
+    }
+}
+
+const CLUSTER: &str = "gpulab-emulator";
+
+impl KubeEmulator {
+    /// Start an emulator on `127.0.0.1` (a free port), with the namespaces `default`, `kube-system`,
+    /// `kube-public` and `kube-node-lease`, the `kubernetes` service, and a default `gp2` storage class,
+    /// and no nodes. Must be called inside a Tokio runtime.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse().expect("address")).await
+    }
+
+    /// Start an emulator listening on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let sandbox = tempfile::Builder::new()
+            .prefix("gpulab-kube-emulator-")
+            .tempdir()?;
+        let (close_watches, _) = watch::channel(0u64);
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State::new()),
+            latency: Mutex::new(Duration::ZERO),
+            fail_next: AtomicU64::new(0),
+            close_watches,
+            bookmark_interval: Mutex::new(Duration::from_secs(5)),
+            sandbox: sandbox.path().to_path_buf(),
+            addr,
+        });
+        {
+            let mut st = inner.lock();
+            for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                server::create(
+                    &mut st,
+                    resources::NAMESPACE,
+                    None,
+                    json!({"metadata": {"name": ns}}),
+                    false,
+                )
+                .expect("namespace");
+                server::create(
+                    &mut st,
+                    resources::SERVICE_ACCOUNT,
+                    Some(ns),
+                    json!({"metadata": {"name": "default"}}),
+                    false,
+                )
+                .expect("service account");
+            }
+            server::create(
+                &mut st,
+                resources::SERVICE,
+                Some("default"),
+                json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                    "spec": {"clusterIP": "10.100.0.1", "clusterIPs": ["10.100.0.1"],
+                        "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443}]}}),
+                false,
+            )
+            .expect("kubernetes service");
+            server::create(
+                &mut st,
+                resources::STORAGE_CLASS,
+                None,
+                json!({"metadata": {"name": "gp2", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                    "provisioner": "kubernetes.io/aws-ebs", "parameters": {"type": "gp2", "fsType": "ext4"},
+                    "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true}),
+                false,
+            )
+            .expect("storage class");
+        }
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let serve_inner = inner.clone();
+        tokio::spawn(async move {
+            let mut stop = shutdown_rx.clone();
+            loop {
+                let (stream, _) = tokio::select! {
+                    conn = listener.accept() => match conn {
+                        Ok(c) => c,
+                        Err(_) => continue,
+                    },
+                    _ = stop.changed() => return,
+                };
+                let inner = serve_inner.clone();
+                let mut stop = shutdown_rx.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| server::handle(inner.clone(), req));
+                    let conn = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(KubeEmulator {
+            inner,
+            shutdown,
+            nodes_added: AtomicU64::new(0),
+            _sandbox: sandbox,
+        })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The server URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    /// A kubeconfig (context `gpulab-emulator`, namespace `default`) for kubectl or kube-rs.
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {CLUSTER}\n  cluster:\n    server: {url}\ncontexts:\n- name: {CLUSTER}\n  context:\n    cluster: {CLUSTER}\n    user: {CLUSTER}\n    namespace: default\ncurrent-context: {CLUSTER}\npreferences: {{}}\nusers:\n- name: {CLUSTER}\n  user:\n    token: gpulab-emulator-accepts-any-token\n",
+            url = self.url()
+        )
+    }
+
+    /// Write [`Self::kubeconfig_yaml`] to `path`.
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
+    }
+
+    /// A kube-rs client for this server (default namespace `default`).
+    pub fn client(&self) -> ::kube::Client {
+        let url = self.url().parse().expect("emulator URL");
+        ::kube::Client::try_from(::kube::Config::new(url)).expect("kube client for the emulator")
+    }
+
+    /// Add a node (its GPUs appear in allocatable once the device plugin runs on it).
+    pub fn add_node(&self, node: NodeSpec) {
+        let index = self.nodes_added.fetch_add(1, Ordering::SeqCst);
+        let mut st = self.inner.lock();
+        st.node_gpus.insert(node.name.clone(), node.gpus);
+        if let Err(e) = server::create(&mut st, resources::NODE, None, node.to_object(index), false)
+        {
+            panic!("add node {}: {}", node.name, e.message);
+        }
+        sim::reconcile(&mut st);
+    }
+
+    /// Remove a node; its pods are deleted as the node lifecycle controller would.
+    pub fn remove_node(&self, name: &str) {
+        let mut st = self.inner.lock();
+        st.node_gpus.remove(name);
+        st.remove(resources::NODE, "", name);
+        for pod in st.list(resources::POD, None) {
+            if pod["spec"]["nodeName"] == name {
+                let ns = pod["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let pod_name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+                st.remove(resources::POD, &ns, &pod_name);
+            }
+        }
+        sim::reconcile(&mut st);
+    }
+
+    /// Make port-forwards to `port` of pod `namespace/pod` connect to `to` (a real server the test runs).
+    pub fn register_port(&self, namespace: &str, pod: &str, port: u16, to: SocketAddr) {
+        self.inner
+            .lock()
+            .ports
+            .insert((namespace.into(), pod.into(), port), to);
+    }
+
+    /// What `pods/log` returns for the pod.
+    pub fn set_pod_log(&self, namespace: &str, pod: &str, text: &str) {
+        self.inner
+            .lock()
+            .logs
+            .insert((namespace.into(), pod.into()), text.into());
+    }
+
+    /// Make pulls of images whose name contains `substring` fail (pods stay in `ImagePullBackOff`).
+    pub fn fail_image_pulls(&self, substring: &str) {
+        self.inner.lock().unpullable.push(substring.into());
+    }
+
+    /// Let images pull again; stuck pods start.
+    pub fn allow_image_pulls(&self) {
+        let mut st = self.inner.lock();
+        st.unpullable.clear();
+        sim::reconcile(&mut st);
+    }
+
+    /// Delay every request by `latency` before it is served.
+    pub fn set_latency(&self, latency: Duration) {
+        *self.inner.latency.lock().unwrap_or_else(|e| e.into_inner()) = latency;
+    }
+
+    /// Answer the next `n` requests with `500 InternalError`.
+    pub fn fail_next(&self, n: u64) {
+        self.inner.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// End every open watch (clients see the stream close and must watch again).
+    pub fn close_watches(&self) {
+        self.inner.close_watches.send_modify(|g| *g += 1);
+    }
+
+    /// How often watches with `allowWatchBookmarks` get a `BOOKMARK` (default 5 s; applies to watches
+    /// started afterwards).
+    pub fn set_bookmark_interval(&self, every: Duration) {
+        *self
+            .inner
+            .bookmark_interval
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = every.max(Duration::from_millis(1));
+    }
+
+    /// The sandbox directory where commands exec'd in the pod run (created on first exec).
+    pub fn pod_dir(&self, namespace: &str, pod: &str) -> PathBuf {
+        stream::pod_dir(&self.inner.sandbox, namespace, pod)
+    }
+
+    /// The current resourceVersion of the whole store.
+    pub fn resource_version(&self) -> u64 {
+        self.inner.lock().rv
+    }
+
+    /// A stored object as JSON, by REST name (`pods`, `daemonsets`, ...), namespace ("" for cluster
+    /// scoped kinds) and name.
+    pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let res = resources::RESOURCES
+            .iter()
+            .position(|r| r.plural == plural)?;
+        self.inner.lock().get(res, namespace, name).cloned()
+    }
+
+    /// The GPUs a node currently advertises as allocatable (`None` before the device plugin ran).
+    pub fn allocatable_gpus(&self, node: &str) -> Option<u64> {
+        self.object("nodes", "", node)?["status"]["allocatable"][GPU_RESOURCE]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for KubeEmulator {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.close_watches();
+    }
+}

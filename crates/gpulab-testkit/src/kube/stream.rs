@@ -1,0 +1,454 @@
+//! Streaming subresources over WebSocket: `pods/exec` (channel protocol v4/v5, the command really runs
+//! here, in the pod's sandbox directory) and `pods/portforward` (to the address the test registered).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+
+use super::resources::{POD, RESOURCES};
+use super::server::{Body, Inner, Query, full};
+use super::store::ApiError;
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const STATUS: u8 = 3;
+const RESIZE: u8 = 4;
+const CLOSE: u8 = 255;
+
+/// The sandbox directory of a pod: where its exec'd commands run.
+pub(crate) fn pod_dir(root: &std::path::Path, ns: &str, pod: &str) -> PathBuf {
+    root.join(ns).join(pod)
+}
+
+/// Answer an exec, attach or port-forward request: check the pod, then upgrade to WebSocket.
+pub(crate) fn serve(
+    inner: Arc<Inner>,
+    mut req: Request<Incoming>,
+    ns: String,
+    name: String,
+    sub: String,
+    q: Query,
+) -> Result<Response<Body>, ApiError> {
+    let (containers, uid) = {
+        let st = inner.lock();
+        let pod = st
+            .get(POD, &ns, &name)
+            .ok_or_else(|| ApiError::not_found(&RESOURCES[POD], &name))?;
+        if pod["spec"]["nodeName"].as_str().unwrap_or("").is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pod {name} does not have a host assigned"
+            )));
+        }
+        let containers: Vec<String> = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect();
+        if pod["status"]["phase"] != "Running" {
+            let c = q.get("container").unwrap_or(containers[0].as_str());
+            return Err(ApiError::bad_request(format!(
+                "unable to upgrade connection: container not found (\"{c}\")"
+            )));
+        }
+        (
+            containers,
+            pod["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    if sub == "attach" {
+        return Err(ApiError::bad_request(
+            "attach is not supported by the gpulab emulator",
+        ));
+    }
+    if sub == "exec" {
+        match q.get("container") {
+            Some(c) if !containers.iter().any(|x| x == c) => {
+                return Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )));
+            }
+            None if containers.len() > 1 => {
+                return Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                )));
+            }
+            _ => {}
+        }
+    }
+    let is_ws = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let (true, Some(key)) = (is_ws, key) else {
+        return Err(ApiError::bad_request(
+            "Upgrade request required: the gpulab emulator streams over WebSocket only (no SPDY)",
+        ));
+    };
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .collect();
+    let supported: &[&str] = if sub == "exec" {
+        &["v5.channel.k8s.io", "v4.channel.k8s.io"]
+    } else {
+        &["v4.channel.k8s.io", "portforward.k8s.io"]
+    };
+    let Some(protocol) = offered
+        .iter()
+        .find(|p| supported.contains(&p.as_str()))
+        .cloned()
+    else {
+        return Err(ApiError::bad_request(format!(
+            "none of the offered WebSocket subprotocols {offered:?} is supported; use one of {supported:?}"
+        )));
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
+        .header(header::SEC_WEBSOCKET_PROTOCOL, protocol.as_str())
+        .body(full(Bytes::new()))
+        .expect("response");
+    if sub == "exec" {
+        let command: Vec<String> = q.all("command").into_iter().map(str::to_string).collect();
+        if command.is_empty() {
+            return Err(ApiError::bad_request("you must specify at least 1 command"));
+        }
+        let dir = pod_dir(&inner.sandbox, &ns, &name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::new(500, "InternalError", format!("pod sandbox: {e}")))?;
+        let opts = ExecOptions {
+            command,
+            stdin: q.get("stdin").is_some_and(|v| v == "true" || v == "1"),
+            stdout: q.get("stdout").is_none_or(|v| v == "true" || v == "1"),
+            stderr: q.get("stderr").is_none_or(|v| v == "true" || v == "1"),
+            tty: q.get("tty").is_some_and(|v| v == "true" || v == "1"),
+            v5: protocol == "v5.channel.k8s.io",
+            dir,
+            pod: format!("{ns}/{name}"),
+        };
+        tokio::spawn(async move {
+            let up = on_upgrade.await;
+            if let Ok(upgraded) = up {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                exec(ws, opts).await;
+            }
+        });
+    } else {
+        let mut ports = Vec::new();
+        for v in q.all("ports").into_iter().chain(q.all("port")) {
+            for p in v.split(',') {
+                let port: u16 = p
+                    .trim()
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid port {p:?}")))?;
+                ports.push(port);
+            }
+        }
+        if ports.is_empty() {
+            return Err(ApiError::bad_request("at least one port must be specified"));
+        }
+        let targets: Vec<(u16, Option<SocketAddr>)> = {
+            let st = inner.lock();
+            ports
+                .iter()
+                .map(|p| (*p, st.ports.get(&(ns.clone(), name.clone(), *p)).copied()))
+                .collect()
+        };
+        let pod = format!("{ns}/{name}");
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                port_forward(ws, targets, &pod, &uid).await;
+            }
+        });
+    }
+    Ok(response)
+}
+
+struct ExecOptions {
+    command: Vec<String>,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+    v5: bool,
+    dir: PathBuf,
+    pod: String,
+}
+
+/// A close frame with status 1000: clients (gorilla/websocket in kubectl) treat a close without a
+/// status as an error.
+fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
+fn framed(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::binary(v)
+}
+
+async fn pump(mut from: impl AsyncRead + Unpin, channel: u8, to: mpsc::Sender<Message>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.send(framed(channel, &buf[..n])).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The exit status as the kubelet reports it on channel 3.
+fn exit_status(command: &[String], code: i32) -> Value {
+    if code == 0 {
+        return json!({"metadata": {}, "status": "Success"});
+    }
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!(
+            "command terminated with non-zero exit code: error executing command [{}], exit code {code}",
+            command.join(" ")
+        ),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+    })
+}
+
+async fn exec<S>(ws: WebSocketStream<S>, o: ExecOptions)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+        let _ = sink.close().await;
+    });
+    let mut cmd = tokio::process::Command::new(&o.command[0]);
+    cmd.args(&o.command[1..])
+        .current_dir(&o.dir)
+        .env("GPULAB_EMULATOR_POD", &o.pod)
+        .stdin(if o.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(if o.stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if o.stderr || o.tty {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let status = json!({
+                "metadata": {},
+                "status": "Failure",
+                "message": format!(
+                    "Internal error occurred: error executing command in container: failed to exec in container: failed to start exec: OCI runtime exec failed: exec failed: unable to start container process: exec: \"{}\": {e}: unknown",
+                    o.command[0]
+                ),
+                "reason": "InternalError",
+                "code": 500,
+                "details": {"causes": [{"message": e.to_string()}]},
+            });
+            let _ = out_tx
+                .send(framed(STATUS, &serde_json::to_vec(&status).expect("json")))
+                .await;
+            drop(out_tx);
+            let _ = writer.await;
+            return;
+        }
+    };
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.push(tokio::spawn(pump(out, STDOUT, out_tx.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        // with a TTY, stderr is merged into stdout
+        let ch = if o.tty { STDOUT } else { STDERR };
+        pumps.push(tokio::spawn(pump(err, ch, out_tx.clone())));
+    }
+    let mut stdin = child.stdin.take();
+    let v5 = o.v5;
+    let reader = tokio::spawn(async move {
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
+                    STDIN => {
+                        if let Some(s) = stdin.as_mut()
+                            && s.write_all(&b[1..]).await.is_err()
+                        {
+                            stdin = None;
+                        }
+                    }
+                    CLOSE if v5 && b.get(1) == Some(&STDIN) => stdin = None,
+                    RESIZE => {}
+                    _ => {}
+                },
+                Ok(Message::Close(_)) | Err(_) => break,
+                _ => {}
+            }
+        }
+        // the client closed the connection: stdin ends with it
+        drop(stdin);
+    });
+    let code = match child.wait().await {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(1)
+        }
+        Err(_) => 1,
+    };
+    for p in pumps {
+        let _ = p.await;
+    }
+    let status = exit_status(&o.command, code);
+    let _ = out_tx
+        .send(framed(STATUS, &serde_json::to_vec(&status).expect("json")))
+        .await;
+    drop(out_tx);
+    let _ = writer.await;
+    reader.abort();
+}
+
+async fn port_forward<S>(
+    ws: WebSocketStream<S>,
+    targets: Vec<(u16, Option<SocketAddr>)>,
+    pod: &str,
+    uid: &str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+        let _ = sink.close().await;
+    });
+    let mut writers: Vec<Option<tokio::net::tcp::OwnedWriteHalf>> = Vec::new();
+    let mut readers = Vec::new();
+    for (i, (port, addr)) in targets.iter().enumerate() {
+        let data = (2 * i) as u8;
+        let error = data + 1;
+        let le = port.to_le_bytes();
+        let _ = out_tx.send(framed(data, &le)).await;
+        let _ = out_tx.send(framed(error, &le)).await;
+        let conn = match addr {
+            Some(a) => tokio::net::TcpStream::connect(a)
+                .await
+                .map_err(|e| format!("dial tcp4 {a}: {e}")),
+            None => Err(format!(
+                "dial tcp4 127.0.0.1:{port}: connect: connection refused (no address registered)"
+            )),
+        };
+        match conn {
+            Ok(tcp) => {
+                let (r, w) = tcp.into_split();
+                writers.push(Some(w));
+                readers.push(tokio::spawn(pump(r, data, out_tx.clone())));
+            }
+            Err(e) => {
+                let msg = format!(
+                    "error forwarding port {port} to pod {pod}, uid {uid}: failed to connect to localhost:{port} inside namespace: {e}"
+                );
+                let _ = out_tx.send(framed(error, msg.as_bytes())).await;
+                writers.push(None);
+            }
+        }
+    }
+    let relay = async {
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(Message::Binary(b)) if b.len() > 1 => {
+                    let ch = b[0] as usize;
+                    if ch.is_multiple_of(2)
+                        && let Some(Some(w)) = writers.get_mut(ch / 2)
+                        && w.write_all(&b[1..]).await.is_err()
+                    {
+                        writers[ch / 2] = None;
+                    }
+                }
+                Ok(Message::Close(_)) | Err(_) => break,
+                _ => {}
+            }
+        }
+    };
+    let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
+    let all_read = async {
+        for r in readers {
+            let _ = r.await;
+        }
+    };
+    tokio::select! {
+        _ = relay => aborts.iter().for_each(|a| a.abort()),
+        _ = all_read => {}
+    }
+    for w in writers.iter_mut().flatten() {
+        let _ = w.shutdown().await;
+    }
+    drop(out_tx);
+    let _ = writer.await;
+}

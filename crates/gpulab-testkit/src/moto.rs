@@ -1,0 +1,357 @@
+//! moto in server mode on loopback, for tests of the AWS provisioner, and [`EksGaps`]: the EKS calls
+//! moto does not implement (access entries, addons), answered by the [`crate::fault_proxy`] in front.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::fault_proxy::{Intercept, ProxyRequest, ProxyResponse};
+
+/// A running `moto_server`; killed when dropped.
+pub struct MotoServer {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Where `moto_server` is: `GPULAB_MOTO_SERVER`, else the repository's `.venv/bin/moto_server`, else
+/// `PATH`.
+pub fn find_moto_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("GPULAB_MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = repo.join(".venv/bin/moto_server");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the status code and body.
+fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    Ok((status, body))
+}
+
+impl MotoServer {
+    /// Start moto on a free loopback port (with AWS-managed IAM policies loaded) and wait until it
+    /// answers. Panics, saying how to install moto, when it cannot be found.
+    pub fn start() -> Self {
+        match Self::try_start() {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`MotoServer::start`], returning what went wrong instead of panicking.
+    pub fn try_start() -> Result<Self, String> {
+        let bin = find_moto_server().ok_or_else(|| {
+            "moto_server not found: run scripts/test (it installs moto[server] into .venv), or set GPULAB_MOTO_SERVER".to_string()
+        })?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("find a free port: {e}"))?
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let log = dir.path().join("moto.log");
+        let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .env("AWS_DEFAULT_REGION", "us-west-2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "start {}: {e}; run scripts/test (it installs moto[server] into .venv)",
+                    bin.display()
+                )
+            })?;
+        let mut server = MotoServer {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((status, _)) = http(addr, "GET", "/moto-api/")
+                && status > 0
+            {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "moto_server exited with {status}: {}",
+                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err("moto_server did not answer within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its URL, for an SDK endpoint override.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Forget every resource (`POST /moto-api/reset`).
+    pub fn reset(&self) {
+        let (status, body) = http(self.addr, "POST", "/moto-api/reset").expect("reset moto");
+        assert_eq!(status, 200, "moto reset: {body}");
+    }
+
+    /// moto's log so far (one line per request), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Default)]
+struct ClusterExtras {
+    access_entries: BTreeMap<String, BTreeSet<String>>,
+    addons: BTreeSet<String>,
+}
+
+/// The EKS operations moto lacks, kept in memory: access entries (create, list, delete, associate
+/// policy) and addons (create, describe, list, delete). Deleting a cluster (forwarded to moto) forgets
+/// its extras.
+#[derive(Default)]
+pub struct EksGaps {
+    clusters: Mutex<BTreeMap<String, ClusterExtras>>,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl EksGaps {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many access entries and addons a cluster has here.
+    pub fn counts(&self, cluster: &str) -> (usize, usize) {
+        let clusters = self.clusters.lock().expect("eks gaps lock");
+        clusters
+            .get(cluster)
+            .map(|c| (c.access_entries.len(), c.addons.len()))
+            .unwrap_or((0, 0))
+    }
+
+    fn addon(cluster: &str, name: &str, status: &str) -> Value {
+        json!({"addon": {
+            "addonName": name,
+            "clusterName": cluster,
+            "status": status,
+            "addonVersion": "v1.40.0-eksbuild.1",
+            "addonArn": format!("arn:aws:eks:us-west-2:123456789012:addon/{cluster}/{name}/0"),
+            "createdAt": now(),
+            "modifiedAt": now(),
+            "tags": {},
+        }})
+    }
+}
+
+impl Intercept for EksGaps {
+    fn handle(&self, req: &ProxyRequest) -> Option<ProxyResponse> {
+        if req.service != "eks" {
+            return None;
+        }
+        let parts: Vec<String> = req
+            .path
+            .trim_start_matches('/')
+            .split('/')
+            .map(decode)
+            .collect();
+        let p: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let mut clusters = self.clusters.lock().expect("eks gaps lock");
+        let not_found =
+            |what: &str| ProxyResponse::rest_error(404, "ResourceNotFoundException", what);
+        let in_use = |what: &str| ProxyResponse::rest_error(409, "ResourceInUseException", what);
+        match (req.method.as_str(), p.as_slice()) {
+            ("DELETE", ["clusters", c]) => {
+                clusters.remove(*c);
+                None
+            }
+            ("POST", ["clusters", c, "access-entries"]) => {
+                let principal = body["principalArn"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let extras = clusters.entry(c.to_string()).or_default();
+                if extras.access_entries.contains_key(&principal) {
+                    return Some(in_use(
+                        "The specified access entry resource is already in use on this cluster.",
+                    ));
+                }
+                extras
+                    .access_entries
+                    .insert(principal.clone(), BTreeSet::new());
+                Some(ProxyResponse::json(
+                    200,
+                    &json!({"accessEntry": {
+                        "clusterName": c,
+                        "principalArn": principal,
+                        "kubernetesGroups": [],
+                        "accessEntryArn": format!("arn:aws:eks:us-west-2:123456789012:access-entry/{c}/0"),
+                        "createdAt": now(),
+                        "modifiedAt": now(),
+                        "tags": body["tags"],
+                        "username": principal,
+                        "type": "STANDARD",
+                    }}),
+                ))
+            }
+            ("GET", ["clusters", c, "access-entries"]) => {
+                let entries: Vec<String> = clusters
+                    .get(*c)
+                    .map(|x| x.access_entries.keys().cloned().collect())
+                    .unwrap_or_default();
+                Some(ProxyResponse::json(200, &json!({"accessEntries": entries})))
+            }
+            ("DELETE", ["clusters", c, "access-entries", principal]) => {
+                let removed = clusters
+                    .get_mut(*c)
+                    .and_then(|x| x.access_entries.remove(*principal));
+                Some(match removed {
+                    Some(_) => ProxyResponse::json(200, &json!({})),
+                    None => not_found("No access entry found"),
+                })
+            }
+            (
+                "POST",
+                [
+                    "clusters",
+                    c,
+                    "access-entries",
+                    principal,
+                    "access-policies",
+                ],
+            ) => {
+                let policy = body["policyArn"].as_str().unwrap_or_default().to_string();
+                let Some(policies) = clusters
+                    .get_mut(*c)
+                    .and_then(|x| x.access_entries.get_mut(*principal))
+                else {
+                    return Some(not_found("No access entry found"));
+                };
+                policies.insert(policy.clone());
+                Some(ProxyResponse::json(
+                    200,
+                    &json!({
+                        "clusterName": c,
+                        "principalArn": principal,
+                        "associatedAccessPolicy": {
+                            "policyArn": policy,
+                            "accessScope": body["accessScope"],
+                            "associatedAt": now(),
+                            "modifiedAt": now(),
+                        },
+                    }),
+                ))
+            }
+            ("POST", ["clusters", c, "addons"]) => {
+                let name = body["addonName"].as_str().unwrap_or_default().to_string();
+                let extras = clusters.entry(c.to_string()).or_default();
+                if !extras.addons.insert(name.clone()) {
+                    return Some(in_use("Addon already exists."));
+                }
+                Some(ProxyResponse::json(200, &Self::addon(c, &name, "CREATING")))
+            }
+            ("GET", ["clusters", c, "addons"]) => {
+                let addons: Vec<String> = clusters
+                    .get(*c)
+                    .map(|x| x.addons.iter().cloned().collect())
+                    .unwrap_or_default();
+                Some(ProxyResponse::json(200, &json!({"addons": addons})))
+            }
+            ("GET", ["clusters", c, "addons", name]) => Some(
+                if clusters.get(*c).is_some_and(|x| x.addons.contains(*name)) {
+                    ProxyResponse::json(200, &Self::addon(c, name, "ACTIVE"))
+                } else {
+                    not_found(&format!("No addon: {name} found in cluster: {c}"))
+                },
+            ),
+            ("DELETE", ["clusters", c, "addons", name]) => Some(
+                if clusters.get_mut(*c).is_some_and(|x| x.addons.remove(*name)) {
+                    ProxyResponse::json(200, &Self::addon(c, name, "DELETING"))
+                } else {
+                    not_found(&format!("No addon: {name} found in cluster: {c}"))
+                },
+            ),
+            _ => None,
+        }
+    }
+}
