@@ -2,6 +2,10 @@
 //! AWS SDK, or an existing cluster through a kubeconfig context), after SkyPilot's provisioner: typed
 //! inputs and records, idempotent steps, and a driver (the `Lab`) that owns ordering and resume.
 
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod existing;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -1,0 +1,641 @@
+//! The EKS side: the cluster, the caller's admin access entry, the EBS CSI addon and the GPU node group;
+//! access, status and scaling.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use aws_sdk_eks::types::{
+    AccessScope, AccessScopeType, AmiTypes, AuthenticationMode, CapacityTypes, ClusterStatus,
+    CreateAccessConfigRequest, NodegroupScalingConfig, NodegroupStatus, ResolveConflicts, Taint,
+    TaintEffect, VpcConfigRequest,
+};
+use base64::Engine;
+
+use super::iam::Roles;
+use super::network::{Network, missing};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::sdk::{error_code, is_already_exists, is_not_found, sdk_error};
+use super::{Ctx, StepCounter, filter};
+use crate::naming::{self, GPU_NODE_LABEL, GPU_TAINT, LAB_KEY};
+use crate::plan::NODE_AMI_TYPE;
+use crate::provision::{ClusterAccess, ClusterAuth, ProvisionStatus, ResourceRef};
+use crate::spec::Capacity;
+use crate::{Error, Result};
+
+/// The EKS addon that provisions EBS volumes (the workspace's `/workspace`).
+pub(crate) const EBS_CSI_ADDON: &str = "aws-ebs-csi-driver";
+/// How long a new IAM role may take before EKS accepts it.
+const IAM_PROPAGATION: std::time::Duration = std::time::Duration::from_secs(120);
+/// The access policy that makes the caller a cluster admin.
+pub(crate) const CLUSTER_ADMIN_POLICY: &str =
+    "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy";
+
+fn tags(ctx: &Ctx<'_>) -> HashMap<String, String> {
+    naming::aws_tags(&ctx.spec.spec).into_iter().collect()
+}
+
+/// The IAM principal an access entry needs for `arn`: an assumed-role session
+/// (`arn:aws:sts::1:assumed-role/R/s`) becomes its role (`arn:aws:iam::1:role/R`).
+pub(crate) fn principal_arn(arn: &str) -> String {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if parts.len() == 6
+        && parts[2] == "sts"
+        && let Some(rest) = parts[5].strip_prefix("assumed-role/")
+        && let Some((role, _session)) = rest.split_once('/')
+    {
+        return format!("arn:{}:iam::{}:role/{role}", parts[1], parts[4]);
+    }
+    arn.to_string()
+}
+
+/// The cluster's status, or `None` when it does not exist.
+pub(crate) async fn cluster_status(ctx: &Ctx<'_>, step: &str) -> Result<Option<String>> {
+    match ctx
+        .c
+        .eks
+        .describe_cluster()
+        .name(&ctx.names.cluster)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(
+            out.cluster()
+                .and_then(|c| c.status())
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|| "UNKNOWN".into()),
+        )),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(sdk_error(step, e)),
+    }
+}
+
+/// The node group's status, or `None` when it (or the cluster) does not exist.
+pub(crate) async fn node_group_status(ctx: &Ctx<'_>, step: &str) -> Result<Option<String>> {
+    match ctx
+        .c
+        .eks
+        .describe_nodegroup()
+        .cluster_name(&ctx.names.cluster)
+        .nodegroup_name(&ctx.names.node_group)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(
+            out.nodegroup()
+                .and_then(|n| n.status())
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|| "UNKNOWN".into()),
+        )),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(sdk_error(step, e)),
+    }
+}
+
+/// Send a create call, tolerating "already exists", and retrying while EKS refuses a role created
+/// seconds ago (IAM is eventually consistent: a new role can take a few seconds to be assumable).
+async fn send_once_role_is_usable<F, Fut, T, E, R>(
+    ctx: &Ctx<'_>,
+    step: &str,
+    mut send: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    ctx.wait(
+        step,
+        "the new IAM role to become usable",
+        IAM_PROPAGATION,
+        || {
+            let fut = send();
+            async move {
+                match fut.await {
+                    Ok(_) => Ok(None),
+                    Err(e) if is_already_exists(&e) => Ok(None),
+                    Err(e)
+                        if error_code(&e) == Some("InvalidParameterException")
+                            && ProvideErrorMetadata::message(&e)
+                                .is_some_and(|m| m.to_ascii_lowercase().contains("role")) =>
+                    {
+                        Ok(Some(format!(
+                            "IAM role not usable yet: {}",
+                            ProvideErrorMetadata::message(&e).unwrap_or_default()
+                        )))
+                    }
+                    Err(e) => Err(sdk_error(step, e)),
+                }
+            }
+        },
+    )
+    .await
+}
+
+fn taint_effect(effect: &str) -> TaintEffect {
+    match effect {
+        "NoExecute" => TaintEffect::NoExecute,
+        "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
+        _ => TaintEffect::NoSchedule,
+    }
+}
+
+/// Create (or find) the cluster, the access entry, the addon and the node group, one step each.
+pub(crate) async fn converge(
+    ctx: &Ctx<'_>,
+    net: &Network,
+    roles: &Roles,
+    caller: &str,
+    counter: &StepCounter,
+    resources: &mut Vec<ResourceRef>,
+) -> Result<()> {
+    let eks = &ctx.c.eks;
+    let spec = &ctx.spec.spec;
+    let cluster = ctx.names.cluster.clone();
+
+    // The control plane.
+    let step = super::PROVISION_STEPS[7];
+    ctx.step(step, async {
+        let mut done = true;
+        let existing = match eks.describe_cluster().name(&cluster).send().await {
+            Ok(out) => out.cluster().cloned(),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(sdk_error(step, e)),
+        };
+        match existing {
+            Some(c) => {
+                let ours = c
+                    .tags()
+                    .is_some_and(|t| t.get(LAB_KEY).map(String::as_str) == Some(ctx.lab()));
+                if !ours {
+                    return Err(Error::Provision {
+                        step: step.into(),
+                        message: format!(
+                            "an EKS cluster named {cluster} exists but does not carry the tag {LAB_KEY}={}",
+                            ctx.lab()
+                        ),
+                        hint: Some("choose another lab name".into()),
+                    });
+                }
+                if c.status() == Some(&ClusterStatus::Deleting) {
+                    return Err(Error::Provision {
+                        step: step.into(),
+                        message: format!("cluster {cluster} is being deleted"),
+                        hint: Some("wait for `gpulab down` to finish, then rerun `gpulab up`".into()),
+                    });
+                }
+            }
+            None => {
+                done = false;
+                let mut create = eks
+                    .create_cluster()
+                    .name(&cluster)
+                    .role_arn(&roles.cluster)
+                    .resources_vpc_config(
+                        VpcConfigRequest::builder()
+                            .set_subnet_ids(Some(net.subnet_ids.clone()))
+                            .security_group_ids(&net.security_group_id)
+                            .endpoint_public_access(true)
+                            .endpoint_private_access(true)
+                            .build(),
+                    )
+                    .access_config(
+                        CreateAccessConfigRequest::builder()
+                            .authentication_mode(AuthenticationMode::ApiAndConfigMap)
+                            .bootstrap_cluster_creator_admin_permissions(true)
+                            .build(),
+                    )
+                    .set_tags(Some(tags(ctx)));
+                if let Some(version) = &spec.kubernetes_version {
+                    create = create.version(version);
+                }
+                send_once_role_is_usable(ctx, step, || create.clone().send()).await?;
+            }
+        }
+        ctx.wait(
+            step,
+            &format!("EKS cluster {cluster} to become ACTIVE"),
+            ctx.waits.cluster,
+            || async {
+                match cluster_status(ctx, step).await? {
+                    Some(s) if s == "ACTIVE" => Ok(None),
+                    Some(s) if s == "FAILED" => Err(Error::Provision {
+                        step: step.into(),
+                        message: format!("cluster {cluster} is FAILED"),
+                        hint: Some(
+                            "see the cluster's health in the EKS console; `gpulab down` removes it".into(),
+                        ),
+                    }),
+                    Some(s) => Ok(Some(format!("cluster status {s}"))),
+                    None => Ok(Some("cluster not visible yet".into())),
+                }
+            },
+        )
+        .await?;
+        Ok(((), done))
+    })
+    .await?;
+    resources.push(ResourceRef {
+        kind: "eks-cluster".into(),
+        id: cluster.clone(),
+    });
+    counter.finished()?;
+
+    // The caller as cluster admin (bootstrapClusterCreatorAdminPermissions covers the creator; this
+    // also covers a caller resuming a lab someone else's session created).
+    let step = super::PROVISION_STEPS[8];
+    let principal = principal_arn(caller);
+    ctx.step(step, async {
+        let mut done = true;
+        match eks
+            .create_access_entry()
+            .cluster_name(&cluster)
+            .principal_arn(&principal)
+            .set_tags(Some(tags(ctx)))
+            .send()
+            .await
+        {
+            Ok(_) => done = false,
+            Err(e) if is_already_exists(&e) => {}
+            Err(e) => return Err(sdk_error(step, e)),
+        }
+        match eks
+            .associate_access_policy()
+            .cluster_name(&cluster)
+            .principal_arn(&principal)
+            .policy_arn(CLUSTER_ADMIN_POLICY)
+            .access_scope(
+                AccessScope::builder()
+                    .r#type(AccessScopeType::Cluster)
+                    .build(),
+            )
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_already_exists(&e) => {}
+            Err(e) => return Err(sdk_error(step, e)),
+        }
+        Ok(((), done))
+    })
+    .await?;
+    resources.push(ResourceRef {
+        kind: "eks-access-entry".into(),
+        id: principal.clone(),
+    });
+    counter.finished()?;
+
+    // The EBS CSI driver. It becomes ACTIVE only once nodes run its pods, so it is not awaited.
+    let step = super::PROVISION_STEPS[9];
+    ctx.step(step, async {
+        match eks
+            .describe_addon()
+            .cluster_name(&cluster)
+            .addon_name(EBS_CSI_ADDON)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(((), true)),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(sdk_error(step, e)),
+        }
+        match eks
+            .create_addon()
+            .cluster_name(&cluster)
+            .addon_name(EBS_CSI_ADDON)
+            .resolve_conflicts(ResolveConflicts::Overwrite)
+            .set_tags(Some(tags(ctx)))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(((), false)),
+            Err(e) if is_already_exists(&e) => Ok(((), true)),
+            Err(e) => Err(sdk_error(step, e)),
+        }
+    })
+    .await?;
+    resources.push(ResourceRef {
+        kind: "eks-addon".into(),
+        id: EBS_CSI_ADDON.into(),
+    });
+    counter.finished()?;
+
+    // The GPU node group.
+    let step = super::PROVISION_STEPS[10];
+    let ng = ctx.names.node_group.clone();
+    ctx.step(step, async {
+        let mut done = true;
+        if node_group_status(ctx, step).await?.is_none() {
+            done = false;
+            let nodes = &spec.nodes;
+            let create = eks
+                .create_nodegroup()
+                .cluster_name(&cluster)
+                .nodegroup_name(&ng)
+                .scaling_config(
+                    NodegroupScalingConfig::builder()
+                        .min_size(nodes.min as i32)
+                        .max_size(nodes.max as i32)
+                        .desired_size(nodes.desired as i32)
+                        .build(),
+                )
+                .disk_size(nodes.disk_gib as i32)
+                .set_subnets(Some(net.subnet_ids.clone()))
+                .instance_types(ctx.spec.instance.name)
+                .ami_type(AmiTypes::from(NODE_AMI_TYPE))
+                .node_role(&roles.node)
+                .capacity_type(match nodes.capacity {
+                    Capacity::OnDemand => CapacityTypes::OnDemand,
+                    Capacity::Spot => CapacityTypes::Spot,
+                })
+                .labels(GPU_NODE_LABEL.0, GPU_NODE_LABEL.1)
+                .labels(LAB_KEY, ctx.lab())
+                .taints(
+                    Taint::builder()
+                        .key(GPU_TAINT.0)
+                        .value(GPU_TAINT.1)
+                        .effect(taint_effect(GPU_TAINT.2))
+                        .build(),
+                )
+                .set_tags(Some(tags(ctx)));
+            send_once_role_is_usable(ctx, step, || create.clone().send()).await?;
+        }
+        wait_node_group_active(ctx, step, None).await?;
+        Ok(((), done))
+    })
+    .await?;
+    resources.push(ResourceRef {
+        kind: "eks-nodegroup".into(),
+        id: ng,
+    });
+    counter.finished()?;
+    Ok(())
+}
+
+/// Wait until the node group is ACTIVE (and, with `desired`, at that size).
+async fn wait_node_group_active(ctx: &Ctx<'_>, step: &str, desired: Option<u32>) -> Result<()> {
+    let ng = &ctx.names.node_group;
+    ctx.wait(
+        step,
+        &format!("node group {ng} to become ACTIVE"),
+        ctx.waits.node_group,
+        || async {
+            let out = match ctx
+                .c
+                .eks
+                .describe_nodegroup()
+                .cluster_name(&ctx.names.cluster)
+                .nodegroup_name(ng)
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) if is_not_found(&e) => {
+                    return Ok(Some("node group not visible yet".into()));
+                }
+                Err(e) => return Err(sdk_error(step, e)),
+            };
+            let Some(group) = out.nodegroup() else {
+                return Ok(Some("node group not visible yet".into()));
+            };
+            let status = group.status().cloned().unwrap_or(NodegroupStatus::Creating);
+            match status {
+                NodegroupStatus::Active => {}
+                NodegroupStatus::CreateFailed | NodegroupStatus::Degraded => {
+                    let issues: Vec<String> = group
+                        .health()
+                        .map(|h| {
+                            h.issues()
+                                .iter()
+                                .map(|i| {
+                                    format!(
+                                        "{}: {}",
+                                        i.code().map(|c| c.as_str()).unwrap_or("?"),
+                                        i.message().unwrap_or_default()
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Err(Error::Provision {
+                        step: step.into(),
+                        message: format!(
+                            "node group {ng} is {}: {}",
+                            status.as_str(),
+                            if issues.is_empty() { "no details".to_string() } else { issues.join("; ") }
+                        ),
+                        hint: Some(
+                            "InsufficientInstanceCapacity: try another region or node type, or spot/on-demand; `gpulab down` removes the lab".into(),
+                        ),
+                    });
+                }
+                other => return Ok(Some(format!("node group status {}", other.as_str()))),
+            }
+            if let Some(want) = desired {
+                let have = group
+                    .scaling_config()
+                    .and_then(|s| s.desired_size())
+                    .unwrap_or(-1);
+                if have != want as i32 {
+                    return Ok(Some(format!("node group desired size {have}, want {want}")));
+                }
+            }
+            Ok(None)
+        },
+    )
+    .await
+}
+
+/// How to reach the cluster: endpoint and CA from DescribeCluster, tokens made in-process.
+pub(crate) async fn access(ctx: &Ctx<'_>, _region: &str) -> Result<ClusterAccess> {
+    let step = "describe EKS cluster";
+    let out = match ctx
+        .c
+        .eks
+        .describe_cluster()
+        .name(&ctx.names.cluster)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if is_not_found(&e) => {
+            return Err(Error::Provision {
+                step: step.into(),
+                message: format!("no EKS cluster named {}", ctx.names.cluster),
+                hint: Some("run `gpulab up` first".into()),
+            });
+        }
+        Err(e) => return Err(sdk_error(step, e)),
+    };
+    let cluster = out.cluster().ok_or_else(|| missing(step, "cluster"))?;
+    let endpoint = cluster
+        .endpoint()
+        .ok_or_else(|| Error::Provision {
+            step: step.into(),
+            message: format!(
+                "cluster {} has no endpoint yet (status {})",
+                ctx.names.cluster,
+                cluster.status().map(|s| s.as_str()).unwrap_or("?")
+            ),
+            hint: Some("rerun `gpulab up` to wait for it".into()),
+        })?
+        .to_string();
+    let ca_pem = match cluster.certificate_authority().and_then(|c| c.data()) {
+        Some(data) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| Error::Provision {
+                    step: step.into(),
+                    message: format!("the cluster's certificate authority is not base64: {e}"),
+                    hint: None,
+                })?,
+        ),
+        None => None,
+    };
+    let tokens = super::token_source(ctx.c, &ctx.names.cluster)?;
+    Ok(ClusterAccess {
+        endpoint,
+        ca_pem,
+        auth: ClusterAuth::Token(tokens),
+    })
+}
+
+/// What EKS and EC2 say of the lab now.
+pub(crate) async fn status(ctx: &Ctx<'_>) -> Result<ProvisionStatus> {
+    let step = "read lab status";
+    let eks = &ctx.c.eks;
+    let (cluster, created_at) = match eks.describe_cluster().name(&ctx.names.cluster).send().await {
+        Ok(out) => {
+            let c = out.cluster();
+            (
+                c.and_then(|c| c.status())
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|| "UNKNOWN".into()),
+                c.and_then(|c| c.created_at())
+                    .and_then(|t| SystemTime::try_from(*t).ok()),
+            )
+        }
+        Err(e) if is_not_found(&e) => ("absent".to_string(), None),
+        Err(e) => return Err(sdk_error(step, e)),
+    };
+    let node_group = if cluster == "absent" {
+        "absent".to_string()
+    } else {
+        match eks
+            .describe_nodegroup()
+            .cluster_name(&ctx.names.cluster)
+            .nodegroup_name(&ctx.names.node_group)
+            .send()
+            .await
+        {
+            Ok(out) => match out.nodegroup() {
+                Some(n) => {
+                    let s = n.scaling_config();
+                    format!(
+                        "{} ({} of {}..{})",
+                        n.status().map(|s| s.as_str()).unwrap_or("UNKNOWN"),
+                        s.and_then(|s| s.desired_size()).unwrap_or(0),
+                        s.and_then(|s| s.min_size()).unwrap_or(0),
+                        s.and_then(|s| s.max_size()).unwrap_or(0),
+                    )
+                }
+                None => "absent".to_string(),
+            },
+            Err(e) if is_not_found(&e) => "absent".to_string(),
+            Err(e) => return Err(sdk_error(step, e)),
+        }
+    };
+    let nodes_running = if node_group == "absent" {
+        0
+    } else {
+        let out = ctx
+            .c
+            .ec2
+            .describe_instances()
+            .filters(filter("tag:eks:cluster-name", &[&ctx.names.cluster]))
+            .filters(filter("tag:eks:nodegroup-name", &[&ctx.names.node_group]))
+            .filters(filter("instance-state-name", &["running"]))
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        out.reservations()
+            .iter()
+            .map(|r| r.instances().len() as u32)
+            .sum()
+    };
+    Ok(ProvisionStatus {
+        cluster,
+        node_group,
+        nodes_running,
+        created_at,
+    })
+}
+
+/// Resize the node group to `desired`, lowering its minimum when needed, and wait until it is ACTIVE.
+pub(crate) async fn scale(ctx: &Ctx<'_>, desired: u32) -> Result<()> {
+    let step = format!("scale GPU nodes to {desired}");
+    let nodes = &ctx.spec.spec.nodes;
+    if desired > nodes.max {
+        return Err(Error::Provision {
+            step,
+            message: format!("{desired} nodes is above nodes.max = {}", nodes.max),
+            hint: Some(
+                "raise nodes.max (and check the GPU vCPU quota with `gpulab up --preflight`)"
+                    .into(),
+            ),
+        });
+    }
+    ctx.step(&step, async {
+        if node_group_status(ctx, &step).await?.is_none() {
+            return Err(Error::Provision {
+                step: step.clone(),
+                message: format!("node group {} does not exist", ctx.names.node_group),
+                hint: Some("run `gpulab up` first".into()),
+            });
+        }
+        // EKS refuses an update while the group is still changing.
+        wait_node_group_active(ctx, &step, None).await?;
+        ctx.c
+            .eks
+            .update_nodegroup_config()
+            .cluster_name(&ctx.names.cluster)
+            .nodegroup_name(&ctx.names.node_group)
+            .scaling_config(
+                NodegroupScalingConfig::builder()
+                    .min_size(nodes.min.min(desired) as i32)
+                    .max_size(nodes.max as i32)
+                    .desired_size(desired as i32)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(&step, e))?;
+        wait_node_group_active(ctx, &step, Some(desired)).await?;
+        Ok(((), false))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assumed_role_sessions_map_to_their_role() {
+        assert_eq!(
+            principal_arn("arn:aws:sts::123456789012:assumed-role/Admin/alice"),
+            "arn:aws:iam::123456789012:role/Admin"
+        );
+        assert_eq!(
+            principal_arn("arn:aws:iam::123456789012:user/bob"),
+            "arn:aws:iam::123456789012:user/bob"
+        );
+    }
+
+    #[test]
+    fn node_ami_type_is_known_to_the_sdk() {
+        assert_eq!(AmiTypes::from(NODE_AMI_TYPE), AmiTypes::Al2023X8664Nvidia);
+    }
+}

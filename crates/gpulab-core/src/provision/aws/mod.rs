@@ -1,0 +1,365 @@
+//! The EKS provisioner: a GPU cluster from the AWS APIs themselves (EC2, IAM, EKS, STS, Service Quotas,
+//! Resource Groups Tagging), with no eksctl, CloudFormation or aws CLI.
+//!
+//! Every step finds its resource by the lab's tags (or by its derived name) before creating it, so a
+//! `provision` stopped anywhere resumes without duplicates, and `teardown` deletes in dependency order,
+//! treating "already gone" as done, then sweeps for anything still carrying the lab's tag.
+//!
+//! ```no_run
+//! # async fn f(spec: &gpulab_core::spec::ValidSpec) -> gpulab_core::Result<()> {
+//! use gpulab_core::events::Silent;
+//! use gpulab_core::provision::ClusterProvisioner;
+//! use gpulab_core::provision::aws::{AwsOptions, AwsProvisioner};
+//!
+//! let aws = AwsProvisioner::connect(spec, AwsOptions::default()).await;
+//! let provisioned = aws.provision(spec, &Silent).await?;
+//! println!("{}", provisioned.access.endpoint);
+//! # Ok(()) }
+//! ```
+
+mod eks;
+mod iam;
+pub mod kubeconfig;
+mod network;
+mod preflight;
+mod sdk;
+mod teardown;
+pub mod token;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_smithy_types::retry::RetryConfig;
+
+pub use kubeconfig::{exec_credential_json, kubeconfig_yaml, write_kubeconfig};
+pub use preflight::{QuotaCode, quota_code};
+pub use sdk::{AwsClients, SdkOptions, default_retry_config, https_client, load_sdk_config};
+pub use token::{EksTokenSource, eks_token, presigned_url};
+
+use crate::events::{Event, Reporter};
+use crate::naming::AwsNames;
+use crate::provision::{
+    ClusterAccess, ClusterProvisioner, Preflight, ProvisionStatus, Provisioned, ResourceRef,
+    TeardownReport,
+};
+use crate::spec::ValidSpec;
+use crate::{Error, Result};
+
+/// How long waits last and how often they poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitOptions {
+    /// The first poll interval; each next one is half again as long, up to `max_poll`.
+    pub initial_poll: Duration,
+    /// The longest poll interval.
+    pub max_poll: Duration,
+    /// How long the EKS control plane may take to become ACTIVE (typically 8–12 minutes).
+    pub cluster: Duration,
+    /// How long the node group may take to become ACTIVE, or to scale (typically 2–5 minutes).
+    pub node_group: Duration,
+    /// How long a deletion (node group, cluster) may take.
+    pub deletion: Duration,
+}
+
+impl Default for WaitOptions {
+    fn default() -> Self {
+        WaitOptions {
+            initial_poll: Duration::from_secs(5),
+            max_poll: Duration::from_secs(30),
+            cluster: Duration::from_secs(30 * 60),
+            node_group: Duration::from_secs(25 * 60),
+            deletion: Duration::from_secs(25 * 60),
+        }
+    }
+}
+
+impl WaitOptions {
+    /// Waits for tests against an emulator: polls every few milliseconds, gives up after seconds.
+    pub fn fast() -> Self {
+        WaitOptions {
+            initial_poll: Duration::from_millis(5),
+            max_poll: Duration::from_millis(50),
+            cluster: Duration::from_secs(20),
+            node_group: Duration::from_secs(20),
+            deletion: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Options of the [`AwsProvisioner`].
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// Where and how the SDK talks to AWS (profile, endpoint override, credentials, retries).
+    pub sdk: SdkOptions,
+    /// Wait timeouts and poll intervals.
+    pub waits: WaitOptions,
+    /// A test hook: make `provision` fail with [`Error::Interrupted`] right after its n-th step
+    /// (counted from 1 over [`PROVISION_STEPS`]), as if the process had died there.
+    pub stop_after_step: Option<usize>,
+}
+
+/// The steps of `provision`, in order; each one finds its resource before creating it.
+pub const PROVISION_STEPS: [&str; 11] = [
+    "create VPC",
+    "create subnets",
+    "create internet gateway",
+    "create route table",
+    "create security group",
+    "create cluster IAM role",
+    "create node IAM role",
+    "create EKS cluster",
+    "grant cluster admin access",
+    "install EBS CSI driver addon",
+    "create GPU node group",
+];
+
+/// The EKS provisioner. Its clients are built once, from one shared [`SdkConfig`], in the lab's region.
+pub struct AwsProvisioner {
+    clients: AwsClients,
+    region: String,
+    options: AwsOptions,
+}
+
+impl AwsProvisioner {
+    /// A provisioner for `spec`'s region, loading the SDK configuration through aws-config's default
+    /// chain (env, profiles, SSO, instance metadata) with `options.sdk` on top. Nothing is called yet:
+    /// credentials resolve on the first request.
+    pub async fn connect(spec: &ValidSpec, options: AwsOptions) -> Self {
+        let config = load_sdk_config(&spec.spec.region, &options.sdk).await;
+        Self::from_config(&config, options)
+    }
+
+    /// A provisioner over an existing SDK configuration (its region is the lab's).
+    pub fn from_config(config: &SdkConfig, options: AwsOptions) -> Self {
+        let clients = AwsClients::new(config, options.sdk.service_quotas_endpoint_url.as_deref());
+        let region = config
+            .region()
+            .map(|r| r.as_ref().to_string())
+            .unwrap_or_default();
+        AwsProvisioner {
+            clients,
+            region,
+            options,
+        }
+    }
+
+    /// The clients, for callers that need one more AWS call (and tests).
+    pub fn clients(&self) -> &AwsClients {
+        &self.clients
+    }
+
+    /// The EKS token source of `spec`'s cluster, without any AWS call (what `gpulab token` prints
+    /// through [`exec_credential_json`]).
+    pub fn tokens(&self, spec: &ValidSpec) -> Result<Arc<EksTokenSource>> {
+        self.check_region(spec)?;
+        token_source(&self.clients, &AwsNames::new(&spec.spec).cluster)
+    }
+
+    /// The retry settings every client uses.
+    pub fn retry_config(&self) -> Option<&RetryConfig> {
+        self.clients.config.retry_config()
+    }
+
+    fn check_region(&self, spec: &ValidSpec) -> Result<()> {
+        if spec.spec.region == self.region {
+            Ok(())
+        } else {
+            Err(Error::Provision {
+                step: "check region".into(),
+                message: format!(
+                    "this provisioner was built for {}, the lab is in {}",
+                    self.region, spec.spec.region
+                ),
+                hint: Some("build the provisioner from the lab's spec".into()),
+            })
+        }
+    }
+
+    fn context<'a>(&'a self, spec: &'a ValidSpec, reporter: &'a dyn Reporter) -> Ctx<'a> {
+        Ctx {
+            c: &self.clients,
+            spec,
+            names: AwsNames::new(&spec.spec),
+            reporter,
+            waits: &self.options.waits,
+        }
+    }
+}
+
+/// What every step needs: the clients, the spec, the names, the reporter.
+pub(crate) struct Ctx<'a> {
+    pub(crate) c: &'a AwsClients,
+    pub(crate) spec: &'a ValidSpec,
+    pub(crate) names: AwsNames,
+    pub(crate) reporter: &'a dyn Reporter,
+    pub(crate) waits: &'a WaitOptions,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn lab(&self) -> &str {
+        &self.spec.spec.name
+    }
+
+    /// Run `step`, reporting its start and end. The step returns its value and whether it found the
+    /// work already done.
+    pub(crate) async fn step<T, F>(&self, step: &str, work: F) -> Result<T>
+    where
+        F: Future<Output = Result<(T, bool)>>,
+    {
+        self.reporter
+            .report(Event::StepStarted { step: step.into() });
+        let started = Instant::now();
+        let (value, already_done) = work.await?;
+        self.reporter.report(Event::StepFinished {
+            step: step.into(),
+            elapsed: started.elapsed(),
+            already_done,
+        });
+        Ok(value)
+    }
+
+    /// Poll `check` with backoff until it returns `None` (done), reporting what it waits on; after
+    /// `timeout`, fail naming the last state seen.
+    pub(crate) async fn wait<F, Fut>(
+        &self,
+        step: &str,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<String>>>,
+    {
+        let started = Instant::now();
+        let mut interval = self.waits.initial_poll;
+        loop {
+            let Some(pending) = check().await? else {
+                return Ok(());
+            };
+            let elapsed = started.elapsed();
+            if elapsed >= timeout {
+                return Err(Error::Timeout {
+                    what: what.into(),
+                    waited: elapsed,
+                    pending,
+                });
+            }
+            self.reporter.report(Event::Waiting {
+                step: step.into(),
+                on: pending,
+                elapsed,
+            });
+            tokio::time::sleep(interval.min(timeout.saturating_sub(elapsed))).await;
+            interval = (interval * 3 / 2).min(self.waits.max_poll);
+        }
+    }
+}
+
+/// Counts finished steps and stops after the configured one (the crash-and-resume test hook).
+struct StepCounter {
+    done: AtomicUsize,
+    stop_after: Option<usize>,
+}
+
+impl StepCounter {
+    fn finished(&self) -> Result<()> {
+        let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.stop_after == Some(n) {
+            Err(Error::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterProvisioner for AwsProvisioner {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    async fn preflight(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<Preflight> {
+        self.check_region(spec)?;
+        let ctx = self.context(spec, reporter);
+        preflight::run(&ctx).await
+    }
+
+    async fn provision(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<Provisioned> {
+        self.check_region(spec)?;
+        let ctx = self.context(spec, reporter);
+        let counter = StepCounter {
+            done: AtomicUsize::new(0),
+            stop_after: self.options.stop_after_step,
+        };
+        let mut resources: Vec<ResourceRef> = Vec::new();
+        let caller = preflight::caller_identity(&ctx).await?;
+        let zones = preflight::zones(&ctx).await?;
+
+        let net = network::converge(&ctx, &zones, &counter, &mut resources).await?;
+        let roles = iam::converge(&ctx, &counter, &mut resources).await?;
+        eks::converge(&ctx, &net, &roles, &caller, &counter, &mut resources).await?;
+
+        let access = eks::access(&ctx, &self.region).await?;
+        Ok(Provisioned { access, resources })
+    }
+
+    async fn access(&self, spec: &ValidSpec) -> Result<ClusterAccess> {
+        self.check_region(spec)?;
+        let silent = crate::events::Silent;
+        let ctx = self.context(spec, &silent);
+        eks::access(&ctx, &self.region).await
+    }
+
+    async fn status(&self, spec: &ValidSpec) -> Result<ProvisionStatus> {
+        self.check_region(spec)?;
+        let silent = crate::events::Silent;
+        let ctx = self.context(spec, &silent);
+        eks::status(&ctx).await
+    }
+
+    async fn scale(&self, spec: &ValidSpec, desired: u32, reporter: &dyn Reporter) -> Result<()> {
+        self.check_region(spec)?;
+        let ctx = self.context(spec, reporter);
+        eks::scale(&ctx, desired).await
+    }
+
+    async fn teardown(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<TeardownReport> {
+        self.check_region(spec)?;
+        let ctx = self.context(spec, reporter);
+        teardown::run(&ctx).await
+    }
+}
+
+/// The EKS token source of a lab, for callers that have a provisioner but no [`ClusterAccess`] yet.
+pub fn token_source(clients: &AwsClients, cluster: &str) -> Result<Arc<EksTokenSource>> {
+    let credentials = clients
+        .config
+        .credentials_provider()
+        .ok_or_else(|| Error::Credentials {
+            message: "no AWS credentials provider is configured".into(),
+            hint: "set AWS_PROFILE or AWS_ACCESS_KEY_ID, or run `aws configure`".into(),
+        })?;
+    let region = clients
+        .config
+        .region()
+        .map(|r| r.as_ref().to_string())
+        .unwrap_or_default();
+    Ok(Arc::new(EksTokenSource::new(credentials, &region, cluster)))
+}
+
+/// EC2 filter `name` = any of `values`.
+pub(crate) fn filter(name: &str, values: &[&str]) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name(name)
+        .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+        .build()
+}
+
+/// The EC2 filter that selects the lab's resources.
+pub(crate) fn lab_filter(lab: &str) -> aws_sdk_ec2::types::Filter {
+    filter(&format!("tag:{}", crate::naming::LAB_KEY), &[lab])
+}

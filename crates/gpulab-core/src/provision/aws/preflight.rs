@@ -1,0 +1,243 @@
+//! Preflight: who the caller is, which zones offer the node type, and whether the GPU vCPU quota covers
+//! the node group at its largest. Creates nothing.
+
+use aws_sdk_ec2::types::LocationType;
+use serde::Serialize;
+
+use super::sdk::{error_code, sdk_error};
+use super::{Ctx, filter};
+use crate::catalog::QuotaClass;
+use crate::events::Event;
+use crate::provision::{Preflight, QuotaCheck};
+use crate::spec::Capacity;
+use crate::{Error, Result};
+
+/// A Service Quotas code of EC2's GPU vCPU quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QuotaCode {
+    /// The code, e.g. "L-DB2E81BA".
+    pub code: &'static str,
+    /// The quota's name in the console.
+    pub name: &'static str,
+}
+
+/// The quota an instance of `class` bought as `capacity` counts against.
+pub fn quota_code(class: QuotaClass, capacity: Capacity) -> QuotaCode {
+    let (code, name) = match (class, capacity) {
+        (QuotaClass::GAndVt, Capacity::OnDemand) => {
+            ("L-DB2E81BA", "Running On-Demand G and VT instances")
+        }
+        (QuotaClass::P, Capacity::OnDemand) => ("L-417A185B", "Running On-Demand P instances"),
+        (QuotaClass::GAndVt, Capacity::Spot) => {
+            ("L-3819A6DF", "All G and VT Spot Instance Requests")
+        }
+        (QuotaClass::P, Capacity::Spot) => ("L-7212CCBC", "All P Spot Instance Requests"),
+    };
+    QuotaCode { code, name }
+}
+
+/// The caller's identity: its ARN (STS GetCallerIdentity).
+pub(crate) async fn caller_identity(ctx: &Ctx<'_>) -> Result<String> {
+    let out = ctx
+        .c
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| match sdk_error("check AWS credentials", e) {
+            Error::Provision { message, .. } => Error::Credentials {
+                message: format!("sts GetCallerIdentity failed: {message}"),
+                hint: "check AWS_PROFILE / AWS_ACCESS_KEY_ID, or run `aws sso login` for an SSO profile"
+                    .into(),
+            },
+            other => other,
+        })?;
+    Ok(out.arn().unwrap_or_default().to_string())
+}
+
+/// The availability zones offering the node type, sorted; an error when fewer than two do.
+pub(crate) async fn zones(ctx: &Ctx<'_>) -> Result<Vec<String>> {
+    let instance = ctx.spec.instance.name;
+    let step = "check instance type offerings";
+    let mut zones = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let out = ctx
+            .c
+            .ec2
+            .describe_instance_type_offerings()
+            .location_type(LocationType::AvailabilityZone)
+            .filters(filter("instance-type", &[instance]))
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        zones.extend(
+            out.instance_type_offerings()
+                .iter()
+                .filter_map(|o| o.location().map(str::to_owned)),
+        );
+        match out.next_token() {
+            Some(t) if !t.is_empty() => next = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+    zones.sort();
+    zones.dedup();
+    if zones.len() < 2 {
+        return Err(Error::Provision {
+            step: step.into(),
+            message: format!(
+                "{instance} is offered in {} availability zone(s) of {} ({}); EKS needs subnets in two",
+                zones.len(),
+                ctx.spec.spec.region,
+                if zones.is_empty() {
+                    "none".to_string()
+                } else {
+                    zones.join(", ")
+                }
+            ),
+            hint: Some(format!(
+                "choose another region or node type: `gpulab catalog --region <region>` lists what is offered; `aws ec2 describe-instance-type-offerings --location-type availability-zone --filters Name=instance-type,Values={instance} --region <region>` checks one"
+            )),
+        });
+    }
+    Ok(zones)
+}
+
+/// The quota check: `Ok(Some)` with the numbers, `Ok(None)` when the quota could not be read (a
+/// warning is reported), or an error when the quota is short.
+pub(crate) async fn quota(ctx: &Ctx<'_>) -> Result<Option<QuotaCheck>> {
+    let spec = &ctx.spec.spec;
+    let code = quota_code(ctx.spec.instance.quota_class(), spec.nodes.capacity);
+    let needed = f64::from(ctx.spec.instance.vcpus) * f64::from(spec.nodes.max);
+    let step = "check GPU vCPU quota";
+    let applied = ctx
+        .c
+        .quotas
+        .get_service_quota()
+        .service_code("ec2")
+        .quota_code(code.code)
+        .send()
+        .await;
+    let (limit, name) = match applied {
+        Ok(out) => {
+            let q = out.quota();
+            (
+                q.and_then(|q| q.value()),
+                q.and_then(|q| q.quota_name()).map(str::to_owned),
+            )
+        }
+        Err(e) if error_code(&e) == Some("NoSuchResourceException") => {
+            // No applied value: the account has the default.
+            match ctx
+                .c
+                .quotas
+                .get_aws_default_service_quota()
+                .service_code("ec2")
+                .quota_code(code.code)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    let q = out.quota();
+                    (
+                        q.and_then(|q| q.value()),
+                        q.and_then(|q| q.quota_name()).map(str::to_owned),
+                    )
+                }
+                Err(e) => return unreadable(ctx, code, &sdk_error(step, e).to_string()),
+            }
+        }
+        Err(e) => return unreadable(ctx, code, &sdk_error(step, e).to_string()),
+    };
+    let Some(limit) = limit else {
+        return unreadable(ctx, code, "the quota has no value");
+    };
+    let check = QuotaCheck {
+        quota_name: name.unwrap_or_else(|| code.name.to_string()),
+        quota_code: code.code.to_string(),
+        limit_vcpus: limit,
+        needed_vcpus: needed,
+    };
+    if limit < needed {
+        let region = &spec.region;
+        return Err(Error::Provision {
+            step: step.into(),
+            message: format!(
+                "the quota \"{}\" ({}) allows {limit} vCPUs in {region}; {} × {} ({} vCPUs each, nodes.max = {}) needs {needed}",
+                check.quota_name,
+                code.code,
+                spec.nodes.max,
+                ctx.spec.instance.name,
+                ctx.spec.instance.vcpus,
+                spec.nodes.max,
+            ),
+            hint: Some(format!(
+                "request more with `aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {} --desired-value {needed} --region {region}`, or at https://{region}.console.aws.amazon.com/servicequotas/home/services/ec2/quotas/{} ; increases for GPU quotas can take a day. Or lower nodes.max.",
+                code.code, code.code
+            )),
+        });
+    }
+    Ok(Some(check))
+}
+
+fn unreadable(ctx: &Ctx<'_>, code: QuotaCode, why: &str) -> Result<Option<QuotaCheck>> {
+    ctx.reporter.report(Event::Warning {
+        message: format!(
+            "could not read the quota \"{}\" ({}): {why}; `up` continues, and EC2 refuses the nodes if it is short",
+            code.name, code.code
+        ),
+    });
+    Ok(None)
+}
+
+/// The whole preflight.
+pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<Preflight> {
+    let identity = caller_identity(ctx).await?;
+    let zones = zones(ctx).await?;
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let capture = |event: Event| {
+        if let Event::Warning { message } = &event {
+            warnings.lock().expect("warnings").push(message.clone());
+        }
+        ctx.reporter.report(event);
+    };
+    let inner = Ctx {
+        c: ctx.c,
+        spec: ctx.spec,
+        names: ctx.names.clone(),
+        reporter: &capture,
+        waits: ctx.waits,
+    };
+    let quota = quota(&inner).await?;
+    let warnings = warnings.into_inner().expect("warnings");
+    Ok(Preflight {
+        identity,
+        zones,
+        quota,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_codes() {
+        assert_eq!(
+            quota_code(QuotaClass::GAndVt, Capacity::OnDemand).code,
+            "L-DB2E81BA"
+        );
+        assert_eq!(
+            quota_code(QuotaClass::P, Capacity::OnDemand).code,
+            "L-417A185B"
+        );
+        assert_eq!(
+            quota_code(QuotaClass::GAndVt, Capacity::Spot).code,
+            "L-3819A6DF"
+        );
+        assert_eq!(quota_code(QuotaClass::P, Capacity::Spot).code, "L-7212CCBC");
+    }
+}

@@ -1,0 +1,241 @@
+//! The AWS SDK clients, built once from one shared [`SdkConfig`], and the mapping of SDK errors to
+//! gpulab's [`Error`].
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::retry::RetryConfig;
+
+use crate::Error;
+
+/// The SDK's retry settings gpulab uses unless told otherwise: the standard strategy (exponential
+/// backoff with jitter, a retry quota), 8 attempts, backoff from 1 s up to 20 s. Throttling and 5xx
+/// answers are retried; EKS and EC2 throttle bursts of describe calls during waits.
+pub fn default_retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(8)
+        .with_initial_backoff(Duration::from_secs(1))
+        .with_max_backoff(Duration::from_secs(20))
+}
+
+/// The HTTPS client of every AWS call: hyper with rustls and the `ring` crypto provider, trusting the
+/// platform's roots.
+pub fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+/// Where and how gpulab talks to AWS.
+#[derive(Debug, Clone)]
+pub struct SdkOptions {
+    /// The named profile (`~/.aws/config`); `None` follows `AWS_PROFILE`, then `default`.
+    pub profile: Option<String>,
+    /// One endpoint for every service instead of AWS's (moto, LocalStack, a proxy).
+    pub endpoint_url: Option<String>,
+    /// An endpoint for Service Quotas alone (tests serve it from wiremock: moto has no EC2 quotas).
+    pub service_quotas_endpoint_url: Option<String>,
+    /// Fixed credentials instead of the default chain (env, profiles, SSO, instance metadata).
+    pub credentials: Option<Credentials>,
+    /// The SDK's retry settings.
+    pub retry: RetryConfig,
+}
+
+impl Default for SdkOptions {
+    fn default() -> Self {
+        SdkOptions {
+            profile: None,
+            endpoint_url: None,
+            service_quotas_endpoint_url: None,
+            credentials: None,
+            retry: default_retry_config(),
+        }
+    }
+}
+
+/// Load the shared SDK configuration for `region`: aws-config's default chain for credentials, with
+/// `options` on top.
+pub async fn load_sdk_config(region: &str, options: &SdkOptions) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .retry_config(options.retry.clone())
+        .http_client(https_client());
+    if let Some(profile) = &options.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(url) = &options.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(creds) = &options.credentials {
+        loader = loader.credentials_provider(SharedCredentialsProvider::new(creds.clone()));
+    }
+    loader.load().await
+}
+
+/// Every AWS client gpulab uses, built from one [`SdkConfig`].
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    /// The shared configuration the clients were built from.
+    pub config: SdkConfig,
+    /// EC2: VPC, subnets, gateways, security groups, ENIs, volumes, offerings.
+    pub ec2: aws_sdk_ec2::Client,
+    /// EKS: cluster, access entries, addons, node group.
+    pub eks: aws_sdk_eks::Client,
+    /// IAM: the cluster and node roles.
+    pub iam: aws_sdk_iam::Client,
+    /// STS: the caller's identity.
+    pub sts: aws_sdk_sts::Client,
+    /// Service Quotas: the GPU vCPU quota.
+    pub quotas: aws_sdk_servicequotas::Client,
+    /// Resource Groups Tagging: the sweep after teardown.
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
+}
+
+impl AwsClients {
+    /// Clients from `config`; `service_quotas_endpoint_url` overrides Service Quotas' endpoint alone.
+    pub fn new(config: &SdkConfig, service_quotas_endpoint_url: Option<&str>) -> Self {
+        let mut quotas = aws_sdk_servicequotas::config::Builder::from(config);
+        if let Some(url) = service_quotas_endpoint_url {
+            quotas = quotas.endpoint_url(url);
+        }
+        AwsClients {
+            config: config.clone(),
+            ec2: aws_sdk_ec2::Client::new(config),
+            eks: aws_sdk_eks::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
+            quotas: aws_sdk_servicequotas::Client::from_conf(quotas.build()),
+            tagging: aws_sdk_resourcegroupstagging::Client::new(config),
+        }
+    }
+}
+
+/// The service's error code, e.g. "InvalidVpcID.NotFound", for service errors.
+pub(crate) fn error_code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
+    match e {
+        SdkError::ServiceError(s) => s.err().code(),
+        _ => None,
+    }
+}
+
+/// True when the error says the resource does not exist (or is already detached/disassociated).
+pub(crate) fn is_not_found<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    error_code(e).is_some_and(code_is_not_found)
+}
+
+fn code_is_not_found(code: &str) -> bool {
+    code.ends_with("NotFound")
+        || code.ends_with(".NotFound")
+        || code.ends_with("NotFoundException")
+        || matches!(
+            code,
+            "NoSuchEntity" | "Gateway.NotAttached" | "InvalidAttachmentID.NotFound"
+        )
+}
+
+/// True when the error says the resource already exists.
+pub(crate) fn is_already_exists<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    error_code(e).is_some_and(|c| {
+        matches!(
+            c,
+            "ResourceInUseException"
+                | "EntityAlreadyExists"
+                | "InvalidPermission.Duplicate"
+                | "RouteAlreadyExists"
+                | "Resource.AlreadyAssociated"
+        ) || c.ends_with(".Duplicate")
+    })
+}
+
+const CREDENTIAL_CODES: &[&str] = &[
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "AuthFailure",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+];
+
+/// gpulab's error for a failed call in `step`: a credentials problem becomes [`Error::Credentials`],
+/// anything else [`Error::Provision`] with the service's code and message.
+pub(crate) fn sdk_error<E, R>(step: &str, e: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let (code, message) = match &e {
+        SdkError::ServiceError(s) => (
+            s.err().code().map(str::to_owned),
+            s.err().message().map(str::to_owned),
+        ),
+        _ => (None, None),
+    };
+    let detail = match (&code, &message) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c.clone(),
+        _ => DisplayErrorContext(&e).to_string(),
+    };
+    let credentials_failure = code
+        .as_deref()
+        .is_some_and(|c| CREDENTIAL_CODES.contains(&c))
+        || matches!(
+            &e,
+            SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
+        ) && detail.contains("credentials");
+    if credentials_failure {
+        return Error::Credentials {
+            message: format!("{step}: {detail}"),
+            hint:
+                "check AWS_PROFILE / AWS_ACCESS_KEY_ID, or run `aws sso login` for an SSO profile"
+                    .into(),
+        };
+    }
+    let hint = match code.as_deref() {
+        Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation") => Some(
+            "the caller lacks an IAM permission this step needs; see the README's IAM policy"
+                .to_string(),
+        ),
+        _ => None,
+    };
+    Error::Provision {
+        step: step.into(),
+        message: detail,
+        hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_codes() {
+        for code in [
+            "InvalidVpcID.NotFound",
+            "InvalidGroup.NotFound",
+            "NoSuchEntity",
+            "ResourceNotFoundException",
+            "Gateway.NotAttached",
+        ] {
+            assert!(code_is_not_found(code), "{code}");
+        }
+        assert!(!code_is_not_found("DependencyViolation"));
+    }
+
+    #[test]
+    fn retry_config_is_standard_with_eight_attempts() {
+        let r = default_retry_config();
+        assert_eq!(r.mode(), aws_smithy_types::retry::RetryMode::Standard);
+        assert_eq!(r.max_attempts(), 8);
+    }
+}

@@ -1,0 +1,685 @@
+//! Teardown in dependency order, each step tolerating "already gone", then a sweep for anything that
+//! still carries the lab's tag (or the `kubernetes.io/cluster/<name>` tag Kubernetes puts on the
+//! volumes and load balancers it creates).
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_sdk_resourcegroupstagging::types::TagFilter;
+
+use super::eks::{cluster_status, node_group_status};
+use super::network::{cluster_tag_key, find_vpcs};
+use super::sdk::{error_code, is_already_exists, is_not_found, sdk_error};
+use super::{Ctx, filter, lab_filter};
+use crate::events::Event;
+use crate::naming::LAB_KEY;
+use crate::provision::{ResourceRef, TeardownReport};
+use crate::{Error, Result};
+
+fn r(kind: &str, id: &str) -> ResourceRef {
+    ResourceRef {
+        kind: kind.into(),
+        id: id.into(),
+    }
+}
+
+/// Failures of best-effort steps; teardown goes on past them so that one stuck resource does not keep
+/// the rest alive (and billing).
+struct Failures(Vec<String>);
+
+impl Failures {
+    fn check(&mut self, ctx: &Ctx<'_>, step: &str, result: Result<()>) -> Result<()> {
+        match result {
+            Ok(()) => Ok(()),
+            // Without credentials nothing else will work either.
+            Err(e @ Error::Credentials { .. }) => Err(e),
+            Err(e) => {
+                ctx.reporter.report(Event::Warning {
+                    message: format!("{step}: {e}; continuing"),
+                });
+                self.0.push(format!("{step}: {e}"));
+                Ok(())
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
+    let mut deleted: Vec<ResourceRef> = Vec::new();
+    let mut failures = Failures(Vec::new());
+
+    let step = "delete GPU node group";
+    let res = ctx
+        .step(step, async {
+            let found = delete_node_group(ctx, step).await?;
+            if found {
+                deleted.push(r("eks-nodegroup", &ctx.names.node_group));
+            }
+            Ok(((), !found))
+        })
+        .await;
+    failures.check(ctx, step, res)?;
+
+    let step = "delete addons and access entries";
+    let res = ctx
+        .step(step, async {
+            let n = delete_addons_and_access(ctx, step, &mut deleted).await?;
+            Ok(((), n == 0))
+        })
+        .await;
+    failures.check(ctx, step, res)?;
+
+    let step = "delete EKS cluster";
+    let res = ctx
+        .step(step, async {
+            let found = delete_cluster(ctx, step).await?;
+            if found {
+                deleted.push(r("eks-cluster", &ctx.names.cluster));
+            }
+            Ok(((), !found))
+        })
+        .await;
+    failures.check(ctx, step, res)?;
+
+    let step = "delete network";
+    let res = ctx
+        .step(step, async {
+            let before = deleted.len();
+            delete_network(ctx, step, &mut deleted).await?;
+            Ok(((), deleted.len() == before))
+        })
+        .await;
+    failures.check(ctx, step, res)?;
+
+    let step = "delete IAM roles";
+    let res = ctx
+        .step(step, async {
+            let mut any = false;
+            for name in [&ctx.names.node_role, &ctx.names.cluster_role] {
+                if super::iam::delete_role(ctx, step, name).await? {
+                    deleted.push(r("iam-role", name));
+                    any = true;
+                }
+            }
+            Ok(((), !any))
+        })
+        .await;
+    failures.check(ctx, step, res)?;
+
+    let step = "delete detached volumes";
+    let res = ctx
+        .step(step, async {
+            let before = deleted.len();
+            delete_volumes(ctx, step, &mut deleted).await?;
+            Ok(((), deleted.len() == before))
+        })
+        .await;
+    failures.check(ctx, step, res)?;
+
+    let step = "list leftovers";
+    let leftovers = ctx
+        .step(step, async { Ok((sweep(ctx, step).await?, true)) })
+        .await?;
+    if !failures.0.is_empty() && !leftovers.is_empty() {
+        let names: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
+        return Err(Error::Provision {
+            step: "teardown".into(),
+            message: format!(
+                "{}; still there: {}",
+                failures.0.join("; "),
+                names.join(", ")
+            ),
+            hint: Some(
+                "rerun `gpulab down` (AWS releases some dependencies minutes after a cluster is deleted), or delete these by hand"
+                    .into(),
+            ),
+        });
+    }
+    Ok(TeardownReport { deleted, leftovers })
+}
+
+async fn delete_node_group(ctx: &Ctx<'_>, step: &str) -> Result<bool> {
+    match ctx
+        .c
+        .eks
+        .delete_nodegroup()
+        .cluster_name(&ctx.names.cluster)
+        .nodegroup_name(&ctx.names.node_group)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => return Ok(false),
+        // Already deleting.
+        Err(e) if is_already_exists(&e) => {}
+        Err(e) => return Err(sdk_error(step, e)),
+    }
+    ctx.wait(
+        step,
+        &format!("node group {} to be deleted", ctx.names.node_group),
+        ctx.waits.deletion,
+        || async {
+            Ok(match node_group_status(ctx, step).await? {
+                None => None,
+                Some(s) if s == "DELETE_FAILED" => {
+                    return Err(Error::Provision {
+                        step: step.into(),
+                        message: format!("node group {} is DELETE_FAILED", ctx.names.node_group),
+                        hint: Some("see its health issues in the EKS console, fix them, and rerun `gpulab down`".into()),
+                    });
+                }
+                Some(s) => Some(format!("node group status {s}")),
+            })
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn delete_addons_and_access(
+    ctx: &Ctx<'_>,
+    step: &str,
+    deleted: &mut Vec<ResourceRef>,
+) -> Result<usize> {
+    let eks = &ctx.c.eks;
+    let cluster = &ctx.names.cluster;
+    let mut n = 0;
+    let addons = match eks.list_addons().cluster_name(cluster).send().await {
+        Ok(out) => out.addons().to_vec(),
+        Err(e) if is_not_found(&e) => return Ok(0),
+        Err(e) => return Err(sdk_error(step, e)),
+    };
+    for addon in addons {
+        match eks
+            .delete_addon()
+            .cluster_name(cluster)
+            .addon_name(&addon)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                n += 1;
+                deleted.push(r("eks-addon", &addon));
+            }
+            Err(e) if is_not_found(&e) || is_already_exists(&e) => {}
+            Err(e) => return Err(sdk_error(step, e)),
+        }
+    }
+    let entries = match eks.list_access_entries().cluster_name(cluster).send().await {
+        Ok(out) => out.access_entries().to_vec(),
+        Err(e) if is_not_found(&e) => return Ok(n),
+        Err(e) => return Err(sdk_error(step, e)),
+    };
+    for principal in entries {
+        match eks
+            .delete_access_entry()
+            .cluster_name(cluster)
+            .principal_arn(&principal)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                n += 1;
+                deleted.push(r("eks-access-entry", &principal));
+            }
+            Err(e) if is_not_found(&e) => {}
+            // EKS keeps the entries it manages itself; they go with the cluster.
+            Err(e) if error_code(&e) == Some("InvalidRequestException") => {}
+            Err(e) => return Err(sdk_error(step, e)),
+        }
+    }
+    Ok(n)
+}
+
+async fn delete_cluster(ctx: &Ctx<'_>, step: &str) -> Result<bool> {
+    match ctx
+        .c
+        .eks
+        .delete_cluster()
+        .name(&ctx.names.cluster)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => return Ok(false),
+        Err(e) if is_already_exists(&e) => {
+            // ResourceInUse: deleting already, or something still depends on it.
+            if cluster_status(ctx, step).await?.as_deref() != Some("DELETING") {
+                return Err(sdk_error(step, e));
+            }
+        }
+        Err(e) => return Err(sdk_error(step, e)),
+    }
+    ctx.wait(
+        step,
+        &format!("EKS cluster {} to be deleted", ctx.names.cluster),
+        ctx.waits.deletion,
+        || async {
+            Ok(cluster_status(ctx, step)
+                .await?
+                .map(|s| format!("cluster status {s}")))
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Run `op` until it succeeds or says "gone", retrying while AWS reports a dependency that is still
+/// going away (ENIs of a deleted cluster linger for minutes).
+async fn delete_with_retry<F, Fut>(ctx: &Ctx<'_>, step: &str, what: &str, mut op: F) -> Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<(), (Option<String>, Error)>>,
+{
+    let deleted = AtomicBool::new(false);
+    let fatal: Mutex<Option<Error>> = Mutex::new(None);
+    ctx.wait(step, what, ctx.waits.deletion, || {
+        let fut = op();
+        let deleted = &deleted;
+        let fatal = &fatal;
+        async move {
+            match fut.await {
+                Ok(()) => {
+                    deleted.store(true, Ordering::SeqCst);
+                    Ok(None)
+                }
+                Err((Some(code), _))
+                    if code.contains("NotFound") || code == "Gateway.NotAttached" =>
+                {
+                    Ok(None)
+                }
+                Err((Some(code), e))
+                    if code == "DependencyViolation"
+                        || code == "InvalidNetworkInterface.InUse"
+                        || code == "ResourceInUse" =>
+                {
+                    Ok(Some(e.to_string()))
+                }
+                Err((_, e)) => {
+                    *fatal.lock().expect("fatal lock") = Some(e);
+                    Ok(None)
+                }
+            }
+        }
+    })
+    .await?;
+    match fatal.into_inner().expect("fatal lock") {
+        Some(e) => Err(e),
+        None => Ok(deleted.load(Ordering::SeqCst)),
+    }
+}
+
+macro_rules! try_delete {
+    ($step:expr, $call:expr) => {{
+        match $call.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let code = error_code(&e).map(str::to_owned);
+                Err((code, sdk_error($step, e)))
+            }
+        }
+    }};
+}
+
+async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef>) -> Result<()> {
+    let ec2 = &ctx.c.ec2;
+    let lab = ctx.lab();
+    for vpc in find_vpcs(ctx, step).await? {
+        let vpc_f = || filter("vpc-id", &[&vpc]);
+
+        // ENIs left behind (load balancers, the control plane, the VPC CNI).
+        let out = ec2
+            .describe_network_interfaces()
+            .filters(vpc_f())
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        for eni in out.network_interfaces() {
+            let Some(id) = eni.network_interface_id() else {
+                continue;
+            };
+            if let Some(att) = eni.attachment()
+                && let Some(att_id) = att.attachment_id()
+                && att.device_index() != Some(0)
+            {
+                // Requester-managed interfaces (load balancers, the EKS control plane) refuse to be
+                // detached; they go when their owner does, which the delete below waits for.
+                if let Err(e) = ec2
+                    .detach_network_interface()
+                    .attachment_id(att_id)
+                    .force(true)
+                    .send()
+                    .await
+                    && !is_not_found(&e)
+                    && let err @ Error::Credentials { .. } = sdk_error(step, e)
+                {
+                    return Err(err);
+                }
+            }
+            let gone = delete_with_retry(
+                ctx,
+                step,
+                &format!("network interface {id} to be released"),
+                || async {
+                    try_delete!(
+                        step,
+                        ec2.delete_network_interface().network_interface_id(id)
+                    )
+                },
+            )
+            .await?;
+            if gone {
+                deleted.push(r("network-interface", id));
+            }
+        }
+
+        // Security groups (not the VPC's default): rules first, since groups may refer to each other.
+        let out = ec2
+            .describe_security_groups()
+            .filters(vpc_f())
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        let groups: Vec<_> = out
+            .security_groups()
+            .iter()
+            .filter(|g| g.group_name() != Some("default"))
+            .cloned()
+            .collect();
+        for g in &groups {
+            if !g.ip_permissions().is_empty() {
+                match ec2
+                    .revoke_security_group_ingress()
+                    .group_id(g.group_id().unwrap_or_default())
+                    .set_ip_permissions(Some(g.ip_permissions().to_vec()))
+                    .send()
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(sdk_error(step, e)),
+                }
+            }
+        }
+        for g in &groups {
+            let id = g.group_id().unwrap_or_default();
+            if delete_with_retry(
+                ctx,
+                step,
+                &format!("security group {id} to be free"),
+                || async { try_delete!(step, ec2.delete_security_group().group_id(id)) },
+            )
+            .await?
+            {
+                deleted.push(r("security-group", id));
+            }
+        }
+
+        // Subnets.
+        let out = ec2
+            .describe_subnets()
+            .filters(vpc_f())
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        for s in out.subnets() {
+            let id = s.subnet_id().unwrap_or_default();
+            if delete_with_retry(ctx, step, &format!("subnet {id} to be free"), || async {
+                try_delete!(step, ec2.delete_subnet().subnet_id(id))
+            })
+            .await?
+            {
+                deleted.push(r("subnet", id));
+            }
+        }
+
+        // Route tables (not the main one) and their associations.
+        let out = ec2
+            .describe_route_tables()
+            .filters(vpc_f())
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        for rt in out.route_tables() {
+            let main = rt.associations().iter().any(|a| a.main() == Some(true));
+            if main {
+                continue;
+            }
+            for a in rt.associations() {
+                if let Some(aid) = a.route_table_association_id() {
+                    match ec2
+                        .disassociate_route_table()
+                        .association_id(aid)
+                        .send()
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => return Err(sdk_error(step, e)),
+                    }
+                }
+            }
+            let id = rt.route_table_id().unwrap_or_default();
+            if delete_with_retry(
+                ctx,
+                step,
+                &format!("route table {id} to be free"),
+                || async { try_delete!(step, ec2.delete_route_table().route_table_id(id)) },
+            )
+            .await?
+            {
+                deleted.push(r("route-table", id));
+            }
+        }
+
+        // Internet gateways attached to the VPC.
+        let out = ec2
+            .describe_internet_gateways()
+            .filters(filter("attachment.vpc-id", &[&vpc]))
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        for igw in out.internet_gateways() {
+            let id = igw.internet_gateway_id().unwrap_or_default();
+            delete_with_retry(
+                ctx,
+                step,
+                &format!("internet gateway {id} to detach"),
+                || async {
+                    try_delete!(
+                        step,
+                        ec2.detach_internet_gateway()
+                            .internet_gateway_id(id)
+                            .vpc_id(&vpc)
+                    )
+                },
+            )
+            .await?;
+            if delete_with_retry(
+                ctx,
+                step,
+                &format!("internet gateway {id} to be free"),
+                || async {
+                    try_delete!(step, ec2.delete_internet_gateway().internet_gateway_id(id))
+                },
+            )
+            .await?
+            {
+                deleted.push(r("internet-gateway", id));
+            }
+        }
+
+        if delete_with_retry(ctx, step, &format!("VPC {vpc} to be free"), || async {
+            try_delete!(step, ec2.delete_vpc().vpc_id(&vpc))
+        })
+        .await?
+        {
+            deleted.push(r("vpc", &vpc));
+        }
+    }
+
+    // Gateways created but never attached (a run stopped between the two calls).
+    let out = ec2
+        .describe_internet_gateways()
+        .filters(lab_filter(lab))
+        .send()
+        .await
+        .map_err(|e| sdk_error(step, e))?;
+    for igw in out.internet_gateways() {
+        let id = igw.internet_gateway_id().unwrap_or_default();
+        for att in igw.attachments() {
+            if let Some(vpc) = att.vpc_id() {
+                delete_with_retry(
+                    ctx,
+                    step,
+                    &format!("internet gateway {id} to detach"),
+                    || async {
+                        try_delete!(
+                            step,
+                            ec2.detach_internet_gateway()
+                                .internet_gateway_id(id)
+                                .vpc_id(vpc)
+                        )
+                    },
+                )
+                .await?;
+            }
+        }
+        if delete_with_retry(
+            ctx,
+            step,
+            &format!("internet gateway {id} to be free"),
+            || async { try_delete!(step, ec2.delete_internet_gateway().internet_gateway_id(id)) },
+        )
+        .await?
+        {
+            deleted.push(r("internet-gateway", id));
+        }
+    }
+    Ok(())
+}
+
+/// Delete the lab's EBS volumes that nothing uses any more (the `/workspace` volume once its claim is
+/// gone): tagged with the lab, or with the cluster's Kubernetes tag.
+async fn delete_volumes(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef>) -> Result<()> {
+    let ec2 = &ctx.c.ec2;
+    let mut ids = BTreeSet::new();
+    for f in [
+        lab_filter(ctx.lab()),
+        filter("tag-key", &[&cluster_tag_key(&ctx.names.cluster)]),
+    ] {
+        let out = ec2
+            .describe_volumes()
+            .filters(f)
+            .filters(filter("status", &["available"]))
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        ids.extend(
+            out.volumes()
+                .iter()
+                .filter_map(|v| v.volume_id().map(str::to_owned)),
+        );
+    }
+    for id in ids {
+        match ec2.delete_volume().volume_id(&id).send().await {
+            Ok(_) => deleted.push(r("ebs-volume", &id)),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(sdk_error(step, e)),
+        }
+    }
+    Ok(())
+}
+
+/// A resource from its ARN: kind "service:type", id the last part.
+fn from_arn(arn: &str) -> ResourceRef {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if parts.len() == 6 {
+        let service = parts[2];
+        let resource = parts[5];
+        let (rtype, id) = resource
+            .split_once('/')
+            .or_else(|| resource.split_once(':'))
+            .unwrap_or(("", resource));
+        let kind = if rtype.is_empty() {
+            service.to_string()
+        } else {
+            format!("{service}:{rtype}")
+        };
+        return r(&kind, id);
+    }
+    r("arn", arn)
+}
+
+/// Everything still carrying the lab's tag or the cluster's Kubernetes tag: the Resource Groups Tagging
+/// API (EC2, EKS, ELB, …), plus IAM and EKS by name (the tagging API does not cover IAM roles).
+pub(crate) async fn sweep(ctx: &Ctx<'_>, step: &str) -> Result<Vec<ResourceRef>> {
+    let mut seen = BTreeSet::new();
+    let mut left = Vec::new();
+    let filters = [
+        TagFilter::builder().key(LAB_KEY).values(ctx.lab()).build(),
+        TagFilter::builder()
+            .key(cluster_tag_key(&ctx.names.cluster))
+            .build(),
+    ];
+    for f in filters {
+        let mut token: Option<String> = None;
+        loop {
+            let out = ctx
+                .c
+                .tagging
+                .get_resources()
+                .tag_filters(f.clone())
+                .set_pagination_token(token.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error(step, e))?;
+            for m in out.resource_tag_mapping_list() {
+                if let Some(arn) = m.resource_arn()
+                    && seen.insert(arn.to_string())
+                {
+                    left.push(from_arn(arn));
+                }
+            }
+            match out.pagination_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+    }
+    for name in [&ctx.names.cluster_role, &ctx.names.node_role] {
+        if super::iam::find_role(ctx, step, name).await?.is_some() {
+            left.push(r("iam-role", name));
+        }
+    }
+    if cluster_status(ctx, step).await?.is_some()
+        && !left
+            .iter()
+            .any(|x| x.kind == "eks:cluster" && x.id == ctx.names.cluster)
+    {
+        left.push(r("eks-cluster", &ctx.names.cluster));
+    }
+    Ok(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arns_become_kinds_and_ids() {
+        assert_eq!(
+            from_arn("arn:aws:ec2:us-west-2:123:vpc/vpc-1"),
+            r("ec2:vpc", "vpc-1")
+        );
+        assert_eq!(
+            from_arn("arn:aws:eks:us-west-2:123:cluster/lab"),
+            r("eks:cluster", "lab")
+        );
+        assert_eq!(
+            from_arn("arn:aws:elasticloadbalancing:us-west-2:123:loadbalancer/net/a/b"),
+            r("elasticloadbalancing:loadbalancer", "net/a/b")
+        );
+    }
+}
