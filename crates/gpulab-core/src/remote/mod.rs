@@ -12,6 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::Result;
 use crate::events::Reporter;
 
+pub mod api_server;
+pub mod ssh;
+
 /// A command to run in the workspace.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExecRequest {

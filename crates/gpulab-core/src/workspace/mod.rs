@@ -2,6 +2,7 @@
 //! token, and the services that reach it. `manifests` renders every object without I/O; a
 //! [`WorkspaceManager`] applies them, waits for the pod, and explains a pod that does not start.
 
+mod manager;
 mod manifests;
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ use crate::Result;
 use crate::events::Reporter;
 use crate::spec::ValidSpec;
 
+pub use manager::{KubeWorkspace, generate_host_key, generate_token};
 pub use manifests::{SETUP_SCRIPT, WorkspaceSecrets, manifests};
 
 /// The ports the workspace serves.
