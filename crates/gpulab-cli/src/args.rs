@@ -164,6 +164,11 @@ impl SpecArgs {
         }
     }
 
+    /// Name the lab, as `--name` would.
+    pub(crate) fn set_name(&mut self, name: &str) {
+        self.name = Some(name.into());
+    }
+
     /// The lab's spec from this process's files and environment, with these flags on top.
     pub(crate) fn resolve(&self, global: &GlobalArgs) -> gpulab_core::Result<ResolvedSpec> {
         let cwd = std::env::current_dir()

@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod printer;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,29 @@ struct Cli {
 enum Command {
     /// Show everything `up` would create and what it would cost; needs no AWS account.
     Plan(commands::plan::PlanArgs),
+    /// Create the lab (or finish creating it): cluster, GPU nodes, device plugin, workspace pod.
+    Up(commands::lab::UpArgs),
+    /// Show the cluster, nodes, device plugin, workspace and what the lab costs.
+    Status(commands::lab::StatusArgs),
+    /// Delete everything the lab made, then list anything still tagged with it.
+    Down(commands::lab::DownArgs),
+    /// List the labs on this machine, with their cost.
+    Ls(commands::lab::LsArgs),
+    /// What the lab costs per hour now, and has cost since `up`.
+    Cost(commands::lab::CostArgs),
+    /// Scale the GPU nodes to zero: stops the GPU bill, keeps the cluster and /workspace.
+    Stop(commands::lab::ScaleArgs),
+    /// Scale the GPU nodes back up after `stop`.
+    Start(commands::lab::ScaleArgs),
+    /// Run a command in the workspace, e.g. `gpulab exec -- nvidia-smi`.
+    Exec(commands::lab::ExecArgs),
+    /// Validate the GPUs: nvidia-smi, PyTorch matmul and memory bandwidth against the datasheet, NCCL, vLLM.
+    Test(commands::lab::TestArgs),
+    /// Copy files to or from the workspace: `gpulab cp train.py :/workspace/`.
+    Cp(commands::lab::CpArgs),
+    /// Print an EKS token for kubectl (the kubeconfig gpulab writes calls this).
+    #[command(hide = true)]
+    Token(commands::lab::TokenArgs),
     /// List the GPU instance types gpulab knows, with their GPUs and prices.
     Catalog(commands::catalog::CatalogArgs),
     /// Inspect the lab's settings.
@@ -52,7 +76,37 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let printer = Printer::new(cli.global.quiet);
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("start the async runtime")
+    };
+    let global = &cli.global;
     let result = match cli.command {
+        Command::Up(args) => runtime().block_on(commands::lab::up(global, &args, &printer)),
+        Command::Status(args) => runtime().block_on(commands::lab::status(global, &args, &printer)),
+        Command::Down(args) => runtime().block_on(commands::lab::down(global, &args, &printer)),
+        Command::Ls(args) => commands::lab::ls(&args, &printer),
+        Command::Cost(args) => runtime().block_on(commands::lab::cost(global, &args, &printer)),
+        Command::Stop(args) => {
+            runtime().block_on(commands::lab::scale(global, &args, false, &printer))
+        }
+        Command::Start(args) => {
+            runtime().block_on(commands::lab::scale(global, &args, true, &printer))
+        }
+        Command::Exec(args) => match runtime().block_on(commands::lab::exec(global, &args)) {
+            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => Err(e),
+        },
+        Command::Test(args) => {
+            match runtime().block_on(commands::lab::test(global, &args, &printer)) {
+                Ok(code) => return ExitCode::from(code as u8),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Cp(args) => runtime().block_on(commands::lab::cp(global, &args, &printer)),
+        Command::Token(args) => runtime().block_on(commands::lab::token(&args, &printer)),
         Command::Plan(args) => commands::plan::run(&cli.global, &args, &printer),
         Command::Catalog(args) => commands::catalog::run(&cli.global, &args, &printer),
         Command::Config(command) => commands::config::run(&cli.global, &command, &printer),
@@ -65,8 +119,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             printer.error(&error);
-            // 2 for bad input, as clap does for bad flags; 1 for everything else.
-            ExitCode::from(if error.is_usage() { 2 } else { 1 })
+            // 2 for bad input, as clap does for bad flags; 130 for Ctrl-C, as shells do; 1 otherwise.
+            ExitCode::from(match error {
+                gpulab_core::Error::Interrupted => 130,
+                ref e if e.is_usage() => 2,
+                _ => 1,
+            })
         }
     }
 }

@@ -23,17 +23,24 @@
 
 pub mod addon;
 pub mod catalog;
+pub mod checks;
 pub mod cluster;
 pub mod cost;
 mod error;
 pub mod events;
+pub mod image;
+pub mod lab;
 pub mod manifest;
 pub mod naming;
 pub mod plan;
 pub mod provision;
 pub mod remote;
+pub mod slurm;
 pub mod spec;
 pub mod state;
+pub mod status;
+pub mod vllm;
 pub mod workspace;
 
 pub use error::{Error, Result};
+pub use lab::{Lab, LabOptions, Provider};

@@ -1,14 +1,15 @@
 //! The real `kubectl` against the Kubernetes API emulator, to keep the emulator honest: discovery,
-//! tables, apply (client- and server-side), exec over WebSocket with exit codes and stdin.
-//!
-//! Not covered: `kubectl port-forward`, which speaks SPDY (directly or tunnelled over WebSocket), a
-//! protocol the emulator does not implement; kube-rs port-forwarding is tested in `kube_emulator.rs`.
+//! tables, apply (client- and server-side), exec over WebSocket with exit codes and stdin, and
+//! `port-forward`, both as SPDY tunnelled in WebSocket (kubectl's default since 1.31) and as plain
+//! SPDY/3.1 (its fallback, forced with `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 struct Kubectl<'a> {
     bin: &'a Path,
@@ -192,4 +193,136 @@ async fn kubectl_gets_applies_and_execs() {
     assert!(err.contains("pods \"missing\" not found"), "{err}");
     k.ok(&["delete", "pod", "ws"]).await;
     assert!(emu.object("pods", "default", "ws").is_none());
+}
+
+/// An echo server: every connection gets back what it sends, until it closes its side.
+async fn echo_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Start `kubectl port-forward pod/ws :PORT` (a free local port), and return it with the local port it
+/// printed.
+async fn start_port_forward(
+    k: &Kubectl<'_>,
+    remote: u16,
+    websockets: bool,
+) -> (tokio::process::Child, u16) {
+    let mut child = tokio::process::Command::new(k.bin)
+        .args([
+            "port-forward",
+            "--address",
+            "127.0.0.1",
+            "pod/ws",
+            &format!(":{remote}"),
+        ])
+        .env("KUBECONFIG", k.kubeconfig)
+        .env("HOME", k.home)
+        .env(
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+            if websockets { "true" } else { "false" },
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run kubectl port-forward");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let local = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            // "Forwarding from 127.0.0.1:41234 -> 8080"
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<u16>()
+                    .unwrap();
+            }
+        }
+        panic!("kubectl port-forward exited before it listened");
+    })
+    .await
+    .expect("kubectl port-forward listens");
+    // keep reading its output so it never blocks on a full pipe
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, local)
+}
+
+/// Send `payload` through the forwarded port and read back everything the echo server returns.
+async fn round_trip(local: u16, payload: &[u8]) -> Vec<u8> {
+    let conn = tokio::net::TcpStream::connect(("127.0.0.1", local))
+        .await
+        .unwrap();
+    let (mut r, mut w) = conn.into_split();
+    let sent = payload.to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut back))
+        .await
+        .expect("the echo comes back")
+        .unwrap();
+    writer.await.unwrap();
+    back
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_port_forwards_over_websocket_and_spdy() {
+    let Some(bin) = gpulab_testkit::kubectl() else {
+        eprintln!("skipping: kubectl is not installed");
+        return;
+    };
+    let emu = KubeEmulator::start().await.unwrap();
+    emu.add_node(NodeSpec::gpu("gpu-node-1"));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    emu.write_kubeconfig(&kubeconfig).unwrap();
+    let manifest = dir.path().join("lab.yaml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let k = Kubectl {
+        bin: &bin,
+        home: dir.path(),
+        kubeconfig: &kubeconfig,
+    };
+    k.ok(&["apply", "-f", manifest.to_str().unwrap()]).await;
+    let echo = echo_server().await;
+    emu.register_port("default", "ws", 8080, echo);
+
+    // 300 KiB: larger than SPDY's initial 64 KiB window and than one frame.
+    let payload: Vec<u8> = (0..300 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    for websockets in [true, false] {
+        let (mut kubectl, local) = start_port_forward(&k, 8080, websockets).await;
+        // two connections in turn: each is its own pair of streams on the one session
+        assert_eq!(
+            round_trip(local, b"hello through the pod\n").await,
+            b"hello through the pod\n"
+        );
+        let back = round_trip(local, &payload).await;
+        assert!(
+            back == payload,
+            "websockets={websockets}: {} bytes came back",
+            back.len()
+        );
+        kubectl.kill().await.unwrap();
+    }
+
+    // A pod port nobody registered: the connection ends with nothing, kubectl reports why.
+    let (mut kubectl, local) = start_port_forward(&k, 9999, true).await;
+    let back = round_trip(local, b"anyone?").await;
+    assert!(back.is_empty());
+    let _ = kubectl.kill().await;
 }

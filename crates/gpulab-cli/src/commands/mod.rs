@@ -2,4 +2,5 @@
 
 pub(crate) mod catalog;
 pub(crate) mod config;
+pub(crate) mod lab;
 pub(crate) mod plan;

@@ -31,6 +31,7 @@
 //!   `application/strategic-merge-patch+json`, `application/json-patch+json`,
 //!   `application/apply-patch+yaml`), delete (with `preconditions`), deletecollection; the `status`
 //!   subresource of every kind that has one; `pods/log`, `pods/exec`, `pods/portforward`.
+//! - Metadata-only lists (`as=PartialObjectMetadataList`, kube-rs `list_metadata`).
 //! - `kubectl get` tables (`as=Table`) with the usual columns for pods, nodes, daemonsets, services,
 //!   PVCs, namespaces, configmaps, secrets and events.
 //! - Errors as `metav1.Status` in the real shapes: `NotFound`, `AlreadyExists`, `Conflict`, `Invalid`,
@@ -64,14 +65,20 @@
 //! ([`KubeEmulator::pod_dir`]) as the working directory, over WebSocket (`v5.channel.k8s.io`, or
 //! `v4.channel.k8s.io`): stdin on channel 0 (v5: closed by `255 0`), stdout 1, stderr 2, and the exit
 //! status as a `metav1.Status` on channel 3 (`NonZeroExitCode` with an `ExitCode` cause).
-//! port-forward (`v4.channel.k8s.io`/`portforward.k8s.io` over WebSocket, as kube-rs speaks it)
-//! connects each port to the address the test registered ([`KubeEmulator::register_port`]).
+//! port-forward connects each port to the address the test registered
+//! ([`KubeEmulator::register_port`]), in the three ways clients speak it: the channel protocol over
+//! WebSocket (`v4.channel.k8s.io`/`portforward.k8s.io`, ports in the query, as kube-rs speaks it),
+//! SPDY/3.1 tunnelled in WebSocket binary messages (`SPDY/3.1+portforward.k8s.io`, kubectl's default
+//! since 1.31), and SPDY/3.1 on the connection after `Upgrade: SPDY/3.1` (kubectl's fallback). With
+//! SPDY, each connection is an `error` and a `data` stream sharing a `requestID`, the port in their
+//! headers; header blocks are zlib with the SPDY/3 dictionary; flow control is not enforced (as in
+//! spdystream, the library kubectl uses), and a failure to connect is written to the error stream.
 //!
 //! # What it does not model
 //!
 //! - Authentication, authorization, admission webhooks, TLS (the server is plain `http://`).
-//! - SPDY: `kubectl exec` works (it uses WebSocket since 1.30), `kubectl port-forward` and
-//!   `kubectl cp`'s older fallbacks that need SPDY do not. `attach` is refused.
+//! - SPDY for exec: `kubectl exec` and `kubectl cp` work over WebSocket (kubectl's default since
+//!   1.30), not through their SPDY fallback. `attach` is refused.
 //! - Exec runs on the host, not in a container: absolute paths, users and installed tools are the
 //!   host's; a TTY is not allocated (its output merges stderr into stdout; resize is ignored).
 //! - Server-side apply is approximate: the applied configuration is merged (strategic-merge style) into
@@ -99,6 +106,7 @@ mod resources;
 mod select;
 mod server;
 mod sim;
+mod spdy;
 mod store;
 mod stream;
 

@@ -301,6 +301,9 @@ async fn resource(
             if accept.contains("as=Table") {
                 return Ok(json_response(200, &table(t.res, &items, rv)));
             }
+            if accept.contains("as=PartialObjectMetadataList") {
+                return Ok(json_response(200, &metadata_list(items, rv)));
+            }
             Ok(json_response(200, &list_json(t.res, items, rv)))
         }
         (Method::POST, None) => {
@@ -411,6 +414,19 @@ fn filtered(st: &State, res: usize, ns: Option<&str>, q: &Query) -> Result<Vec<V
         .into_iter()
         .filter(|o| labels.matches(o) && fields.matches(o))
         .collect())
+}
+
+/// A `meta.k8s.io/v1` PartialObjectMetadataList: the items' metadata only (kube-rs `list_metadata`).
+fn metadata_list(items: Vec<Value>, rv: u64) -> Value {
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|mut o| {
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": o["metadata"].take()})
+        })
+        .collect();
+    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv.to_string()}, "items": items})
 }
 
 fn list_json(res: usize, items: Vec<Value>, rv: u64) -> Value {

@@ -1,5 +1,6 @@
 //! Streaming subresources over WebSocket: `pods/exec` (channel protocol v4/v5, the command really runs
-//! here, in the pod's sandbox directory) and `pods/portforward` (to the address the test registered).
+//! here, in the pod's sandbox directory) and `pods/portforward` (to the address the test registered),
+//! the latter also as SPDY/3.1, tunnelled in WebSocket or after an `Upgrade: SPDY/3.1` (see `spdy`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::resources::{POD, RESOURCES};
 use super::server::{Body, Inner, Query, full};
+use super::spdy;
 use super::store::ApiError;
 
 const STDIN: u8 = 0;
@@ -93,15 +95,20 @@ pub(crate) fn serve(
             _ => {}
         }
     }
-    let is_ws = req
+    let upgrade = req
         .headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        .unwrap_or("")
+        .to_string();
+    if sub == "portforward" && upgrade.eq_ignore_ascii_case("SPDY/3.1") {
+        return Ok(spdy_upgrade(inner, req, ns, name, uid));
+    }
+    let is_ws = upgrade.eq_ignore_ascii_case("websocket");
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let (true, Some(key)) = (is_ws, key) else {
         return Err(ApiError::bad_request(
-            "Upgrade request required: the gpulab emulator streams over WebSocket only (no SPDY)",
+            "Upgrade request required: exec streams over WebSocket, port-forward over WebSocket or SPDY/3.1",
         ));
     };
     let offered: Vec<String> = req
@@ -115,7 +122,11 @@ pub(crate) fn serve(
     let supported: &[&str] = if sub == "exec" {
         &["v5.channel.k8s.io", "v4.channel.k8s.io"]
     } else {
-        &["v4.channel.k8s.io", "portforward.k8s.io"]
+        &[
+            "v4.channel.k8s.io",
+            "portforward.k8s.io",
+            spdy::TUNNEL_PROTOCOL,
+        ]
     };
     let Some(protocol) = offered
         .iter()
@@ -163,6 +174,16 @@ pub(crate) fn serve(
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
                 exec(ws, opts).await;
+            }
+        });
+    } else if protocol == spdy::TUNNEL_PROTOCOL {
+        let targets = spdy_targets(&inner, &ns, &name, uid);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                spdy_over_websocket(ws, targets).await;
             }
         });
     } else {
@@ -450,5 +471,105 @@ async fn port_forward<S>(
         let _ = w.shutdown().await;
     }
     drop(out_tx);
+    let _ = writer.await;
+}
+
+/// The addresses a SPDY port-forward session of pod `ns/name` reaches, looked up per connection.
+fn spdy_targets(inner: &Arc<Inner>, ns: &str, name: &str, uid: String) -> spdy::Targets {
+    let lookup_inner = inner.clone();
+    let (ns, name) = (ns.to_string(), name.to_string());
+    spdy::Targets {
+        pod: format!("{ns}/{name}"),
+        uid,
+        lookup: Arc::new(move |port| {
+            lookup_inner
+                .lock()
+                .ports
+                .get(&(ns.clone(), name.clone(), port))
+                .copied()
+        }),
+    }
+}
+
+/// Port-forward after `Upgrade: SPDY/3.1` (kubectl's fallback): the connection itself carries SPDY.
+fn spdy_upgrade(
+    inner: Arc<Inner>,
+    mut req: Request<Incoming>,
+    ns: String,
+    name: String,
+    uid: String,
+) -> Response<Body> {
+    let targets = spdy_targets(&inner, &ns, &name, uid);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+        let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(64);
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if in_tx.send(buf[..n].to_vec()).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let writer = tokio::spawn(async move {
+            while let Some(chunk) = out_rx.recv().await {
+                if wr.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        spdy::serve(in_rx, out_tx, targets).await;
+        reader.abort();
+        let _ = writer.await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", spdy::PORT_FORWARD_PROTOCOL)
+        .body(full(Bytes::new()))
+        .expect("response")
+}
+
+/// Port-forward as SPDY tunnelled in WebSocket binary messages (kubectl 1.31+): each message carries
+/// SPDY bytes, with no channel prefix; each frame we send is one message.
+async fn spdy_over_websocket<S>(ws: WebSocketStream<S>, targets: spdy::Targets)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+    let reader = tokio::spawn(async move {
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(Message::Binary(b)) if in_tx.send(b.to_vec()).await.is_err() => break,
+                Ok(Message::Close(_)) | Err(_) => break,
+                _ => {}
+            }
+        }
+    });
+    let writer = tokio::spawn(async move {
+        while let Some(chunk) = out_rx.recv().await {
+            if sink.send(Message::binary(chunk)).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+        let _ = sink.close().await;
+    });
+    spdy::serve(in_rx, out_tx, targets).await;
+    reader.abort();
     let _ = writer.await;
 }

@@ -9,7 +9,6 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::retry::RetryConfig;
 
@@ -166,6 +165,20 @@ const CREDENTIAL_CODES: &[&str] = &[
     "InvalidAccessKeyId",
 ];
 
+/// An error and its sources, one `: ` apart, without the debug dump `DisplayErrorContext` appends.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
 /// gpulab's error for a failed call in `step`: a credentials problem becomes [`Error::Credentials`],
 /// anything else [`Error::Provision`] with the service's code and message.
 pub(crate) fn sdk_error<E, R>(step: &str, e: SdkError<E, R>) -> Error
@@ -183,7 +196,7 @@ where
     let detail = match (&code, &message) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c.clone(),
-        _ => DisplayErrorContext(&e).to_string(),
+        _ => error_chain(&e),
     };
     let credentials_failure = code
         .as_deref()
@@ -193,6 +206,11 @@ where
             SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
         ) && detail.contains("credentials");
     if credentials_failure {
+        let detail = if code.is_none() {
+            "no AWS credentials could be loaded (environment, ~/.aws profiles, SSO, instance metadata)".to_string()
+        } else {
+            detail
+        };
         return Error::Credentials {
             message: format!("{step}: {detail}"),
             hint:

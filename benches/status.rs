@@ -1,0 +1,163 @@
+//! gpulab's status call against the kubectl invocations a user would run for the same picture, on the
+//! Kubernetes emulator with 20 ms added to every request (a nearby region's round trip).
+//!
+//! Reproduce: `cargo bench -p gpulab-benches --bench status`
+//!
+//! One run (2-core container, kubectl v1.32.4, warm kubectl discovery cache, median of 7):
+//!
+//! ```text
+//! status at 20 ms per request, median of 7:
+//!   gpulab cluster_status:            45.1 ms
+//!   kubectl (8 invocations):       1543.7 ms
+//!   ratio (kubectl / gpulab):         34.2x
+//! ```
+//!
+//! The lab: one GPU node, the device plugin and the workspace applied and ready. gpulab issues its API
+//! calls concurrently (`cluster_status`) and then runs nvidia-smi in the pod; kubectl runs one process
+//! per question, one after another: `version`, `get nodes -o json`, the device plugin's DaemonSet, the
+//! pod, the PVC, the services, the secrets, and `exec POD -- nvidia-smi …`. This machine has no GPU, so
+//! nvidia-smi fails on both sides after the same exec round trip.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
+use gpulab_core::events::Silent;
+use gpulab_core::naming::KubeNames;
+use gpulab_core::remote::api_server::ApiServerExec;
+use gpulab_core::spec::{SpecInputs, ValidSpec};
+use gpulab_core::status::{NVIDIA_SMI_QUERY, cluster_status};
+use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
+use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
+
+const RUNS: usize = 7;
+const LATENCY: Duration = Duration::from_millis(20);
+
+fn spec(home: &Path) -> ValidSpec {
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(
+        home.join(".ssh/id_ed25519.pub"),
+        format!("{}\n", gpulab_testkit::TEST_PUBLIC_KEY),
+    )
+    .unwrap();
+    let inputs = SpecInputs {
+        home: Some(home.into()),
+        ..Default::default()
+    };
+    inputs.resolve().unwrap().validate().unwrap()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// The kubectl invocations, in the order a user (or the original check-status.sh) runs them.
+fn kubectl_sequence(names: &KubeNames) -> Vec<Vec<String>> {
+    let ns = names.namespace.as_str();
+    let mut exec = vec!["-n", ns, "exec", names.pod.as_str(), "--"];
+    exec.extend(NVIDIA_SMI_QUERY);
+    [
+        vec!["version", "-o", "json"],
+        vec!["get", "nodes", "-o", "json"],
+        vec![
+            "-n",
+            NvidiaDevicePlugin::NAMESPACE,
+            "get",
+            "ds",
+            NvidiaDevicePlugin::DAEMONSET,
+        ],
+        vec!["-n", ns, "get", "pod", names.pod.as_str()],
+        vec!["-n", ns, "get", "pvc"],
+        vec!["-n", ns, "get", "svc"],
+        vec!["-n", ns, "get", "secrets"],
+        exec,
+    ]
+    .into_iter()
+    .map(|args| args.into_iter().map(str::to_string).collect())
+    .collect()
+}
+
+async fn run_kubectl(bin: &Path, home: &Path, kubeconfig: &Path, seq: &[Vec<String>]) {
+    for args in seq {
+        // Exit codes are not checked: nvidia-smi fails here (no GPU), as it does for gpulab.
+        tokio::process::Command::new(bin)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .expect("run kubectl");
+    }
+}
+
+fn main() {
+    let Some(kubectl) = gpulab_testkit::kubectl() else {
+        eprintln!("skipping: kubectl is not installed");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        let spec = spec(home);
+        let emu = KubeEmulator::start().await.unwrap();
+        emu.add_node(NodeSpec::gpu("gpu-1"));
+        let client = emu.client();
+        NvidiaDevicePlugin
+            .install(&client, &spec, &Silent)
+            .await
+            .unwrap();
+        KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
+        KubeWorkspace
+            .wait_ready(&client, &spec, Duration::from_secs(10), &Silent)
+            .await
+            .unwrap();
+        let kubeconfig = home.join("kubeconfig");
+        emu.write_kubeconfig(&kubeconfig).unwrap();
+        let names = KubeNames::new(&spec.spec);
+        let exec = ApiServerExec::new(client.clone(), &names.namespace, &names.pod, None);
+        let seq = kubectl_sequence(&names);
+        emu.set_latency(LATENCY);
+
+        // Warm up both: kubectl fills its discovery cache under $HOME/.kube, gpulab its connection.
+        let status = cluster_status(&client, &spec, Some(&exec)).await.unwrap();
+        assert!(status.reachable && status.workspace.as_ref().is_some_and(|w| w.ready));
+        run_kubectl(&kubectl, home, &kubeconfig, &seq).await;
+
+        let mut gpulab = Vec::new();
+        let mut kubectl_times = Vec::new();
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let status = cluster_status(&client, &spec, Some(&exec)).await.unwrap();
+            gpulab.push(t.elapsed());
+            assert!(status.reachable);
+            let t = Instant::now();
+            run_kubectl(&kubectl, home, &kubeconfig, &seq).await;
+            kubectl_times.push(t.elapsed());
+        }
+        let (g, k) = (median(gpulab), median(kubectl_times));
+        println!(
+            "status at {} ms per request, median of {RUNS}:",
+            LATENCY.as_millis()
+        );
+        println!("  gpulab cluster_status:        {:>8.1} ms", ms(g));
+        println!(
+            "  kubectl ({} invocations):     {:>8.1} ms",
+            seq.len(),
+            ms(k)
+        );
+        println!(
+            "  ratio (kubectl / gpulab):     {:>8.1}x",
+            k.as_secs_f64() / g.as_secs_f64()
+        );
+    });
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,550 @@
+//! The lab commands: `up`, `status`, `down`, `ls`, `cost`, `stop`/`start`, `exec`, `cp`, `token`.
+//! Each resolves the lab, calls one `Lab` method, and prints the result.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use gpulab_core::lab::{CostReport, LabStatus, UpReport};
+use gpulab_core::remote::{CopyDirection, ExecRequest, ExecStreams};
+use gpulab_core::spec::SpecInputs;
+use gpulab_core::{Error, Lab, LabOptions, Provider};
+
+use crate::args::{GlobalArgs, SpecArgs};
+use crate::printer::{Printer, dollars, table};
+use crate::progress::Progress;
+
+/// Which lab a command works on.
+#[derive(Debug, Args)]
+pub(crate) struct LabArg {
+    /// The lab [env: CLUSTER_NAME] [default: the lab of the current settings, gpu-learning-cluster].
+    #[arg(long = "name", value_name = "LAB")]
+    pub(crate) name: Option<String>,
+}
+
+/// Output of read commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// For people.
+    Table,
+    /// JSON.
+    Json,
+}
+
+impl LabArg {
+    /// The lab's name: the flag, else the name the settings resolve to.
+    fn resolve_name(&self, global: &GlobalArgs) -> gpulab_core::Result<String> {
+        if let Some(name) = &self.name {
+            return Ok(name.clone());
+        }
+        let cwd =
+            std::env::current_dir().map_err(|e| Error::io("read the working directory", e))?;
+        Ok(SpecInputs::from_process(&cwd, global.config.clone())
+            .resolve()?
+            .spec
+            .name)
+    }
+
+    /// The lab from its local state.
+    pub(crate) async fn load(&self, global: &GlobalArgs) -> gpulab_core::Result<Lab> {
+        Lab::load(&self.resolve_name(global)?, LabOptions::default()).await
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Use an existing cluster through this kubeconfig context instead of creating one on AWS.
+    #[arg(long, value_name = "CONTEXT")]
+    context: Option<String>,
+    /// The kubeconfig of --context [default: KUBECONFIG, ~/.kube/config].
+    #[arg(long, value_name = "PATH", requires = "context")]
+    kubeconfig: Option<PathBuf>,
+    /// Output format of the final report.
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+pub(crate) async fn up(
+    global: &GlobalArgs,
+    args: &UpArgs,
+    printer: &Printer,
+) -> gpulab_core::Result<()> {
+    let spec = args.spec.resolve(global)?.validate()?;
+    let provider = match &args.context {
+        Some(context) => Provider::Existing {
+            kubeconfig: args.kubeconfig.clone(),
+            context: Some(context.clone()),
+        },
+        None => Provider::Aws,
+    };
+    let name = spec.spec.name.clone();
+    let lab = Lab::new(spec, provider, LabOptions::default()).await?;
+    let progress = Progress::new(global.quiet);
+    let result = tokio::select! {
+        result = lab.up(&progress) => result,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+    };
+    progress.finish();
+    if result.is_err() && lab.state().ok().flatten().is_some() {
+        printer.hint(format!(
+            "Rerun `gpulab up` to resume where this stopped, or `gpulab down --name {name}` to remove what was created."
+        ));
+    }
+    let report = result?;
+    match args.output {
+        Format::Json => printer.json(&report),
+        Format::Table => print_up(&report, printer),
+    }
+    Ok(())
+}
+
+fn print_up(report: &UpReport, printer: &Printer) {
+    printer.line(format!(
+        "Lab {} is up in {}s.",
+        report.lab,
+        report.elapsed.as_secs()
+    ));
+    printer.line(format!(
+        "  workspace  pod {}/{} on {}",
+        report.workspace.namespace,
+        report.workspace.pod,
+        report.workspace.node.as_deref().unwrap_or("?")
+    ));
+    printer.line(format!(
+        "  kubectl    export KUBECONFIG={}",
+        report.kubeconfig.display()
+    ));
+    printer.line(format!(
+        "  connect    gpulab ssh --name {}        (or: gpulab ssh-config, then ssh gpulab-{})",
+        report.lab, report.lab
+    ));
+    printer.line(format!("  jupyter    gpulab jupyter --name {}", report.lab));
+    printer.line(format!("  test       gpulab test --name {}", report.lab));
+    printer.line(format!(
+        "  cost       ${:.2}/hour (${:.0}/month) until `gpulab down --name {}`; `gpulab stop` keeps it for ${:.2}/hour",
+        report.cost.per_hour, report.cost.per_month, report.lab, report.cost.idle_per_hour
+    ));
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    lab: LabArg,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+pub(crate) async fn status(
+    global: &GlobalArgs,
+    args: &StatusArgs,
+    printer: &Printer,
+) -> gpulab_core::Result<()> {
+    let lab = args.lab.load(global).await?;
+    let status = lab.status().await?;
+    match args.output {
+        Format::Json => printer.json(&status),
+        Format::Table => print_status(&status, printer),
+    }
+    Ok(())
+}
+
+fn print_status(status: &LabStatus, printer: &Printer) {
+    use gpulab_core::status::PodGpus;
+    printer.line(format!("Lab {}", status.lab));
+    if let Some(p) = &status.provider {
+        printer.line(format!("  cluster        {}", p.cluster));
+        printer.line(format!("  node group     {}", p.node_group));
+    }
+    if let Some(error) = &status.cluster_error {
+        printer.line(format!("  cluster API    not reachable: {error}"));
+    }
+    if let Some(cluster) = &status.cluster {
+        let api = match (&cluster.server_version, &cluster.error) {
+            (Some(version), _) => format!("reachable, Kubernetes {version}"),
+            (None, Some(error)) => format!("not reachable: {error}"),
+            _ => "not reachable".into(),
+        };
+        printer.line(format!("  cluster API    {api}"));
+        for node in &cluster.nodes {
+            printer.line(format!(
+                "  node           {} {}{}: {} GPU allocatable",
+                node.name,
+                node.instance_type.as_deref().unwrap_or(""),
+                if node.ready { "" } else { " (not ready)" },
+                node.allocatable_gpus
+            ));
+        }
+        if let Some(plugin) = &cluster.device_plugin {
+            printer.line(format!(
+                "  device plugin  {} ({} of {} pods ready)",
+                plugin
+                    .installed_version
+                    .as_deref()
+                    .unwrap_or("not installed"),
+                plugin.ready,
+                plugin.desired
+            ));
+        }
+        if let Some(ws) = &cluster.workspace {
+            let ready = if ws.ready { ", ready" } else { "" };
+            printer.line(format!(
+                "  workspace      {}/{} {}{ready}",
+                ws.namespace, ws.pod, ws.phase
+            ));
+        }
+        let gpus = match &cluster.gpus {
+            PodGpus::Visible { gpus } => gpus
+                .iter()
+                .map(|g| format!("{} {}", g.index, g.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            PodGpus::NotQueried { reason } => format!("not checked: {reason}"),
+            PodGpus::Unavailable { reason } => format!("nvidia-smi failed: {reason}"),
+        };
+        printer.line(format!("  GPUs in pod    {gpus}"));
+        for service in &cluster.services {
+            let address = service.external_address.as_deref().unwrap_or("private");
+            printer.line(format!(
+                "  service        {} {} {:?} ({address})",
+                service.name, service.kind, service.ports
+            ));
+        }
+        for problem in &cluster.problems {
+            printer.line(format!("  ! {problem}"));
+        }
+    }
+    print_cost_lines(&status.cost, printer);
+}
+
+fn print_cost_lines(cost: &CostReport, printer: &Printer) {
+    printer.line(format!(
+        "  cost           ${:.2}/hour now ({} GPU node{}), ${:.2} spent over {:.1} hours",
+        cost.per_hour,
+        cost.nodes,
+        if cost.nodes == 1 { "" } else { "s" },
+        cost.spent,
+        cost.hours
+    ));
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DownArgs {
+    #[command(flatten)]
+    lab: LabArg,
+    /// Do not ask for confirmation (for scripts).
+    #[arg(long, short)]
+    yes: bool,
+}
+
+pub(crate) async fn down(
+    global: &GlobalArgs,
+    args: &DownArgs,
+    printer: &Printer,
+) -> gpulab_core::Result<()> {
+    let name = args.lab.resolve_name(global)?;
+    let lab = match Lab::load(&name, LabOptions::default()).await {
+        Ok(lab) => lab,
+        // No local record (lost, or another machine made the lab): find its resources by tag.
+        Err(Error::State { .. }) => {
+            let mut spec_args = SpecArgs::default();
+            spec_args.set_name(&name);
+            Lab::new(
+                spec_args.resolve(global)?.validate()?,
+                Provider::Aws,
+                LabOptions::default(),
+            )
+            .await?
+        }
+        Err(e) => return Err(e),
+    };
+    if !args.yes {
+        confirm(&name)?;
+    }
+    let progress = Progress::new(global.quiet);
+    let report = lab.down(&progress).await;
+    progress.finish();
+    let report = report?;
+    printer.line(format!(
+        "Removed {} resource(s) of lab {name}.",
+        report.deleted.len()
+    ));
+    if report.leftovers.is_empty() {
+        printer.line("Nothing tagged with the lab is left: it costs nothing any more.");
+    } else {
+        printer
+            .line("Still there, and may cost money (remove by hand, or run `gpulab down` again):");
+        for leftover in &report.leftovers {
+            printer.line(format!("  - {leftover}"));
+        }
+    }
+    Ok(())
+}
+
+fn confirm(name: &str) -> gpulab_core::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Spec(gpulab_core::spec::SpecErrors(vec![
+            gpulab_core::spec::FieldError {
+                field: "--yes".into(),
+                value: String::new(),
+                source: gpulab_core::spec::Source::Flag("--yes".into()),
+                problem: format!(
+                    "`down` deletes lab {name} and its /workspace volume; with no terminal to confirm on it needs --yes"
+                ),
+                allowed: "`gpulab down --yes`".into(),
+            },
+        ])));
+    }
+    eprint!(
+        "This deletes lab {name}, its cluster and its /workspace volume. Type the lab's name to confirm: "
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Error::io("read the confirmation", e))?;
+    if answer.trim() == name {
+        Ok(())
+    } else {
+        Err(Error::Interrupted)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LsArgs {
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+pub(crate) fn ls(args: &LsArgs, printer: &Printer) -> gpulab_core::Result<()> {
+    let labs = Lab::list(&LabOptions::default())?;
+    if args.output == Format::Json {
+        printer.json(&labs);
+        return Ok(());
+    }
+    if labs.is_empty() {
+        printer.hint("No labs on this machine; `gpulab up` creates one.");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = labs
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                l.region.clone(),
+                l.instance_type.clone(),
+                l.cost.nodes.to_string(),
+                dollars(Some(l.cost.per_hour), 2),
+                dollars(Some(l.cost.spent), 2),
+            ]
+        })
+        .collect();
+    printer.line(table(
+        &["LAB", "REGION", "NODE TYPE", "NODES", "$/HOUR", "$ SPENT"],
+        &rows,
+    ));
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CostArgs {
+    #[command(flatten)]
+    lab: LabArg,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+pub(crate) async fn cost(
+    global: &GlobalArgs,
+    args: &CostArgs,
+    printer: &Printer,
+) -> gpulab_core::Result<()> {
+    let lab = args.lab.load(global).await?;
+    let cost = lab.cost()?;
+    if args.output == Format::Json {
+        printer.json(&cost);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = cost
+        .estimate
+        .items
+        .iter()
+        .map(|i| vec![i.item.clone(), i.quantity.clone(), dollars(i.per_hour, 4)])
+        .collect();
+    printer.line(format!("Lab {}", lab.spec().spec.name));
+    printer.line(table(&["ITEM", "QUANTITY", "$/HOUR"], &rows));
+    print_cost_lines(&cost, printer);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScaleArgs {
+    #[command(flatten)]
+    lab: LabArg,
+}
+
+/// `stop` (desired 0) and `start` (the spec's desired count).
+pub(crate) async fn scale(
+    global: &GlobalArgs,
+    args: &ScaleArgs,
+    start: bool,
+    printer: &Printer,
+) -> gpulab_core::Result<()> {
+    let lab = args.lab.load(global).await?;
+    let desired = if start {
+        lab.spec().spec.nodes.desired.max(1)
+    } else {
+        0
+    };
+    let progress = Progress::new(global.quiet);
+    let result = lab.scale(desired, &progress).await;
+    progress.finish();
+    result?;
+    let cost = lab.cost()?;
+    printer.line(format!(
+        "Lab {} now has {desired} GPU node(s): ${:.2}/hour.",
+        lab.spec().spec.name,
+        cost.per_hour
+    ));
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    #[command(flatten)]
+    lab: LabArg,
+    /// The command and its arguments (after `--`).
+    #[arg(trailing_var_arg = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+pub(crate) async fn exec(global: &GlobalArgs, args: &ExecArgs) -> gpulab_core::Result<i32> {
+    let lab = args.lab.load(global).await?;
+    let remote = lab.remote().await?;
+    let request = ExecRequest {
+        argv: args.command.clone(),
+        ..Default::default()
+    };
+    let stdin = (!std::io::stdin().is_terminal()).then(|| Box::pin(tokio::io::stdin()) as _);
+    let streams = ExecStreams {
+        stdin,
+        stdout: Box::pin(tokio::io::stdout()),
+        stderr: Box::pin(tokio::io::stderr()),
+    };
+    Ok(remote.exec_streaming(request, streams).await?.shell_code())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CpArgs {
+    #[command(flatten)]
+    lab: LabArg,
+    /// Source: a local path, or `:PATH` in the workspace (e.g. `:/workspace/out.txt`).
+    source: String,
+    /// Target: a local path, or `:PATH` in the workspace.
+    target: String,
+}
+
+pub(crate) async fn cp(
+    global: &GlobalArgs,
+    args: &CpArgs,
+    printer: &Printer,
+) -> gpulab_core::Result<()> {
+    let direction = match (args.source.strip_prefix(':'), args.target.strip_prefix(':')) {
+        (None, Some(remote)) => CopyDirection::Upload {
+            local: args.source.clone().into(),
+            remote: remote.into(),
+        },
+        (Some(remote), None) => CopyDirection::Download {
+            remote: remote.into(),
+            local: args.target.clone().into(),
+        },
+        _ => {
+            return Err(Error::Spec(gpulab_core::spec::SpecErrors(vec![
+                gpulab_core::spec::FieldError {
+                    field: "cp".into(),
+                    value: format!("{} {}", args.source, args.target),
+                    source: gpulab_core::spec::Source::Flag("SOURCE TARGET".into()),
+                    problem: "one side must be local and the other in the workspace".into(),
+                    allowed:
+                        "`gpulab cp local.py :/workspace/` or `gpulab cp :/workspace/out.txt .`"
+                            .into(),
+                },
+            ])));
+        }
+    };
+    let lab = args.lab.load(global).await?;
+    let remote = lab.remote().await?;
+    let progress = Progress::new(global.quiet);
+    let stats = remote.copy(direction, &progress).await;
+    progress.finish();
+    let stats = stats?;
+    let secs = stats.elapsed.as_secs_f64().max(1e-3);
+    printer.hint(format!(
+        "copied {} file(s), {:.1} MiB in {:.1}s ({:.0} MiB/s)",
+        stats.files,
+        stats.bytes as f64 / 1048576.0,
+        secs,
+        stats.bytes as f64 / 1048576.0 / secs
+    ));
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    /// The lab whose EKS token to print (kubeconfigs gpulab writes call `gpulab token --lab NAME`).
+    #[arg(long)]
+    lab: String,
+}
+
+/// Print an ExecCredential for kubectl: the EKS token, made in-process.
+pub(crate) async fn token(args: &TokenArgs, printer: &Printer) -> gpulab_core::Result<()> {
+    use gpulab_core::provision::TokenSource;
+    use gpulab_core::provision::aws::{AwsOptions, AwsProvisioner, exec_credential_json};
+    let lab = Lab::load(&args.lab, LabOptions::default()).await?;
+    let aws = AwsProvisioner::connect(lab.spec(), AwsOptions::default()).await;
+    let token = aws.tokens(lab.spec())?.token().await?;
+    printer.line(exec_credential_json(&token));
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TestArgs {
+    #[command(flatten)]
+    lab: LabArg,
+    /// Skip the vLLM smoke test (it downloads a small model).
+    #[arg(long)]
+    no_vllm: bool,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+/// `gpulab test`: the GPU validation suite; the exit code is 1 when a check fails.
+pub(crate) async fn test(
+    global: &GlobalArgs,
+    args: &TestArgs,
+    printer: &Printer,
+) -> gpulab_core::Result<i32> {
+    let lab = args.lab.load(global).await?;
+    let mut options = gpulab_core::checks::CheckOptions::default();
+    if args.no_vllm {
+        options.vllm_model = None;
+    }
+    let report = lab.test_gpu(&options).await?;
+    match args.output {
+        Format::Json => printer.json(&report),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = report
+                .rows()
+                .into_iter()
+                .map(|(a, b, c)| vec![a, b, c])
+                .collect();
+            printer.line(table(&["CHECK", "RESULT", "DETAIL"], &rows));
+        }
+    }
+    Ok(if report.passed() { 0 } else { 1 })
+}

@@ -1,0 +1,139 @@
+//! Building the image with a local docker daemon, when one answers.
+
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::events::{Event, Reporter};
+use crate::{Error, Result};
+
+/// Credentials for `docker login` (for ECR: user "AWS" and a token from GetAuthorizationToken).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    /// Registry host, e.g. `123456789012.dkr.ecr.us-west-2.amazonaws.com`.
+    pub registry: String,
+    /// User name.
+    pub username: String,
+    /// Password, passed on standard input, never on a command line.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// True when `docker info` answers: a docker CLI with a running daemon it can reach.
+pub async fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+async fn docker(args: &[&str], stdin: Option<&[u8]>, context: &str) -> Result<()> {
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(format!("{context}: running docker"), e))?;
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(bytes)
+            .await
+            .map_err(|e| Error::io(format!("{context}: writing to docker"), e))?;
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|e| Error::io(format!("{context}: waiting for docker"), e))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+    Err(Error::Workspace {
+        message: format!(
+            "{context} failed: {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ),
+        hint: None,
+    })
+}
+
+/// Build `dockerfile` as `image` with the local docker daemon, log in to the registry when given
+/// credentials, and push.
+pub async fn build_with_docker(
+    dockerfile: &str,
+    image: &str,
+    login: Option<&RegistryLogin>,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!(
+        "gpulab-image-{}-{}",
+        std::process::id(),
+        super::image_tag(image)
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let path = dir.join("Dockerfile");
+    std::fs::write(&path, dockerfile)
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    let result = async {
+        let dir_arg = dir.to_string_lossy().into_owned();
+        for (step, args, stdin) in [
+            (
+                "docker build",
+                vec!["build", "--pull", "-t", image, dir_arg.as_str()],
+                None,
+            ),
+            (
+                "docker login",
+                login
+                    .map(|l| {
+                        vec![
+                            "login",
+                            "--username",
+                            l.username.as_str(),
+                            "--password-stdin",
+                            l.registry.as_str(),
+                        ]
+                    })
+                    .unwrap_or_default(),
+                login.map(|l| l.password.as_bytes()),
+            ),
+            ("docker push", vec!["push", image], None),
+        ] {
+            if args.is_empty() {
+                continue;
+            }
+            reporter.report(Event::StepStarted { step: step.into() });
+            let started = std::time::Instant::now();
+            docker(&args, stdin, step).await?;
+            reporter.report(Event::StepFinished {
+                step: step.into(),
+                elapsed: started.elapsed(),
+                already_done: false,
+            });
+        }
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

@@ -1,0 +1,274 @@
+//! Building the image in the cluster: a kaniko Job that reads the Dockerfile from a ConfigMap and pushes
+//! to ECR with the node's IAM role, through kaniko's built-in ECR credential helper (`credsStore:
+//! ecr-login` in its docker config; the AWS SDK inside finds the role through the instance metadata).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, KeyToPath, Pod, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+
+use crate::cluster::{cluster_error, is_not_found};
+use crate::events::{Event, Reporter};
+use crate::naming::{GPU_TAINT, KubeNames, kube_labels};
+use crate::spec::ValidSpec;
+use crate::{Error, Result};
+
+/// The kaniko executor image (the last release of the original project, pinned).
+pub const KANIKO_IMAGE: &str = "gcr.io/kaniko-project/executor:v1.23.2";
+
+/// One in-cluster build: what to build and where to push it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KanikoBuild {
+    /// Namespace of the ConfigMap and the Job (the lab's).
+    pub namespace: String,
+    /// Name of both the ConfigMap and the Job.
+    pub name: String,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// The image reference to push, `<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`.
+    pub destination: String,
+    /// The AWS region of the registry.
+    pub region: String,
+    /// Labels on both objects (the lab's).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl KanikoBuild {
+    /// A build for `spec`'s lab, in its namespace.
+    pub fn for_spec(spec: &ValidSpec, dockerfile: String, destination: String) -> Self {
+        let names = KubeNames::new(&spec.spec);
+        KanikoBuild {
+            namespace: names.namespace,
+            name: format!("{}-image-build", spec.spec.name),
+            dockerfile,
+            destination,
+            region: spec.spec.region.clone(),
+            labels: kube_labels(&spec.spec),
+        }
+    }
+
+    fn meta(&self) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(self.name.clone()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// The ConfigMap with the Dockerfile (the build context) and kaniko's docker config.
+pub fn kaniko_config_map(build: &KanikoBuild) -> ConfigMap {
+    ConfigMap {
+        metadata: build.meta(),
+        data: Some(BTreeMap::from([
+            ("Dockerfile".to_string(), build.dockerfile.clone()),
+            (
+                "config.json".to_string(),
+                "{\"credsStore\": \"ecr-login\"}\n".to_string(),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// The kaniko Job: one try, an hour at most, tolerating the GPU taint (a lab may have only GPU nodes)
+/// without asking for a GPU, and removed an hour after it finishes.
+pub fn kaniko_job(build: &KanikoBuild) -> Job {
+    let config_volume = |name: &str, key: &str| Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: build.name.clone(),
+            items: Some(vec![KeyToPath {
+                key: key.into(),
+                path: key.into(),
+                mode: None,
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    let env = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    };
+    let container = Container {
+        name: "kaniko".into(),
+        image: Some(KANIKO_IMAGE.into()),
+        args: Some(vec![
+            "--dockerfile=/context/Dockerfile".into(),
+            "--context=dir:///context".into(),
+            format!("--destination={}", build.destination),
+            // The CUDA and PyTorch layers are large: uncompressed caching and redo snapshots keep
+            // kaniko's memory use down.
+            "--compressed-caching=false".into(),
+            "--snapshot-mode=redo".into(),
+            "--push-retry=3".into(),
+        ]),
+        env: Some(vec![
+            env("AWS_SDK_LOAD_CONFIG", "true"),
+            env("AWS_REGION", &build.region),
+            env("DOCKER_CONFIG", "/kaniko/.docker"),
+        ]),
+        volume_mounts: Some(vec![
+            mount("context", "/context"),
+            mount("docker-config", "/kaniko/.docker"),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("1".into())),
+                ("memory".to_string(), Quantity("4Gi".into())),
+            ])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (taint_key, _, taint_effect) = GPU_TAINT;
+    Job {
+        metadata: build.meta(),
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(3600),
+            ttl_seconds_after_finished: Some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(build.labels.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        config_volume("context", "Dockerfile"),
+                        config_volume("docker-config", "config.json"),
+                    ]),
+                    tolerations: Some(vec![Toleration {
+                        key: Some(taint_key.into()),
+                        operator: Some("Exists".into()),
+                        effect: Some(taint_effect.into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Run the build in the cluster: replace the ConfigMap and any previous Job of the same name, start the
+/// Job, and wait until it succeeds or fails (with the build's log in the error).
+pub async fn build_in_cluster(
+    client: &kube::Client,
+    build: &KanikoBuild,
+    timeout: Duration,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let step = "build image (kaniko)";
+    reporter.report(Event::StepStarted { step: step.into() });
+    let started = Instant::now();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &build.namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &build.namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &build.namespace);
+    let what = |verb: &str| format!("{verb} {}/{}", build.namespace, build.name);
+
+    // A Job's template cannot change: delete the previous one (and its pods) first.
+    match jobs.delete(&build.name, &DeleteParams::foreground()).await {
+        Ok(_) => {
+            while jobs
+                .get_opt(&build.name)
+                .await
+                .map_err(|e| cluster_error(&what("get job"), e))?
+                .is_some()
+            {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(cluster_error(&what("delete job"), e)),
+    }
+    match maps.delete(&build.name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(cluster_error(&what("delete config map"), e)),
+    }
+    maps.create(&PostParams::default(), &kaniko_config_map(build))
+        .await
+        .map_err(|e| cluster_error(&what("create config map"), e))?;
+    jobs.create(&PostParams::default(), &kaniko_job(build))
+        .await
+        .map_err(|e| cluster_error(&what("create job"), e))?;
+
+    loop {
+        let job = jobs
+            .get(&build.name)
+            .await
+            .map_err(|e| cluster_error(&what("get job"), e))?;
+        let status = job.status.unwrap_or_default();
+        if status.succeeded.unwrap_or(0) > 0 {
+            reporter.report(Event::StepFinished {
+                step: step.into(),
+                elapsed: started.elapsed(),
+                already_done: false,
+            });
+            return Ok(());
+        }
+        if status.failed.unwrap_or(0) > 0 {
+            let log = build_log(&pods, &build.name).await;
+            return Err(Error::Workspace {
+                message: format!("the image build failed; kaniko's log ends:\n{log}"),
+                hint: Some(
+                    "the node role needs ECR push rights (AmazonEC2ContainerRegistryPowerUser) and the \
+                     pod must reach the instance metadata (hop limit 2)"
+                        .into(),
+                ),
+            });
+        }
+        if started.elapsed() >= timeout {
+            return Err(Error::Timeout {
+                what: format!("the image build Job {}", build.name),
+                waited: started.elapsed(),
+                pending: format!("{} active", status.active.unwrap_or(0)),
+            });
+        }
+        reporter.report(Event::Waiting {
+            step: step.into(),
+            on: format!("Job {} ({} active)", build.name, status.active.unwrap_or(0)),
+            elapsed: started.elapsed(),
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// The last lines of the build pod's log, or why there are none.
+async fn build_log(pods: &Api<Pod>, job: &str) -> String {
+    let selector = ListParams::default().labels(&format!("job-name={job}"));
+    let Ok(list) = pods.list(&selector).await else {
+        return "(the build pod could not be listed)".into();
+    };
+    let Some(name) = list.items.iter().find_map(|p| p.metadata.name.clone()) else {
+        return "(no build pod)".into();
+    };
+    let params = LogParams {
+        tail_lines: Some(40),
+        ..Default::default()
+    };
+    pods.logs(&name, &params)
+        .await
+        .unwrap_or_else(|e| format!("(no log: {e})"))
+}

@@ -1,0 +1,535 @@
+//! `Lab`: the facade that runs a lab's whole lifecycle over the four traits. The CLI, the Python
+//! bindings and Rust programs all drive labs through it, so a lab behaves the same from each.
+//!
+//! `up`: preflight → network, IAM, cluster and node group (the provider) → device plugin and workspace
+//! (applied together) → ready. Every step is idempotent and recorded in the lab's state, so a rerun
+//! resumes where the last one stopped, and `down` removes what exists, from any point.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::addon::{ClusterAddon, NvidiaDevicePlugin};
+use crate::cluster;
+use crate::cost::CostEstimate;
+use crate::events::{Event, Reporter};
+use crate::naming::KubeNames;
+use crate::provision::existing::ExistingCluster;
+use crate::provision::{ClusterAccess, ClusterProvisioner, ProvisionStatus, TeardownReport};
+use crate::remote::RemoteExec;
+use crate::remote::api_server::ApiServerExec;
+use crate::spec::{ResolvedSpec, SshKey, ValidSpec};
+use crate::state::{LabDir, LabLock, LabState, gpulab_home, list_labs};
+use crate::status::{ClusterStatus, cluster_status};
+use crate::workspace::{KubeWorkspace, WorkspaceInfo, WorkspaceManager};
+use crate::{Error, Result};
+
+/// Where the lab's cluster comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Provider {
+    /// EKS in the spec's region, created and removed by gpulab.
+    Aws,
+    /// A cluster someone already runs, through a kubeconfig context.
+    Existing {
+        /// The kubeconfig; `None` for the default (`KUBECONFIG`, `~/.kube/config`).
+        kubeconfig: Option<PathBuf>,
+        /// The context; `None` for the current one.
+        context: Option<String>,
+    },
+}
+
+/// Knobs for tests and unusual setups; the defaults are what users get.
+#[derive(Clone, Default)]
+pub struct LabOptions {
+    /// Where labs are kept (default [`gpulab_home`]).
+    pub home: Option<PathBuf>,
+    /// AWS SDK settings (endpoint override, profile, waits).
+    #[cfg(feature = "aws")]
+    pub aws: crate::provision::aws::AwsOptions,
+    /// Reach the cluster here instead of where the provider says (tests: moto's EKS is bookkeeping
+    /// only, so the cluster side runs against a Kubernetes emulator).
+    pub cluster_override: Option<ClusterAccess>,
+    /// How long `up` waits for the workspace pod (default 20 minutes: the first start installs
+    /// packages).
+    pub ready_timeout: Option<Duration>,
+    /// The program kubeconfigs name as their credential plugin (default: this executable).
+    pub gpulab_bin: Option<String>,
+}
+
+/// What `up` produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpReport {
+    /// The lab.
+    pub lab: String,
+    /// The workspace, ready.
+    pub workspace: WorkspaceInfo,
+    /// The kubeconfig gpulab wrote for kubectl.
+    pub kubeconfig: PathBuf,
+    /// What the lab costs per hour now.
+    pub cost: CostEstimate,
+    /// How long `up` took.
+    pub elapsed: Duration,
+}
+
+/// A lab's status: the provider's view, the cluster's, and the bill.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabStatus {
+    /// The lab.
+    pub lab: String,
+    /// The provider's view (cluster and node group states).
+    pub provider: Option<ProvisionStatus>,
+    /// The cluster side: nodes, device plugin, workspace, GPUs in the pod, services, secrets.
+    pub cluster: Option<ClusterStatus>,
+    /// Why the cluster could not be asked, when it could not.
+    pub cluster_error: Option<String>,
+    /// Burn rate and spend.
+    pub cost: CostReport,
+}
+
+/// What the lab costs now and has cost so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct CostReport {
+    /// USD per hour at the current node count.
+    pub per_hour: f64,
+    /// USD spent since `up`, estimated from the recorded node counts and the catalog's prices.
+    pub spent: f64,
+    /// Hours since `up`.
+    pub hours: f64,
+    /// GPU nodes running now (as gpulab last set them).
+    pub nodes: u32,
+    /// The itemised estimate behind `per_hour`.
+    pub estimate: CostEstimate,
+}
+
+/// A lab on this machine, as `gpulab ls` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabSummary {
+    /// The lab's name.
+    pub name: String,
+    /// Its region.
+    pub region: String,
+    /// Its node type.
+    pub instance_type: String,
+    /// Steps of `up` completed.
+    pub steps_done: usize,
+    /// What it costs now.
+    pub cost: CostReport,
+}
+
+/// The steps of `up` as recorded in the lab's state.
+pub mod steps {
+    /// Credentials, capacity and quota checked.
+    pub const PREFLIGHT: &str = "preflight";
+    /// Cloud resources created (network, IAM, cluster, node group).
+    pub const PROVISION: &str = "provision";
+    /// The device plugin and the workspace applied.
+    pub const WORKSPACE: &str = "workspace";
+    /// The workspace pod is ready.
+    pub const READY: &str = "ready";
+}
+
+/// One lab.
+pub struct Lab {
+    spec: ValidSpec,
+    provider: Provider,
+    dir: LabDir,
+    options: LabOptions,
+    provisioner: Arc<dyn ClusterProvisioner>,
+}
+
+impl Lab {
+    /// A lab for `spec`, to be brought up by `provider`.
+    pub async fn new(spec: ValidSpec, provider: Provider, options: LabOptions) -> Result<Lab> {
+        let home = options.home.clone().unwrap_or_else(gpulab_home);
+        let dir = LabDir::new(&home, &spec.spec.name);
+        let provisioner = provisioner(&spec, &provider, &options).await?;
+        Ok(Lab {
+            spec,
+            provider,
+            dir,
+            options,
+            provisioner,
+        })
+    }
+
+    /// The lab called `name` from its local state (as `up` left it).
+    pub async fn load(name: &str, options: LabOptions) -> Result<Lab> {
+        let home = options.home.clone().unwrap_or_else(gpulab_home);
+        let dir = LabDir::new(&home, name);
+        let state = dir.load()?.ok_or_else(|| Error::State {
+            path: dir.state_file(),
+            message: format!("no lab named {name:?} on this machine; `gpulab ls` lists them, `gpulab up` creates one"),
+        })?;
+        let spec = ResolvedSpec {
+            spec: state.spec.clone(),
+            provenance: Default::default(),
+            home: dirs::home_dir(),
+        }
+        .validate()?;
+        let provider = serde_json::from_str(&state.provider).unwrap_or(Provider::Aws);
+        Lab::new(spec, provider, options).await
+    }
+
+    /// Every lab with state on this machine.
+    pub fn list(options: &LabOptions) -> Result<Vec<LabSummary>> {
+        let home = options.home.clone().unwrap_or_else(gpulab_home);
+        let now = SystemTime::now();
+        let mut labs = Vec::new();
+        for (name, state) in list_labs(&home)? {
+            let Ok(spec) = (ResolvedSpec {
+                spec: state.spec.clone(),
+                provenance: Default::default(),
+                home: dirs::home_dir(),
+            })
+            .validate() else {
+                continue;
+            };
+            labs.push(LabSummary {
+                region: spec.spec.region.clone(),
+                instance_type: spec.instance.name.into(),
+                steps_done: state.steps_done.len(),
+                cost: cost_report(&spec, Some(&state), now),
+                name,
+            });
+        }
+        Ok(labs)
+    }
+
+    /// The lab's spec.
+    pub fn spec(&self) -> &ValidSpec {
+        &self.spec
+    }
+
+    /// The lab's directory on this machine.
+    pub fn dir(&self) -> &LabDir {
+        &self.dir
+    }
+
+    /// The lab's recorded state, if it was ever brought up.
+    pub fn state(&self) -> Result<Option<LabState>> {
+        self.dir.load()
+    }
+
+    /// Bring the lab up, or finish bringing it up: every step finds what exists before creating.
+    pub async fn up(&self, reporter: &dyn Reporter) -> Result<UpReport> {
+        let started = Instant::now();
+        let _lock = self.lock()?;
+        let existing = self.dir.load()?;
+        let fresh = existing.is_none();
+        let mut state = existing.unwrap_or_else(|| {
+            LabState::new(
+                self.spec.spec.clone(),
+                &serde_json::to_string(&self.provider).expect("provider serialises"),
+            )
+        });
+        state.spec = self.spec.spec.clone();
+
+        let preflight = step(reporter, "preflight", async {
+            let preflight = self.provisioner.preflight(&self.spec, reporter).await?;
+            for warning in preflight.warnings {
+                reporter.report(Event::Warning { message: warning });
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = preflight {
+            // Nothing was created: leave no trace of a lab that never started.
+            if fresh {
+                self.dir.forget()?;
+            }
+            return Err(e);
+        }
+        ensure_user_key(&self.spec, reporter)?;
+        state.mark_done(steps::PREFLIGHT);
+        self.dir.save(&state)?;
+
+        let provisioned = self.provisioner.provision(&self.spec, reporter).await?;
+        for resource in provisioned.resources {
+            state.add_resource(resource);
+        }
+        state.mark_done(steps::PROVISION);
+        state.set_nodes(self.spec.spec.nodes.desired, SystemTime::now());
+        self.dir.save(&state)?;
+        let access = self
+            .options
+            .cluster_override
+            .clone()
+            .unwrap_or(provisioned.access);
+        self.write_kubeconfig(&access)?;
+
+        let client = cluster::connect(&access).await?;
+        // The device plugin and the workspace do not depend on each other: apply them together.
+        let (_, workspace) = tokio::try_join!(
+            NvidiaDevicePlugin.install(&client, &self.spec, reporter),
+            KubeWorkspace.apply(&client, &self.spec, reporter),
+        )?;
+        state.host_public_key = workspace.host_public_key.clone();
+        state.mark_done(steps::WORKSPACE);
+        self.dir.save(&state)?;
+
+        let timeout = self
+            .options
+            .ready_timeout
+            .unwrap_or(Duration::from_secs(20 * 60));
+        let workspace = KubeWorkspace
+            .wait_ready(&client, &self.spec, timeout, reporter)
+            .await?;
+        state.host_public_key = workspace.host_public_key.clone();
+        state.mark_done(steps::READY);
+        self.dir.save(&state)?;
+
+        Ok(UpReport {
+            lab: self.spec.spec.name.clone(),
+            workspace,
+            kubeconfig: self.dir.kubeconfig(),
+            cost: CostEstimate::for_spec(&self.spec),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// How to reach the lab's cluster now.
+    pub async fn access(&self) -> Result<ClusterAccess> {
+        match &self.options.cluster_override {
+            Some(access) => Ok(access.clone()),
+            None => self.provisioner.access(&self.spec).await,
+        }
+    }
+
+    /// A client for the lab's cluster.
+    pub async fn client(&self) -> Result<kube::Client> {
+        cluster::connect(&self.access().await?).await
+    }
+
+    /// The lab as the provider and the cluster see it, and its bill. A cluster that cannot be reached
+    /// is reported, not an error.
+    pub async fn status(&self) -> Result<LabStatus> {
+        let state = self.dir.load()?;
+        let provider = self.provisioner.status(&self.spec).await.ok();
+        let (mut cluster, mut cluster_error) = (None, None);
+        match self.client().await {
+            Ok(client) => {
+                let names = KubeNames::new(&self.spec.spec);
+                let exec = ApiServerExec::new(client.clone(), &names.namespace, &names.pod, None);
+                match cluster_status(&client, &self.spec, Some(&exec)).await {
+                    Ok(status) => cluster = Some(status),
+                    Err(e) => cluster_error = Some(e.to_string()),
+                }
+            }
+            Err(e) => cluster_error = Some(e.to_string()),
+        }
+        Ok(LabStatus {
+            lab: self.spec.spec.name.clone(),
+            provider,
+            cluster,
+            cluster_error,
+            cost: cost_report(&self.spec, state.as_ref(), SystemTime::now()),
+        })
+    }
+
+    /// What the lab costs now and has cost since `up`.
+    pub fn cost(&self) -> Result<CostReport> {
+        Ok(cost_report(
+            &self.spec,
+            self.dir.load()?.as_ref(),
+            SystemTime::now(),
+        ))
+    }
+
+    /// Exec, copy and tunnel into the workspace through the API server.
+    pub async fn remote(&self) -> Result<Arc<dyn RemoteExec>> {
+        let names = KubeNames::new(&self.spec.spec);
+        Ok(Arc::new(ApiServerExec::new(
+            self.client().await?,
+            &names.namespace,
+            &names.pod,
+            None,
+        )))
+    }
+
+    /// Run the GPU validation suite in the workspace (nvidia-smi, PyTorch matmul and bandwidth, NCCL,
+    /// vLLM) and judge it against the catalog's figures for the lab's GPU.
+    pub async fn test_gpu(
+        &self,
+        options: &crate::checks::CheckOptions,
+    ) -> Result<crate::checks::GpuReport> {
+        let remote = self.remote().await?;
+        let mut options = options.clone();
+        options.expected_gpus = options
+            .expected_gpus
+            .or(Some(self.spec.spec.workspace.gpus));
+        crate::checks::run_gpu_checks(remote.as_ref(), self.spec.instance, &options).await
+    }
+
+    /// Resize the GPU node group; 0 stops the GPU bill and keeps the cluster and `/workspace`.
+    pub async fn scale(&self, desired: u32, reporter: &dyn Reporter) -> Result<()> {
+        let _lock = self.lock()?;
+        self.provisioner
+            .scale(&self.spec, desired, reporter)
+            .await?;
+        if let Some(mut state) = self.dir.load()? {
+            state.set_nodes(desired, SystemTime::now());
+            self.dir.save(&state)?;
+        }
+        Ok(())
+    }
+
+    /// Remove everything the lab made: first, through the cluster, what owns cloud resources (the
+    /// LoadBalancer service, the volume claim), then the provider's resources; then forget the lab
+    /// when nothing is left.
+    pub async fn down(&self, reporter: &dyn Reporter) -> Result<TeardownReport> {
+        let _lock = self.lock()?;
+        match self.client().await {
+            Ok(client) => {
+                let removed = step(reporter, "remove the workspace and device plugin", async {
+                    KubeWorkspace.delete(&client, &self.spec, false).await?;
+                    NvidiaDevicePlugin.remove(&client, &self.spec).await
+                })
+                .await;
+                if let Err(e) = removed {
+                    reporter.report(Event::Warning {
+                        message: format!("could not clean the cluster first ({e}); its load balancer and volume are swept by tag"),
+                    });
+                }
+            }
+            Err(e) => reporter.report(Event::Warning {
+                message: format!("cluster not reachable ({e}); going on with the cloud"),
+            }),
+        }
+        let report = self.provisioner.teardown(&self.spec, reporter).await?;
+        if report.leftovers.is_empty() {
+            self.dir.forget()?;
+        } else if let Some(mut state) = self.dir.load()? {
+            state.steps_done.clear();
+            state.set_nodes(0, SystemTime::now());
+            self.dir.save(&state)?;
+        }
+        Ok(report)
+    }
+
+    fn lock(&self) -> Result<LabLock> {
+        self.dir.lock()
+    }
+
+    fn write_kubeconfig(&self, access: &ClusterAccess) -> Result<()> {
+        let gpulab = self.options.gpulab_bin.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "gpulab".into())
+        });
+        #[cfg(feature = "aws")]
+        if self.provider == Provider::Aws {
+            return crate::provision::aws::kubeconfig::write_kubeconfig(
+                &self.dir.kubeconfig(),
+                &self.spec.spec.name,
+                &access.endpoint,
+                access.ca_pem.as_deref(),
+                &gpulab,
+            );
+        }
+        let _ = (access, gpulab);
+        Ok(())
+    }
+}
+
+async fn provisioner(
+    spec: &ValidSpec,
+    provider: &Provider,
+    options: &LabOptions,
+) -> Result<Arc<dyn ClusterProvisioner>> {
+    match provider {
+        Provider::Existing {
+            kubeconfig,
+            context,
+        } => Ok(Arc::new(ExistingCluster::new(
+            kubeconfig.clone(),
+            context.clone(),
+        ))),
+        #[cfg(feature = "aws")]
+        Provider::Aws => Ok(Arc::new(
+            crate::provision::aws::AwsProvisioner::connect(spec, options.aws.clone()).await,
+        )),
+        #[cfg(not(feature = "aws"))]
+        Provider::Aws => {
+            let _ = (spec, options);
+            Err(Error::Provision {
+                step: "choose a provider".into(),
+                message: "this build of gpulab has no AWS support".into(),
+                hint: Some("rebuild with the `aws` feature, or use an existing cluster".into()),
+            })
+        }
+    }
+}
+
+/// Run `work` as a reported step.
+async fn step<T>(
+    reporter: &dyn Reporter,
+    name: &str,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    reporter.report(Event::StepStarted { step: name.into() });
+    let started = Instant::now();
+    let result = work.await?;
+    reporter.report(Event::StepFinished {
+        step: name.into(),
+        elapsed: started.elapsed(),
+        already_done: false,
+    });
+    Ok(result)
+}
+
+/// Create the user's SSH key pair when the spec found none (as the original `setup-ssh-keys.sh` did).
+fn ensure_user_key(spec: &ValidSpec, reporter: &dyn Reporter) -> Result<()> {
+    let SshKey::Generate { path } = &spec.ssh_key else {
+        return Ok(());
+    };
+    let public = PathBuf::from(format!("{}.pub", path.display()));
+    if public.exists() {
+        return Ok(());
+    }
+    let (private_key, public_key) =
+        crate::workspace::generate_host_key(&format!("gpulab-{}", spec.spec.name))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    crate::state::write_private_atomically(path, private_key.as_bytes())?;
+    std::fs::write(&public, format!("{public_key}\n"))
+        .map_err(|e| Error::io(format!("write {}", public.display()), e))?;
+    reporter.report(Event::Warning {
+        message: format!("created an SSH key pair at {}", path.display()),
+    });
+    Ok(())
+}
+
+fn cost_report(spec: &ValidSpec, state: Option<&LabState>, now: SystemTime) -> CostReport {
+    let nodes = state
+        .and_then(|s| s.node_history.last())
+        .map_or(0, |s| s.nodes);
+    let at_nodes = |n: u32| {
+        let mut spec = spec.clone();
+        spec.spec.nodes.desired = n;
+        CostEstimate::for_spec(&spec)
+    };
+    let estimate = at_nodes(nodes);
+    let (spent, hours) = match state {
+        Some(state) => {
+            let hours = state.age_hours(now);
+            let per_node_hour = at_nodes(1).per_hour - at_nodes(0).per_hour;
+            (
+                estimate.idle_per_hour * hours + per_node_hour * state.node_hours(now),
+                hours,
+            )
+        }
+        None => (0.0, 0.0),
+    };
+    CostReport {
+        per_hour: estimate.per_hour,
+        spent,
+        hours,
+        nodes,
+        estimate,
+    }
+}

@@ -1,0 +1,301 @@
+//! The GPU validation suite run for real through the API server's exec on the Kubernetes emulator. The
+//! emulator runs commands on this machine, which has no GPU, no nvidia-smi and no PyTorch: the report must
+//! say so and fail, never pass.
+
+use std::time::Duration;
+
+use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
+use gpulab_core::catalog;
+use gpulab_core::checks::{CheckOptions, CheckStatus, run_gpu_checks};
+use gpulab_core::events::Silent;
+use gpulab_core::naming::KubeNames;
+use gpulab_core::remote::api_server::ApiServerExec;
+use gpulab_core::spec::{SpecInputs, SpecLayer};
+use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
+use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
+
+async fn ready_lab() -> (KubeEmulator, tempfile::TempDir, ApiServerExec) {
+    let emu = KubeEmulator::start().await.unwrap();
+    emu.add_node(NodeSpec::cpu("system-1"));
+    emu.add_node(NodeSpec::gpu("gpu-1"));
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::write(
+        home.path().join(".ssh/id_ed25519.pub"),
+        format!("{}\n", gpulab_testkit::TEST_PUBLIC_KEY),
+    )
+    .unwrap();
+    let spec = SpecInputs {
+        overrides: SpecLayer::default(),
+        home: Some(home.path().into()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap()
+    .validate()
+    .unwrap();
+    let client = emu.client();
+    NvidiaDevicePlugin
+        .install(&client, &spec, &Silent)
+        .await
+        .unwrap();
+    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
+    KubeWorkspace
+        .wait_ready(&client, &spec, Duration::from_secs(10), &Silent)
+        .await
+        .unwrap();
+    let names = KubeNames::new(&spec.spec);
+    let exec = ApiServerExec::new(client, &names.namespace, &names.pod, None);
+    (emu, home, exec)
+}
+
+fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn python_has(module: &str) -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test]
+async fn without_a_gpu_the_report_says_what_is_missing_and_fails() {
+    if have("nvidia-smi") || python_has("torch") {
+        eprintln!("this machine has nvidia-smi or PyTorch; the test is about one without");
+        return;
+    }
+    let (_emu, _home, exec) = ready_lab().await;
+    let g4dn = catalog::instance("g4dn.12xlarge").unwrap();
+    let options = CheckOptions {
+        repeats: 3,
+        ..Default::default()
+    };
+    let report = run_gpu_checks(&exec, g4dn, &options).await.unwrap();
+
+    assert!(!report.passed(), "{:#?}", report.checks);
+    assert_eq!(report.expected_gpus, 4);
+    let check = |name: &str| {
+        report
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name}: {:#?}", report.checks))
+    };
+    let smi = check("nvidia-smi");
+    assert_eq!(smi.status, CheckStatus::Unavailable);
+    assert!(
+        smi.detail.contains("nvidia-smi not found"),
+        "{}",
+        smi.detail
+    );
+    let torch = check("pytorch cuda");
+    assert_eq!(torch.status, CheckStatus::Unavailable);
+    assert!(
+        torch.detail.contains("No module named 'torch'"),
+        "{}",
+        torch.detail
+    );
+    for name in ["matmul fp16", "matmul fp32", "memory bandwidth"] {
+        assert_eq!(check(name).status, CheckStatus::Unavailable, "{name}");
+    }
+    // Four GPUs expected: the all-reduce ran, and says PyTorch is missing.
+    let nccl = check("nccl all-reduce");
+    assert_eq!(nccl.status, CheckStatus::Unavailable);
+    assert!(nccl.detail.contains("PyTorch"), "{}", nccl.detail);
+    let vllm = check("vllm generate");
+    assert_eq!(vllm.status, CheckStatus::Unavailable);
+    assert!(
+        vllm.detail.contains("vLLM is not importable"),
+        "{}",
+        vllm.detail
+    );
+    assert!(report.checks.iter().all(|c| c.status != CheckStatus::Pass));
+}
+
+#[tokio::test]
+async fn vllm_bench_and_readiness_speak_openai_to_the_server() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "object": "list", "data": [{"id": "facebook/opt-125m", "object": "model"}]
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": "cmpl-1", "object": "text_completion", "model": "facebook/opt-125m",
+            "choices": [{"index": 0, "text": " a GPU", "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28}
+        })))
+        .expect(10)
+        .mount(&server)
+        .await;
+
+    let (_emu, _home, exec) = ready_lab().await;
+    let port = server.address().port();
+    if have("curl") {
+        assert!(gpulab_core::vllm::is_ready(&exec, port).await.unwrap());
+    }
+    let options = gpulab_core::vllm::BenchOptions {
+        url: server.uri(),
+        requests: 10,
+        concurrency: 4,
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let report = gpulab_core::vllm::bench(&exec, &options).await.unwrap();
+    assert_eq!(report.error, None);
+    assert_eq!(report.model.as_deref(), Some("facebook/opt-125m"));
+    assert_eq!((report.completed, report.failed), (10, 0));
+    assert_eq!((report.output_tokens, report.prompt_tokens), (160, 120));
+    assert!(report.output_tokens_per_s > 0.0 && report.latency_p50_s.is_some());
+    let sent = server.received_requests().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&sent.last().unwrap().body).unwrap();
+    assert_eq!(body["max_tokens"], 16);
+    assert_eq!(body["ignore_eos"], true);
+
+    // Nothing listening: not ready, and the benchmark says the server does not answer.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let options = gpulab_core::vllm::BenchOptions {
+        url: format!("http://127.0.0.1:{port}"),
+        ..options
+    };
+    if have("curl") {
+        assert!(!gpulab_core::vllm::is_ready(&exec, port).await.unwrap());
+    }
+    let report = gpulab_core::vllm::bench(&exec, &options).await.unwrap();
+    assert!(report.error.unwrap().contains("does not answer /v1/models"));
+    assert!(!gpulab_core::vllm::is_running(&exec).await.unwrap() || have("vllm"));
+}
+
+#[tokio::test]
+async fn slurm_detects_the_pod_and_refuses_without_gpus() {
+    use gpulab_core::slurm;
+
+    let (_emu, _home, exec) = ready_lab().await;
+    let resources = slurm::detect(&exec).await.unwrap();
+    assert!(
+        resources.cpus >= 1 && resources.memory_mib > 0,
+        "{resources:?}"
+    );
+    assert!(!resources.hostname.is_empty());
+    if have("nvidia-smi") {
+        return;
+    }
+    assert_eq!(resources.gpu_count(), 0);
+    let err = slurm::setup(&exec, &slurm::SetupOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no GPU in the workspace"), "{err}");
+    if !have("sinfo") {
+        assert_eq!(
+            slurm::state(&exec).await.unwrap(),
+            slurm::SlurmState::NotInstalled
+        );
+    }
+}
+
+/// Stand-ins for torch, vLLM and the Hub (tests/fake_python): the scripts' control flow and output
+/// format through the real exec path, with figures that say nothing about any GPU.
+fn fake_python_env(gpus: u32, hub: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_python");
+    vec![
+        ("PYTHONPATH".into(), dir.display().to_string()),
+        ("FAKE_GPUS".into(), gpus.to_string()),
+        ("FAKE_HUB".into(), hub.into()),
+        // No __pycache__ left in the source tree.
+        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+    ]
+}
+
+#[tokio::test]
+async fn the_scripts_run_end_to_end_against_stand_in_libraries() {
+    if have("nvidia-smi") {
+        eprintln!("this machine has nvidia-smi; the test is about one without");
+        return;
+    }
+    let (_emu, _home, exec) = ready_lab().await;
+    let g4dn = catalog::instance("g4dn.12xlarge").unwrap();
+    let options = CheckOptions {
+        repeats: 3,
+        env: fake_python_env(4, "offline"),
+        ..Default::default()
+    };
+    let report = run_gpu_checks(&exec, g4dn, &options).await.unwrap();
+    let status = |name: &str| {
+        report
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name}: {:#?}", report.checks))
+            .status
+    };
+
+    // nvidia-smi is still missing, so the report fails whatever the (fake) benchmarks say.
+    assert!(!report.passed());
+    assert_eq!(status("nvidia-smi"), CheckStatus::Unavailable);
+    assert_eq!(status("pytorch cuda"), CheckStatus::Pass);
+    assert_eq!(report.torch.devices.len(), 4);
+    for i in 0..4 {
+        let device = &report.torch.devices[i];
+        let dtypes: Vec<&str> = device.matmul.iter().map(|m| m.dtype.as_str()).collect();
+        assert_eq!(dtypes, ["float16", "bfloat16", "float32"], "gpu{i}");
+        assert!(
+            device.bandwidth.is_some() && device.errors.is_empty(),
+            "{device:?}"
+        );
+        assert_ne!(
+            status(&format!("matmul fp16 gpu{i}")),
+            CheckStatus::Unavailable
+        );
+    }
+    // One process per GPU, each with its rank, and rank 0's result read back.
+    let nccl = report.nccl.as_ref().unwrap();
+    assert_eq!(
+        (nccl.world_size, nccl.correct),
+        (Some(4), Some(true)),
+        "{nccl:?}"
+    );
+    assert_eq!(status("nccl all-reduce"), CheckStatus::Pass);
+    // No Hub: its own outcome, not a pass and not a GPU failure.
+    assert_eq!(status("vllm generate"), CheckStatus::ModelUnavailable);
+    assert!(
+        report
+            .vllm
+            .as_ref()
+            .unwrap()
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("could not download facebook/opt-125m")
+    );
+
+    // With the Hub answering, the smoke test generates.
+    let options = CheckOptions {
+        repeats: 3,
+        nccl: false,
+        env: fake_python_env(1, "online"),
+        ..Default::default()
+    };
+    let report = run_gpu_checks(&exec, catalog::instance("g4dn.xlarge").unwrap(), &options)
+        .await
+        .unwrap();
+    let vllm = report.vllm.as_ref().unwrap();
+    assert_eq!(
+        (vllm.outcome.as_deref(), vllm.output_tokens),
+        (Some("ok"), Some(16 * 64))
+    );
+    assert!(report.nccl.is_none());
+}
