@@ -52,6 +52,17 @@ enum Command {
     Stop(commands::lab::ScaleArgs),
     /// Scale the GPU nodes back up after `stop`.
     Start(commands::lab::ScaleArgs),
+    /// A shell in the workspace over SSH through the API server, or `gpulab ssh -- CMD` for one command.
+    Ssh(commands::access::SshArgs),
+    /// Write a Host block for plain ssh, scp, rsync and VS Code (`ssh gpulab-LAB`).
+    SshConfig(commands::access::SshConfigArgs),
+    /// Bridge stdin/stdout to the workspace's sshd (the ProxyCommand of `gpulab ssh-config`).
+    #[command(hide = true)]
+    Proxy(commands::access::ProxyArgs),
+    /// Forward a workspace port to localhost, e.g. `gpulab forward 8000` for vLLM.
+    Forward(commands::access::ForwardArgs),
+    /// Forward Jupyter to localhost and print its URL with the token.
+    Jupyter(commands::access::JupyterArgs),
     /// Run a command in the workspace, e.g. `gpulab exec -- nvidia-smi`.
     Exec(commands::lab::ExecArgs),
     /// Validate the GPUs: nvidia-smi, PyTorch matmul and memory bandwidth against the datasheet, NCCL, vLLM.
@@ -104,6 +115,24 @@ fn main() -> ExitCode {
                 Ok(code) => return ExitCode::from(code as u8),
                 Err(e) => Err(e),
             }
+        }
+        // The terminal's stdin may stay blocked in a read after the session: exit without waiting.
+        Command::Ssh(args) => match runtime().block_on(commands::access::ssh(global, &args)) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
+        Command::Proxy(args) => match runtime().block_on(commands::access::proxy(global, &args)) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => Err(e),
+        },
+        Command::SshConfig(args) => {
+            runtime().block_on(commands::access::ssh_config(global, &args, &printer))
+        }
+        Command::Forward(args) => {
+            runtime().block_on(commands::access::forward(global, &args, &printer))
+        }
+        Command::Jupyter(args) => {
+            runtime().block_on(commands::access::jupyter(global, &args, &printer))
         }
         Command::Cp(args) => runtime().block_on(commands::lab::cp(global, &args, &printer)),
         Command::Token(args) => runtime().block_on(commands::lab::token(&args, &printer)),

@@ -349,6 +349,25 @@ impl Lab {
         )))
     }
 
+    /// Jupyter's token, from the lab's secret.
+    pub async fn jupyter_token(&self) -> Result<String> {
+        let names = KubeNames::new(&self.spec.spec);
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(self.client().await?, &names.namespace);
+        let secret = secrets
+            .get(&names.jupyter_token)
+            .await
+            .map_err(|e| cluster::cluster_error("read the Jupyter token", e))?;
+        let token = secret.data.and_then(|d| {
+            d.get("token")
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        });
+        token.ok_or_else(|| Error::Workspace {
+            message: "the Jupyter secret holds no token".into(),
+            hint: Some("`gpulab up` recreates it; is workspace.jupyter on?".into()),
+        })
+    }
+
     /// Run the GPU validation suite in the workspace (nvidia-smi, PyTorch matmul and bandwidth, NCCL,
     /// vLLM) and judge it against the catalog's figures for the lab's GPU.
     pub async fn test_gpu(

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub(crate) mod access;
 pub(crate) mod catalog;
 pub(crate) mod config;
 pub(crate) mod lab;

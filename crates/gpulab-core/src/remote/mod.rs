@@ -13,7 +13,10 @@ use crate::Result;
 use crate::events::Reporter;
 
 pub mod api_server;
+pub mod forward;
 pub mod ssh;
+pub mod ssh_config;
+pub mod terminal;
 
 /// A command to run in the workspace.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -28,6 +28,7 @@
 mod auth;
 mod exec;
 mod host_key;
+mod shell;
 mod transfer;
 
 use std::borrow::Cow;
@@ -47,6 +48,9 @@ pub use host_key::{
     HostKeyPolicy, RecordHostKey, fingerprint, format_public_key, parse_public_key,
 };
 pub use russh::keys::PublicKey;
+pub use shell::{PtyRequest, ShellIo};
+
+pub(crate) use exec::shell_quote;
 
 use self::host_key::{ClientHandler, HandlerError};
 use super::{
