@@ -1,0 +1,776 @@
+//! `gpulab.Lab`: one lab's lifecycle from Python, over `gpulab_core::Lab`. Each method converts its
+//! arguments, runs the core call on the shared runtime through [`crate::runtime::wait`] (GIL released,
+//! interruptible), and converts the result.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gpulab_core::checks::{CheckOptions, DEFAULT_VLLM_MODEL, GpuReport as CoreGpuReport};
+use gpulab_core::events::Silent;
+use gpulab_core::naming::KubeNames;
+use gpulab_core::remote::forward::{ForwardHandle, forward_local};
+use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus, RemoteExec};
+use gpulab_core::{Error, LabOptions, Provider};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+
+use crate::convert::{resolve, to_python};
+use crate::runtime::wait;
+
+/// The Jupyter server's port in the workspace.
+const JUPYTER_PORT: u16 = 8888;
+
+/// One lab: bring it up, run commands and copy files in its workspace, forward its ports, test its GPUs,
+/// and take it down.
+#[pyclass(module = "gpulab._gpulab", name = "Lab", frozen)]
+pub(crate) struct PyLab {
+    lab: Arc<gpulab_core::Lab>,
+    /// The transport into the workspace, made on first use and reused.
+    remote: Arc<tokio::sync::OnceCell<Arc<dyn RemoteExec>>>,
+    /// The forward behind `jupyter_url`, kept open until `close`.
+    jupyter: Mutex<Option<ForwardHandle>>,
+}
+
+/// The progress callback to use: the one given, none for `False`, else the default display
+/// (`gpulab._progress.default_progress()`: a notebook display inside Jupyter, nothing elsewhere).
+fn progress_callback<'py>(
+    py: Python<'py>,
+    progress: Option<Bound<'py, PyAny>>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match progress {
+        Some(p) if p.is_instance_of::<pyo3::types::PyBool>() => {
+            if p.is_truthy()? {
+                Ok(Some(
+                    py.import("gpulab._progress")?
+                        .call_method0("print_progress")?,
+                ))
+            } else {
+                Ok(None)
+            }
+        }
+        Some(p) => Ok(Some(p)),
+        None => {
+            let default = py
+                .import("gpulab._progress")?
+                .call_method0("default_progress")?;
+            Ok((!default.is_none()).then_some(default))
+        }
+    }
+}
+
+fn seconds(value: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
+    value
+        .map(|s| {
+            Duration::try_from_secs_f64(s).map_err(|_| {
+                pyo3::exceptions::PyValueError::new_err(format!(
+                    "{what} must be a non-negative number of seconds, not {s}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// `asyncio.to_thread(getattr(obj, method), *args, **kwargs)`: a coroutine that runs the blocking
+/// method in a worker thread, for `await lab.up_async()` inside a running event loop.
+fn to_thread<'py>(
+    obj: &Bound<'py, PyAny>,
+    method: &str,
+    args: Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let mut all = vec![obj.getattr(method)?];
+    all.extend(args.iter());
+    py.import("asyncio")?
+        .getattr("to_thread")?
+        .call(PyTuple::new(py, all)?, kwargs)
+}
+
+impl PyLab {
+    fn wrap(lab: gpulab_core::Lab) -> Self {
+        PyLab {
+            lab: Arc::new(lab),
+            remote: Arc::new(tokio::sync::OnceCell::new()),
+            jupyter: Mutex::new(None),
+        }
+    }
+
+    /// The workspace transport, made once.
+    async fn remote_of(
+        lab: &gpulab_core::Lab,
+        cell: &tokio::sync::OnceCell<Arc<dyn RemoteExec>>,
+    ) -> gpulab_core::Result<Arc<dyn RemoteExec>> {
+        cell.get_or_try_init(|| lab.remote()).await.cloned()
+    }
+
+    /// Run `work` with the lab and its workspace transport.
+    fn with_remote<T, Fut>(
+        &self,
+        py: Python<'_>,
+        progress: Option<&Bound<'_, PyAny>>,
+        work: impl FnOnce(
+            Arc<gpulab_core::Lab>,
+            Arc<dyn RemoteExec>,
+            Arc<dyn gpulab_core::events::Reporter>,
+        ) -> Fut
+        + Send
+        + 'static,
+    ) -> PyResult<T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = gpulab_core::Result<T>> + Send + 'static,
+    {
+        let lab = self.lab.clone();
+        let cell = self.remote.clone();
+        wait(py, progress, move |reporter| async move {
+            let remote = Self::remote_of(&lab, &cell).await?;
+            work(lab, remote, reporter).await
+        })
+    }
+
+    fn forward_port(
+        &self,
+        py: Python<'_>,
+        port: u16,
+        local_port: Option<u16>,
+    ) -> PyResult<ForwardHandle> {
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, local_port.unwrap_or(0)));
+        self.with_remote(py, None, move |_, remote, _| {
+            forward_local(remote, listen, port, Arc::new(Silent))
+        })
+    }
+}
+
+#[pymethods]
+impl PyLab {
+    /// A lab from settings: defaults, gpulab.toml (or `config`), the environment, then these keyword
+    /// arguments (the same as `gpulab.plan`'s). With `context` or `kubeconfig` it uses that existing
+    /// cluster; otherwise `up` creates one on AWS.
+    #[new]
+    #[pyo3(signature = (config=None, context=None, kubeconfig=None, **kwargs))]
+    fn new(
+        py: Python<'_>,
+        config: Option<PathBuf>,
+        context: Option<String>,
+        kubeconfig: Option<PathBuf>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let spec = resolve(py, config, kwargs)?;
+        let provider = if context.is_some() || kubeconfig.is_some() {
+            Provider::Existing {
+                kubeconfig,
+                context,
+            }
+        } else {
+            Provider::Aws
+        };
+        let lab = wait(py, None, move |_| {
+            gpulab_core::Lab::new(spec, provider, LabOptions::default())
+        })?;
+        Ok(Self::wrap(lab))
+    }
+
+    /// The lab called `name`, as `up` recorded it on this machine; `StateError` when there is none.
+    #[staticmethod]
+    fn load(py: Python<'_>, name: String) -> PyResult<Self> {
+        let lab = wait(py, None, move |_| async move {
+            gpulab_core::Lab::load(&name, LabOptions::default()).await
+        })?;
+        Ok(Self::wrap(lab))
+    }
+
+    /// The lab's name.
+    #[getter]
+    fn name(&self) -> String {
+        self.lab.spec().spec.name.clone()
+    }
+
+    /// The lab's settings, as `gpulab config show` prints them.
+    #[getter]
+    fn spec<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.lab.spec().spec)
+    }
+
+    fn __repr__(&self) -> String {
+        let spec = self.lab.spec();
+        format!(
+            "Lab(name={:?}, node_type={:?}, region={:?})",
+            spec.spec.name, spec.instance.name, spec.spec.region
+        )
+    }
+
+    /// What `up` creates and what it costs, as a dict (no API calls).
+    fn plan<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &gpulab_core::plan::Plan::new(self.lab.spec()))
+    }
+
+    /// Bring the lab up, or finish bringing it up; returns the report as a dict. `progress` is called
+    /// with each event as a dict (`False`: no progress; default: a display in Jupyter, nothing
+    /// elsewhere).
+    #[pyo3(signature = (progress=None))]
+    fn up<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let progress = progress_callback(py, progress)?;
+        let lab = self.lab.clone();
+        let report = wait(py, progress.as_ref(), move |reporter| async move {
+            lab.up(reporter.as_ref()).await
+        })?;
+        to_python(py, &report)
+    }
+
+    /// The lab as the provider and the cluster see it, and its bill, as a dict.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let lab = self.lab.clone();
+        let status = wait(py, None, move |_| async move { lab.status().await })?;
+        to_python(py, &status)
+    }
+
+    /// What the lab costs per hour now and has cost since `up`, as a dict.
+    fn cost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let cost = self
+            .lab
+            .cost()
+            .map_err(|e| crate::convert::to_py_err(py, e))?;
+        to_python(py, &cost)
+    }
+
+    /// Remove everything the lab made; returns what was deleted and what is left, as a dict.
+    #[pyo3(signature = (progress=None))]
+    fn down<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.close(py)?;
+        let progress = progress_callback(py, progress)?;
+        let lab = self.lab.clone();
+        let report = wait(py, progress.as_ref(), move |reporter| async move {
+            lab.down(reporter.as_ref()).await
+        })?;
+        to_python(py, &report)
+    }
+
+    /// Run a command in the workspace: a string runs with `bash -lc`, a list runs as it is. `stdin` (str
+    /// or bytes) is its input, `timeout` (seconds) kills it; `env` adds environment variables.
+    #[pyo3(signature = (cmd, stdin=None, timeout=None, env=None))]
+    fn exec(
+        &self,
+        py: Python<'_>,
+        cmd: &Bound<'_, PyAny>,
+        stdin: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        env: Option<std::collections::BTreeMap<String, String>>,
+    ) -> PyResult<ExecResult> {
+        let mut request = if let Ok(script) = cmd.cast::<PyString>() {
+            ExecRequest::shell(script.to_cow()?)
+        } else {
+            let argv: Vec<String> = cmd.extract().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err("cmd must be a str or a list of str")
+            })?;
+            if argv.is_empty() {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "cmd must name a program",
+                ));
+            }
+            ExecRequest {
+                argv,
+                ..Default::default()
+            }
+        };
+        request.stdin = match stdin {
+            None => None,
+            Some(s) if s.is_instance_of::<PyBytes>() => Some(s.extract::<Vec<u8>>()?),
+            Some(s) => Some(
+                s.extract::<String>()
+                    .map_err(|_| {
+                        pyo3::exceptions::PyTypeError::new_err("stdin must be str or bytes")
+                    })?
+                    .into_bytes(),
+            ),
+        };
+        request.timeout = seconds(timeout, "timeout")?;
+        request.env = env.unwrap_or_default().into_iter().collect();
+        let output = self.with_remote(py, None, move |_, remote, _| async move {
+            remote.exec(request).await
+        })?;
+        let (exit_code, signal) = match output.status {
+            ExitStatus::Code(code) => (code, None),
+            signal @ ExitStatus::Signal(name) => (signal.shell_code(), Some(name.to_string())),
+        };
+        Ok(ExecResult {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            exit_code,
+            signal,
+        })
+    }
+
+    /// Copy a local file or directory into the workspace; returns `{files, bytes, elapsed}`.
+    #[pyo3(signature = (local, remote, progress=None))]
+    fn copy_to<'py>(
+        &self,
+        py: Python<'py>,
+        local: PathBuf,
+        remote: String,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.copy(py, CopyDirection::Upload { local, remote }, progress)
+    }
+
+    /// Copy a file or directory from the workspace to this machine; returns `{files, bytes, elapsed}`.
+    #[pyo3(signature = (remote, local, progress=None))]
+    fn copy_from<'py>(
+        &self,
+        py: Python<'py>,
+        remote: String,
+        local: PathBuf,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.copy(py, CopyDirection::Download { remote, local }, progress)
+    }
+
+    /// Forward `local_port` on 127.0.0.1 (default: a free one) to `port` in the workspace, until the
+    /// returned `Forward` is closed: use it as a context manager.
+    #[pyo3(signature = (port, local_port=None))]
+    fn forward(&self, py: Python<'_>, port: u16, local_port: Option<u16>) -> PyResult<Forward> {
+        let handle = self.forward_port(py, port, local_port)?;
+        Ok(Forward {
+            local_port: handle.local_addr().port(),
+            remote_port: port,
+            handle: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The URL of the workspace's Jupyter, with its token, through a forward from `local_port` (default:
+    /// a free one) to port 8888 that stays open until `close()` or `down()`.
+    #[pyo3(signature = (local_port=None))]
+    fn jupyter_url(&self, py: Python<'_>, local_port: Option<u16>) -> PyResult<String> {
+        if !self.lab.spec().spec.workspace.jupyter {
+            return Err(crate::convert::to_py_err(
+                py,
+                Error::Remote {
+                    message: format!("lab {} runs no Jupyter", self.name()),
+                    hint: Some("create it with jupyter=True".into()),
+                },
+            ));
+        }
+        let names = KubeNames::new(&self.lab.spec().spec);
+        let lab = self.lab.clone();
+        let token = wait(py, None, move |_| async move {
+            let client = lab.client().await?;
+            let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                kube::Api::namespaced(client, &names.namespace);
+            let secret =
+                secrets
+                    .get_opt(&names.jupyter_token)
+                    .await
+                    .map_err(|e| Error::Cluster {
+                        message: format!(
+                            "read secret {}/{}: {e}",
+                            names.namespace, names.jupyter_token
+                        ),
+                        hint: None,
+                    })?;
+            secret
+                .and_then(|s| s.data?.get("token").cloned())
+                .map(|t| String::from_utf8_lossy(&t.0).into_owned())
+                .ok_or_else(|| Error::Workspace {
+                    message: format!(
+                        "no Jupyter token: secret {}/{} is missing",
+                        names.namespace, names.jupyter_token
+                    ),
+                    hint: Some("run `up` to create the workspace".into()),
+                })
+        })?;
+        // The lock is never held across a wait (which releases the GIL): another thread blocked on it
+        // while holding the GIL would deadlock with this one.
+        let open_port = self
+            .jupyter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|h| h.local_addr().port())
+            .filter(|open| local_port.is_none_or(|p| p == *open));
+        let port = match open_port {
+            Some(port) => port,
+            None => {
+                let old = self
+                    .jupyter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                close_forward(py, old)?;
+                let handle = self.forward_port(py, JUPYTER_PORT, local_port)?;
+                let port = handle.local_addr().port();
+                let replaced = self
+                    .jupyter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .replace(handle);
+                close_forward(py, replaced)?;
+                port
+            }
+        };
+        Ok(format!("http://127.0.0.1:{port}/lab?token={token}"))
+    }
+
+    /// Stop the forward `jupyter_url` opened, if any.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let handle = self
+            .jupyter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        close_forward(py, handle)
+    }
+
+    /// Run the GPU validation suite in the workspace (nvidia-smi, PyTorch matmul and bandwidth, NCCL with
+    /// two or more GPUs, a vLLM smoke test with `vllm_model`, or none) and judge it against the node
+    /// type's datasheet.
+    // The text signature spells out DEFAULT_VLLM_MODEL, for introspection and the stubs.
+    #[pyo3(
+        signature = (vllm_model=Some(DEFAULT_VLLM_MODEL.to_string()), nccl=true, repeats=10, expected_gpus=None),
+        text_signature = "(self, /, vllm_model='facebook/opt-125m', nccl=True, repeats=10, expected_gpus=None)"
+    )]
+    fn test_gpu(
+        &self,
+        py: Python<'_>,
+        vllm_model: Option<String>,
+        nccl: bool,
+        repeats: u32,
+        expected_gpus: Option<u32>,
+    ) -> PyResult<GpuReport> {
+        let options = CheckOptions {
+            expected_gpus: expected_gpus.or(Some(self.lab.spec().spec.workspace.gpus)),
+            repeats,
+            nccl,
+            vllm_model,
+            ..Default::default()
+        };
+        let report = self.with_remote(py, None, move |lab, remote, _| async move {
+            gpulab_core::checks::run_gpu_checks(remote.as_ref(), lab.spec().instance, &options)
+                .await
+        })?;
+        Ok(GpuReport { report })
+    }
+
+    /// Set up Slurm in the workspace from its detected GPUs (installing slurm-wlm and munge when
+    /// `install_missing`), start it and verify it with a one-GPU job; returns what it did as a dict.
+    #[pyo3(signature = (install_missing=true))]
+    fn slurm_setup<'py>(
+        &self,
+        py: Python<'py>,
+        install_missing: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let options = gpulab_core::slurm::SetupOptions {
+            install_missing,
+            ..Default::default()
+        };
+        let setup = self.with_remote(py, None, move |_, remote, _| async move {
+            gpulab_core::slurm::setup(remote.as_ref(), &options).await
+        })?;
+        to_python(py, &setup)
+    }
+
+    /// Start `vllm serve model` in the workspace on `port` (or find the one running), sized for the
+    /// lab's GPUs, and, with `wait`, wait up to `timeout` seconds until it answers. Returns the server
+    /// (`pid`, `started`, `log_file`) and its settings (`config`) as a dict; reach it with
+    /// `lab.forward(port)`.
+    #[pyo3(signature = (model, port=8000, wait=true, timeout=900.0))]
+    fn vllm_serve<'py>(
+        &self,
+        py: Python<'py>,
+        model: String,
+        port: u16,
+        wait: bool,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec = self.lab.spec();
+        let mut config =
+            gpulab_core::vllm::ServeConfig::for_gpu(model, spec.instance, spec.spec.workspace.gpus);
+        config.port = port;
+        let timeout = seconds(Some(timeout), "timeout")?.unwrap_or_default();
+        let served = self.with_remote(py, None, move |_, remote, _| async move {
+            let server = gpulab_core::vllm::start(remote.as_ref(), &config).await?;
+            if wait {
+                gpulab_core::vllm::wait_ready(remote.as_ref(), config.port, timeout).await?;
+            }
+            Ok(serde_json::json!({
+                "pid": server.pid,
+                "started": server.started,
+                "log_file": server.log_file,
+                "config": config,
+            }))
+        })?;
+        to_python(py, &served)
+    }
+
+    /// Stop the vLLM server `vllm_serve` started; False when none was running.
+    fn vllm_stop(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with_remote(py, None, move |_, remote, _| async move {
+            gpulab_core::vllm::stop(remote.as_ref()).await
+        })
+    }
+
+    /// `await lab.up_async(...)`: `up` in a worker thread.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn up_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        to_thread(slf.as_any(), "up", args, kwargs)
+    }
+
+    /// `await lab.down_async(...)`: `down` in a worker thread.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn down_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        to_thread(slf.as_any(), "down", args, kwargs)
+    }
+
+    /// `await lab.status_async()`: `status` in a worker thread.
+    fn status_async<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        to_thread(slf.as_any(), "status", PyTuple::empty(slf.py()), None)
+    }
+
+    /// `await lab.exec_async(...)`: `exec` in a worker thread.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn exec_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        to_thread(slf.as_any(), "exec", args, kwargs)
+    }
+
+    /// `await lab.copy_to_async(...)`: `copy_to` in a worker thread.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn copy_to_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        to_thread(slf.as_any(), "copy_to", args, kwargs)
+    }
+
+    /// `await lab.copy_from_async(...)`: `copy_from` in a worker thread.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn copy_from_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        to_thread(slf.as_any(), "copy_from", args, kwargs)
+    }
+
+    /// `await lab.test_gpu_async(...)`: `test_gpu` in a worker thread.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn test_gpu_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        to_thread(slf.as_any(), "test_gpu", args, kwargs)
+    }
+
+    /// `await lab.vllm_serve_async(...)`: `vllm_serve` in a worker thread.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn vllm_serve_async<'py>(
+        slf: &Bound<'py, Self>,
+        args: Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        to_thread(slf.as_any(), "vllm_serve", args, kwargs)
+    }
+}
+
+impl PyLab {
+    fn copy<'py>(
+        &self,
+        py: Python<'py>,
+        direction: CopyDirection,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let progress = progress_callback(py, progress)?;
+        let stats =
+            self.with_remote(
+                py,
+                progress.as_ref(),
+                move |_, remote, reporter| async move {
+                    remote.copy(direction, reporter.as_ref()).await
+                },
+            )?;
+        to_python(py, &stats)
+    }
+}
+
+/// Close a forward and wait until its listener is gone (dropping it only aborts its task).
+fn close_forward(py: Python<'_>, handle: Option<ForwardHandle>) -> PyResult<()> {
+    match handle {
+        Some(handle) => wait(py, None, move |_| async move {
+            handle.close().await;
+            Ok(())
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Every lab on this machine, as `gpulab ls` lists them: name, region, node type, steps done, cost.
+#[pyfunction]
+pub(crate) fn labs<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    let labs = gpulab_core::Lab::list(&LabOptions::default())
+        .map_err(|e| crate::convert::to_py_err(py, e))?;
+    to_python(py, &labs)
+}
+
+/// How a command in the workspace ended, and what it printed.
+#[pyclass(module = "gpulab._gpulab", frozen, get_all)]
+pub(crate) struct ExecResult {
+    /// Its standard output (invalid UTF-8 replaced).
+    pub(crate) stdout: String,
+    /// Its standard error (invalid UTF-8 replaced).
+    pub(crate) stderr: String,
+    /// Its exit code; 128 + the signal's number when a signal killed it.
+    pub(crate) exit_code: i32,
+    /// The signal that killed it ("KILL"), if one did.
+    pub(crate) signal: Option<String>,
+}
+
+#[pymethods]
+impl ExecResult {
+    /// True when it exited with code 0.
+    #[getter]
+    fn ok(&self) -> bool {
+        self.exit_code == 0 && self.signal.is_none()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ExecResult(exit_code={}, stdout={:?}, stderr={:?})",
+            self.exit_code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A local port forwarded to a port in the workspace; closes on `close()` or at the end of a `with`
+/// block.
+#[pyclass(module = "gpulab._gpulab", frozen)]
+pub(crate) struct Forward {
+    local_port: u16,
+    remote_port: u16,
+    handle: Mutex<Option<ForwardHandle>>,
+}
+
+#[pymethods]
+impl Forward {
+    /// The port it listens on, on 127.0.0.1.
+    #[getter]
+    fn local_port(&self) -> u16 {
+        self.local_port
+    }
+
+    /// The port in the workspace.
+    #[getter]
+    fn remote_port(&self) -> u16 {
+        self.remote_port
+    }
+
+    /// `127.0.0.1:PORT`.
+    #[getter]
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.local_port)
+    }
+
+    /// Connections forwarded so far.
+    #[getter]
+    fn connections(&self) -> u64 {
+        self.handle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, ForwardHandle::connections)
+    }
+
+    /// True until closed.
+    #[getter]
+    fn open(&self) -> bool {
+        self.handle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Stop listening and end the forwarded connections; returns once the port is free.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        close_forward(py, handle)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Forward(127.0.0.1:{} -> workspace:{}{})",
+            self.local_port,
+            self.remote_port,
+            if self.open() { "" } else { ", closed" }
+        )
+    }
+}
+
+/// What `test_gpu` found: the tools' answers and a verdict per check.
+#[pyclass(module = "gpulab._gpulab", frozen)]
+pub(crate) struct GpuReport {
+    report: CoreGpuReport,
+}
+
+#[pymethods]
+impl GpuReport {
+    /// True when no check failed or was unavailable.
+    #[getter]
+    fn passed(&self) -> bool {
+        self.report.passed()
+    }
+
+    /// The verdict as rows: (check, status, detail).
+    #[getter]
+    fn rows(&self) -> Vec<(String, String, String)> {
+        self.report.rows()
+    }
+
+    /// The whole report as a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.report)
+    }
+
+    fn __repr__(&self) -> String {
+        let failures = self.report.failures().count();
+        format!(
+            "GpuReport({}, {} checks, {})",
+            self.report.instance,
+            self.report.checks.len(),
+            if failures == 0 {
+                "passed".to_string()
+            } else {
+                format!("{failures} failed")
+            }
+        )
+    }
+}
