@@ -2,7 +2,6 @@
 //! kubeconfig's user runs `gpulab token --lab <name>` as its exec credential plugin, so kubectl works
 //! without the aws CLI.
 
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -60,40 +59,11 @@ pub fn write_kubeconfig(
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    let ctx = |what: &str| format!("{what} {}", path.display());
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(ctx("create the directory of"), e))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "kubeconfig".into());
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create the directory of {}", path.display()), e))?;
     }
-    let result = (|| {
-        let mut file = options.open(&tmp)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(ctx("write"), e));
-    }
-    Ok(())
+    crate::state::write_private_atomically(path, contents)
 }
 
 /// The ExecCredential JSON `gpulab token` prints for kubectl: the token and its expiry (RFC 3339).
