@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use gpulab_core::checks::{CheckOptions, DEFAULT_VLLM_MODEL, GpuReport as CoreGpuReport};
 use gpulab_core::events::Silent;
-use gpulab_core::naming::KubeNames;
 use gpulab_core::remote::forward::{ForwardHandle, forward_local};
 use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus, RemoteExec};
 use gpulab_core::{Error, LabOptions, Provider};
@@ -359,34 +358,8 @@ impl PyLab {
                 },
             ));
         }
-        let names = KubeNames::new(&self.lab.spec().spec);
         let lab = self.lab.clone();
-        let token = wait(py, None, move |_| async move {
-            let client = lab.client().await?;
-            let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-                kube::Api::namespaced(client, &names.namespace);
-            let secret =
-                secrets
-                    .get_opt(&names.jupyter_token)
-                    .await
-                    .map_err(|e| Error::Cluster {
-                        message: format!(
-                            "read secret {}/{}: {e}",
-                            names.namespace, names.jupyter_token
-                        ),
-                        hint: None,
-                    })?;
-            secret
-                .and_then(|s| s.data?.get("token").cloned())
-                .map(|t| String::from_utf8_lossy(&t.0).into_owned())
-                .ok_or_else(|| Error::Workspace {
-                    message: format!(
-                        "no Jupyter token: secret {}/{} is missing",
-                        names.namespace, names.jupyter_token
-                    ),
-                    hint: Some("run `up` to create the workspace".into()),
-                })
-        })?;
+        let token = wait(py, None, move |_| async move { lab.jupyter_token().await })?;
         // The lock is never held across a wait (which releases the GIL): another thread blocked on it
         // while holding the GIL would deadlock with this one.
         let open_port = self
