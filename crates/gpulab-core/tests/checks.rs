@@ -246,7 +246,12 @@ async fn the_scripts_run_end_to_end_against_stand_in_libraries() {
     // nvidia-smi is still missing, so the report fails whatever the (fake) benchmarks say.
     assert!(!report.passed());
     assert_eq!(status("nvidia-smi"), CheckStatus::Unavailable);
-    assert_eq!(status("pytorch cuda"), CheckStatus::Pass);
+    assert_eq!(
+        status("pytorch cuda"),
+        CheckStatus::Pass,
+        "{:#?}",
+        report.checks
+    );
     assert_eq!(report.torch.devices.len(), 4);
     for i in 0..4 {
         let device = &report.torch.devices[i];
