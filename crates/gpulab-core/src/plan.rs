@@ -26,6 +26,39 @@ pub const NODE_POLICIES: [&str; 4] = [
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
     "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy",
 ];
+/// The node role's inline policy: push to the lab's own ECR repository, for `gpulab image build` in the
+/// cluster (kaniko runs on a node and pushes with the node's credentials).
+pub const NODE_ECR_PUSH_POLICY: &str = "gpulab-ecr-push";
+
+/// The document of [`NODE_ECR_PUSH_POLICY`]: the push actions on `gpulab/<lab>` in the lab's region only,
+/// plus the registry login, which IAM cannot scope to a repository.
+pub fn node_ecr_push_policy(spec: &ValidSpec) -> String {
+    let repository = format!(
+        "arn:aws:ecr:{}:*:repository/{}",
+        spec.spec.region,
+        crate::image::repository_name(spec)
+    );
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:InitiateLayerUpload",
+                    "ecr:UploadLayerPart",
+                    "ecr:CompleteLayerUpload",
+                    "ecr:PutImage",
+                ],
+                "Resource": repository,
+            },
+        ],
+    })
+    .to_string()
+}
 /// AWS-managed policy of the cluster role.
 pub const CLUSTER_POLICY: &str = "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy";
 
@@ -120,7 +153,7 @@ impl Plan {
             "iam:role",
             &names.node_role,
             format!(
-                "assumed by ec2.amazonaws.com; {}",
+                "assumed by ec2.amazonaws.com; {}; inline {NODE_ECR_PUSH_POLICY} (push to this lab's ECR repository only)",
                 NODE_POLICIES.map(short_policy).join(", ")
             ),
         );

@@ -236,12 +236,8 @@ impl ClusterProvisioner for ExistingCluster {
         let started = std::time::Instant::now();
         let resolved = self.resolve()?;
         let client = self.client(&resolved).await?;
-        let (nodes, gpu_nodes) = self.nodes(&client, &resolved.server).await?;
-        if gpu_nodes.is_empty() {
-            reporter.report(Event::Warning {
-                message: no_gpu_warning(nodes.len()),
-            });
-        }
+        // Preflight already warned when no node advertises GPUs; this only proves the cluster answers.
+        self.nodes(&client, &resolved.server).await?;
         reporter.report(Event::StepFinished {
             step: step.into(),
             elapsed: started.elapsed(),

@@ -27,7 +27,8 @@ pub struct Preflight {
     pub zones: Vec<String>,
     /// The GPU vCPU quota and what the node group needs, where the provider has quotas.
     pub quota: Option<QuotaCheck>,
-    /// Problems that do not stop `up` but that the user should see.
+    /// Problems that do not stop `up` but that the user should see; each was also reported as an
+    /// [`Event::Warning`](crate::events::Event::Warning) when found.
     pub warnings: Vec<String>,
 }
 

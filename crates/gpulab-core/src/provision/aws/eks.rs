@@ -13,6 +13,7 @@ use base64::Engine;
 
 use super::iam::Roles;
 use super::network::{Network, missing};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -95,16 +96,15 @@ pub(crate) async fn node_group_status(ctx: &Ctx<'_>, step: &str) -> Result<Optio
 
 /// Send a create call, tolerating "already exists", and retrying while EKS refuses a role created
 /// seconds ago (IAM is eventually consistent: a new role can take a few seconds to be assumable).
-async fn send_once_role_is_usable<F, Fut, T, E, R>(
+async fn send_once_role_is_usable<F, Fut, T, E>(
     ctx: &Ctx<'_>,
     step: &str,
     mut send: F,
 ) -> Result<()>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<T, SdkError<E, R>>>,
+    Fut: Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     ctx.wait(
         step,

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::sdk::{is_already_exists, is_not_found, sdk_error};
 use super::{Ctx, StepCounter};
 use crate::naming::{self, LAB_KEY};
-use crate::plan::{CLUSTER_POLICY, NODE_POLICIES};
+use crate::plan::{CLUSTER_POLICY, NODE_ECR_PUSH_POLICY, NODE_POLICIES, node_ecr_push_policy};
 use crate::provision::ResourceRef;
 use crate::{Error, Result};
 
@@ -162,6 +162,16 @@ pub(crate) async fn converge(
             ),
         )
         .await?;
+    // PutRolePolicy replaces the document: idempotent, and a rerun repairs an edited policy.
+    ctx.c
+        .iam
+        .put_role_policy()
+        .role_name(&ctx.names.node_role)
+        .policy_name(NODE_ECR_PUSH_POLICY)
+        .policy_document(node_ecr_push_policy(ctx.spec))
+        .send()
+        .await
+        .map_err(|e| sdk_error(step, e))?;
     resources.push(ResourceRef {
         kind: "iam-role".into(),
         id: ctx.names.node_role.clone(),

@@ -8,6 +8,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::retry::RetryConfig;
@@ -181,10 +182,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// gpulab's error for a failed call in `step`: a credentials problem becomes [`Error::Credentials`],
 /// anything else [`Error::Provision`] with the service's code and message.
-pub(crate) fn sdk_error<E, R>(step: &str, e: SdkError<E, R>) -> Error
+pub(crate) fn sdk_error<E>(step: &str, e: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let (code, message) = match &e {
         SdkError::ServiceError(s) => (
@@ -193,9 +193,14 @@ where
         ),
         _ => (None, None),
     };
-    let detail = match (&code, &message) {
-        (Some(c), Some(m)) => format!("{c}: {m}"),
-        (Some(c), None) => c.clone(),
+    let detail = match (&code, &message, e.raw_response()) {
+        (Some(c), Some(m), _) => format!("{c}: {m}"),
+        (Some(c), None, _) => c.clone(),
+        // An answer that is not the service's error format (a proxy's or emulator's error page).
+        (None, _, Some(raw)) if !raw.status().is_success() => format!(
+            "the endpoint answered HTTP {} without an AWS error",
+            raw.status().as_u16()
+        ),
         _ => error_chain(&e),
     };
     let credentials_failure = code
@@ -220,7 +225,7 @@ where
     }
     let hint = match code.as_deref() {
         Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation") => Some(
-            "the caller lacks an IAM permission this step needs; see the README's IAM policy"
+            "the caller lacks an IAM permission this step needs; the README's \"AWS permissions\" lists what gpulab calls"
                 .to_string(),
         ),
         _ => None,

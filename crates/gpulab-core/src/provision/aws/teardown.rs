@@ -107,6 +107,20 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
         .await;
     failures.check(ctx, step, res)?;
 
+    let step = "delete image repository";
+    let res = ctx
+        .step(step, async {
+            let ecr = crate::image::ecr::EcrClient::new(&ctx.c.config)?;
+            let name = crate::image::repository_name(ctx.spec);
+            let found = ecr.delete_repository(&name).await?;
+            if found {
+                deleted.push(r("ecr-repository", &name));
+            }
+            Ok(((), !found))
+        })
+        .await;
+    failures.check(ctx, step, res)?;
+
     let step = "delete detached volumes";
     let res = ctx
         .step(step, async {
