@@ -1,6 +1,7 @@
 //! Test support for gpulab: throwaway lab directories with their own config and SSH keys, checks
 //! that run the real tools a user would (kubectl), and a Kubernetes API emulator ([`kube`]).
 
+pub mod clouds;
 pub mod fault_proxy;
 pub mod moto;
 pub mod sshd;
@@ -63,6 +64,17 @@ impl LabDir {
         )
         .expect("write key");
         self
+    }
+
+    /// Generate a real ed25519 key pair at `~/.ssh/id_ed25519` (with `ssh-keygen`), for tests that log
+    /// in; returns its public key line as well.
+    pub fn with_ssh_key(self) -> (Self, String) {
+        let ssh_dir = self.home().join(".ssh");
+        let key = sshd::generate_key(&ssh_dir, sshd::KeyKind::Ed25519, None);
+        std::fs::rename(&key.private, ssh_dir.join("id_ed25519")).expect("name the private key");
+        std::fs::write(ssh_dir.join("id_ed25519.pub"), format!("{}\n", key.public))
+            .expect("write the public key");
+        (self, key.public)
     }
 
     /// Set an environment variable for the lab's commands.

@@ -140,6 +140,23 @@ impl Default for SshdConfig {
     }
 }
 
+impl SshdConfig {
+    /// Also admit `user`, a user other than the one running the server, with the public keys in
+    /// `authorized_keys`. sshd reads that file as `user`, who cannot read the server's private directory, so
+    /// put it somewhere `user` can read. Only an sshd running as root can log in as another user, and with PAM
+    /// off it refuses an account whose password is locked (`!` in /etc/shadow). Appends a `Match User` block
+    /// to [`extra`](Self::extra), closed with `Match all`.
+    pub fn admit_user(mut self, user: &str, authorized_keys: &Path) -> Self {
+        self.extra.push(format!("Match User {user}"));
+        self.extra.push(format!(
+            "    AuthorizedKeysFile {}",
+            authorized_keys.display()
+        ));
+        self.extra.push("Match all".into());
+        self
+    }
+}
+
 impl Sshd {
     /// Start sshd with the default settings (MaxSessions 200, MaxStartups 200).
     pub fn start() -> Sshd {
@@ -318,4 +335,59 @@ fn wait_ready(child: &mut Child, log: &Path) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     Err("sshd did not start listening within 15 s".into())
+}
+
+impl Sshd {
+    /// Make this sshd the workspace sshd of the lab named by `names` in `kube`, before `up`: the lab's
+    /// host-key secret holds this sshd's ed25519 host key (the workspace keeps the key it finds there, so
+    /// `up` records and pins this one), and a port-forward to the pod's port 22 reaches this sshd.
+    pub async fn stand_in_for_workspace(
+        &self,
+        kube: &crate::kube::KubeEmulator,
+        names: &gpulab_core::naming::KubeNames,
+    ) {
+        use k8s_openapi::api::core::v1::{Namespace, Secret};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        use kube::Api;
+        use kube::api::PostParams;
+
+        let client = kube.client();
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(names.namespace.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("create the lab's namespace");
+        let host_key = self.host_key(KeyKind::Ed25519);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(names.host_key.clone()),
+                ..Default::default()
+            },
+            string_data: Some(
+                [
+                    (
+                        "ssh_host_ed25519_key".to_string(),
+                        std::fs::read_to_string(&host_key.private).expect("read the host key"),
+                    ),
+                    (
+                        "ssh_host_ed25519_key.pub".to_string(),
+                        host_key.public.clone(),
+                    ),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(client, &names.namespace)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create the lab's host-key secret");
+        kube.register_port(&names.namespace, &names.pod, 22, self.addr());
+    }
 }

@@ -3,15 +3,13 @@
 //! needs no public port.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
 use gpulab_core::events::Reporter;
 use gpulab_core::remote::forward::forward_local;
-use gpulab_core::remote::ssh::{HostKeyPolicy, SshAuth, SshOptions, SshSession, parse_public_key};
+use gpulab_core::remote::ssh::workspace_user;
 use gpulab_core::remote::ssh_config::{self, SshConfigEntry};
-use gpulab_core::spec::SshKey;
 use gpulab_core::workspace::ports;
 use gpulab_core::{Error, Lab};
 
@@ -19,33 +17,6 @@ use super::lab::LabArg;
 use crate::args::GlobalArgs;
 use crate::printer::Printer;
 use crate::progress::Progress;
-
-/// The private key that goes with the spec's public key.
-fn private_key(lab: &Lab) -> PathBuf {
-    match &lab.spec().ssh_key {
-        SshKey::Existing { path, .. } => path.with_extension(""),
-        SshKey::Generate { path } => path.clone(),
-    }
-}
-
-/// An SSH session to the workspace through the API server, pinned to the host key gpulab generated.
-async fn ssh_session(lab: &Lab) -> gpulab_core::Result<SshSession> {
-    let host_key = lab
-        .state()?
-        .and_then(|s| s.host_public_key)
-        .ok_or_else(|| Error::State {
-            path: lab.dir().state_file(),
-            message: "the workspace's host key is not recorded yet; run `gpulab up` first".into(),
-        })?;
-    let policy = HostKeyPolicy::Pinned(parse_public_key(&host_key)?);
-    let options = SshOptions::new(
-        "root",
-        SshAuth::key(private_key(lab)).with_agent_from_env(),
-        policy,
-    );
-    let tunnel = lab.remote().await?.tunnel(ports::SSH).await?;
-    SshSession::connect_stream(tunnel, format!("gpulab-{}", lab.spec().spec.name), options).await
-}
 
 #[derive(Debug, Args)]
 pub(crate) struct SshArgs {
@@ -65,7 +36,7 @@ pub(crate) struct SshArgs {
 /// `gpulab ssh`: a shell (or one command) in the workspace; returns its exit code.
 pub(crate) async fn ssh(global: &GlobalArgs, args: &SshArgs) -> gpulab_core::Result<i32> {
     let lab = args.lab.load(global).await?;
-    let session = ssh_session(&lab).await?;
+    let session = lab.ssh().await?;
     let command = (!args.command.is_empty()).then(|| args.command.join(" "));
     let tty = match (args.tty, args.no_tty) {
         (true, _) => Some(true),
@@ -108,7 +79,8 @@ pub(crate) async fn ssh_config(
         &gpulab,
         lab.dir().path().join("known_hosts"),
     );
-    entry.identity_file = Some(private_key(&lab));
+    entry.user = workspace_user();
+    entry.identity_file = Some(lab.ssh_identity());
     entry.host_key = lab.state()?.and_then(|s| s.host_public_key);
     let ssh_dir = ssh_config::default_ssh_dir()
         .ok_or_else(|| Error::io("find ~/.ssh", std::io::Error::other("no home directory")))?;
@@ -132,7 +104,7 @@ pub(crate) struct ForwardArgs {
 }
 
 /// Forward `port` and wait for Ctrl-C.
-async fn forward_until_interrupted(
+pub(crate) async fn forward_until_interrupted(
     lab: &Lab,
     port: u16,
     local: u16,

@@ -80,10 +80,26 @@ fn exit_status(status: Option<Status>) -> Result<ExitStatus> {
         .and_then(|c| c.message.as_deref()?.parse().ok());
     match code {
         Some(code) => Ok(ExitStatus::Code(code)),
-        None => Err(Error::Remote {
-            message: format!("exec failed: {}", status.message.unwrap_or_default()),
-            hint: Some("is the workspace pod running? `gpulab status`".into()),
-        }),
+        None => {
+            let message = status.message.unwrap_or_default();
+            let lower = message.to_ascii_lowercase();
+            // The runtime could not start the program: its name or PATH is wrong, the pod is fine.
+            if lower.contains("executable file not found")
+                || lower.contains("no such file or directory")
+            {
+                return Err(Error::Remote {
+                    message: format!("the command was not found in the workspace: {message}"),
+                    hint: Some(
+                        "check its name; `gpulab exec -- bash -lc 'CMD'` runs it with the login shell's PATH (the venv's tools)"
+                            .into(),
+                    ),
+                });
+            }
+            Err(Error::Remote {
+                message: format!("exec failed: {message}"),
+                hint: Some("is the workspace pod running? `gpulab status`".into()),
+            })
+        }
     }
 }
 
@@ -153,22 +169,39 @@ impl RemoteExec for ApiServerExec {
             let status = process.take_status().expect("status is taken once");
             let stdout = process.stdout().expect("stdout was requested");
             let stderr = process.stderr().expect("stderr was requested");
-            let feed = async {
-                if let (Some(input), Some(writer)) = (streams.stdin, process.stdin()) {
-                    feed_stdin(input, writer).await?;
+            // In a block of its own: the stream futures borrow the process until they are dropped.
+            {
+                let feed = async {
+                    if let (Some(input), Some(writer)) = (streams.stdin, process.stdin()) {
+                        feed_stdin(input, writer).await?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                };
+                // The first failure ends both: a stream left unread would stall the other.
+                let outputs = async {
+                    tokio::try_join!(pump(stdout, streams.stdout), pump(stderr, streams.stderr))
+                };
+                tokio::pin!(feed, outputs);
+                let stream_error = |e: std::io::Error| Error::Remote {
+                    message: format!("exec stream: {e}"),
+                    hint: None,
+                };
+                // The command is done when its output ends; input it never read (a script's stdin left
+                // open) must not keep us waiting.
+                let mut feeding = true;
+                loop {
+                    tokio::select! {
+                        fed = &mut feed, if feeding => {
+                            fed.map_err(stream_error)?;
+                            feeding = false;
+                        }
+                        done = &mut outputs => {
+                            done.map_err(stream_error)?;
+                            break;
+                        }
+                    }
                 }
-                Ok::<_, std::io::Error>(())
-            };
-            // The first failure ends all three: a stream left unread would stall the others.
-            tokio::try_join!(
-                feed,
-                pump(stdout, streams.stdout),
-                pump(stderr, streams.stderr)
-            )
-            .map_err(|e| Error::Remote {
-                message: format!("exec stream: {e}"),
-                hint: None,
-            })?;
+            }
             let status = exit_status(status.await);
             let _ = process.join().await;
             status

@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::Result;
 use crate::events::Reporter;
+use crate::{Error, Result};
 
 pub mod api_server;
 pub mod forward;
+pub mod glob;
 pub mod ssh;
 pub mod ssh_config;
 pub mod terminal;
@@ -163,7 +164,64 @@ pub trait RemoteExec: Send + Sync {
 
     /// Open a byte stream to `port` in the workspace (local port forwarding is built on this).
     async fn tunnel(&self, port: u16) -> Result<Box<dyn Tunnel>>;
+
+    /// The names in the workspace directory `path` (`~` and `~/…` are the home directory), without `.` and
+    /// `..`, in no particular order; `None` when `path` does not exist or is not a directory (a link to a
+    /// directory counts as one). [`glob`] expands patterns with it. By default the remote shell lists it;
+    /// SSH lists it over SFTP.
+    async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
+        let request = ExecRequest {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                LIST_DIR.into(),
+                "gpulab-ls".into(),
+                path.into(),
+            ],
+            timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        };
+        let out = self.exec(request).await?;
+        match out.status {
+            ExitStatus::Code(0) => {}
+            ExitStatus::Code(NOT_A_DIRECTORY) => return Ok(None),
+            status => {
+                return Err(Error::Remote {
+                    message: format!(
+                        "list {path} in the workspace: {}{}",
+                        String::from_utf8_lossy(&out.stderr).trim(),
+                        match status {
+                            ExitStatus::Code(code) => format!(" (exit code {code})"),
+                            ExitStatus::Signal(signal) => format!(" (killed by SIG{signal})"),
+                        }
+                    ),
+                    hint: Some("the workspace needs a POSIX `sh`; is the pod running?".into()),
+                });
+            }
+        }
+        Ok(Some(
+            out.stdout
+                .split(|b| *b == 0)
+                .filter(|name| !name.is_empty())
+                .map(|name| String::from_utf8_lossy(name).into_owned())
+                .collect(),
+        ))
+    }
 }
+
+/// The exit code of [`LIST_DIR`] for a path that is not a directory.
+const NOT_A_DIRECTORY: i32 = 3;
+
+/// Lists the directory `$1` NUL-separated with the shell's own globs (`.*` and `*`, so names with newlines
+/// or spaces come through intact), or exits with [`NOT_A_DIRECTORY`].
+const LIST_DIR: &str = r#"case $1 in "~") set -- "$HOME" ;; "~/"*) set -- "$HOME/${1#"~/"}" ;; esac
+[ -d "$1" ] || exit 3
+cd -- "$1" || exit 4
+for f in .* *; do
+  case $f in .|..) continue ;; esac
+  if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\000' "$f"; fi
+done
+"#;
 
 #[cfg(test)]
 mod tests {

@@ -60,6 +60,20 @@ use super::{
 use crate::events::Reporter;
 use crate::{Error, Result};
 
+/// The environment variable that names the user gpulab logs in as in the workspace: for images whose sshd
+/// admits someone other than `root`.
+pub const USER_ENV: &str = "GPULAB_SSH_USER";
+
+/// The user to log in as in the workspace: `$GPULAB_SSH_USER` ([`USER_ENV`]), else `root`, the user the
+/// workspace image's sshd admits.
+pub fn workspace_user() -> String {
+    std::env::var(USER_ENV)
+        .ok()
+        .map(|user| user.trim().to_string())
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| "root".into())
+}
+
 /// Knobs for throughput. The defaults are measured against OpenSSH on loopback; see the module notes.
 #[derive(Debug, Clone)]
 pub struct SshTuning {
@@ -347,6 +361,10 @@ impl RemoteExec for SshSession {
         reporter: &dyn Reporter,
     ) -> Result<TransferStats> {
         transfer::copy(self, direction, reporter).await
+    }
+
+    async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
+        transfer::list_dir(self, path).await
     }
 
     async fn tunnel(&self, port: u16) -> Result<Box<dyn Tunnel>> {

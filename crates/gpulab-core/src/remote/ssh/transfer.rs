@@ -271,33 +271,39 @@ impl Sftp {
         }
     }
 
+    /// The entries of the remote directory `dir`, as the server lists them (`.` and `..` included).
+    async fn read_dir(&self, dir: &str) -> Result<Vec<russh_sftp::protocol::File>> {
+        let handle = self
+            .raw
+            .opendir(dir)
+            .await
+            .map_err(|e| sftp_err(format!("list {dir}"), e))?
+            .handle;
+        let mut cleanup = RemoteCleanup {
+            raw: self.raw.clone(),
+            handle: Some(handle.clone()),
+            temp: None,
+        };
+        let mut names = Vec::new();
+        loop {
+            match self.raw.readdir(&handle).await {
+                Ok(name) => names.extend(name.files),
+                Err(e) if is_status(&e, StatusCode::Eof) => break,
+                Err(e) => return Err(sftp_err(format!("list {dir}"), e)),
+            }
+        }
+        cleanup.handle = None;
+        let _ = self.raw.close(handle).await;
+        Ok(names)
+    }
+
     /// Every entry under the remote directory `root`, parents before children.
     async fn walk(&self, root: &str, reporter: &dyn Reporter) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut queue = VecDeque::from([String::new()]);
         while let Some(rel) = queue.pop_front() {
             let dir = join_remote(root, &rel);
-            let handle = self
-                .raw
-                .opendir(&dir)
-                .await
-                .map_err(|e| sftp_err(format!("list {dir}"), e))?
-                .handle;
-            let mut cleanup = RemoteCleanup {
-                raw: self.raw.clone(),
-                handle: Some(handle.clone()),
-                temp: None,
-            };
-            let mut names = Vec::new();
-            loop {
-                match self.raw.readdir(&handle).await {
-                    Ok(name) => names.extend(name.files),
-                    Err(e) if is_status(&e, StatusCode::Eof) => break,
-                    Err(e) => return Err(sftp_err(format!("list {dir}"), e)),
-                }
-            }
-            cleanup.handle = None;
-            let _ = self.raw.close(handle).await;
+            let mut names = self.read_dir(&dir).await?;
             names.sort_by(|a, b| a.filename.cmp(&b.filename));
             for file in names {
                 if file.filename == "." || file.filename == ".." {
@@ -613,6 +619,25 @@ fn walk_local(root: &Path, reporter: &dyn Reporter) -> Result<Vec<Item>> {
         }
     }
     Ok(items)
+}
+
+/// The names in the remote directory `path` (links to directories count), without `.` and `..`; `None`
+/// when it does not exist or is not a directory.
+pub(crate) async fn list_dir(session: &SshSession, path: &str) -> Result<Option<Vec<String>>> {
+    let sftp = Sftp::open(session).await?;
+    let path = normalize_remote(path);
+    match sftp.stat(&path).await? {
+        Some(attrs) if attrs.permissions.unwrap_or(0) & S_IFMT == S_IFDIR => {}
+        _ => return Ok(None),
+    }
+    let names = sftp.read_dir(&path).await?;
+    Ok(Some(
+        names
+            .into_iter()
+            .map(|f| f.filename)
+            .filter(|n| n != "." && n != "..")
+            .collect(),
+    ))
 }
 
 /// Run one copy.
