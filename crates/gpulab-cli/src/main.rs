@@ -67,6 +67,15 @@ enum Command {
     Exec(commands::lab::ExecArgs),
     /// Validate the GPUs: nvidia-smi, PyTorch matmul and memory bandwidth against the datasheet, NCCL, vLLM.
     Test(commands::lab::TestArgs),
+    /// vLLM in the workspace: `serve MODEL` (OpenAI-compatible API on localhost), `bench`, `stop`, `logs`.
+    #[command(subcommand)]
+    Vllm(commands::vllm::VllmCommand),
+    /// Slurm in the workspace: `setup` from its GPUs, then `run -- CMD` to submit jobs.
+    #[command(subcommand)]
+    Slurm(commands::slurm::SlurmCommand),
+    /// The workspace image: `dockerfile` prints it, `build` builds it and pushes it to ECR for `up --image`.
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
     /// Copy files to or from the workspace: `gpulab cp train.py :/workspace/`.
     Cp(commands::lab::CpArgs),
     /// Print an EKS token for kubectl (the kubeconfig gpulab writes calls this).
@@ -84,58 +93,63 @@ enum Command {
     },
 }
 
+/// Run `work` on a fresh runtime, then drop the runtime without waiting for its blocking threads: a
+/// read of our stdin that the command never needed would otherwise keep the process alive.
+fn block_on<F: Future>(work: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the async runtime");
+    let output = runtime.block_on(work);
+    runtime.shutdown_background();
+    output
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let printer = Printer::new(cli.global.quiet);
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("start the async runtime")
-    };
     let global = &cli.global;
     let result = match cli.command {
-        Command::Up(args) => runtime().block_on(commands::lab::up(global, &args, &printer)),
-        Command::Status(args) => runtime().block_on(commands::lab::status(global, &args, &printer)),
-        Command::Down(args) => runtime().block_on(commands::lab::down(global, &args, &printer)),
+        Command::Up(args) => block_on(commands::lab::up(global, &args, &printer)),
+        Command::Status(args) => block_on(commands::lab::status(global, &args, &printer)),
+        Command::Down(args) => block_on(commands::lab::down(global, &args, &printer)),
         Command::Ls(args) => commands::lab::ls(&args, &printer),
-        Command::Cost(args) => runtime().block_on(commands::lab::cost(global, &args, &printer)),
-        Command::Stop(args) => {
-            runtime().block_on(commands::lab::scale(global, &args, false, &printer))
-        }
-        Command::Start(args) => {
-            runtime().block_on(commands::lab::scale(global, &args, true, &printer))
-        }
-        Command::Exec(args) => match runtime().block_on(commands::lab::exec(global, &args)) {
+        Command::Cost(args) => block_on(commands::lab::cost(global, &args, &printer)),
+        Command::Stop(args) => block_on(commands::lab::scale(global, &args, false, &printer)),
+        Command::Start(args) => block_on(commands::lab::scale(global, &args, true, &printer)),
+        Command::Exec(args) => match block_on(commands::lab::exec(global, &args)) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => Err(e),
         },
-        Command::Test(args) => {
-            match runtime().block_on(commands::lab::test(global, &args, &printer)) {
-                Ok(code) => return ExitCode::from(code as u8),
+        Command::Test(args) => match block_on(commands::lab::test(global, &args, &printer)) {
+            Ok(code) => return ExitCode::from(code as u8),
+            Err(e) => Err(e),
+        },
+        Command::Vllm(command) => match block_on(commands::vllm::run(global, &command, &printer)) {
+            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => Err(e),
+        },
+        Command::Slurm(command) => {
+            match block_on(commands::slurm::run(global, &command, &printer)) {
+                Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => Err(e),
             }
         }
+        Command::Image(command) => block_on(commands::image::run(global, &command, &printer)),
         // The terminal's stdin may stay blocked in a read after the session: exit without waiting.
-        Command::Ssh(args) => match runtime().block_on(commands::access::ssh(global, &args)) {
+        Command::Ssh(args) => match block_on(commands::access::ssh(global, &args)) {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(e),
         },
-        Command::Proxy(args) => match runtime().block_on(commands::access::proxy(global, &args)) {
+        Command::Proxy(args) => match block_on(commands::access::proxy(global, &args)) {
             Ok(()) => std::process::exit(0),
             Err(e) => Err(e),
         },
-        Command::SshConfig(args) => {
-            runtime().block_on(commands::access::ssh_config(global, &args, &printer))
-        }
-        Command::Forward(args) => {
-            runtime().block_on(commands::access::forward(global, &args, &printer))
-        }
-        Command::Jupyter(args) => {
-            runtime().block_on(commands::access::jupyter(global, &args, &printer))
-        }
-        Command::Cp(args) => runtime().block_on(commands::lab::cp(global, &args, &printer)),
-        Command::Token(args) => runtime().block_on(commands::lab::token(&args, &printer)),
+        Command::SshConfig(args) => block_on(commands::access::ssh_config(global, &args, &printer)),
+        Command::Forward(args) => block_on(commands::access::forward(global, &args, &printer)),
+        Command::Jupyter(args) => block_on(commands::access::jupyter(global, &args, &printer)),
+        Command::Cp(args) => block_on(commands::lab::cp(global, &args, &printer)),
+        Command::Token(args) => block_on(commands::lab::token(&args, &printer)),
         Command::Plan(args) => commands::plan::run(&cli.global, &args, &printer),
         Command::Catalog(args) => commands::catalog::run(&cli.global, &args, &printer),
         Command::Config(command) => commands::config::run(&cli.global, &command, &printer),

@@ -37,6 +37,22 @@ pub struct CostEstimate {
 }
 
 impl CostEstimate {
+    /// A lab on a cluster gpulab did not create: its nodes, control plane and volumes are billed to the
+    /// cluster's owner at prices gpulab cannot know, so nothing is priced.
+    pub fn existing_cluster() -> Self {
+        CostEstimate {
+            items: Vec::new(),
+            per_hour: 0.0,
+            per_month: 0.0,
+            idle_per_hour: 0.0,
+            complete: false,
+            notes: vec![
+                "An existing cluster: its nodes, control plane and volumes are its owner's bill; gpulab created none of them and cannot price them."
+                    .to_string(),
+            ],
+        }
+    }
+
     /// The cost of `spec`'s lab with its desired node count.
     pub fn for_spec(spec: &ValidSpec) -> Self {
         let s = &spec.spec;

@@ -14,6 +14,16 @@ pub enum Error {
     #[error(transparent)]
     Spec(#[from] SpecErrors),
 
+    /// A command line that cannot work whatever the lab's state (not a spec field): say what is
+    /// wrong and what would work.
+    #[error("{message}\n  hint: {hint}")]
+    Usage {
+        /// What is wrong, naming the argument or flag.
+        message: String,
+        /// What would work, e.g. the corrected command.
+        hint: String,
+    },
+
     /// No usable cloud credentials, or the cloud refused them.
     #[error("credentials: {message}\n  hint: {hint}")]
     Credentials {
@@ -115,7 +125,7 @@ impl Error {
 
     /// True for errors caused by the user's input rather than by the world: the CLI exits with 2 for them.
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Spec(_))
+        matches!(self, Error::Spec(_) | Error::Usage { .. })
     }
 }
 

@@ -18,13 +18,17 @@ use crate::events::{Event, Reporter};
 use crate::naming::KubeNames;
 use crate::provision::existing::ExistingCluster;
 use crate::provision::{ClusterAccess, ClusterProvisioner, ProvisionStatus, TeardownReport};
-use crate::remote::RemoteExec;
 use crate::remote::api_server::ApiServerExec;
+use crate::remote::{ExecStreams, ExitStatus, RemoteExec};
 use crate::spec::{ResolvedSpec, SshKey, ValidSpec};
 use crate::state::{LabDir, LabLock, LabState, gpulab_home, list_labs};
 use crate::status::{ClusterStatus, cluster_status};
 use crate::workspace::{KubeWorkspace, WorkspaceInfo, WorkspaceManager};
-use crate::{Error, Result};
+use crate::{Error, Result, slurm, vllm};
+
+/// How long an image build may take: CUDA, PyTorch and vLLM make a large image.
+#[cfg(feature = "aws")]
+const IMAGE_BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// Where the lab's cluster comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -191,7 +195,12 @@ impl Lab {
                 region: spec.spec.region.clone(),
                 instance_type: spec.instance.name.into(),
                 steps_done: state.steps_done.len(),
-                cost: cost_report(&spec, Some(&state), now),
+                cost: cost_report(
+                    &spec,
+                    &serde_json::from_str(&state.provider).unwrap_or(Provider::Aws),
+                    Some(&state),
+                    now,
+                ),
                 name,
             });
         }
@@ -201,6 +210,11 @@ impl Lab {
     /// The lab's spec.
     pub fn spec(&self) -> &ValidSpec {
         &self.spec
+    }
+
+    /// Where the lab's cluster comes from.
+    pub fn provider(&self) -> &Provider {
+        &self.provider
     }
 
     /// The lab's directory on this machine.
@@ -227,12 +241,9 @@ impl Lab {
         });
         state.spec = self.spec.spec.clone();
 
+        // Providers report their warnings as they find them (and list them in the result).
         let preflight = step(reporter, "preflight", async {
-            let preflight = self.provisioner.preflight(&self.spec, reporter).await?;
-            for warning in preflight.warnings {
-                reporter.report(Event::Warning { message: warning });
-            }
-            Ok(())
+            self.provisioner.preflight(&self.spec, reporter).await
         })
         .await;
         if let Err(e) = preflight {
@@ -285,7 +296,7 @@ impl Lab {
             lab: self.spec.spec.name.clone(),
             workspace,
             kubeconfig: self.dir.kubeconfig(),
-            cost: CostEstimate::for_spec(&self.spec),
+            cost: estimate(&self.spec, &self.provider, self.spec.spec.nodes.desired),
             elapsed: started.elapsed(),
         })
     }
@@ -325,7 +336,12 @@ impl Lab {
             provider,
             cluster,
             cluster_error,
-            cost: cost_report(&self.spec, state.as_ref(), SystemTime::now()),
+            cost: cost_report(
+                &self.spec,
+                &self.provider,
+                state.as_ref(),
+                SystemTime::now(),
+            ),
         })
     }
 
@@ -333,6 +349,7 @@ impl Lab {
     pub fn cost(&self) -> Result<CostReport> {
         Ok(cost_report(
             &self.spec,
+            &self.provider,
             self.dir.load()?.as_ref(),
             SystemTime::now(),
         ))
@@ -380,6 +397,79 @@ impl Lab {
             .expected_gpus
             .or(Some(self.spec.spec.workspace.gpus));
         crate::checks::run_gpu_checks(remote.as_ref(), self.spec.instance, &options).await
+    }
+
+    /// vLLM settings for `model`, sized for the lab's GPUs: memory share, context length, dtype and
+    /// tensor parallelism (see [`vllm::ServeConfig::for_gpu`]).
+    pub fn vllm_config(&self, model: impl Into<String>) -> vllm::ServeConfig {
+        vllm::ServeConfig::for_gpu(model, self.spec.instance, self.spec.spec.workspace.gpus)
+    }
+
+    /// Start `vllm serve` in the workspace (or find the one running) and, given `wait`, wait that long
+    /// for it to answer; the log is in [`vllm::LOG_FILE`] in the pod.
+    pub async fn vllm_serve(
+        &self,
+        config: &vllm::ServeConfig,
+        wait: Option<Duration>,
+    ) -> Result<vllm::ServerHandle> {
+        let remote = self.remote().await?;
+        let server = vllm::start(remote.as_ref(), config).await?;
+        if let Some(timeout) = wait {
+            vllm::wait_ready(remote.as_ref(), config.port, timeout).await?;
+        }
+        Ok(server)
+    }
+
+    /// Stop the vLLM server [`Lab::vllm_serve`] started; false when none was running.
+    pub async fn vllm_stop(&self) -> Result<bool> {
+        vllm::stop(self.remote().await?.as_ref()).await
+    }
+
+    /// Measure the running vLLM server's throughput from inside the pod.
+    pub async fn vllm_bench(&self, options: &vllm::BenchOptions) -> Result<vllm::BenchReport> {
+        vllm::bench(self.remote().await?.as_ref(), options).await
+    }
+
+    /// Set up Slurm in the workspace from the GPUs, CPUs and memory found there, start it, and verify it
+    /// with `sinfo` and a one-GPU `srun`.
+    pub async fn slurm_setup(&self, options: &slurm::SetupOptions) -> Result<slurm::SlurmSetup> {
+        slurm::setup(self.remote().await?.as_ref(), options).await
+    }
+
+    /// Submit `command` to the workspace's Slurm with `srun` and stream its output.
+    pub async fn slurm_run(
+        &self,
+        command: &[String],
+        options: &slurm::SrunOptions,
+        streams: ExecStreams<'_>,
+    ) -> Result<ExitStatus> {
+        slurm::run(self.remote().await?.as_ref(), command, options, streams).await
+    }
+
+    /// Build the workspace image and push it to the lab's ECR repository (created when missing, deleted by
+    /// `down`): with docker when a daemon answers, otherwise as a kaniko Job in the lab's cluster. Run the
+    /// lab on it with `up --image REFERENCE`.
+    #[cfg(feature = "aws")]
+    pub async fn build_image(
+        &self,
+        options: &crate::image::ImageOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<crate::image::BuiltImage> {
+        let config =
+            crate::provision::aws::load_sdk_config(&self.spec.spec.region, &self.options.aws.sdk)
+                .await;
+        let ecr = crate::image::ecr::EcrClient::new(&config)?;
+        // Only the in-cluster build needs the cluster; a lab that is not up can still build with docker.
+        let cluster = self.client().await.ok();
+        crate::image::build_and_push(
+            &self.spec,
+            options,
+            &ecr,
+            cluster.as_ref(),
+            IMAGE_BUILD_TIMEOUT,
+            reporter,
+        )
+        .await
     }
 
     /// Resize the GPU node group; 0 stops the GPU bill and keeps the cluster and `/workspace`.
@@ -450,6 +540,44 @@ impl Lab {
         }
         let _ = (access, gpulab);
         Ok(())
+    }
+
+    /// The private key gpulab logs in to the workspace with: the one beside the spec's public key
+    /// (`~/.ssh/id_ed25519` for `~/.ssh/id_ed25519.pub`), or the pair `up` generated.
+    pub fn ssh_identity(&self) -> PathBuf {
+        match &self.spec.ssh_key {
+            SshKey::Existing { path, .. } => path.with_extension(""),
+            SshKey::Generate { path } => path.clone(),
+        }
+    }
+
+    /// An SSH session to the workspace's sshd, through the API server's port-forward to the pod's port 22
+    /// (no public port needed): logged in as [`crate::remote::ssh::workspace_user`] with
+    /// [`Lab::ssh_identity`] (and the SSH agent, when `SSH_AUTH_SOCK` is set), the server's host key pinned
+    /// to the one `up` recorded. Clones of the session share its connection.
+    pub async fn ssh(&self) -> Result<crate::remote::ssh::SshSession> {
+        use crate::remote::ssh::{
+            HostKeyPolicy, SshAuth, SshOptions, SshSession, parse_public_key, workspace_user,
+        };
+        let host_key = self
+            .state()?
+            .and_then(|s| s.host_public_key)
+            .ok_or_else(|| Error::State {
+                path: self.dir.state_file(),
+                message: "the workspace's host key is not recorded yet; run `gpulab up` first"
+                    .into(),
+            })?;
+        let options = SshOptions::new(
+            workspace_user(),
+            SshAuth::key(self.ssh_identity()).with_agent_from_env(),
+            HostKeyPolicy::Pinned(parse_public_key(&host_key)?),
+        );
+        let tunnel = self
+            .remote()
+            .await?
+            .tunnel(crate::workspace::ports::SSH)
+            .await?;
+        SshSession::connect_stream(tunnel, format!("gpulab-{}", self.spec.spec.name), options).await
     }
 }
 
@@ -523,15 +651,27 @@ fn ensure_user_key(spec: &ValidSpec, reporter: &dyn Reporter) -> Result<()> {
     Ok(())
 }
 
-fn cost_report(spec: &ValidSpec, state: Option<&LabState>, now: SystemTime) -> CostReport {
+/// What the lab costs per hour with `nodes` GPU nodes: priced from the catalog when gpulab made the
+/// cluster, unpriced on someone else's.
+fn estimate(spec: &ValidSpec, provider: &Provider, nodes: u32) -> CostEstimate {
+    if matches!(provider, Provider::Existing { .. }) {
+        return CostEstimate::existing_cluster();
+    }
+    let mut spec = spec.clone();
+    spec.spec.nodes.desired = nodes;
+    CostEstimate::for_spec(&spec)
+}
+
+fn cost_report(
+    spec: &ValidSpec,
+    provider: &Provider,
+    state: Option<&LabState>,
+    now: SystemTime,
+) -> CostReport {
     let nodes = state
         .and_then(|s| s.node_history.last())
         .map_or(0, |s| s.nodes);
-    let at_nodes = |n: u32| {
-        let mut spec = spec.clone();
-        spec.spec.nodes.desired = n;
-        CostEstimate::for_spec(&spec)
-    };
+    let at_nodes = |n: u32| estimate(spec, provider, n);
     let estimate = at_nodes(nodes);
     let (spent, hours) = match state {
         Some(state) => {

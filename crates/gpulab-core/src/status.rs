@@ -16,6 +16,7 @@ use crate::Result;
 use crate::addon::{AddonStatus, ClusterAddon, NvidiaDevicePlugin};
 use crate::naming::{GPU_NODE_LABEL, GPU_RESOURCE, KubeNames};
 use crate::remote::{ExecRequest, RemoteExec};
+use crate::slurm::SlurmState;
 use crate::spec::ValidSpec;
 use crate::workspace::{KubeWorkspace, WorkspaceInfo, WorkspaceManager};
 
@@ -48,6 +49,9 @@ pub struct ClusterStatus {
     pub workspace: Option<WorkspaceInfo>,
     /// The GPUs that nvidia-smi sees inside the pod.
     pub gpus: PodGpus,
+    /// Slurm in the workspace (`gpulab slurm setup`); `None` when the pod was not asked (not ready, no
+    /// exec transport) or could not answer.
+    pub slurm: Option<SlurmState>,
     /// The services in the lab's namespace: where SSH and Jupyter can be reached.
     pub services: Vec<ServiceStatus>,
     /// The lab's secrets, by name only.
@@ -76,6 +80,7 @@ impl ClusterStatus {
             gpus: PodGpus::NotQueried {
                 reason: "the cluster is unreachable".into(),
             },
+            slurm: None,
             services: Vec::new(),
             secrets: SecretNames::default(),
         }
@@ -249,14 +254,23 @@ pub async fn cluster_status(
     };
 
     let ready = workspace.as_ref().is_some_and(|w| w.ready);
-    let gpus = match (exec, ready) {
-        (_, false) => PodGpus::NotQueried {
-            reason: "the workspace pod is not ready".into(),
-        },
-        (None, true) => PodGpus::NotQueried {
-            reason: "no exec transport was given".into(),
-        },
-        (Some(exec), true) => query_gpus(exec).await,
+    let (gpus, slurm) = match (exec, ready) {
+        (_, false) => (
+            PodGpus::NotQueried {
+                reason: "the workspace pod is not ready".into(),
+            },
+            None,
+        ),
+        (None, true) => (
+            PodGpus::NotQueried {
+                reason: "no exec transport was given".into(),
+            },
+            None,
+        ),
+        (Some(exec), true) => {
+            let (gpus, slurm) = tokio::join!(query_gpus(exec), crate::slurm::state(exec));
+            (gpus, slurm.ok())
+        }
     };
     if let PodGpus::Unavailable { reason } = &gpus {
         problems.push(format!(
@@ -272,6 +286,7 @@ pub async fn cluster_status(
         device_plugin,
         workspace,
         gpus,
+        slurm,
         services,
         secrets,
         problems,
@@ -280,8 +295,19 @@ pub async fn cluster_status(
 
 /// Run [`NVIDIA_SMI_QUERY`] in the pod and say what it found, or why it found nothing.
 async fn query_gpus(exec: &dyn RemoteExec) -> PodGpus {
+    // Through sh, so that a missing nvidia-smi is exit code 127 rather than a runtime-specific exec error.
+    let argv: Vec<String> = [
+        "sh",
+        "-c",
+        "command -v \"$1\" >/dev/null 2>&1 || exit 127; exec \"$@\"",
+        "sh",
+    ]
+    .iter()
+    .chain(NVIDIA_SMI_QUERY.iter())
+    .map(|s| s.to_string())
+    .collect();
     let request = ExecRequest {
-        argv: NVIDIA_SMI_QUERY.iter().map(|s| s.to_string()).collect(),
+        argv,
         timeout: Some(NVIDIA_SMI_TIMEOUT),
         ..Default::default()
     };
@@ -294,6 +320,11 @@ async fn query_gpus(exec: &dyn RemoteExec) -> PodGpus {
         }
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.status.shell_code() == 127 {
+        return PodGpus::Unavailable {
+            reason: "nvidia-smi is not in the pod".into(),
+        };
+    }
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let said = first_line(&stderr).or_else(|| first_line(&stdout));

@@ -60,7 +60,7 @@ fn exec_for(emu: &KubeEmulator, spec: &ValidSpec) -> ApiServerExec {
 }
 
 /// A FAKE nvidia-smi, for the one test that checks a successful query end to end: this machine has no
-/// GPU. It wraps the real exec through the API server and only swaps the program `nvidia-smi` for a
+/// GPU. It wraps the real exec through the API server and only swaps the word `nvidia-smi` in a command for a
 /// script in the pod's sandbox that prints what a T4 node's nvidia-smi prints for the query.
 struct FakeNvidiaSmi {
     inner: ApiServerExec,
@@ -69,8 +69,10 @@ struct FakeNvidiaSmi {
 
 impl FakeNvidiaSmi {
     fn rewrite(&self, mut request: ExecRequest) -> ExecRequest {
-        if request.argv.first().map(String::as_str) == Some("nvidia-smi") {
-            request.argv[0] = self.script.clone();
+        for word in &mut request.argv {
+            if word == "nvidia-smi" {
+                *word = self.script.clone();
+            }
         }
         request
     }

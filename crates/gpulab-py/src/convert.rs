@@ -16,6 +16,7 @@ pub(crate) fn to_py_err(py: Python<'_>, error: gpulab_core::Error) -> PyErr {
     let message = error.to_string();
     match error {
         E::Spec(errors) => spec_error(py, &errors),
+        E::Usage { .. } => pyo3::exceptions::PyValueError::new_err(message),
         E::Credentials { .. } => CredentialsError::new_err(message),
         E::Provision { .. } => ProvisionError::new_err(message),
         E::Cluster { .. } => ClusterError::new_err(message),

@@ -463,9 +463,7 @@ impl PyLab {
         wait: bool,
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let spec = self.lab.spec();
-        let mut config =
-            gpulab_core::vllm::ServeConfig::for_gpu(model, spec.instance, spec.spec.workspace.gpus);
+        let mut config = self.lab.vllm_config(model);
         config.port = port;
         let timeout = seconds(Some(timeout), "timeout")?.unwrap_or_default();
         let served = self.with_remote(py, None, move |_, remote, _| async move {

@@ -85,8 +85,10 @@ def test_lifecycle_against_an_existing_cluster(sandbox, user):
     assert roundtrip(port, b"GET /api HTTP/1.0\r\n\r\n") == b"GET /api HTTP/1.0\r\n\r\n"
     lab.close()
 
+    # An existing cluster is its owner's bill: gpulab counts its nodes but prices nothing.
     cost = lab.cost()
-    assert cost["per_hour"] > 0.5 and cost["nodes"] == 1
+    assert cost["nodes"] == 1 and cost["per_hour"] == 0 and not cost["estimate"]["complete"]
+    assert "existing cluster" in cost["estimate"]["notes"][0].lower()
 
     # inside a running event loop (as in a Jupyter cell): plain calls, and the async variants awaited.
     async def in_a_loop():

@@ -96,16 +96,13 @@ pub(crate) fn run(
         && catalog::gpu(gpu).is_none()
     {
         let known: Vec<&str> = catalog::gpus().iter().map(|g| g.id).collect();
-        return Err(
-            gpulab_core::spec::SpecErrors(vec![gpulab_core::spec::FieldError {
-                field: "gpu".into(),
-                value: gpu.clone(),
-                source: gpulab_core::spec::Source::Flag("--gpu".into()),
-                problem: "not a GPU model in gpulab's catalog".into(),
-                allowed: known.join(", "),
-            }])
-            .into(),
-        );
+        return Err(gpulab_core::Error::Usage {
+            message: format!("--gpu {gpu}: not a GPU model in gpulab's catalog"),
+            hint: format!(
+                "one of: {} (`gpulab catalog --gpus` lists them)",
+                known.join(", ")
+            ),
+        });
     }
     let filter = CatalogFilter {
         gpu: args.gpu.clone(),

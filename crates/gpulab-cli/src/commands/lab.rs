@@ -122,10 +122,22 @@ fn print_up(report: &UpReport, printer: &Printer) {
     ));
     printer.line(format!("  jupyter    gpulab jupyter --name {}", report.lab));
     printer.line(format!("  test       gpulab test --name {}", report.lab));
+    if is_unpriced(&report.cost) {
+        printer.line(format!(
+            "  cost       not priced: {}",
+            report.cost.notes.join(" ")
+        ));
+        return;
+    }
     printer.line(format!(
         "  cost       ${:.2}/hour (${:.0}/month) until `gpulab down --name {}`; `gpulab stop` keeps it for ${:.2}/hour",
         report.cost.per_hour, report.cost.per_month, report.lab, report.cost.idle_per_hour
     ));
+}
+
+/// An estimate with nothing priced: a cluster gpulab did not create.
+fn is_unpriced(estimate: &gpulab_core::cost::CostEstimate) -> bool {
+    estimate.items.is_empty()
 }
 
 #[derive(Debug, Args)]
@@ -202,9 +214,25 @@ fn print_status(status: &LabStatus, printer: &Printer) {
                 .collect::<Vec<_>>()
                 .join(", "),
             PodGpus::NotQueried { reason } => format!("not checked: {reason}"),
-            PodGpus::Unavailable { reason } => format!("nvidia-smi failed: {reason}"),
+            PodGpus::Unavailable { reason } => format!("none visible: {reason}"),
         };
         printer.line(format!("  GPUs in pod    {gpus}"));
+        if let Some(slurm) = &cluster.slurm {
+            use gpulab_core::slurm::SlurmState;
+            let slurm = match slurm {
+                SlurmState::NotInstalled => "not set up (gpulab slurm setup)".to_string(),
+                SlurmState::NotRunning { message } => format!(
+                    "not running: {} (gpulab slurm setup restarts it)",
+                    message.lines().last().unwrap_or("").trim()
+                ),
+                SlurmState::Running { nodes } => nodes
+                    .iter()
+                    .map(|n| format!("{} {} {}", n.name, n.state, n.gres))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            printer.line(format!("  Slurm          {slurm}"));
+        }
         for service in &cluster.services {
             let address = service.external_address.as_deref().unwrap_or("private");
             printer.line(format!(
@@ -220,6 +248,13 @@ fn print_status(status: &LabStatus, printer: &Printer) {
 }
 
 fn print_cost_lines(cost: &CostReport, printer: &Printer) {
+    if is_unpriced(&cost.estimate) {
+        printer.line(format!(
+            "  cost           not priced: {}",
+            cost.estimate.notes.join(" ")
+        ));
+        return;
+    }
     printer.line(format!(
         "  cost           ${:.2}/hour now ({} GPU node{}), ${:.2} spent over {:.1} hours",
         cost.per_hour,
@@ -245,6 +280,10 @@ pub(crate) async fn down(
     printer: &Printer,
 ) -> gpulab_core::Result<()> {
     let name = args.lab.resolve_name(global)?;
+    // Before any cloud call: a refusal must not wait on credentials or the network.
+    if !args.yes {
+        confirm(&name)?;
+    }
     let lab = match Lab::load(&name, LabOptions::default()).await {
         Ok(lab) => lab,
         // No local record (lost, or another machine made the lab): find its resources by tag.
@@ -260,13 +299,16 @@ pub(crate) async fn down(
         }
         Err(e) => return Err(e),
     };
-    if !args.yes {
-        confirm(&name)?;
-    }
     let progress = Progress::new(global.quiet);
     let report = lab.down(&progress).await;
     progress.finish();
     let report = report?;
+    if matches!(lab.provider(), Provider::Existing { .. }) {
+        printer.line(format!(
+            "Removed lab {name}'s Kubernetes objects (workspace pod, volume claim, secrets, namespace, device plugin); the cluster stays."
+        ));
+        return Ok(());
+    }
     printer.line(format!(
         "Removed {} resource(s) of lab {name}.",
         report.deleted.len()
@@ -285,17 +327,12 @@ pub(crate) async fn down(
 
 fn confirm(name: &str) -> gpulab_core::Result<()> {
     if !std::io::stdin().is_terminal() {
-        return Err(Error::Spec(gpulab_core::spec::SpecErrors(vec![
-            gpulab_core::spec::FieldError {
-                field: "--yes".into(),
-                value: String::new(),
-                source: gpulab_core::spec::Source::Flag("--yes".into()),
-                problem: format!(
-                    "`down` deletes lab {name} and its /workspace volume; with no terminal to confirm on it needs --yes"
-                ),
-                allowed: "`gpulab down --yes`".into(),
-            },
-        ])));
+        return Err(Error::Usage {
+            message: format!(
+                "`down` deletes lab {name} and its /workspace volume, and there is no terminal to confirm on"
+            ),
+            hint: format!("`gpulab down --name {name} --yes`"),
+        });
     }
     eprint!(
         "This deletes lab {name}, its cluster and its /workspace volume. Type the lab's name to confirm: "
@@ -337,8 +374,11 @@ pub(crate) fn ls(args: &LsArgs, printer: &Printer) -> gpulab_core::Result<()> {
                 l.region.clone(),
                 l.instance_type.clone(),
                 l.cost.nodes.to_string(),
-                dollars(Some(l.cost.per_hour), 2),
-                dollars(Some(l.cost.spent), 2),
+                dollars(
+                    (!is_unpriced(&l.cost.estimate)).then_some(l.cost.per_hour),
+                    2,
+                ),
+                dollars((!is_unpriced(&l.cost.estimate)).then_some(l.cost.spent), 2),
             ]
         })
         .collect();
@@ -376,7 +416,9 @@ pub(crate) async fn cost(
         .map(|i| vec![i.item.clone(), i.quantity.clone(), dollars(i.per_hour, 4)])
         .collect();
     printer.line(format!("Lab {}", lab.spec().spec.name));
-    printer.line(table(&["ITEM", "QUANTITY", "$/HOUR"], &rows));
+    if !rows.is_empty() {
+        printer.line(table(&["ITEM", "QUANTITY", "$/HOUR"], &rows));
+    }
     print_cost_lines(&cost, printer);
     Ok(())
 }
@@ -438,57 +480,238 @@ pub(crate) async fn exec(global: &GlobalArgs, args: &ExecArgs) -> gpulab_core::R
     Ok(remote.exec_streaming(request, streams).await?.shell_code())
 }
 
+/// How `cp` reaches the workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Via {
+    /// SFTP over SSH, through the API server's port-forward to the pod's sshd: the fast way.
+    Ssh,
+    /// tar through the API server's exec, as `kubectl cp` does: for workspaces without sshd.
+    Kube,
+}
+
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  gpulab cp train.py data/ :/workspace/           upload a file and a directory
+  gpulab cp ':/workspace/out/*.csv' ./results/     download what a quoted glob matches
+  gpulab cp --via kube model.bin :/workspace/      through the API server, without sshd
+
+Copies keep permissions and modification times, and are atomic: a failed copy never leaves a truncated \
+file at the target name.")]
 pub(crate) struct CpArgs {
     #[command(flatten)]
     lab: LabArg,
-    /// Source: a local path, or `:PATH` in the workspace (e.g. `:/workspace/out.txt`).
-    source: String,
-    /// Target: a local path, or `:PATH` in the workspace.
+    /// How to reach the workspace.
+    #[arg(long, value_enum, default_value_t = Via::Ssh)]
+    via: Via,
+    /// What to copy: local paths, or `:PATH`s in the workspace (e.g. `:/workspace/out.txt`), all on one
+    /// side. Globs (`*`, `?`, `[...]`) are expanded on their side, quoted ones by gpulab.
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<String>,
+    /// Where to: a local path, or `:PATH` in the workspace; a directory when there are several sources.
+    #[arg(value_name = "TARGET")]
     target: String,
 }
 
+/// Which way a `cp` goes, with its paths as given (workspace paths without their `:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CpPlan {
+    /// Local sources into the workspace.
+    Upload {
+        sources: Vec<String>,
+        target: String,
+    },
+    /// Workspace sources (perhaps patterns) to this machine.
+    Download {
+        sources: Vec<String>,
+        target: PathBuf,
+    },
+}
+
+/// A `cp` command line that cannot work, whatever the files: exit code 2.
+fn cp_usage(args: &CpArgs, problem: &str) -> Error {
+    let mut words = args.sources.clone();
+    words.push(args.target.clone());
+    Error::Usage {
+        message: format!("gpulab cp {}: {problem}", words.join(" ")),
+        hint: "`gpulab cp a.py b.py :/workspace/` or `gpulab cp ':/workspace/out/*.csv' .`".into(),
+    }
+}
+
+/// Which side each argument is on: the sources all on one, the target on the other.
+fn cp_plan(args: &CpArgs) -> gpulab_core::Result<CpPlan> {
+    let remote: Vec<Option<&str>> = args.sources.iter().map(|s| s.strip_prefix(':')).collect();
+    let all_remote = remote.iter().all(Option::is_some);
+    let all_local = remote.iter().all(Option::is_none);
+    if !all_remote && !all_local {
+        return Err(cp_usage(
+            args,
+            "the sources must all be local or all in the workspace (`:PATH`), not some of each",
+        ));
+    }
+    match (all_remote, args.target.strip_prefix(':')) {
+        (false, Some(target)) => Ok(CpPlan::Upload {
+            sources: args.sources.clone(),
+            target: target.into(),
+        }),
+        (true, None) => Ok(CpPlan::Download {
+            sources: remote.into_iter().flatten().map(str::to_owned).collect(),
+            target: PathBuf::from(&args.target),
+        }),
+        _ => Err(cp_usage(
+            args,
+            "one side must be local and the other in the workspace (`:PATH`)",
+        )),
+    }
+}
+
+/// Why the target must be an existing directory, if it must: several sources go into one, and a target
+/// written with a trailing `/` names one.
+fn needs_directory(target: &str, sources: usize) -> Option<String> {
+    if sources > 1 {
+        Some(format!("{sources} sources need a directory to go into"))
+    } else if target.ends_with('/') {
+        Some("a target ending in `/` names a directory".into())
+    } else {
+        None
+    }
+}
+
+/// Check that the local `target` is a directory when it must be.
+fn local_target_dir(target: &std::path::Path, sources: usize) -> gpulab_core::Result<()> {
+    let Some(why) = needs_directory(&target.to_string_lossy(), sources) else {
+        return Ok(());
+    };
+    if target.is_dir() {
+        return Ok(());
+    }
+    Err(Error::io(
+        format!("copy into {}", target.display()),
+        std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("not a directory, and {why}; create it first, or copy one source at a time"),
+        ),
+    ))
+}
+
+/// Points a failed SSH connection at `--via kube`.
+fn suggest_via_kube(error: Error) -> Error {
+    const KUBE: &str =
+        "if the workspace runs no sshd, copy through the API server with `gpulab cp --via kube`";
+    match error {
+        Error::Remote { message, hint } => Error::Remote {
+            message,
+            hint: Some(match hint {
+                Some(hint) => format!("{hint}; {KUBE}"),
+                None => KUBE.into(),
+            }),
+        },
+        other => other,
+    }
+}
+
+/// `gpulab cp SOURCE... TARGET`: over SFTP (or `--via kube`, tar through the API server), globs expanded on
+/// their side, several sources into a directory.
 pub(crate) async fn cp(
     global: &GlobalArgs,
     args: &CpArgs,
     printer: &Printer,
 ) -> gpulab_core::Result<()> {
-    let direction = match (args.source.strip_prefix(':'), args.target.strip_prefix(':')) {
-        (None, Some(remote)) => CopyDirection::Upload {
-            local: args.source.clone().into(),
-            remote: remote.into(),
-        },
-        (Some(remote), None) => CopyDirection::Download {
-            remote: remote.into(),
-            local: args.target.clone().into(),
-        },
-        _ => {
-            return Err(Error::Spec(gpulab_core::spec::SpecErrors(vec![
-                gpulab_core::spec::FieldError {
-                    field: "cp".into(),
-                    value: format!("{} {}", args.source, args.target),
-                    source: gpulab_core::spec::Source::Flag("SOURCE TARGET".into()),
-                    problem: "one side must be local and the other in the workspace".into(),
-                    allowed:
-                        "`gpulab cp local.py :/workspace/` or `gpulab cp :/workspace/out.txt .`"
-                            .into(),
-                },
-            ])));
+    use gpulab_core::remote::RemoteExec;
+    use gpulab_core::remote::glob::{expand_local, expand_remote};
+
+    // Everything that can be checked on this machine is, before the cluster is asked anything.
+    let plan = cp_plan(args)?;
+    let mut uploads = Vec::new();
+    match &plan {
+        CpPlan::Upload { sources, .. } => {
+            for source in sources {
+                uploads.extend(expand_local(source).await?);
+            }
+        }
+        CpPlan::Download { sources, target } => local_target_dir(target, sources.len())?,
+    }
+
+    let lab = args.lab.load(global).await?;
+    let ssh = match args.via {
+        Via::Ssh => Some(lab.ssh().await.map_err(suggest_via_kube)?),
+        Via::Kube => None,
+    };
+    let remote: std::sync::Arc<dyn RemoteExec> = match &ssh {
+        Some(session) => std::sync::Arc::new(session.clone()),
+        None => lab.remote().await?,
+    };
+
+    let directions: Vec<CopyDirection> = match plan {
+        CpPlan::Upload { target, .. } => {
+            if let Some(why) = needs_directory(&target, uploads.len())
+                && remote.list_dir(&target).await?.is_none()
+            {
+                return Err(Error::Remote {
+                    message: format!(
+                        "copy into :{target}: not a directory in the workspace, and {why}"
+                    ),
+                    hint: Some(format!(
+                        "create it first (`gpulab exec -- mkdir -p {target}`), or copy one source at a time"
+                    )),
+                });
+            }
+            uploads
+                .into_iter()
+                .map(|local| CopyDirection::Upload {
+                    local,
+                    remote: target.clone(),
+                })
+                .collect()
+        }
+        CpPlan::Download { sources, target } => {
+            let mut found = Vec::new();
+            for pattern in &sources {
+                found.extend(expand_remote(remote.as_ref(), pattern).await?);
+            }
+            local_target_dir(&target, found.len())?;
+            found
+                .into_iter()
+                .map(|remote| CopyDirection::Download {
+                    remote,
+                    local: target.clone(),
+                })
+                .collect()
         }
     };
-    let lab = args.lab.load(global).await?;
-    let remote = lab.remote().await?;
+
     let progress = Progress::new(global.quiet);
-    let stats = remote.copy(direction, &progress).await;
+    let started = std::time::Instant::now();
+    let (mut files, mut bytes) = (0, 0);
+    let mut result = Ok(());
+    for direction in directions {
+        match remote.copy(direction, &progress).await {
+            Ok(stats) => {
+                files += stats.files;
+                bytes += stats.bytes;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
     progress.finish();
-    let stats = stats?;
-    let secs = stats.elapsed.as_secs_f64().max(1e-3);
+    if let Some(session) = ssh {
+        let _ = session.close().await;
+    }
+    if let Err(e) = result {
+        if files > 0 {
+            printer.hint(format!(
+                "copied {files} file(s) before the error; rerunning copies them again"
+            ));
+        }
+        return Err(e);
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    let mib = bytes as f64 / 1048576.0;
     printer.hint(format!(
-        "copied {} file(s), {:.1} MiB in {:.1}s ({:.0} MiB/s)",
-        stats.files,
-        stats.bytes as f64 / 1048576.0,
-        secs,
-        stats.bytes as f64 / 1048576.0 / secs
+        "copied {files} file(s), {mib:.1} MiB in {secs:.1}s ({:.0} MiB/s)",
+        mib / secs
     ));
     Ok(())
 }

@@ -444,7 +444,9 @@ pub async fn run(
         .map(|w| sh_quote(w))
         .collect::<Vec<_>>()
         .join(" ");
-    exec.exec_streaming(ExecRequest::shell(line), streams).await
+    let guard = "command -v srun >/dev/null 2>&1 || { echo 'gpulab: Slurm is not set up in the workspace (no srun); run `gpulab slurm setup` first' >&2; exit 127; }";
+    exec.exec_streaming(ExecRequest::shell(format!("{guard}\n{line}")), streams)
+        .await
 }
 
 /// Slurm's state in the workspace, for `status`.

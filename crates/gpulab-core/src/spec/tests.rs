@@ -383,6 +383,14 @@ fn names_follow_eks_and_kubernetes_rules() {
         .unwrap_err();
     only_error(&errors, "workspace.pod_name");
     only_error(&errors, "workspace.namespace");
+    // `down` deletes the lab's namespace, so the cluster's own are refused.
+    for system in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let errors = Machine::new()
+            .validate(workspace(|w| w.namespace = Some(system.into())))
+            .unwrap_err();
+        let e = only_error(&errors, "workspace.namespace");
+        assert!(e.problem.contains("down"), "{e}");
+    }
 }
 
 #[test]

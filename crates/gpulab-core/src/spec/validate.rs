@@ -107,6 +107,16 @@ impl ResolvedSpec {
         }
 
         v.check_dns_label("workspace.namespace", &spec.workspace.namespace, 63, false);
+        // `down` deletes the lab's namespace: never one the cluster itself depends on.
+        let namespace = spec.workspace.namespace.as_str();
+        if namespace == "default" || namespace.starts_with("kube-") {
+            v.fail(
+                "workspace.namespace",
+                namespace,
+                "a namespace the cluster itself uses; `down` deletes the lab's namespace",
+                "a namespace of the lab's own, e.g. gpulab (the default)",
+            );
+        }
         v.check_dns_label("workspace.pod_name", &spec.workspace.pod_name, 50, true);
         let image = &spec.workspace.image;
         if image.is_empty() || image.chars().any(char::is_whitespace) {
