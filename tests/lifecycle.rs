@@ -1,48 +1,32 @@
 //! The whole lifecycle, as a user runs it, against emulated clouds: AWS in moto (behind the fault proxy
 //! that answers the EKS calls moto lacks) and the cluster side in the Kubernetes emulator, which runs
 //! the workspace's commands on this machine. plan → up → up again (resume) → status → exec → cp →
-//! cost → stop/start → down, then nothing tagged with the lab is left.
+//! test (which must report the missing GPU) → slurm setup (refused) → cost → stop/start → down, which also
+//! deletes the image repository, then nothing tagged with the lab is left.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use aws_credential_types::Credentials;
+use gpulab_core::checks::{CheckOptions, CheckStatus};
 use gpulab_core::events::{Event, Recorder};
+use gpulab_core::image::ecr::EcrClient;
 use gpulab_core::lab::steps;
+use gpulab_core::naming::KubeNames;
 use gpulab_core::plan::Plan;
-use gpulab_core::provision::aws::{AwsOptions, SdkOptions, WaitOptions};
-use gpulab_core::provision::{ClusterAccess, ClusterAuth};
-use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus};
+use gpulab_core::provision::aws::load_sdk_config;
+use gpulab_core::remote::ssh::workspace_user;
+use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus, RemoteExec};
+use gpulab_core::slurm::{SetupOptions, SlurmState};
 use gpulab_core::spec::SpecLayer;
-use gpulab_core::{Lab, LabOptions, Provider};
+use gpulab_core::{Lab, Provider};
 use gpulab_testkit::LabDir;
-use gpulab_testkit::fault_proxy::{FaultConfig, FaultProxy};
-use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
-use gpulab_testkit::moto::{EksGaps, MotoServer};
+use gpulab_testkit::clouds::EmulatedClouds;
+use gpulab_testkit::sshd::Sshd;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plan_up_status_exec_cp_cost_stop_start_down() {
-    let moto = MotoServer::start();
-    let gaps = Arc::new(EksGaps::new());
-    let proxy = FaultProxy::start(
-        moto.addr(),
-        FaultConfig {
-            seed: 7,
-            rules: vec![],
-            intercept: Some(gaps),
-        },
-    )
-    .await
-    .expect("start the proxy in front of moto");
-    let emu = KubeEmulator::start()
+async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
+    let (user, public_key) = LabDir::new().with_ssh_key();
+    let clouds = EmulatedClouds::start(&user.home())
         .await
-        .expect("start the Kubernetes emulator");
-    emu.add_node(NodeSpec::cpu("system-1"));
-    emu.add_node(NodeSpec::gpu("gpu-1"));
-
-    let user = LabDir::new().with_default_key();
-    let kubeconfig = user.home().join("emulator.kubeconfig");
-    emu.write_kubeconfig(&kubeconfig).unwrap();
+        .expect("start moto and the Kubernetes emulator");
+    let emu = &clouds.kube;
     let spec = user
         .inputs(SpecLayer {
             name: Some("lifecycle".into()),
@@ -58,28 +42,15 @@ async fn plan_up_status_exec_cp_cost_stop_start_down() {
     assert!(plan.aws.iter().any(|r| r.kind == "eks:nodegroup"));
     assert!(plan.cost.per_hour > 0.6);
 
-    let options = LabOptions {
-        home: Some(user.home().join(".local/share/gpulab")),
-        aws: AwsOptions {
-            sdk: SdkOptions {
-                endpoint_url: Some(proxy.url()),
-                credentials: Some(Credentials::new("testing", "testing", None, None, "test")),
-                ..Default::default()
-            },
-            waits: WaitOptions::fast(),
-            stop_after_step: None,
-        },
-        cluster_override: Some(ClusterAccess {
-            endpoint: emu.url(),
-            ca_pem: None,
-            auth: ClusterAuth::Kubeconfig {
-                path: Some(kubeconfig),
-                context: None,
-            },
-        }),
-        ready_timeout: Some(Duration::from_secs(15)),
-        gpulab_bin: Some("gpulab".into()),
-    };
+    // The workspace's sshd is a real OpenSSH sshd on this machine, reached through the emulator's
+    // port-forward to the pod's port 22 and pinned to the host key `up` records. It admits only the user
+    // running the tests, and gpulab logs in as root, as the workspace image's sshd expects: so the SSH
+    // steps run as root (as CI does).
+    let sshd = Sshd::start();
+    sshd.authorize(&public_key);
+    sshd.stand_in_for_workspace(emu, &KubeNames::new(&spec.spec))
+        .await;
+    let options = clouds.lab_options(user.home().join(".local/share/gpulab"));
     let lab = Lab::new(spec, Provider::Aws, options.clone())
         .await
         .unwrap();
@@ -194,6 +165,86 @@ async fn plan_up_status_exec_cp_cost_stop_start_down() {
         "print('hi')\n"
     );
 
+    // ssh: one connection through the API server's port-forward, many commands over it.
+    if sshd.user() == workspace_user() {
+        let ssh = lab.ssh().await.expect("ssh through the port-forward");
+        let out = ssh
+            .exec(ExecRequest::shell("echo over-ssh; exit 6"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (String::from_utf8_lossy(&out.stdout).trim(), out.status),
+            ("over-ssh", ExitStatus::Code(6))
+        );
+        ssh.close().await.unwrap();
+    } else {
+        eprintln!(
+            "skipping the SSH steps: sshd admits only {}, gpulab logs in as {}",
+            sshd.user(),
+            workspace_user()
+        );
+    }
+
+    // test: no GPU, nvidia-smi or CUDA PyTorch on this machine, so the report must say so and fail,
+    // not pass.
+    let report = lab
+        .test_gpu(&CheckOptions {
+            vllm_model: None,
+            repeats: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("the checks run and report");
+    assert!(!report.passed(), "{:#?}", report.rows());
+    let smi = report
+        .checks
+        .iter()
+        .find(|c| c.name == "nvidia-smi")
+        .expect("an nvidia-smi check");
+    assert_eq!(smi.status, CheckStatus::Unavailable, "{smi:?}");
+    assert!(
+        !report
+            .checks
+            .iter()
+            .any(|c| c.status == CheckStatus::Pass && c.measured.is_some()),
+        "no benchmark passes without a GPU: {:#?}",
+        report.rows()
+    );
+
+    // slurm setup: it detects the pod's GPUs first and refuses, changing nothing, when there are none.
+    let refused = lab
+        .slurm_setup(&SetupOptions {
+            install_missing: false,
+            ..Default::default()
+        })
+        .await
+        .expect_err("no GPU, no Slurm");
+    assert!(refused.to_string().contains("no GPU"), "{refused}");
+    let slurm = lab.status().await.unwrap().cluster.unwrap().slurm;
+    let sinfo_here = std::process::Command::new("sh")
+        .args(["-c", "command -v sinfo"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !sinfo_here {
+        assert_eq!(slurm, Some(SlurmState::NotInstalled));
+    } else {
+        assert!(slurm.is_some(), "status asks a ready pod about Slurm");
+    }
+
+    // image: `gpulab image build` creates the lab's ECR repository before it builds (the build needs
+    // docker or a cluster that runs Jobs, neither of which is here); `down` must delete it.
+    let ecr =
+        EcrClient::new(&load_sdk_config(&lab.spec().spec.region, &options.aws.sdk).await).unwrap();
+    let repository = gpulab_core::image::repository_name(lab.spec());
+    ecr.ensure_repository(
+        &repository,
+        &gpulab_core::naming::aws_tags(&lab.spec().spec),
+    )
+    .await
+    .unwrap();
+
     // cost, and stop/start scale the GPU nodes.
     assert!(lab.cost().unwrap().per_hour > 0.6);
     lab.scale(0, &Recorder::default()).await.unwrap();
@@ -211,6 +262,15 @@ async fn plan_up_status_exec_cp_cost_stop_start_down() {
     let teardown = lab.down(&Recorder::default()).await.expect("down");
     assert!(teardown.leftovers.is_empty(), "{:?}", teardown.leftovers);
     assert!(!teardown.deleted.is_empty());
+    assert!(
+        teardown
+            .deleted
+            .iter()
+            .any(|r| r.kind == "ecr-repository" && r.id == repository),
+        "{:?}",
+        teardown.deleted
+    );
+    assert_eq!(ecr.describe_repository(&repository).await.unwrap(), None);
     assert!(lab.state().unwrap().is_none());
     assert!(Lab::list(&options).unwrap().is_empty());
     assert!(emu.object("pods", "gpulab", "gpu-dev-pod").is_none());
