@@ -8,7 +8,6 @@ use gpulab_core::checks::{CheckOptions, CheckStatus};
 use gpulab_core::events::{Event, Recorder};
 use gpulab_core::image::ecr::EcrClient;
 use gpulab_core::lab::steps;
-use gpulab_core::naming::KubeNames;
 use gpulab_core::plan::Plan;
 use gpulab_core::provision::aws::load_sdk_config;
 use gpulab_core::remote::ssh::workspace_user;
@@ -48,8 +47,7 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
     // steps run as root (as CI does).
     let sshd = Sshd::start();
     sshd.authorize(&public_key);
-    sshd.stand_in_for_workspace(emu, &KubeNames::new(&spec.spec))
-        .await;
+    sshd.stand_in_for_workspace(emu, &spec.spec).await;
     let options = clouds.lab_options(user.home().join(".local/share/gpulab"));
     let lab = Lab::new(spec, Provider::Aws, options.clone())
         .await

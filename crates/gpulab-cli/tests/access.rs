@@ -16,7 +16,6 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use gpulab_core::naming::KubeNames;
 use gpulab_core::spec::SpecLayer;
 use gpulab_testkit::LabDir;
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
@@ -51,9 +50,7 @@ impl CliLab {
             .unwrap()
             .validate()
             .unwrap();
-        let names = KubeNames::new(&spec.spec);
-
-        sshd.stand_in_for_workspace(&emulator, &names).await;
+        sshd.stand_in_for_workspace(&emulator, &spec.spec).await;
 
         let kubeconfig = dir.home().join("emulator.kubeconfig");
         emulator.write_kubeconfig(&kubeconfig).unwrap();

@@ -9,10 +9,14 @@ use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
 use gpulab_core::events::{Event, Recorder, Silent};
 use gpulab_core::remote::api_server::ApiServerExec;
 use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus, RemoteExec};
-use gpulab_core::spec::{DevicePluginLayer, SpecInputs, SpecLayer, ValidSpec};
+use gpulab_core::spec::{DevicePluginLayer, SpecInputs, SpecLayer, ValidSpec, WorkspaceLayer};
 use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
 use gpulab_core::{Error, naming::KubeNames};
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::PostParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A validated spec for a lab on this machine, with a throwaway home and SSH key.
@@ -179,6 +183,55 @@ async fn the_workspace_comes_up_with_its_volume_and_a_stable_host_key() {
     assert_eq!(
         KubeWorkspace.status(&client, &spec).await.unwrap().phase,
         "absent"
+    );
+    assert!(
+        emu.object("namespaces", "", &names.namespace).is_none(),
+        "the lab's own namespace goes with it"
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_the_lab_did_not_create_is_used_but_never_deleted() {
+    let emu = KubeEmulator::start().await.unwrap();
+    emu.add_node(NodeSpec::gpu("gpu-1"));
+    let client = emu.client();
+    // A team's namespace, with something of theirs in it.
+    let team = Namespace {
+        metadata: ObjectMeta {
+            name: Some("team-ml".into()),
+            labels: Some([("team".to_string(), "ml".to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &team)
+        .await
+        .unwrap();
+    let (_home, spec) = spec(SpecLayer {
+        workspace: WorkspaceLayer {
+            namespace: Some("team-ml".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
+    let names = KubeNames::new(&spec.spec);
+    assert!(emu.object("pods", "team-ml", &names.pod).is_some());
+    let labels = |emu: &KubeEmulator| {
+        emu.object("namespaces", "", "team-ml").unwrap()["metadata"]["labels"].clone()
+    };
+    assert!(
+        labels(&emu).get("gpulab.io/lab").is_none(),
+        "not taken over: {}",
+        labels(&emu)
+    );
+
+    KubeWorkspace.delete(&client, &spec, false).await.unwrap();
+    assert!(emu.object("pods", "team-ml", &names.pod).is_none());
+    assert!(
+        emu.object("namespaces", "", "team-ml").is_some(),
+        "down must not delete a namespace it did not create"
     );
 }
 

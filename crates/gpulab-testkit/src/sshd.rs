@@ -338,14 +338,16 @@ fn wait_ready(child: &mut Child, log: &Path) -> Result<(), String> {
 }
 
 impl Sshd {
-    /// Make this sshd the workspace sshd of the lab named by `names` in `kube`, before `up`: the lab's
-    /// host-key secret holds this sshd's ed25519 host key (the workspace keeps the key it finds there, so
-    /// `up` records and pins this one), and a port-forward to the pod's port 22 reaches this sshd.
+    /// Make this sshd the workspace sshd of `spec`'s lab in `kube`, before `up`: the lab's namespace
+    /// (labelled as gpulab labels its own) and host-key secret are created, the secret holding this
+    /// sshd's ed25519 host key (the workspace keeps the key it finds there, so `up` records and pins this
+    /// one), and a port-forward to the pod's port 22 reaches this sshd.
     pub async fn stand_in_for_workspace(
         &self,
         kube: &crate::kube::KubeEmulator,
-        names: &gpulab_core::naming::KubeNames,
+        spec: &gpulab_core::spec::LabSpec,
     ) {
+        let names = gpulab_core::naming::KubeNames::new(spec);
         use k8s_openapi::api::core::v1::{Namespace, Secret};
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
         use kube::Api;
@@ -355,6 +357,7 @@ impl Sshd {
         let namespace = Namespace {
             metadata: ObjectMeta {
                 name: Some(names.namespace.clone()),
+                labels: Some(gpulab_core::naming::kube_labels(spec)),
                 ..Default::default()
             },
             ..Default::default()

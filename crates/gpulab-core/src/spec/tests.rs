@@ -293,7 +293,10 @@ fn a_workspace_cannot_ask_for_more_gpus_than_a_node_has() {
         "workspace.gpus",
     );
     assert!(e.problem.contains("g4dn.xlarge has 1 GPU"), "{e}");
-    assert_eq!(e.allowed, "1 to 1");
+    assert_eq!(
+        e.allowed,
+        "1, or a node type with more GPUs (`gpulab catalog`)"
+    );
 
     // On a 4-GPU node, 2 GPUs get half of the node.
     let spec = Machine::new()

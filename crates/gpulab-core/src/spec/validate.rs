@@ -307,7 +307,11 @@ impl Validator<'_> {
                     instance.gpu_count,
                     if instance.gpu_count == 1 { "" } else { "s" }
                 ),
-                &format!("1 to {}", instance.gpu_count),
+                &if instance.gpu_count == 1 {
+                    "1, or a node type with more GPUs (`gpulab catalog`)".to_string()
+                } else {
+                    format!("1 to {}", instance.gpu_count)
+                },
             );
             return (None, None);
         }

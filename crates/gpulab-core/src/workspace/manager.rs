@@ -4,13 +4,13 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{Api, LogParams};
 
 use super::{Endpoint, WorkspaceInfo, WorkspaceManager, WorkspaceSecrets, manifests};
 use crate::cluster::{cluster_error, is_not_found};
 use crate::events::{Event, Reporter};
-use crate::naming::{GPU_RESOURCE, KubeNames};
+use crate::naming::{GPU_RESOURCE, KubeNames, LAB_KEY};
 use crate::spec::{AccessMode, SshKey, ValidSpec};
 use crate::{Error, Result};
 
@@ -145,11 +145,19 @@ impl WorkspaceManager for KubeWorkspace {
         let started = Instant::now();
         // The namespace first: the secrets are looked up in it.
         let objects = manifests(spec, &WorkspaceSecrets::placeholders(spec));
-        if let Some(namespace) = objects.iter().find(|o| o.kind() == "Namespace") {
+        // A namespace someone else made is used as it is, never taken over: `down` deletes only the
+        // lab's own.
+        let take_namespace = namespace_owner(client, spec).await? != NamespaceOwner::SomeoneElse;
+        if let Some(namespace) = objects.iter().find(|o| o.kind() == "Namespace")
+            && take_namespace
+        {
             namespace.apply(client).await?;
         }
         let secrets = self.secrets(client, spec).await?;
         for object in manifests(spec, &secrets) {
+            if object.kind() == "Namespace" && !take_namespace {
+                continue;
+            }
             object.apply(client).await?;
         }
         reporter.report(Event::StepFinished {
@@ -301,10 +309,47 @@ impl WorkspaceManager for KubeWorkspace {
             if keep_volume && keep {
                 continue;
             }
+            if object.kind() == "Namespace"
+                && namespace_owner(client, spec).await? != NamespaceOwner::ThisLab
+            {
+                continue;
+            }
             object.delete(client).await?;
         }
         Ok(())
     }
+}
+
+/// Who the lab's namespace belongs to, by the lab label gpulab puts on the namespaces it creates.
+#[derive(Debug, PartialEq, Eq)]
+enum NamespaceOwner {
+    /// It does not exist.
+    Nobody,
+    /// It carries this lab's label.
+    ThisLab,
+    /// It exists without this lab's label (`default`, a team's namespace, another lab's).
+    SomeoneElse,
+}
+
+async fn namespace_owner(client: &kube::Client, spec: &ValidSpec) -> Result<NamespaceOwner> {
+    let names = KubeNames::new(&spec.spec);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    Ok(match get_opt(&namespaces, &names.namespace).await? {
+        None => NamespaceOwner::Nobody,
+        Some(namespace) => {
+            let ours = namespace
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(LAB_KEY))
+                .is_some_and(|lab| *lab == spec.spec.name);
+            if ours {
+                NamespaceOwner::ThisLab
+            } else {
+                NamespaceOwner::SomeoneElse
+            }
+        }
+    })
 }
 
 async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
