@@ -472,8 +472,13 @@ pub async fn state(exec: &dyn RemoteExec) -> Result<SlurmState> {
     let script = format!(
         "command -v sinfo >/dev/null 2>&1 || {{ echo @@not-installed; exit 0; }}; sinfo -h -N -o '{SINFO_FORMAT}' 2>&1"
     );
-    let mut request = ExecRequest::shell(script);
-    request.timeout = Some(Duration::from_secs(30));
+    // Plain sh, not a login shell: Slurm's tools are in the system PATH, and status calls this on
+    // every run, where a login shell's profile would cost more than the probe.
+    let request = ExecRequest {
+        argv: vec!["sh".into(), "-c".into(), script],
+        timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
     let output = exec.exec(request).await?;
     Ok(parse_state(
         &String::from_utf8_lossy(&output.stdout),
