@@ -423,28 +423,6 @@ async fn ssh_runs_one_command_and_returns_its_exit_code() {
     assert_eq!(stdout(&out), "no terminal\n", "a command gets no PTY");
 }
 
-/// A pseudo-terminal pair: the controller (our side) and the terminal (the program's side).
-fn open_pty(cols: u16, rows: u16) -> (std::fs::File, std::fs::File) {
-    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    let controller = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
-    grantpt(&controller).unwrap();
-    unlockpt(&controller).unwrap();
-    let name = ptsname(&controller, Vec::new()).unwrap();
-    let terminal = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(name.to_str().unwrap())
-        .unwrap();
-    let size = rustix::termios::Winsize {
-        ws_col: cols,
-        ws_row: rows,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    rustix::termios::tcsetwinsize(&terminal, size).unwrap();
-    (controller.into(), terminal)
-}
-
 /// Wait until `check` holds for what the terminal showed, or panic with it.
 fn wait_for(seen: &Mutex<Vec<u8>>, what: &str, check: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + PATIENCE;
@@ -465,7 +443,7 @@ fn wait_for(seen: &Mutex<Vec<u8>>, what: &str, check: impl Fn(&str) -> bool) {
 async fn an_interactive_ssh_session_has_the_terminal_size_and_returns_the_exit_code() {
     let lab = CliLab::up().await;
     let (cols, rows) = (111, 37);
-    let (controller, terminal) = open_pty(cols, rows);
+    let (controller, terminal) = gpulab_testkit::pty_pair(cols, rows);
     let mut command = lab.command(&["ssh"]);
     command
         .stdin(terminal.try_clone().unwrap())

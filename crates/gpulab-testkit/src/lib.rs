@@ -160,3 +160,27 @@ pub fn kubectl_decode(kubectl: &Path, yaml: &str) -> Result<Vec<String>, String>
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// A pseudo-terminal pair for driving a program as if from a terminal: the controller (the test's side)
+/// and the terminal (the program's side), sized `cols` × `rows`.
+pub fn pty_pair(cols: u16, rows: u16) -> (std::fs::File, std::fs::File) {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let controller =
+        openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("open a pseudo-terminal");
+    grantpt(&controller).expect("grantpt");
+    unlockpt(&controller).expect("unlockpt");
+    let name = ptsname(&controller, Vec::new()).expect("ptsname");
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().expect("a UTF-8 terminal name"))
+        .expect("open the terminal side");
+    let size = rustix::termios::Winsize {
+        ws_col: cols,
+        ws_row: rows,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(&terminal, size).expect("size the terminal");
+    (controller.into(), terminal)
+}

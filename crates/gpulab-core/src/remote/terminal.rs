@@ -230,17 +230,8 @@ mod tests {
 
     /// A pseudo-terminal pair: (controller, the terminal side).
     fn pty_pair() -> (OwnedFd, OwnedFd) {
-        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-        let controller = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
-        grantpt(&controller).unwrap();
-        unlockpt(&controller).unwrap();
-        let name = ptsname(&controller, Vec::new()).unwrap();
-        let terminal = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(name.to_str().unwrap())
-            .unwrap();
-        (controller, terminal.into())
+        let (controller, terminal) = gpulab_testkit::pty_pair(80, 24);
+        (controller.into(), terminal.into())
     }
 
     fn is_canonical(fd: &OwnedFd) -> bool {
