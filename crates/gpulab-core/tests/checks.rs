@@ -2,51 +2,18 @@
 //! emulator runs commands on this machine, which has no GPU, no nvidia-smi and no PyTorch: the report must
 //! say so and fail, never pass.
 
-use std::time::Duration;
-
-use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
 use gpulab_core::catalog;
 use gpulab_core::checks::{CheckOptions, CheckStatus, run_gpu_checks};
-use gpulab_core::events::Silent;
-use gpulab_core::naming::KubeNames;
 use gpulab_core::remote::api_server::ApiServerExec;
-use gpulab_core::spec::{SpecInputs, SpecLayer};
-use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
-use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
+use gpulab_testkit::LabDir;
+use gpulab_testkit::kube::KubeEmulator;
+use gpulab_testkit::ready_lab::ReadyLab;
 
-async fn ready_lab() -> (KubeEmulator, tempfile::TempDir, ApiServerExec) {
-    let emu = KubeEmulator::start().await.unwrap();
-    emu.add_node(NodeSpec::cpu("system-1"));
-    emu.add_node(NodeSpec::gpu("gpu-1"));
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
-    std::fs::write(
-        home.path().join(".ssh/id_ed25519.pub"),
-        format!("{}\n", gpulab_testkit::TEST_PUBLIC_KEY),
-    )
-    .unwrap();
-    let spec = SpecInputs {
-        overrides: SpecLayer::default(),
-        home: Some(home.path().into()),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap()
-    .validate()
-    .unwrap();
-    let client = emu.client();
-    NvidiaDevicePlugin
-        .install(&client, &spec, &Silent)
-        .await
-        .unwrap();
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
-    KubeWorkspace
-        .wait_ready(&client, &spec, Duration::from_secs(10), &Silent)
-        .await
-        .unwrap();
-    let names = KubeNames::new(&spec.spec);
-    let exec = ApiServerExec::new(client, &names.namespace, &names.pod, None);
-    (emu, home, exec)
+/// The ready lab, taken apart the way these tests use it.
+async fn ready_lab() -> (KubeEmulator, LabDir, ApiServerExec) {
+    let lab = ReadyLab::start().await;
+    let exec = lab.exec();
+    (lab.emu, lab.dir, exec)
 }
 
 fn have(program: &str) -> bool {

@@ -9,52 +9,23 @@ use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
 use gpulab_core::events::{Event, Recorder, Silent};
 use gpulab_core::remote::api_server::ApiServerExec;
 use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus, RemoteExec};
-use gpulab_core::spec::{DevicePluginLayer, SpecInputs, SpecLayer, ValidSpec, WorkspaceLayer};
+use gpulab_core::spec::{DevicePluginLayer, SpecLayer, ValidSpec, WorkspaceLayer};
 use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
 use gpulab_core::{Error, naming::KubeNames};
+use gpulab_testkit::LabDir;
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
+use gpulab_testkit::ready_lab::{ReadyLab, test_spec};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::PostParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A validated spec for a lab on this machine, with a throwaway home and SSH key.
-fn spec(layer: SpecLayer) -> (tempfile::TempDir, ValidSpec) {
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
-    std::fs::write(
-        home.path().join(".ssh/id_ed25519.pub"),
-        format!("{}\n", gpulab_testkit::TEST_PUBLIC_KEY),
-    )
-    .unwrap();
-    let inputs = SpecInputs {
-        overrides: layer,
-        home: Some(home.path().into()),
-        ..Default::default()
-    };
-    let spec = inputs.resolve().unwrap().validate().unwrap();
-    (home, spec)
-}
-
-async fn ready_lab() -> (KubeEmulator, tempfile::TempDir, ValidSpec, ApiServerExec) {
-    let emu = KubeEmulator::start().await.unwrap();
-    emu.add_node(NodeSpec::cpu("system-1"));
-    emu.add_node(NodeSpec::gpu("gpu-1"));
-    let (home, spec) = spec(SpecLayer::default());
-    let client = emu.client();
-    NvidiaDevicePlugin
-        .install(&client, &spec, &Silent)
-        .await
-        .unwrap();
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
-    KubeWorkspace
-        .wait_ready(&client, &spec, Duration::from_secs(10), &Silent)
-        .await
-        .unwrap();
-    let names = KubeNames::new(&spec.spec);
-    let exec = ApiServerExec::new(client, &names.namespace, &names.pod, None);
-    (emu, home, spec, exec)
+/// The ready lab, taken apart the way these tests use it.
+async fn ready_lab() -> (KubeEmulator, LabDir, ValidSpec, ApiServerExec) {
+    let lab = ReadyLab::start().await;
+    let exec = lab.exec();
+    (lab.emu, lab.dir, lab.spec, exec)
 }
 
 #[tokio::test]
@@ -62,7 +33,7 @@ async fn the_device_plugin_makes_gpu_nodes_advertise_their_gpus() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::cpu("system-1"));
     emu.add_node(NodeSpec::gpu("gpu-1").with_gpus(4));
-    let (_home, spec) = spec(SpecLayer::default());
+    let (_home, spec) = test_spec(SpecLayer::default());
     let client = emu.client();
 
     let before = NvidiaDevicePlugin.status(&client, &spec).await.unwrap();
@@ -122,7 +93,7 @@ async fn time_slicing_multiplies_the_advertised_gpus() {
         },
         ..Default::default()
     };
-    let (_home, spec) = spec(layer);
+    let (_home, spec) = test_spec(layer);
     NvidiaDevicePlugin
         .install(&emu.client(), &spec, &Silent)
         .await
@@ -208,7 +179,7 @@ async fn a_namespace_the_lab_did_not_create_is_used_but_never_deleted() {
         .create(&PostParams::default(), &team)
         .await
         .unwrap();
-    let (_home, spec) = spec(SpecLayer {
+    let (_home, spec) = test_spec(SpecLayer {
         workspace: WorkspaceLayer {
             namespace: Some("team-ml".into()),
             ..Default::default()
@@ -239,7 +210,7 @@ async fn a_namespace_the_lab_did_not_create_is_used_but_never_deleted() {
 async fn without_a_gpu_node_the_pod_stays_pending_and_says_why() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::cpu("system-1"));
-    let (_home, spec) = spec(SpecLayer::default());
+    let (_home, spec) = test_spec(SpecLayer::default());
     let client = emu.client();
     KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
     let recorder = Recorder::default();
@@ -265,7 +236,7 @@ async fn without_a_gpu_node_the_pod_stays_pending_and_says_why() {
 async fn a_gpu_node_without_the_device_plugin_is_diagnosed() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::gpu("gpu-1"));
-    let (_home, spec) = spec(SpecLayer::default());
+    let (_home, spec) = test_spec(SpecLayer::default());
     let client = emu.client();
     KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
     let info = KubeWorkspace.status(&client, &spec).await.unwrap();
@@ -293,7 +264,7 @@ async fn an_unpullable_image_is_reported() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::gpu("gpu-1"));
     emu.fail_image_pulls("nvidia/cuda");
-    let (_home, spec) = spec(SpecLayer::default());
+    let (_home, spec) = test_spec(SpecLayer::default());
     let client = emu.client();
     NvidiaDevicePlugin
         .install(&client, &spec, &Silent)

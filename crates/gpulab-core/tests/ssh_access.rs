@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
 use gpulab_core::events::{Recorder, Silent};
-use gpulab_core::naming::KubeNames;
 use gpulab_core::remote::api_server::ApiServerExec;
 use gpulab_core::remote::forward::forward_local;
 use gpulab_core::remote::ssh::{
@@ -19,9 +17,9 @@ use gpulab_core::remote::ssh::{
 };
 use gpulab_core::remote::ssh_config::{SshConfigEntry, install, proxy_stdio};
 use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus, RemoteExec};
-use gpulab_core::spec::{SpecInputs, SpecLayer};
-use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
-use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
+use gpulab_testkit::LabDir;
+use gpulab_testkit::kube::KubeEmulator;
+use gpulab_testkit::ready_lab::ReadyLab;
 use gpulab_testkit::sshd::{KeyKind, KeyPair, Sshd, generate_key};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,46 +45,22 @@ async fn connect(sshd: &Sshd) -> SshSession {
 /// A ready lab in the emulator whose pod's port 22 goes to `sshd`.
 struct Lab {
     emu: KubeEmulator,
-    _home: tempfile::TempDir,
+    _dir: LabDir,
     exec: ApiServerExec,
     namespace: String,
     pod: String,
 }
 
 async fn lab_with_sshd(sshd: &Sshd) -> Lab {
-    let emu = KubeEmulator::start().await.unwrap();
-    emu.add_node(NodeSpec::cpu("system-1"));
-    emu.add_node(NodeSpec::gpu("gpu-1"));
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
-    std::fs::write(
-        home.path().join(".ssh/id_ed25519.pub"),
-        format!("{}\n", gpulab_testkit::TEST_PUBLIC_KEY),
-    )
-    .unwrap();
-    let inputs = SpecInputs {
-        overrides: SpecLayer::default(),
-        home: Some(home.path().into()),
-        ..Default::default()
-    };
-    let spec = inputs.resolve().unwrap().validate().unwrap();
-    let client = emu.client();
-    NvidiaDevicePlugin
-        .install(&client, &spec, &Silent)
-        .await
-        .unwrap();
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
-    KubeWorkspace
-        .wait_ready(&client, &spec, Duration::from_secs(10), &Silent)
-        .await
-        .unwrap();
-    let names = KubeNames::new(&spec.spec);
-    emu.register_port(&names.namespace, &names.pod, 22, sshd.addr());
-    let exec = ApiServerExec::new(client, &names.namespace, &names.pod, None);
+    let ready = ReadyLab::start().await;
+    let names = ready.names();
+    ready
+        .emu
+        .register_port(&names.namespace, &names.pod, 22, sshd.addr());
     Lab {
-        emu,
-        _home: home,
-        exec,
+        exec: ready.exec(),
+        emu: ready.emu,
+        _dir: ready.dir,
         namespace: names.namespace,
         pod: names.pod,
     }

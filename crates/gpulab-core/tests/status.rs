@@ -1,8 +1,6 @@
 //! `status::cluster_status` against the Kubernetes emulator: a healthy lab, and each way a lab is not
 //! (no GPU node, no device plugin, a pod stuck pending, an unreachable API server, no nvidia-smi).
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
 use gpulab_core::events::{Reporter, Silent};
@@ -12,46 +10,17 @@ use gpulab_core::remote::{
     CopyDirection, ExecOutput, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats,
     Tunnel,
 };
-use gpulab_core::spec::{SpecInputs, SpecLayer, ValidSpec};
+use gpulab_core::spec::{SpecLayer, ValidSpec};
 use gpulab_core::status::{PodGpus, cluster_status};
 use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
+use gpulab_testkit::LabDir;
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
+use gpulab_testkit::ready_lab::{ReadyLab, test_spec};
 
-/// A validated spec for a lab on this machine, with a throwaway home and SSH key.
-fn spec() -> (tempfile::TempDir, ValidSpec) {
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
-    std::fs::write(
-        home.path().join(".ssh/id_ed25519.pub"),
-        format!("{}\n", gpulab_testkit::TEST_PUBLIC_KEY),
-    )
-    .unwrap();
-    let inputs = SpecInputs {
-        overrides: SpecLayer::default(),
-        home: Some(home.path().into()),
-        ..Default::default()
-    };
-    let spec = inputs.resolve().unwrap().validate().unwrap();
-    (home, spec)
-}
-
-/// A CPU node and a GPU node, the device plugin, and the workspace, ready.
-async fn ready_lab() -> (KubeEmulator, tempfile::TempDir, ValidSpec) {
-    let emu = KubeEmulator::start().await.unwrap();
-    emu.add_node(NodeSpec::cpu("system-1"));
-    emu.add_node(NodeSpec::gpu("gpu-1"));
-    let (home, spec) = spec();
-    let client = emu.client();
-    NvidiaDevicePlugin
-        .install(&client, &spec, &Silent)
-        .await
-        .unwrap();
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
-    KubeWorkspace
-        .wait_ready(&client, &spec, Duration::from_secs(10), &Silent)
-        .await
-        .unwrap();
-    (emu, home, spec)
+/// The ready lab, taken apart the way these tests use it.
+async fn ready_lab() -> (KubeEmulator, LabDir, ValidSpec) {
+    let lab = ReadyLab::start().await;
+    (lab.emu, lab.dir, lab.spec)
 }
 
 fn exec_for(emu: &KubeEmulator, spec: &ValidSpec) -> ApiServerExec {
@@ -227,7 +196,7 @@ async fn without_nvidia_smi_the_gpus_are_reported_unavailable() {
 async fn without_a_gpu_node_the_pod_is_pending_and_no_gpu_is_queried() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::cpu("system-1"));
-    let (_home, spec) = spec();
+    let (_home, spec) = test_spec(SpecLayer::default());
     let client = emu.client();
     NvidiaDevicePlugin
         .install(&client, &spec, &Silent)
@@ -256,7 +225,7 @@ async fn without_a_gpu_node_the_pod_is_pending_and_no_gpu_is_queried() {
 async fn a_missing_device_plugin_is_reported() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::gpu("gpu-1"));
-    let (_home, spec) = spec();
+    let (_home, spec) = test_spec(SpecLayer::default());
     let client = emu.client();
     KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
 
@@ -277,7 +246,7 @@ async fn a_missing_device_plugin_is_reported() {
 async fn a_pod_stuck_pending_is_reported_with_its_reason() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::gpu("gpu-1"));
-    let (_home, spec) = spec();
+    let (_home, spec) = test_spec(SpecLayer::default());
     let client = emu.client();
     NvidiaDevicePlugin
         .install(&client, &spec, &Silent)
@@ -305,7 +274,7 @@ async fn a_pod_stuck_pending_is_reported_with_its_reason() {
 
 #[tokio::test]
 async fn an_unreachable_api_server_is_data_not_an_error() {
-    let (_home, spec) = spec();
+    let (_home, spec) = test_spec(SpecLayer::default());
 
     // A stopped emulator.
     let emu = KubeEmulator::start().await.unwrap();
