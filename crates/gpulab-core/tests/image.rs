@@ -62,3 +62,81 @@ async fn the_lab_repository_is_created_tagged_and_deleted() {
     assert!(!ecr.delete_repository("gpulab/dev").await.unwrap());
     assert_eq!(ecr.describe_repository("gpulab/dev").await.unwrap(), None);
 }
+
+/// ECR's refusals, which moto never gives, read like every other AWS error: the step, the service's code
+/// and message, and what to do (served by wiremock in ECR's JSON error format).
+#[tokio::test]
+async fn ecr_refusals_name_the_step_the_code_and_what_to_do() {
+    use gpulab_core::Error;
+    use wiremock::matchers::{header, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    let refuse = |operation: &str, code: &str, message: &str| {
+        Mock::given(method("POST"))
+            .and(header(
+                "x-amz-target",
+                format!("AmazonEC2ContainerRegistry_V20150921.{operation}").as_str(),
+            ))
+            .respond_with(
+                ResponseTemplate::new(400)
+                    .insert_header("content-type", "application/x-amz-json-1.1")
+                    .set_body_json(serde_json::json!({ "__type": code, "message": message })),
+            )
+    };
+    refuse(
+        "CreateRepository",
+        "AccessDeniedException",
+        "not authorized to perform: ecr:CreateRepository",
+    )
+    .mount(&server)
+    .await;
+    refuse(
+        "DescribeRepositories",
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    )
+    .mount(&server)
+    .await;
+
+    let options = SdkOptions {
+        endpoint_url: Some(server.uri()),
+        credentials: Some(Credentials::new("testing", "testing", None, None, "test")),
+        ..Default::default()
+    };
+    let ecr = EcrClient::new(&load_sdk_config("us-west-2", &options).await).unwrap();
+
+    match ecr
+        .ensure_repository("gpulab/dev", &BTreeMap::new())
+        .await
+        .unwrap_err()
+    {
+        Error::Provision {
+            step,
+            message,
+            hint,
+        } => {
+            assert_eq!(step, "ECR CreateRepository");
+            assert_eq!(
+                message,
+                "AccessDeniedException: not authorized to perform: ecr:CreateRepository"
+            );
+            let hint = hint.expect("a hint");
+            assert!(
+                hint.contains("ecr:CreateRepository and ecr:TagResource"),
+                "{hint}"
+            );
+        }
+        other => panic!("expected a provision error, got {other:?}"),
+    }
+    match ecr.describe_repository("gpulab/dev").await.unwrap_err() {
+        Error::Credentials { message, hint } => {
+            assert!(
+                message.starts_with("ECR DescribeRepositories: UnrecognizedClientException"),
+                "{message}"
+            );
+            assert!(hint.contains("AWS_PROFILE"), "{hint}");
+        }
+        other => panic!("expected a credentials error, got {other:?}"),
+    }
+}

@@ -38,6 +38,8 @@ use aws_smithy_types::retry::RetryConfig;
 pub use kubeconfig::{exec_credential_json, kubeconfig_yaml, write_kubeconfig};
 pub use preflight::{QuotaCode, quota_code};
 pub use sdk::{AwsClients, SdkOptions, default_retry_config, https_client, load_sdk_config};
+// For the other AWS callers in the crate (`image::ecr`), so their errors read like these.
+pub(crate) use sdk::{error_code, sdk_error};
 pub use token::{EksTokenSource, eks_token, presigned_url};
 
 use crate::events::{Event, Reporter};
