@@ -21,7 +21,7 @@ use gpulab_testkit::sshd::Sshd;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
-    let (user, public_key) = LabDir::new().with_ssh_key();
+    let (user, public_key) = LabDir::new().with_ssh_key(None);
     let clouds = EmulatedClouds::start(&user.home())
         .await
         .expect("start moto and the Kubernetes emulator");

@@ -10,6 +10,17 @@ use gpulab_core::spec::{
 };
 use ipnet::IpNet;
 
+/// How the CLI opens labs: as the library's defaults, plus a terminal prompt for the passphrase of an
+/// encrypted SSH key that ssh-agent does not hold.
+pub(crate) fn lab_options() -> gpulab_core::LabOptions {
+    gpulab_core::LabOptions {
+        ssh_passphrase: Some(std::sync::Arc::new(
+            gpulab_core::remote::terminal::prompt_passphrase,
+        )),
+        ..Default::default()
+    }
+}
+
 /// Flags every command takes.
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {

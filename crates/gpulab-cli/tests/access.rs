@@ -33,12 +33,13 @@ struct CliLab {
 
 impl CliLab {
     /// Start sshd and the emulator, give the user an SSH key sshd accepts, and run `gpulab up --context`.
-    async fn up() -> CliLab {
+    /// `passphrase` encrypts the user's key.
+    async fn up(passphrase: Option<&str>) -> CliLab {
         let sshd = Sshd::start();
         // sshd runs as this user and admits only this user; the workspace image's is root.
         let (dir, public_key) = LabDir::new()
             .with_env("GPULAB_SSH_USER", sshd.user())
-            .with_ssh_key();
+            .with_ssh_key(passphrase);
         sshd.authorize(&public_key);
 
         let emulator = KubeEmulator::start().await.unwrap();
@@ -255,7 +256,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cp_copies_directories_and_globs_both_ways_keeping_modes_and_times() {
-    let lab = CliLab::up().await;
+    let lab = CliLab::up(None).await;
     let project = make_project(&lab.work());
     // "The workspace": a directory this machine's sshd serves.
     let ws = lab.sshd.dir().join("workspace");
@@ -406,7 +407,7 @@ async fn cp_copies_directories_and_globs_both_ways_keeping_modes_and_times() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_runs_one_command_and_returns_its_exit_code() {
-    let lab = CliLab::up().await;
+    let lab = CliLab::up(None).await;
     let out = lab
         .gpulab(&["ssh", "--", "echo", "hello from $(id -un);", "exit 7"])
         .await;
@@ -441,16 +442,67 @@ fn wait_for(seen: &Mutex<Vec<u8>>, what: &str, check: impl Fn(&str) -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interactive_ssh_session_has_the_terminal_size_and_returns_the_exit_code() {
-    let lab = CliLab::up().await;
+    let lab = CliLab::up(None).await;
     let (cols, rows) = (111, 37);
+    let (status, text) = in_terminal(lab.command(&["ssh"]), (cols, rows), |controller, seen| {
+        // The remote shell has started (and the local terminal is in raw mode) once it shows anything.
+        wait_for(seen, "the remote shell", |text| !text.is_empty());
+        controller.write_all(b"stty size; exit 3\r").unwrap();
+    })
+    .await;
+    assert!(
+        text.contains(&format!("{rows} {cols}")),
+        "`stty size` in the workspace does not show the terminal's {rows} rows and {cols} columns:\n{text}"
+    );
+    assert_eq!(status.code(), Some(3), "the terminal shows:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_key_is_unlocked_with_a_passphrase_asked_on_the_terminal() {
+    let lab = CliLab::up(Some("correct horse")).await;
+    // `setsid -c` makes the pseudo-terminal gpulab's controlling terminal, so /dev/tty is it, as in a
+    // user's shell (gpulab asks there, as OpenSSH does, even when stdin is redirected).
+    let setsid = which("setsid").expect("setsid (util-linux)");
+    let gpulab = env!("CARGO_BIN_EXE_gpulab");
+    let command = lab.dir.command(&setsid);
+    let mut command = command;
+    command.args(["-c", gpulab, "ssh", "-T", "--", "echo unlocked"]);
+    let (status, text) = in_terminal(command, (80, 24), |controller, seen| {
+        wait_for(seen, "the passphrase prompt", |text| {
+            text.contains("Enter passphrase for key")
+        });
+        controller.write_all(b"correct horse\n").unwrap();
+    })
+    .await;
+    assert_eq!(status.code(), Some(0), "the terminal shows:\n{text}");
+    assert!(text.contains("unlocked"), "{text}");
+    assert!(
+        !text.contains("correct horse"),
+        "the passphrase must not be echoed:\n{text}"
+    );
+}
+
+/// The first `program` on PATH.
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// Run `command` with a pseudo-terminal of `size` (columns, rows) as its standard streams, let `interact`
+/// type into it, and return how it ended and everything it showed.
+async fn in_terminal(
+    mut command: std::process::Command,
+    (cols, rows): (u16, u16),
+    interact: impl FnOnce(&mut std::fs::File, &Mutex<Vec<u8>>) + Send + 'static,
+) -> (std::process::ExitStatus, String) {
     let (controller, terminal) = gpulab_testkit::pty_pair(cols, rows);
-    let mut command = lab.command(&["ssh"]);
     command
         .stdin(terminal.try_clone().unwrap())
         .stdout(terminal.try_clone().unwrap())
         .stderr(terminal);
-    let mut child = command.spawn().expect("run gpulab ssh");
-    // Our copies of the terminal side go, so that the controller reads EOF once gpulab exits.
+    let mut child = command.spawn().expect("run gpulab");
+    // Our copies of the terminal side go, so that the controller reads EOF once the program exits.
     drop(command);
 
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -469,37 +521,33 @@ async fn an_interactive_ssh_session_has_the_terminal_size_and_returns_the_exit_c
         }
     });
 
-    let status = tokio::task::spawn_blocking(move || {
-        let mut controller = controller;
-        // The remote shell has started (and the local terminal is in raw mode) once it shows anything.
-        wait_for(&seen, "the remote shell", |text| !text.is_empty());
-        controller.write_all(b"stty size; exit 3\r").unwrap();
-        let deadline = Instant::now() + PATIENCE;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "gpulab ssh did not end; the terminal shows:\n{}",
-                    String::from_utf8_lossy(&seen.lock().unwrap())
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        drop(controller);
-        (status, seen)
+    let status = tokio::task::spawn_blocking({
+        let seen = seen.clone();
+        move || {
+            let mut controller = controller;
+            interact(&mut controller, &seen);
+            let deadline = Instant::now() + PATIENCE;
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "gpulab did not end; the terminal shows:\n{}",
+                        String::from_utf8_lossy(&seen.lock().unwrap())
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            drop(controller);
+            status
+        }
     })
     .await
     .unwrap();
-    let (status, seen) = status;
     reading.join().unwrap();
     let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-    assert!(
-        text.contains(&format!("{rows} {cols}")),
-        "`stty size` in the workspace does not show the terminal's {rows} rows and {cols} columns:\n{text}"
-    );
-    assert_eq!(status.code(), Some(3), "the terminal shows:\n{text}");
+    (status, text)
 }

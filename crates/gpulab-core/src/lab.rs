@@ -61,6 +61,9 @@ pub struct LabOptions {
     pub ready_timeout: Option<Duration>,
     /// The program kubeconfigs name as their credential plugin (default: this executable).
     pub gpulab_bin: Option<String>,
+    /// Asked for the passphrase of an encrypted SSH key that ssh-agent does not hold (the CLI prompts on
+    /// the terminal); without it such a key is an error that says to `ssh-add` it.
+    pub ssh_passphrase: Option<crate::remote::ssh::PassphraseFn>,
 }
 
 /// What `up` produced.
@@ -569,7 +572,10 @@ impl Lab {
             })?;
         let options = SshOptions::new(
             workspace_user(),
-            SshAuth::key(self.ssh_identity()).with_agent_from_env(),
+            SshAuth {
+                passphrase: self.options.ssh_passphrase.clone(),
+                ..SshAuth::key(self.ssh_identity()).with_agent_from_env()
+            },
             HostKeyPolicy::Pinned(parse_public_key(&host_key)?),
         );
         let tunnel = self

@@ -88,6 +88,7 @@ impl EmulatedClouds {
             }),
             ready_timeout: Some(Duration::from_secs(15)),
             gpulab_bin: Some("gpulab".into()),
+            ssh_passphrase: None,
         }
     }
 }

@@ -67,11 +67,11 @@ impl LabDir {
         self
     }
 
-    /// Generate a real ed25519 key pair at `~/.ssh/id_ed25519` (with `ssh-keygen`), for tests that log
-    /// in; returns its public key line as well.
-    pub fn with_ssh_key(self) -> (Self, String) {
+    /// Generate a real ed25519 key pair at `~/.ssh/id_ed25519` (with `ssh-keygen`), encrypted with
+    /// `passphrase` if given, for tests that log in; returns its public key line as well.
+    pub fn with_ssh_key(self, passphrase: Option<&str>) -> (Self, String) {
         let ssh_dir = self.home().join(".ssh");
-        let key = sshd::generate_key(&ssh_dir, sshd::KeyKind::Ed25519, None);
+        let key = sshd::generate_key(&ssh_dir, sshd::KeyKind::Ed25519, passphrase);
         std::fs::rename(&key.private, ssh_dir.join("id_ed25519")).expect("name the private key");
         std::fs::write(ssh_dir.join("id_ed25519.pub"), format!("{}\n", key.public))
             .expect("write the public key");

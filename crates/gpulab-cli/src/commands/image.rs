@@ -3,10 +3,10 @@
 
 use clap::{Args, Subcommand};
 use gpulab_core::image::{ImageOptions, render_dockerfile};
-use gpulab_core::{Error, Lab, LabOptions, Provider};
+use gpulab_core::{Error, Lab, Provider};
 
 use super::lab::Format;
-use crate::args::{GlobalArgs, SpecArgs};
+use crate::args::{GlobalArgs, SpecArgs, lab_options};
 use crate::printer::Printer;
 use crate::progress::Progress;
 
@@ -84,9 +84,9 @@ async fn build(
     let name = spec.spec.name.clone();
     // The lab as `up` recorded it (its cluster builds when docker is absent), else a lab not up yet,
     // which can build with docker only.
-    let lab = match Lab::load(&name, LabOptions::default()).await {
+    let lab = match Lab::load(&name, lab_options()).await {
         Ok(lab) => lab,
-        Err(Error::State { .. }) => Lab::new(spec, Provider::Aws, LabOptions::default()).await?,
+        Err(Error::State { .. }) => Lab::new(spec, Provider::Aws, lab_options()).await?,
         Err(e) => return Err(e),
     };
     let progress = Progress::new(global.quiet);

@@ -8,9 +8,9 @@ use clap::Args;
 use gpulab_core::lab::{CostReport, LabStatus, UpReport};
 use gpulab_core::remote::{CopyDirection, ExecRequest, ExecStreams};
 use gpulab_core::spec::SpecInputs;
-use gpulab_core::{Error, Lab, LabOptions, Provider};
+use gpulab_core::{Error, Lab, Provider};
 
-use crate::args::{GlobalArgs, SpecArgs};
+use crate::args::{GlobalArgs, SpecArgs, lab_options};
 use crate::printer::{Printer, dollars, table};
 use crate::progress::Progress;
 
@@ -47,7 +47,7 @@ impl LabArg {
 
     /// The lab from its local state.
     pub(crate) async fn load(&self, global: &GlobalArgs) -> gpulab_core::Result<Lab> {
-        Lab::load(&self.resolve_name(global)?, LabOptions::default()).await
+        Lab::load(&self.resolve_name(global)?, lab_options()).await
     }
 }
 
@@ -80,7 +80,7 @@ pub(crate) async fn up(
         None => Provider::Aws,
     };
     let name = spec.spec.name.clone();
-    let lab = Lab::new(spec, provider, LabOptions::default()).await?;
+    let lab = Lab::new(spec, provider, lab_options()).await?;
     let progress = Progress::new(global.quiet);
     let result = tokio::select! {
         result = lab.up(&progress) => result,
@@ -284,7 +284,7 @@ pub(crate) async fn down(
     if !args.yes {
         confirm(&name)?;
     }
-    let lab = match Lab::load(&name, LabOptions::default()).await {
+    let lab = match Lab::load(&name, lab_options()).await {
         Ok(lab) => lab,
         // No local record (lost, or another machine made the lab): find its resources by tag.
         Err(Error::State { .. }) => {
@@ -293,7 +293,7 @@ pub(crate) async fn down(
             Lab::new(
                 spec_args.resolve(global)?.validate()?,
                 Provider::Aws,
-                LabOptions::default(),
+                lab_options(),
             )
             .await?
         }
@@ -357,7 +357,7 @@ pub(crate) struct LsArgs {
 }
 
 pub(crate) fn ls(args: &LsArgs, printer: &Printer) -> gpulab_core::Result<()> {
-    let labs = Lab::list(&LabOptions::default())?;
+    let labs = Lab::list(&lab_options())?;
     if args.output == Format::Json {
         printer.json(&labs);
         return Ok(());
@@ -727,7 +727,7 @@ pub(crate) struct TokenArgs {
 pub(crate) async fn token(args: &TokenArgs, printer: &Printer) -> gpulab_core::Result<()> {
     use gpulab_core::provision::TokenSource;
     use gpulab_core::provision::aws::{AwsOptions, AwsProvisioner, exec_credential_json};
-    let lab = Lab::load(&args.lab, LabOptions::default()).await?;
+    let lab = Lab::load(&args.lab, lab_options()).await?;
     let aws = AwsProvisioner::connect(lab.spec(), AwsOptions::default()).await;
     let token = aws.tokens(lab.spec())?.token().await?;
     printer.line(exec_credential_json(&token));

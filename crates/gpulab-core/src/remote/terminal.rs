@@ -223,6 +223,41 @@ pub async fn interactive_session(
     status
 }
 
+/// Ask for the passphrase of the SSH key at `path` on the controlling terminal (`/dev/tty`, as OpenSSH
+/// does, so it works with stdin redirected), without echoing it. `None` when there is no terminal or the
+/// user enters nothing: the caller then gives up on the key. A [`crate::remote::ssh::PassphraseFn`].
+pub fn prompt_passphrase(path: &std::path::Path) -> Option<String> {
+    use std::io::{BufRead, Write};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .ok()?;
+    let original = termios::tcgetattr(&tty).ok()?;
+    let mut quiet = original.clone();
+    quiet.local_modes.remove(termios::LocalModes::ECHO);
+    // The settings come back on every way out, as with raw mode.
+    struct Restore<'a>(&'a std::fs::File, Termios);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = termios::tcsetattr(self.0, OptionalActions::Now, &self.1);
+        }
+    }
+    let mut writer = &tty;
+    write!(writer, "Enter passphrase for key '{}': ", path.display()).ok()?;
+    writer.flush().ok()?;
+    let line = {
+        let _restore = Restore(&tty, original);
+        termios::tcsetattr(&tty, OptionalActions::Now, &quiet).ok()?;
+        let mut line = String::new();
+        std::io::BufReader::new(&tty).read_line(&mut line).ok()?;
+        line
+    };
+    let _ = writeln!(writer);
+    let passphrase = line.trim_end_matches(['\r', '\n']).to_string();
+    (!passphrase.is_empty()).then_some(passphrase)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

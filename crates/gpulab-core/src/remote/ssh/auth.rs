@@ -236,7 +236,11 @@ async fn decrypt(path: &Path, text: &str, ask: Option<&PassphraseFn>) -> Result<
             "could not decrypt the SSH key {}: wrong or no passphrase",
             path.display()
         ),
-        format!("check it with `ssh-keygen -y -f {}`", path.display()),
+        format!(
+            "check it with `ssh-keygen -y -f {}`, or add it to ssh-agent (`ssh-add {}`) where no terminal can ask",
+            path.display(),
+            path.display()
+        ),
     ))
 }
 
