@@ -463,7 +463,19 @@ impl Lab {
                 .await;
         let ecr = crate::image::ecr::EcrClient::new(&config)?;
         // Only the in-cluster build needs the cluster; a lab that is not up can still build with docker.
-        let cluster = self.client().await.ok();
+        // A cluster gpulab did not make has no node role with push rights to the lab's repository.
+        let cluster = match self.provider {
+            Provider::Aws => self.client().await.ok(),
+            Provider::Existing { .. } => {
+                if !crate::image::docker_available().await {
+                    return Err(Error::Workspace {
+                        message: "no docker daemon answers here, and an existing cluster's nodes cannot push to the lab's ECR repository".into(),
+                        hint: Some("start docker and run `gpulab image build` again".into()),
+                    });
+                }
+                None
+            }
+        };
         crate::image::build_and_push(
             &self.spec,
             options,
