@@ -488,6 +488,44 @@ impl PyLab {
         })
     }
 
+    /// Measure the running vLLM server's throughput from inside the pod: `requests` completions of
+    /// `max_tokens` tokens, `concurrency` at a time. Returns output tokens/s, requests/s, p50/p90 latency
+    /// and any errors as a dict (`error` says why when the server did not answer).
+    #[pyo3(signature = (port=8000, requests=64, concurrency=16, max_tokens=128, prompt=None))]
+    fn vllm_bench<'py>(
+        &self,
+        py: Python<'py>,
+        port: u16,
+        requests: u32,
+        concurrency: u32,
+        max_tokens: u32,
+        prompt: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        for (name, value) in [
+            ("requests", requests),
+            ("concurrency", concurrency),
+            ("max_tokens", max_tokens),
+        ] {
+            if value == 0 {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "{name} must be at least 1"
+                )));
+            }
+        }
+        let options = gpulab_core::vllm::BenchOptions {
+            url: format!("http://127.0.0.1:{port}"),
+            requests,
+            concurrency,
+            max_tokens,
+            prompt,
+            ..Default::default()
+        };
+        let report = self.with_remote(py, None, move |_, remote, _| async move {
+            gpulab_core::vllm::bench(remote.as_ref(), &options).await
+        })?;
+        to_python(py, &report)
+    }
+
     /// `await lab.up_async(...)`: `up` in a worker thread.
     #[pyo3(signature = (*args, **kwargs))]
     fn up_async<'py>(

@@ -85,6 +85,17 @@ def test_lifecycle_against_an_existing_cluster(sandbox, user):
     assert roundtrip(port, b"GET /api HTTP/1.0\r\n\r\n") == b"GET /api HTTP/1.0\r\n\r\n"
     lab.close()
 
+    # vLLM's benchmark runs in the pod (here: on this machine); with no server on the port, the report
+    # says so rather than inventing numbers.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        idle_port = probe.getsockname()[1]
+    bench = lab.vllm_bench(port=idle_port, requests=4, concurrency=2, max_tokens=8)
+    assert bench["completed"] == 0 and bench["output_tokens_per_s"] == 0
+    assert "does not answer" in bench["error"], bench
+    with pytest.raises(ValueError, match="requests must be at least 1"):
+        lab.vllm_bench(requests=0)
+
     # An existing cluster is its owner's bill: gpulab counts its nodes but prices nothing.
     cost = lab.cost()
     assert cost["nodes"] == 1 and cost["per_hour"] == 0 and not cost["estimate"]["complete"]
