@@ -216,7 +216,8 @@ fn read_file_layer(path: &Path, required: bool) -> Result<Option<SpecLayer>, Box
     };
     toml::from_str(&text).map(Some).map_err(|e| {
         let position = e.span().map(|span| {
-            let line = text[..span.start].lines().count().max(1);
+            // Lines are numbered from 1; the newlines before the span say which one it starts on.
+            let line = text[..span.start].matches('\n').count() + 1;
             format!(" at line {line}")
         });
         Box::new(FieldError {

@@ -231,6 +231,7 @@ fn malformed_files_name_the_file_the_line_and_the_keys_allowed() {
         e.problem.contains("node_type") && e.problem.contains("instance_type"),
         "{e}"
     );
+    assert!(e.problem.contains("line 2"), "the unknown key's line: {e}");
 
     m.write("work/gpulab.toml", "this is not toml");
     only_error(&m.resolve(SpecLayer::default()).unwrap_err(), "file");
