@@ -7,8 +7,7 @@ use gpulab_core::events::{Reporter, Silent};
 use gpulab_core::naming::KubeNames;
 use gpulab_core::remote::api_server::ApiServerExec;
 use gpulab_core::remote::{
-    CopyDirection, ExecOutput, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats,
-    Tunnel,
+    CopyDirection, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats, Tunnel,
 };
 use gpulab_core::spec::{SpecLayer, ValidSpec};
 use gpulab_core::status::{PodGpus, cluster_status};
@@ -51,10 +50,6 @@ impl FakeNvidiaSmi {
 impl RemoteExec for FakeNvidiaSmi {
     fn name(&self) -> &'static str {
         "fake-nvidia-smi"
-    }
-
-    async fn exec(&self, request: ExecRequest) -> gpulab_core::Result<ExecOutput> {
-        self.inner.exec(self.rewrite(request)).await
     }
 
     async fn exec_streaming(

@@ -11,8 +11,7 @@ use kube::api::{Api, AttachParams, AttachedProcess};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{
-    CopyDirection, ExecOutput, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats,
-    Tunnel,
+    CopyDirection, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats, Tunnel,
 };
 use crate::cluster::cluster_error;
 use crate::events::{Event, Reporter};
@@ -139,23 +138,6 @@ if [ -d "$tmp/$name" ] && [ -d "$target" ]; then cp -a -- "$tmp/$name/." "$targe
 impl RemoteExec for ApiServerExec {
     fn name(&self) -> &'static str {
         "kube"
-    }
-
-    async fn exec(&self, request: ExecRequest) -> Result<ExecOutput> {
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let stdin = request.stdin.clone();
-        let streams = ExecStreams {
-            stdin: stdin.map(|bytes| Box::pin(std::io::Cursor::new(bytes)) as _),
-            stdout: Box::pin(&mut stdout),
-            stderr: Box::pin(&mut stderr),
-        };
-        let status = self.exec_streaming(request, streams).await?;
-        Ok(ExecOutput {
-            stdout,
-            stderr,
-            status,
-        })
     }
 
     async fn exec_streaming(

@@ -144,8 +144,27 @@ pub trait RemoteExec: Send + Sync {
     /// A short name for messages: "kube", "ssh".
     fn name(&self) -> &'static str;
 
-    /// Run a command and capture its output.
-    async fn exec(&self, request: ExecRequest) -> Result<ExecOutput>;
+    /// Run a command and capture its output (`request.stdin` is its input): [`Self::exec_streaming`]
+    /// into buffers.
+    async fn exec(&self, request: ExecRequest) -> Result<ExecOutput> {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let input = request.stdin.clone();
+        let status = {
+            let streams = ExecStreams {
+                stdin: input
+                    .as_deref()
+                    .map(|b| Box::pin(b) as Pin<Box<dyn AsyncRead + Send + '_>>),
+                stdout: Box::pin(&mut stdout),
+                stderr: Box::pin(&mut stderr),
+            };
+            self.exec_streaming(request, streams).await?
+        };
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            status,
+        })
+    }
 
     /// Run a command, streaming its input and output.
     async fn exec_streaming(

@@ -54,8 +54,7 @@ pub(crate) use exec::shell_quote;
 
 use self::host_key::{ClientHandler, HandlerError};
 use super::{
-    CopyDirection, ExecOutput, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats,
-    Tunnel,
+    CopyDirection, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats, Tunnel,
 };
 use crate::events::Reporter;
 use crate::{Error, Result};
@@ -325,26 +324,6 @@ impl SshSession {
 impl RemoteExec for SshSession {
     fn name(&self) -> &'static str {
         "ssh"
-    }
-
-    async fn exec(&self, request: ExecRequest) -> Result<ExecOutput> {
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let input = request.stdin.clone();
-        let status = {
-            let streams = ExecStreams {
-                stdin: input
-                    .as_deref()
-                    .map(|b| Box::pin(b) as std::pin::Pin<Box<dyn AsyncRead + Send + '_>>),
-                stdout: Box::pin(&mut stdout),
-                stderr: Box::pin(&mut stderr),
-            };
-            exec::run(self, request, streams).await?
-        };
-        Ok(ExecOutput {
-            stdout,
-            stderr,
-            status,
-        })
     }
 
     async fn exec_streaming(
