@@ -29,6 +29,18 @@ fn r(kind: &str, id: &str) -> ResourceRef {
 struct Failures(Vec<String>);
 
 impl Failures {
+    /// Run `work`, a best-effort step that returns whether it found nothing to do, reporting it; on
+    /// failure, warn and go on.
+    async fn step(
+        &mut self,
+        ctx: &Ctx<'_>,
+        step: &str,
+        work: impl Future<Output = Result<bool>>,
+    ) -> Result<()> {
+        let result = ctx.step(step, async { Ok(((), work.await?)) }).await;
+        self.check(ctx, step, result)
+    }
+
     fn check(&mut self, ctx: &Ctx<'_>, step: &str, result: Result<()>) -> Result<()> {
         match result {
             Ok(()) => Ok(()),
@@ -50,51 +62,47 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
     let mut failures = Failures(Vec::new());
 
     let step = "delete GPU node group";
-    let res = ctx
-        .step(step, async {
+    failures
+        .step(ctx, step, async {
             let found = delete_node_group(ctx, step).await?;
             if found {
                 deleted.push(r("eks-nodegroup", &ctx.names.node_group));
             }
-            Ok(((), !found))
+            Ok(!found)
         })
-        .await;
-    failures.check(ctx, step, res)?;
+        .await?;
 
     let step = "delete addons and access entries";
-    let res = ctx
-        .step(step, async {
+    failures
+        .step(ctx, step, async {
             let n = delete_addons_and_access(ctx, step, &mut deleted).await?;
-            Ok(((), n == 0))
+            Ok(n == 0)
         })
-        .await;
-    failures.check(ctx, step, res)?;
+        .await?;
 
     let step = "delete EKS cluster";
-    let res = ctx
-        .step(step, async {
+    failures
+        .step(ctx, step, async {
             let found = delete_cluster(ctx, step).await?;
             if found {
                 deleted.push(r("eks-cluster", &ctx.names.cluster));
             }
-            Ok(((), !found))
+            Ok(!found)
         })
-        .await;
-    failures.check(ctx, step, res)?;
+        .await?;
 
     let step = "delete network";
-    let res = ctx
-        .step(step, async {
+    failures
+        .step(ctx, step, async {
             let before = deleted.len();
             delete_network(ctx, step, &mut deleted).await?;
-            Ok(((), deleted.len() == before))
+            Ok(deleted.len() == before)
         })
-        .await;
-    failures.check(ctx, step, res)?;
+        .await?;
 
     let step = "delete IAM roles";
-    let res = ctx
-        .step(step, async {
+    failures
+        .step(ctx, step, async {
             let mut any = false;
             for name in [&ctx.names.node_role, &ctx.names.cluster_role] {
                 if super::iam::delete_role(ctx, step, name).await? {
@@ -102,38 +110,35 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
                     any = true;
                 }
             }
-            Ok(((), !any))
+            Ok(!any)
         })
-        .await;
-    failures.check(ctx, step, res)?;
+        .await?;
 
     let step = "delete image repository";
-    let res = ctx
-        .step(step, async {
+    failures
+        .step(ctx, step, async {
             let ecr = crate::image::ecr::EcrClient::new(&ctx.c.config)?;
             let name = crate::image::repository_name(ctx.spec);
             let found = ecr.delete_repository(&name).await?;
             if found {
                 deleted.push(r("ecr-repository", &name));
             }
-            Ok(((), !found))
+            Ok(!found)
         })
-        .await;
-    failures.check(ctx, step, res)?;
+        .await?;
 
     let step = "delete detached volumes";
-    let res = ctx
-        .step(step, async {
+    failures
+        .step(ctx, step, async {
             let before = deleted.len();
             delete_volumes(ctx, step, &mut deleted).await?;
-            Ok(((), deleted.len() == before))
+            Ok(deleted.len() == before)
         })
-        .await;
-    failures.check(ctx, step, res)?;
+        .await?;
 
     let step = "list leftovers";
     let leftovers = ctx
-        .step(step, async { Ok((sweep(ctx, step).await?, true)) })
+        .step(step, async { Ok((sweep(ctx, step).await?, false)) })
         .await?;
     if !failures.0.is_empty() && !leftovers.is_empty() {
         let names: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
