@@ -88,26 +88,6 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn noise_file(path: &Path, len: u64) {
-    use std::io::Write;
-    let mut file = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path).unwrap());
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut block = vec![0u8; 8 << 20];
-    let mut left = len;
-    while left > 0 {
-        for word in block.chunks_exact_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
-        }
-        let n = left.min(block.len() as u64) as usize;
-        file.write_all(&block[..n]).unwrap();
-        left -= n as u64;
-    }
-    file.flush().unwrap();
-}
-
 fn same_size(a: &Path, b: &Path) {
     let (la, lb) = (
         std::fs::metadata(a).unwrap().len(),
@@ -505,7 +485,7 @@ async fn main() {
         .tempdir()
         .unwrap();
     let source = work.path().join("source.bin");
-    noise_file(&source, SIZE);
+    gpulab_testkit::write_noise(&source, SIZE, 1);
     let remote_dir = sshd.dir().join("bench");
     std::fs::create_dir_all(&remote_dir).unwrap();
     if let Ok(what) = std::env::var("GPULAB_SSH_BENCH") {

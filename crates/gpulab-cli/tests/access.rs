@@ -130,19 +130,6 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Bytes that differ from file to file.
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn set_mtime(path: &Path, secs: u64) {
     let time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
     std::fs::File::open(path)
@@ -164,7 +151,7 @@ fn make_project(root: &Path) -> PathBuf {
     ];
     for (i, (name, mode, len)) in files.into_iter().enumerate() {
         let path = project.join(name);
-        std::fs::write(&path, content(i as u64, len)).unwrap();
+        std::fs::write(&path, gpulab_testkit::noise(i as u64, len)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         set_mtime(&path, 1_500_000_000 + i as u64 * 86_400);
     }

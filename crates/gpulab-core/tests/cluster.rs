@@ -2,7 +2,6 @@
 //! addon, the workspace (objects, secrets, readiness and why it is not ready), and exec, copy and
 //! port-forward through the API server.
 
-use std::path::Path;
 use std::time::Duration;
 
 use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
@@ -311,27 +310,13 @@ async fn exec_returns_output_exit_codes_and_takes_stdin() {
     assert_eq!(exec.exec(request).await.unwrap().stdout, b"hi there\n");
 }
 
-fn write_random(path: &Path, len: usize) {
-    // A cheap deterministic generator: content that no compression or dedup could shortcut.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut bytes = Vec::with_capacity(len);
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    std::fs::write(path, bytes).unwrap();
-}
-
 #[tokio::test]
 async fn a_100_mib_file_round_trips_byte_identical() {
     let (emu, _home, spec, exec) = ready_lab().await;
     let names = KubeNames::new(&spec.spec);
     let local = tempfile::tempdir().unwrap();
     let source = local.path().join("weights.bin");
-    write_random(&source, 100 << 20);
+    gpulab_testkit::write_noise(&source, 100 << 20, 1);
     let remote_dir = emu.pod_dir(&names.namespace, &names.pod).join("workspace");
     std::fs::create_dir_all(&remote_dir).unwrap();
 

@@ -3,7 +3,7 @@
 //! connection, tunnels, and SFTP copies that are byte-identical, keep modes and times, and never leave a
 //! partial file at the target name.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -416,26 +416,6 @@ async fn a_tunnel_reaches_a_port_in_the_workspace() {
     assert_eq!(&reply, b"HELLO");
 }
 
-/// Fill `path` with `len` bytes of xorshift noise (incompressible, not sparse).
-fn noise_file(path: &Path, len: u64, seed: u64) {
-    let mut file = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path).unwrap());
-    let mut state = seed | 1;
-    let mut block = vec![0u8; 8 << 20];
-    let mut left = len;
-    while left > 0 {
-        for word in block.chunks_exact_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
-        }
-        let n = left.min(block.len() as u64) as usize;
-        file.write_all(&block[..n]).unwrap();
-        left -= n as u64;
-    }
-    file.flush().unwrap();
-}
-
 fn same_contents(a: &Path, b: &Path) -> bool {
     let (mut fa, mut fb) = (
         std::fs::File::open(a).unwrap(),
@@ -480,7 +460,7 @@ async fn a_gibibyte_goes_both_ways_byte_identical() {
         work.path().join("back.bin"),
     );
     const SIZE: u64 = 1 << 30;
-    noise_file(&source, SIZE, 0x9e37_79b9_7f4a_7c15);
+    gpulab_testkit::write_noise(&source, SIZE, 1);
 
     let recorder = Recorder::default();
     let up = ssh
@@ -535,7 +515,7 @@ async fn an_interrupted_copy_leaves_no_file_at_the_target() {
     let ssh = connect(&sshd).await;
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("big.bin");
-    noise_file(&source, 256 << 20, 7);
+    gpulab_testkit::write_noise(&source, 256 << 20, 7);
     let remote_dir = sshd.dir().join("incoming");
     std::fs::create_dir(&remote_dir).unwrap();
     let target = remote_dir.join("big.bin");
@@ -675,7 +655,7 @@ async fn directories_copy_recursively_keeping_modes_and_mtimes() {
     ];
     for (name, mode, mtime, len) in files {
         let path = tree.join(name);
-        noise_file(&path, len, mtime);
+        gpulab_testkit::write_noise(&path, len, mtime);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         set_mtime(&path, mtime);
     }

@@ -269,19 +269,6 @@ async fn a_local_forward_through_the_api_server_reaches_the_pod_port() {
     assert!(refused, "still listening after the handle was dropped");
 }
 
-fn write_random(path: &Path, len: usize) {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let bytes: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(path, bytes).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_runs_through_the_api_server_port_forward() {
     let sshd = Sshd::start();
@@ -340,7 +327,7 @@ async fn ssh_runs_through_the_api_server_port_forward() {
     // A copy both ways, byte-identical.
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("data.bin");
-    write_random(&source, 8 << 20);
+    gpulab_testkit::write_noise(&source, 8 << 20, 2);
     let remote = sshd.dir().join("uploaded.bin");
     let up = ssh
         .copy(
@@ -457,7 +444,7 @@ async fn openssh_and_scp_use_the_generated_config_through_the_port_forward() {
 
     // scp through the same Host block, both ways.
     let local = work.path().join("file.bin");
-    write_random(&local, 1 << 20);
+    gpulab_testkit::write_noise(&local, 1 << 20, 3);
     let remote = sshd.dir().join("scp.bin");
     let target = format!("gpulab-lab1:{}", remote.display());
     let back = work.path().join("back.bin");

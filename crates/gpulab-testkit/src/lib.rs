@@ -185,3 +185,50 @@ pub fn pty_pair(cols: u16, rows: u16) -> (std::fs::File, std::fs::File) {
     rustix::termios::tcsetwinsize(&terminal, size).expect("size the terminal");
     (controller.into(), terminal)
 }
+
+/// `len` bytes of deterministic noise from `seed` (xorshift64): content that no compression or
+/// deduplication can shortcut, different for each seed.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len + 8);
+    let mut state = NoiseState::new(seed);
+    while bytes.len() < len {
+        bytes.extend_from_slice(&state.next().to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// Write `len` bytes of [`noise`] from `seed` to `path`, 8 MiB at a time (for files of gigabytes).
+pub fn write_noise(path: &Path, len: u64, seed: u64) {
+    let file =
+        std::fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    let mut file = std::io::BufWriter::with_capacity(8 << 20, file);
+    let mut state = NoiseState::new(seed);
+    let mut block = vec![0u8; 8 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in block.chunks_exact_mut(8) {
+            word.copy_from_slice(&state.next().to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        file.write_all(&block[..n]).expect("write noise");
+        left -= n as u64;
+    }
+    file.flush().expect("write noise");
+}
+
+struct NoiseState(u64);
+
+impl NoiseState {
+    fn new(seed: u64) -> Self {
+        // xorshift must not start at zero; mixing the seed keeps nearby seeds apart.
+        NoiseState(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
