@@ -53,6 +53,12 @@ impl CostEstimate {
         }
     }
 
+    /// Whether anything is priced: false for a cluster gpulab did not create
+    /// ([`CostEstimate::existing_cluster`]).
+    pub fn is_priced(&self) -> bool {
+        !self.items.is_empty()
+    }
+
     /// The cost of `spec`'s lab with its desired node count.
     pub fn for_spec(spec: &ValidSpec) -> Self {
         let s = &spec.spec;

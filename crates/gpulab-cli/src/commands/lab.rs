@@ -122,7 +122,7 @@ fn print_up(report: &UpReport, printer: &Printer) {
     ));
     printer.line(format!("  jupyter    gpulab jupyter --name {}", report.lab));
     printer.line(format!("  test       gpulab test --name {}", report.lab));
-    if is_unpriced(&report.cost) {
+    if !report.cost.is_priced() {
         printer.line(format!(
             "  cost       not priced: {}",
             report.cost.notes.join(" ")
@@ -133,11 +133,6 @@ fn print_up(report: &UpReport, printer: &Printer) {
         "  cost       ${:.2}/hour (${:.0}/month) until `gpulab down --name {}`; `gpulab stop` keeps it for ${:.2}/hour",
         report.cost.per_hour, report.cost.per_month, report.lab, report.cost.idle_per_hour
     ));
-}
-
-/// An estimate with nothing priced: a cluster gpulab did not create.
-fn is_unpriced(estimate: &gpulab_core::cost::CostEstimate) -> bool {
-    estimate.items.is_empty()
 }
 
 #[derive(Debug, Args)]
@@ -248,7 +243,7 @@ fn print_status(status: &LabStatus, printer: &Printer) {
 }
 
 fn print_cost_lines(cost: &CostReport, printer: &Printer) {
-    if is_unpriced(&cost.estimate) {
+    if !cost.estimate.is_priced() {
         printer.line(format!(
             "  cost           not priced: {}",
             cost.estimate.notes.join(" ")
@@ -374,11 +369,8 @@ pub(crate) fn ls(args: &LsArgs, printer: &Printer) -> gpulab_core::Result<()> {
                 l.region.clone(),
                 l.instance_type.clone(),
                 l.cost.nodes.to_string(),
-                dollars(
-                    (!is_unpriced(&l.cost.estimate)).then_some(l.cost.per_hour),
-                    2,
-                ),
-                dollars((!is_unpriced(&l.cost.estimate)).then_some(l.cost.spent), 2),
+                dollars(l.cost.estimate.is_priced().then_some(l.cost.per_hour), 2),
+                dollars(l.cost.estimate.is_priced().then_some(l.cost.spent), 2),
             ]
         })
         .collect();

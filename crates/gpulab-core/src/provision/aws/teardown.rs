@@ -47,10 +47,15 @@ impl Failures {
             // Without credentials nothing else will work either.
             Err(e @ Error::Credentials { .. }) => Err(e),
             Err(e) => {
+                // A provisioning error names its step already.
+                let what = match &e {
+                    Error::Provision { step: named, .. } if named == step => e.to_string(),
+                    _ => format!("{step}: {e}"),
+                };
                 ctx.reporter.report(Event::Warning {
-                    message: format!("{step}: {e}; continuing"),
+                    message: format!("{what}; continuing"),
                 });
-                self.0.push(format!("{step}: {e}"));
+                self.0.push(what);
                 Ok(())
             }
         }
