@@ -990,6 +990,21 @@ fn delete(
     }
 }
 
+/// The `container` parameter of a pod's log or exec, checked as the API server does: it must name one of
+/// the pod's containers, and may be left out only when there is one.
+pub(crate) fn check_container(q: &Query, containers: &[String], pod: &str) -> Result<(), ApiError> {
+    match q.get("container") {
+        Some(c) if !containers.iter().any(|x| x == c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {pod}"
+        ))),
+        None if containers.len() > 1 => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {pod}, choose one of: [{}]",
+            containers.join(" ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn pod_log(inner: &Inner, ns: &str, name: &str, q: &Query) -> Result<Response<Body>, ApiError> {
     let st = inner.lock();
     let pod = st
@@ -1001,20 +1016,7 @@ fn pod_log(inner: &Inner, ns: &str, name: &str, q: &Query) -> Result<Response<Bo
         .flatten()
         .filter_map(|c| c["name"].as_str().map(str::to_string))
         .collect();
-    match q.get("container") {
-        Some(c) if !containers.iter().any(|x| x == c) => {
-            return Err(ApiError::bad_request(format!(
-                "container {c} is not valid for pod {name}"
-            )));
-        }
-        None if containers.len() > 1 => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )));
-        }
-        _ => {}
-    }
+    check_container(q, &containers, name)?;
     let text = st
         .logs
         .get(&(ns.to_string(), name.to_string()))

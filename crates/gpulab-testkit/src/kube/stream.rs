@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::resources::{POD, RESOURCES};
-use super::server::{Body, Inner, Query, full};
+use super::server::{Body, Inner, Query, check_container, full};
 use super::spdy;
 use super::store::ApiError;
 
@@ -80,20 +80,7 @@ pub(crate) fn serve(
         ));
     }
     if sub == "exec" {
-        match q.get("container") {
-            Some(c) if !containers.iter().any(|x| x == c) => {
-                return Err(ApiError::bad_request(format!(
-                    "container {c} is not valid for pod {name}"
-                )));
-            }
-            None if containers.len() > 1 => {
-                return Err(ApiError::bad_request(format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    containers.join(" ")
-                )));
-            }
-            _ => {}
-        }
+        check_container(&q, &containers, &name)?;
     }
     let upgrade = req
         .headers()
@@ -233,6 +220,27 @@ struct ExecOptions {
 
 /// A close frame with status 1000: clients (gorilla/websocket in kubectl) treat a close without a
 /// status as an error.
+/// A task that sends the messages put on the returned channel, then closes the WebSocket normally once
+/// every sender is gone.
+fn spawn_writer<S>(
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+        let _ = sink.close().await;
+    });
+    (out_tx, writer)
+}
+
 fn normal_close() -> Message {
     Message::Close(Some(CloseFrame {
         code: CloseCode::Normal,
@@ -282,17 +290,8 @@ async fn exec<S>(ws: WebSocketStream<S>, o: ExecOptions)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut stream) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(normal_close()).await;
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = ws.split();
+    let (out_tx, writer) = spawn_writer(sink);
     let mut cmd = tokio::process::Command::new(&o.command[0]);
     cmd.args(&o.command[1..])
         .current_dir(&o.dir)
@@ -398,17 +397,8 @@ async fn port_forward<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut stream) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(normal_close()).await;
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = ws.split();
+    let (out_tx, writer) = spawn_writer(sink);
     let mut writers: Vec<Option<tokio::net::tcp::OwnedWriteHalf>> = Vec::new();
     let mut readers = Vec::new();
     for (i, (port, addr)) in targets.iter().enumerate() {
