@@ -7,47 +7,30 @@
 //!
 //! ```text
 //! status at 20 ms per request, median of 7:
-//!   gpulab cluster_status:            47.7 ms
-//!   kubectl (8 invocations):       1142.4 ms
-//!   ratio (kubectl / gpulab):         23.9x
+//!   gpulab cluster_status:            47.1 ms
+//!   kubectl (8 invocations):       1055.7 ms
+//!   ratio (kubectl / gpulab):         22.4x
 //! ```
 //!
-//! The lab: one GPU node, the device plugin and the workspace applied and ready. gpulab issues its API
-//! calls concurrently (`cluster_status`), then runs nvidia-smi and the Slurm probe in the pod, together;
-//! kubectl runs one process per question, one after another: `version`, `get nodes -o json`, the device plugin's DaemonSet, the
-//! pod, the PVC, the services, the secrets, and `exec POD -- nvidia-smi …`. This machine has no GPU, so
-//! nvidia-smi fails on both sides after the same exec round trip. (An earlier run, before status probed
-//! Slurm, measured 45.1 ms against 1543.7 ms; kubectl's side varies most between runs on this machine.)
+//! The lab: a system node and a GPU node, the device plugin and the workspace applied and ready
+//! (`gpulab_testkit::ready_lab`). gpulab issues its API calls concurrently (`cluster_status`), then runs
+//! nvidia-smi and the Slurm probe in the pod, together; kubectl runs one process per question, one after
+//! another: `version`, `get nodes -o json`, the device plugin's DaemonSet, the pod, the PVC, the
+//! services, the secrets, and `exec POD -- nvidia-smi …`. This machine has no GPU, so nvidia-smi fails
+//! on both sides after the same exec round trip. (Earlier runs: 47.7 ms against 1142.4 ms with one node, and
+//! 45.1 ms against 1543.7 ms before status probed Slurm; kubectl's side varies most between runs on this machine.)
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
-use gpulab_core::events::Silent;
+use gpulab_core::addon::NvidiaDevicePlugin;
 use gpulab_core::naming::KubeNames;
-use gpulab_core::remote::api_server::ApiServerExec;
-use gpulab_core::spec::{SpecInputs, ValidSpec};
 use gpulab_core::status::{NVIDIA_SMI_QUERY, cluster_status};
-use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
-use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
+use gpulab_testkit::ready_lab::ReadyLab;
 
 const RUNS: usize = 7;
 const LATENCY: Duration = Duration::from_millis(20);
-
-fn spec(home: &Path) -> ValidSpec {
-    std::fs::create_dir_all(home.join(".ssh")).unwrap();
-    std::fs::write(
-        home.join(".ssh/id_ed25519.pub"),
-        format!("{}\n", gpulab_testkit::TEST_PUBLIC_KEY),
-    )
-    .unwrap();
-    let inputs = SpecInputs {
-        home: Some(home.into()),
-        ..Default::default()
-    };
-    inputs.resolve().unwrap().validate().unwrap()
-}
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -103,30 +86,21 @@ fn main() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path();
-        let spec = spec(home);
-        let emu = KubeEmulator::start().await.unwrap();
-        emu.add_node(NodeSpec::gpu("gpu-1"));
+        // The ready lab the tests use: a system node, a GPU node, the device plugin and the workspace.
+        let lab = ReadyLab::start().await;
+        let (emu, spec) = (&lab.emu, &lab.spec);
+        let home = lab.dir.home();
+        let home = home.as_path();
         let client = emu.client();
-        NvidiaDevicePlugin
-            .install(&client, &spec, &Silent)
-            .await
-            .unwrap();
-        KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
-        KubeWorkspace
-            .wait_ready(&client, &spec, Duration::from_secs(10), &Silent)
-            .await
-            .unwrap();
         let kubeconfig = home.join("kubeconfig");
         emu.write_kubeconfig(&kubeconfig).unwrap();
-        let names = KubeNames::new(&spec.spec);
-        let exec = ApiServerExec::new(client.clone(), &names.namespace, &names.pod, None);
+        let names = lab.names();
+        let exec = lab.exec();
         let seq = kubectl_sequence(&names);
         emu.set_latency(LATENCY);
 
         // Warm up both: kubectl fills its discovery cache under $HOME/.kube, gpulab its connection.
-        let status = cluster_status(&client, &spec, Some(&exec)).await.unwrap();
+        let status = cluster_status(&client, spec, Some(&exec)).await.unwrap();
         assert!(status.reachable && status.workspace.as_ref().is_some_and(|w| w.ready));
         run_kubectl(&kubectl, home, &kubeconfig, &seq).await;
 
@@ -134,7 +108,7 @@ fn main() {
         let mut kubectl_times = Vec::new();
         for _ in 0..RUNS {
             let t = Instant::now();
-            let status = cluster_status(&client, &spec, Some(&exec)).await.unwrap();
+            let status = cluster_status(&client, spec, Some(&exec)).await.unwrap();
             gpulab.push(t.elapsed());
             assert!(status.reachable);
             let t = Instant::now();
