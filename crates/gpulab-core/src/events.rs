@@ -56,6 +56,57 @@ pub trait Reporter: Send + Sync {
     fn report(&self, event: Event);
 }
 
+/// Bytes done of a transfer, reported as [`Event::Progress`] at most once per MiB, and once more by
+/// [`ByteProgress::finish`] so the last event says the whole amount.
+pub(crate) struct ByteProgress<'a> {
+    reporter: &'a dyn Reporter,
+    step: String,
+    total: Option<u64>,
+    done: u64,
+    reported: u64,
+}
+
+impl<'a> ByteProgress<'a> {
+    /// Progress of `step`, out of `total` bytes when known.
+    pub(crate) fn new(
+        reporter: &'a dyn Reporter,
+        step: impl Into<String>,
+        total: Option<u64>,
+    ) -> Self {
+        ByteProgress {
+            reporter,
+            step: step.into(),
+            total,
+            done: 0,
+            reported: 0,
+        }
+    }
+
+    /// `n` more bytes done.
+    pub(crate) fn add(&mut self, n: u64) {
+        self.done += n;
+        if self.done - self.reported >= 1 << 20 {
+            self.report();
+        }
+    }
+
+    /// Report what is done, if it was not reported yet.
+    pub(crate) fn finish(&mut self) {
+        if self.done > self.reported {
+            self.report();
+        }
+    }
+
+    fn report(&mut self) {
+        self.reported = self.done;
+        self.reporter.report(Event::Progress {
+            step: self.step.clone(),
+            done: self.done,
+            total: self.total,
+        });
+    }
+}
+
 /// A reporter that drops every event.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Silent;

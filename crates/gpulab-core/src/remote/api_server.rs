@@ -14,7 +14,7 @@ use super::{
     CopyDirection, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats, Tunnel,
 };
 use crate::cluster::cluster_error;
-use crate::events::{Event, Reporter};
+use crate::events::{ByteProgress, Reporter};
 use crate::{Error, Result};
 
 /// Runs commands in one container of a pod through the API server.
@@ -465,25 +465,17 @@ impl Drop for StagingDir {
     }
 }
 
-/// Reports bytes read, at most every MiB.
+/// Reports bytes read through it ([`ByteProgress`]).
 struct ProgressReader<'a, R> {
     inner: R,
-    step: &'static str,
-    total: Option<u64>,
-    done: u64,
-    reported: u64,
-    reporter: &'a dyn Reporter,
+    progress: ByteProgress<'a>,
 }
 
 impl<'a, R> ProgressReader<'a, R> {
     fn new(inner: R, step: &'static str, total: Option<u64>, reporter: &'a dyn Reporter) -> Self {
         ProgressReader {
             inner,
-            step,
-            total,
-            done: 0,
-            reported: 0,
-            reporter,
+            progress: ByteProgress::new(reporter, step, total),
         }
     }
 }
@@ -497,36 +489,26 @@ impl<R: AsyncRead + Unpin> AsyncRead for ProgressReader<'_, R> {
         let before = buf.filled().len();
         let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = (buf.filled().len() - before) as u64;
-        self.done += read;
-        if self.done - self.reported >= 1 << 20 || (read == 0 && self.done > self.reported) {
-            self.reported = self.done;
-            self.reporter.report(Event::Progress {
-                step: self.step.into(),
-                done: self.done,
-                total: self.total,
-            });
+        if read == 0 {
+            self.progress.finish();
+        } else {
+            self.progress.add(read);
         }
         poll
     }
 }
 
-/// Reports bytes written, at most every MiB.
+/// Reports bytes written through it ([`ByteProgress`]).
 struct ProgressWriter<'a, W> {
     inner: W,
-    step: &'static str,
-    done: u64,
-    reported: u64,
-    reporter: &'a dyn Reporter,
+    progress: ByteProgress<'a>,
 }
 
 impl<'a, W> ProgressWriter<'a, W> {
     fn new(inner: W, step: &'static str, reporter: &'a dyn Reporter) -> Self {
         ProgressWriter {
             inner,
-            step,
-            done: 0,
-            reported: 0,
-            reporter,
+            progress: ByteProgress::new(reporter, step, None),
         }
     }
 }
@@ -539,15 +521,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for ProgressWriter<'_, W> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if let std::task::Poll::Ready(Ok(n)) = &poll {
-            self.done += *n as u64;
-            if self.done - self.reported >= 1 << 20 {
-                self.reported = self.done;
-                self.reporter.report(Event::Progress {
-                    step: self.step.into(),
-                    done: self.done,
-                    total: None,
-                });
-            }
+            let n = *n as u64;
+            self.progress.add(n);
         }
         poll
     }
@@ -563,6 +538,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for ProgressWriter<'_, W> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        self.progress.finish();
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

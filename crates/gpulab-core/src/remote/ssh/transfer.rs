@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::SshSession;
-use crate::events::{Event, Reporter};
+use crate::events::{ByteProgress, Event, Reporter};
 use crate::remote::{CopyDirection, TransferStats};
 use crate::{Error, Result};
 
@@ -121,25 +121,6 @@ struct Item {
     mode: u32,
     atime: u32,
     mtime: u32,
-}
-
-/// Progress of one copy, reported as bytes done of the total.
-struct Progress<'a> {
-    reporter: &'a dyn Reporter,
-    step: String,
-    done: u64,
-    total: u64,
-}
-
-impl Progress<'_> {
-    fn add(&mut self, n: u64) {
-        self.done += n;
-        self.reporter.report(Event::Progress {
-            step: self.step.clone(),
-            done: self.done,
-            total: Some(self.total),
-        });
-    }
 }
 
 /// Removes a local temporary file unless disarmed: on an error, or when the copy's future is dropped.
@@ -367,7 +348,7 @@ impl Sftp {
         local: &Path,
         remote: &str,
         item: &Item,
-        progress: &mut Progress<'_>,
+        progress: &mut ByteProgress<'_>,
     ) -> Result<u64> {
         let (dir, name) = split_remote(remote);
         let temp = join_remote(dir, &temp_name(name));
@@ -450,7 +431,7 @@ impl Sftp {
         remote: &str,
         local: &Path,
         item: &Item,
-        progress: &mut Progress<'_>,
+        progress: &mut ByteProgress<'_>,
     ) -> Result<u64> {
         let name = local
             .file_name()
@@ -706,12 +687,11 @@ async fn upload(
         }
         items.extend(walk_local(local, reporter)?);
     }
-    let mut progress = Progress {
+    let mut progress = ByteProgress::new(
         reporter,
-        step: format!("upload {}", local.display()),
-        done: 0,
-        total: items.iter().map(|i| i.size).sum(),
-    };
+        format!("upload {}", local.display()),
+        Some(items.iter().map(|i| i.size).sum()),
+    );
     for dir in items.iter().filter(|i| i.kind == Kind::Dir) {
         let path = join_remote(&target, &dir.rel);
         let writable = FileAttributes {
@@ -735,6 +715,7 @@ async fn upload(
         stats.bytes += sftp.upload_file(&from, &to, file, &mut progress).await?;
         stats.files += 1;
     }
+    progress.finish();
     // Directories last, deepest first: writing into a directory changes its modification time.
     for dir in items.iter().rev().filter(|i| i.kind == Kind::Dir) {
         let path = join_remote(&target, &dir.rel);
@@ -818,12 +799,11 @@ async fn download(
         }
         items.extend(sftp.walk(&remote, reporter).await?);
     }
-    let mut progress = Progress {
+    let mut progress = ByteProgress::new(
         reporter,
-        step: format!("download {remote}"),
-        done: 0,
-        total: items.iter().map(|i| i.size).sum(),
-    };
+        format!("download {remote}"),
+        Some(items.iter().map(|i| i.size).sum()),
+    );
     let local_path = |rel: &str| {
         if rel.is_empty() {
             target.clone()
@@ -846,6 +826,7 @@ async fn download(
         stats.bytes += sftp.download_file(&from, &to, file, &mut progress).await?;
         stats.files += 1;
     }
+    progress.finish();
     for dir in items.iter().rev().filter(|i| i.kind == Kind::Dir) {
         let path = local_path(&dir.rel);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(dir.mode))
