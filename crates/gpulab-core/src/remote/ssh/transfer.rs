@@ -56,16 +56,65 @@ fn is_status(e: &SftpError, code: StatusCode) -> bool {
 
 /// A unique temporary name next to `name`.
 fn temp_name(name: &str) -> String {
+    // Unpredictable, so nobody can plant a file or link there first; a counter keeps names apart even
+    // if the random source fails.
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
+    let mut random = [0u8; 8];
+    if getrandom::fill(&mut random).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        random = nanos.to_le_bytes();
+    }
     format!(
-        ".{name}.gpulab-{}-{nanos:x}-{}.part",
-        std::process::id(),
+        ".{name}.gpulab-{:016x}-{}.part",
+        u64::from_le_bytes(random),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The permission bits gpulab copies: read, write and execute for owner, group and others. Set-user-ID,
+/// set-group-ID and sticky bits from the other side are dropped.
+const COPIED_MODE: u32 = 0o777;
+
+/// A name the server listed in a directory, checked before it is joined onto a local path: one path
+/// component, not `.` or `..`, no `/` and no NUL. A server that answers otherwise (a compromised
+/// workspace) must not make gpulab write outside the target.
+fn entry_name<'a>(dir: &str, name: &'a str) -> Result<&'a str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(Error::Remote {
+            message: format!(
+                "the workspace listed an entry {name:?} in {dir}, which is not a file name; refusing to copy it"
+            ),
+            hint: Some(
+                "a working sshd never lists such names: the workspace may be compromised".into(),
+            ),
+        });
+    }
+    Ok(name)
+}
+
+/// `target` joined with `rel` (names from [`entry_name`], joined by `/`), checked to stay under
+/// `target`: only plain components.
+fn local_under(target: &Path, rel: &str) -> Result<PathBuf> {
+    let rel = Path::new(rel);
+    let plain = rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return Err(Error::Remote {
+            message: format!(
+                "{} would land outside {}; refusing to write it",
+                rel.display(),
+                target.display()
+            ),
+            hint: Some(
+                "a working sshd never lists such names: the workspace may be compromised".into(),
+            ),
+        });
+    }
+    Ok(target.join(rel))
 }
 
 /// A remote path as sftp-server wants it: `~` and `~/…` are relative to the home directory, where
@@ -287,12 +336,12 @@ impl Sftp {
             let mut names = self.read_dir(&dir).await?;
             names.sort_by(|a, b| a.filename.cmp(&b.filename));
             for file in names {
+                // Every listing has these two; they are not entries to copy.
                 if file.filename == "." || file.filename == ".." {
                     continue;
                 }
-                let child = join_remote(&rel, &file.filename)
-                    .trim_start_matches('/')
-                    .to_string();
+                let name = entry_name(&dir, &file.filename)?;
+                let child = join_remote(&rel, name).trim_start_matches('/').to_string();
                 let mut attrs = file.attrs;
                 let mut mode = attrs.permissions.unwrap_or(0);
                 if mode & S_IFMT == S_IFLNK {
@@ -333,7 +382,7 @@ impl Sftp {
                     rel: child,
                     kind,
                     size: attrs.size.unwrap_or(0),
-                    mode: mode & 0o7777,
+                    mode: mode & COPIED_MODE,
                     atime: attrs.atime.unwrap_or(0),
                     mtime: attrs.mtime.unwrap_or(0),
                 });
@@ -551,7 +600,7 @@ fn local_item(rel: String, meta: &std::fs::Metadata) -> Item {
         rel,
         kind: if meta.is_dir() { Kind::Dir } else { Kind::File },
         size: if meta.is_dir() { 0 } else { meta.len() },
-        mode: meta.permissions().mode() & 0o7777,
+        mode: meta.permissions().mode() & COPIED_MODE,
         atime: unix_secs(meta.accessed()),
         mtime: unix_secs(meta.modified()),
     }
@@ -774,7 +823,7 @@ async fn download(
                 hint: Some("name the local target path in full".into()),
             });
         }
-        local.join(name)
+        local.join(entry_name(&remote, &name)?)
     } else {
         local.to_path_buf()
     };
@@ -782,7 +831,7 @@ async fn download(
         rel: String::new(),
         kind,
         size: attrs.size.unwrap_or(0),
-        mode: mode & 0o7777,
+        mode: mode & COPIED_MODE,
         atime: attrs.atime.unwrap_or(0),
         mtime: attrs.mtime.unwrap_or(0),
     };
@@ -806,13 +855,13 @@ async fn download(
     );
     let local_path = |rel: &str| {
         if rel.is_empty() {
-            target.clone()
+            Ok(target.clone())
         } else {
-            target.join(rel)
+            local_under(&target, rel)
         }
     };
     for dir in items.iter().filter(|i| i.kind == Kind::Dir) {
-        let path = local_path(&dir.rel);
+        let path = local_path(&dir.rel)?;
         if !path.is_dir() {
             std::fs::DirBuilder::new()
                 .mode(0o700)
@@ -822,13 +871,13 @@ async fn download(
     }
     for file in items.iter().filter(|i| i.kind == Kind::File) {
         let from = join_remote(&remote, &file.rel);
-        let to = local_path(&file.rel);
+        let to = local_path(&file.rel)?;
         stats.bytes += sftp.download_file(&from, &to, file, &mut progress).await?;
         stats.files += 1;
     }
     progress.finish();
     for dir in items.iter().rev().filter(|i| i.kind == Kind::Dir) {
-        let path = local_path(&dir.rel);
+        let path = local_path(&dir.rel)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(dir.mode))
             .map_err(|e| Error::io(format!("set the mode of {}", path.display()), e))?;
         std::fs::File::open(&path)
@@ -853,6 +902,19 @@ mod tests {
         assert_eq!(split_remote("c"), (".", "c"));
         assert_eq!(join_remote("/", "a"), "/a");
         assert_eq!(join_remote("/w", ""), "/w");
+    }
+
+    #[test]
+    fn listed_names_never_leave_the_target() {
+        for bad in ["..", ".", "../x", "a/b", "/etc", "x\0y", ""] {
+            assert!(entry_name("/w", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(entry_name("/w", "..hidden").unwrap(), "..hidden");
+        let target = Path::new("/tmp/t");
+        assert_eq!(local_under(target, "a/b").unwrap(), target.join("a/b"));
+        for bad in ["../x", "a/../../x", "/etc/passwd", "./a"] {
+            assert!(local_under(target, bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
