@@ -100,7 +100,9 @@ fn main() {
         emu.set_latency(LATENCY);
 
         // Warm up both: kubectl fills its discovery cache under $HOME/.kube, gpulab its connection.
-        let status = cluster_status(&client, spec, Some(&exec)).await.unwrap();
+        let status = cluster_status(&client, spec, &lab.id, Some(&exec))
+            .await
+            .unwrap();
         assert!(status.reachable && status.workspace.as_ref().is_some_and(|w| w.ready));
         run_kubectl(&kubectl, home, &kubeconfig, &seq).await;
 
@@ -108,7 +110,9 @@ fn main() {
         let mut kubectl_times = Vec::new();
         for _ in 0..RUNS {
             let t = Instant::now();
-            let status = cluster_status(&client, spec, Some(&exec)).await.unwrap();
+            let status = cluster_status(&client, spec, &lab.id, Some(&exec))
+                .await
+                .unwrap();
             gpulab.push(t.elapsed());
             assert!(status.reachable);
             let t = Instant::now();

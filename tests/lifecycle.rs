@@ -47,11 +47,12 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
     // steps run as root (as CI does).
     let sshd = Sshd::start();
     sshd.authorize(&public_key);
-    sshd.stand_in_for_workspace(emu, &spec.spec).await;
     let options = clouds.lab_options(user.home().join(".local/share/gpulab"));
     let lab = Lab::new(spec, Provider::Aws, options.clone())
         .await
         .unwrap();
+    sshd.stand_in_for_workspace(emu, &lab.spec().spec, lab.id())
+        .await;
 
     // up, with progress a user can follow.
     let recorder = Recorder::default();
@@ -238,7 +239,8 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
     let repository = gpulab_core::image::repository_name(lab.spec());
     ecr.ensure_repository(
         &repository,
-        &gpulab_core::naming::aws_tags(&lab.spec().spec),
+        &gpulab_core::naming::aws_tags(&lab.spec().spec, lab.id()),
+        lab.id(),
     )
     .await
     .unwrap();
@@ -256,7 +258,7 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
     lab.scale(1, &Recorder::default()).await.unwrap();
 
     // down: everything goes, the lab is forgotten, and Lab::list no longer shows it.
-    assert_eq!(Lab::list(&options).unwrap().len(), 1);
+    assert_eq!(Lab::list(&options).unwrap().labs.len(), 1);
     let teardown = lab.down(&Recorder::default()).await.expect("down");
     assert!(teardown.leftovers.is_empty(), "{:?}", teardown.leftovers);
     assert!(!teardown.deleted.is_empty());
@@ -270,18 +272,14 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
     );
     assert_eq!(ecr.describe_repository(&repository).await.unwrap(), None);
     assert!(lab.state().unwrap().is_none());
-    assert!(Lab::list(&options).unwrap().is_empty());
+    assert!(Lab::list(&options).unwrap().labs.is_empty());
     assert!(emu.object("pods", "gpulab", "gpu-dev-pod").is_none());
     assert!(
         emu.object("persistentvolumeclaims", "gpulab", "gpu-dev-pod-workspace")
             .is_none()
     );
     assert!(
-        emu.object(
-            "daemonsets",
-            "kube-system",
-            "nvidia-device-plugin-daemonset"
-        )
-        .is_none()
+        emu.object("daemonsets", "kube-system", "gpulab-nvidia-device-plugin")
+            .is_none()
     );
 }

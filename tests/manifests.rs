@@ -31,6 +31,7 @@ fn plans() -> Vec<(&'static str, Plan)> {
                 access: AccessLayer {
                     mode: Some(AccessMode::LoadBalancer),
                     allowed_cidrs: Some(vec!["203.0.113.7/32".parse().unwrap()]),
+                    api_cidrs: None,
                 },
                 ..Default::default()
             },
@@ -95,13 +96,13 @@ fn plans_contain_what_the_spec_asks_for() {
 
     let default = kinds(&plans[0].1);
     for expected in [
-        "DaemonSet/nvidia-device-plugin-daemonset",
+        "DaemonSet/gpulab-nvidia-device-plugin",
         "Secret/gpu-dev-pod-ssh-keys",
         "Secret/gpu-dev-pod-ssh-host-key",
         "Secret/gpu-dev-pod-jupyter",
         "ConfigMap/gpu-dev-pod-setup",
         "PersistentVolumeClaim/gpu-dev-pod-workspace",
-        "StorageClass/gpulab-gp3",
+        "StorageClass/gpulab-gpu-learning-cluster-gp3",
         "Pod/gpu-dev-pod",
         "Service/gpu-dev-pod-ssh",
     ] {

@@ -102,6 +102,9 @@ pub(crate) struct SpecArgs {
     /// Address range a LoadBalancer admits (repeatable); needed with --access load-balancer.
     #[arg(long = "allow-cidr", value_name = "CIDR")]
     allow_cidr: Vec<IpNet>,
+    /// IPv4 range the cluster's API endpoint admits (repeatable) [default: the address `up` runs from].
+    #[arg(long = "api-cidr", value_name = "CIDR")]
+    api_cidr: Vec<IpNet>,
     /// Extra tag on every AWS resource, KEY=VALUE (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
@@ -126,6 +129,7 @@ fn flag_source(field: &str) -> Source {
         "nodes.capacity" => "--spot".to_string(),
         "workspace.jupyter" => "--no-jupyter".to_string(),
         "access.allowed_cidrs" => "--allow-cidr".to_string(),
+        "access.api_cidrs" => "--api-cidr".to_string(),
         "tags" => "--tag".to_string(),
         _ => format!(
             "--{}",
@@ -170,6 +174,7 @@ impl SpecArgs {
                     AccessArg::LoadBalancer => AccessMode::LoadBalancer,
                 }),
                 allowed_cidrs: (!self.allow_cidr.is_empty()).then(|| self.allow_cidr.clone()),
+                api_cidrs: (!self.api_cidr.is_empty()).then(|| self.api_cidr.clone()),
             },
             tags: self.tags.iter().cloned().collect::<BTreeMap<_, _>>(),
         }
@@ -178,6 +183,11 @@ impl SpecArgs {
     /// Name the lab, as `--name` would.
     pub(crate) fn set_name(&mut self, name: &str) {
         self.name = Some(name.into());
+    }
+
+    /// Choose the region, as `--region` would.
+    pub(crate) fn set_region(&mut self, region: &str) {
+        self.region = Some(region.into());
     }
 
     /// The lab's spec from this process's files and environment, with these flags on top.

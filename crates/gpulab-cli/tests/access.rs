@@ -16,6 +16,7 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use gpulab_core::Provider;
 use gpulab_core::spec::SpecLayer;
 use gpulab_testkit::LabDir;
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
@@ -51,10 +52,17 @@ impl CliLab {
             .unwrap()
             .validate()
             .unwrap();
-        sshd.stand_in_for_workspace(&emulator, &spec.spec).await;
-
         let kubeconfig = dir.home().join("emulator.kubeconfig");
         emulator.write_kubeconfig(&kubeconfig).unwrap();
+        let id = dir.record_lab(
+            &spec.spec,
+            Provider::Existing {
+                kubeconfig: Some(kubeconfig.clone()),
+                context: Some("gpulab-emulator".into()),
+            },
+        );
+        sshd.stand_in_for_workspace(&emulator, &spec.spec, &id)
+            .await;
         let lab = CliLab {
             dir,
             sshd,

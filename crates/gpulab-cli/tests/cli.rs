@@ -315,3 +315,51 @@ fn help_and_completions_work() {
     let bash = gpulab(&lab, &["completions", "bash"]);
     assert!(bash.status.success() && stdout(&bash).contains("_gpulab"));
 }
+
+/// Without a record of the lab, `down` deletes nothing by name: it refuses before any cloud call (no
+/// credentials are set here), saying how to look the lab up by its tags. This is the path that once
+/// fell back to "a new AWS lab of that name" and deleted a same-named cluster.
+#[test]
+fn down_without_a_record_refuses_and_says_how_to_find_the_lab() {
+    let lab = LabDir::new().with_env("CLUSTER_NAME", "gpu-learning-cluster");
+    let out = gpulab(&lab, &["down", "--yes"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no lab named gpu-learning-cluster on this machine"),
+        "{err}"
+    );
+    assert!(
+        err.contains("gpulab down --name gpu-learning-cluster --region REGION --find-by-tag"),
+        "{err}"
+    );
+    let out = gpulab(
+        &lab,
+        &["down", "--yes", "--find-by-tag", "--lab-id", "nope"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--lab-id: \"nope\" is not a lab ID"));
+}
+
+/// A corrupt record is an error that says how to recover, not "no lab" and never "a new lab".
+#[test]
+fn down_on_a_corrupt_record_is_an_error() {
+    let lab = LabDir::new();
+    let dir = lab.gpulab_home().join("labs/broken");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("state.json"),
+        "{\"provider\": {\"kind\": \"gcp\"}}",
+    )
+    .unwrap();
+    let out = gpulab(&lab, &["down", "--name", "broken", "--yes"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("unreadable") && err.contains("--find-by-tag"),
+        "{err}"
+    );
+    // `ls` still lists the other labs, and names the broken one.
+    let out = gpulab(&lab, &["ls"]);
+    assert!(stderr(&out).contains("broken"), "{}", stderr(&out));
+}

@@ -114,7 +114,12 @@ fn settings() -> insta::Settings {
         ),
         (r#""spent": [0-9.e-]+"#, r#""spent": [SPENT]"#),
         (r#""hours": [0-9.e-]+"#, r#""hours": [HOURS]"#),
-        // Generated per lab: the workspace's SSH host key, the service's cluster IP.
+        // Generated per lab: its ID, the workspace's SSH host key, the service's cluster IP.
+        (r#""id": "[0-9a-f]{16}""#, r#""id": "[LAB_ID]""#),
+        (
+            r"gpulab\.io/lab-id(.{1,6})[0-9a-f]{16}",
+            "gpulab.io/lab-id${1}[LAB_ID]",
+        ),
         (r"ssh-ed25519 AAAA[A-Za-z0-9+/=]+", "ssh-ed25519 [KEY]"),
         (
             r#""cluster_ip": "10\.100\.\d+\.\d+""#,

@@ -11,8 +11,11 @@ use tower::BoxError;
 use tower::buffer::BufferLayer;
 use tower::filter::{AsyncFilterLayer, AsyncPredicate};
 
+use crate::naming::LabId;
 use crate::provision::{ClusterAccess, ClusterAuth, TokenSource};
 use crate::{Error, Result};
+use kube::Api;
+use kube::api::{DeleteParams, Preconditions};
 
 /// Requests in flight to the API server before callers wait; watches and streams each hold one.
 const MAX_IN_FLIGHT: usize = 256;
@@ -140,6 +143,67 @@ pub(crate) fn cluster_error(doing: &str, error: kube::Error) -> Error {
 /// True when the error is the API server's 404.
 pub(crate) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+/// True when the error is the API server's 409: a conflict, or a failed precondition.
+pub(crate) fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+/// Whether the cluster has the EBS CSI driver (its `CSIDriver` object, `ebs.csi.aws.com`), so that the
+/// lab's own EBS StorageClass can provision volumes there.
+pub(crate) async fn has_ebs_csi_driver(client: &kube::Client) -> Result<bool> {
+    let drivers: Api<k8s_openapi::api::storage::v1::CSIDriver> = Api::all(client.clone());
+    match drivers.get_opt("ebs.csi.aws.com").await {
+        Ok(found) => Ok(found.is_some()),
+        // A cluster that does not serve CSIDrivers to this identity has none gpulab can rely on.
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(false),
+        Err(e) => Err(cluster_error("look for the EBS CSI driver", e)),
+    }
+}
+
+/// What [`delete_owned`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// Nothing of that name.
+    Absent,
+    /// The lab's object, now deleted.
+    Deleted,
+    /// An object of that name without the lab's ID label: left alone.
+    NotOurs,
+}
+
+/// Delete object `name` through `api` only if it carries lab `id`'s label, with the UID seen as a
+/// precondition, so that an object made under the same name since the look is not deleted either.
+pub(crate) async fn delete_owned<K>(
+    api: &Api<K>,
+    name: &str,
+    id: &LabId,
+    mut params: DeleteParams,
+) -> Result<Deletion>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let what = |doing: &str| format!("{doing} {name}");
+    let object = match api.get(name).await {
+        Ok(object) => object,
+        Err(e) if is_not_found(&e) => return Ok(Deletion::Absent),
+        Err(e) => return Err(cluster_error(&what("read"), e)),
+    };
+    if !id.owns_map(object.meta().labels.as_ref()) {
+        return Ok(Deletion::NotOurs);
+    }
+    params.preconditions = Some(Preconditions {
+        uid: object.meta().uid.clone(),
+        resource_version: None,
+    });
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(Deletion::Deleted),
+        Err(e) if is_not_found(&e) => Ok(Deletion::Absent),
+        // Replaced since the look: the new one is not the object that was checked.
+        Err(e) if is_conflict(&e) => Ok(Deletion::NotOurs),
+        Err(e) => Err(cluster_error(&what("delete"), e)),
+    }
 }
 
 #[cfg(test)]

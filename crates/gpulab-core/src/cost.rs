@@ -224,6 +224,7 @@ mod tests {
             access: AccessLayer {
                 mode: Some(AccessMode::LoadBalancer),
                 allowed_cidrs: Some(vec!["203.0.113.7/32".parse().unwrap()]),
+                api_cidrs: None,
             },
             ..Default::default()
         };

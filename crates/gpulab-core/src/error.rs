@@ -71,6 +71,18 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// Something with the lab's name exists but does not carry the lab's ID: another tool's, another
+    /// lab's or a person's. gpulab neither adopts, changes nor deletes it.
+    #[error("{resource} is not this lab's: {message}\n  hint: {hint}")]
+    Ownership {
+        /// What it is, e.g. "EKS cluster gpu-learning-cluster".
+        resource: String,
+        /// What shows it is not the lab's.
+        message: String,
+        /// What the user can do: another lab name, or removing it themselves.
+        hint: String,
+    },
+
     /// A wait ran out of time.
     #[error("timed out after {}s waiting for {what}; still pending: {pending}", waited.as_secs())]
     Timeout {

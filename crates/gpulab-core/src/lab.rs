@@ -15,35 +15,23 @@ use crate::addon::{ClusterAddon, NvidiaDevicePlugin};
 use crate::cluster;
 use crate::cost::CostEstimate;
 use crate::events::{Event, Reporter};
-use crate::naming::KubeNames;
+use crate::naming::{KubeNames, LAB_ID_KEY, LabId};
+pub use crate::provision::Provider;
 use crate::provision::existing::ExistingCluster;
-use crate::provision::{ClusterAccess, ClusterProvisioner, ProvisionStatus, TeardownReport};
+use crate::provision::{
+    ClusterAccess, ClusterBinding, ClusterProvisioner, ProvisionStatus, TagSearch, TeardownReport,
+};
 use crate::remote::api_server::ApiServerExec;
 use crate::remote::{ExecStreams, ExitStatus, RemoteExec};
 use crate::spec::{ResolvedSpec, SshKey, ValidSpec};
 use crate::state::{LabDir, LabLock, LabState, gpulab_home, list_labs};
 use crate::status::{ClusterStatus, cluster_status};
-use crate::workspace::{KubeWorkspace, WorkspaceInfo, WorkspaceManager};
+use crate::workspace::{KubeWorkspace, VolumeClass, WorkspaceInfo, WorkspaceManager};
 use crate::{Error, Result, slurm, vllm};
 
 /// How long an image build may take: CUDA, PyTorch and vLLM make a large image.
 #[cfg(feature = "aws")]
 const IMAGE_BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
-
-/// Where the lab's cluster comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Provider {
-    /// EKS in the spec's region, created and removed by gpulab.
-    Aws,
-    /// A cluster someone already runs, through a kubeconfig context.
-    Existing {
-        /// The kubeconfig; `None` for the default (`KUBECONFIG`, `~/.kube/config`).
-        kubeconfig: Option<PathBuf>,
-        /// The context; `None` for the current one.
-        context: Option<String>,
-    },
-}
 
 /// Knobs for tests and unusual setups; the defaults are what users get.
 #[derive(Clone, Default)]
@@ -116,6 +104,8 @@ pub struct CostReport {
 pub struct LabSummary {
     /// The lab's name.
     pub name: String,
+    /// The lab's ID.
+    pub id: LabId,
     /// Its region.
     pub region: String,
     /// Its node type.
@@ -124,6 +114,15 @@ pub struct LabSummary {
     pub steps_done: usize,
     /// What it costs now.
     pub cost: CostReport,
+}
+
+/// The labs on this machine, as [`Lab::list`] finds them.
+#[derive(Debug)]
+pub struct LabListing {
+    /// Each lab whose record can be read.
+    pub labs: Vec<LabSummary>,
+    /// Each lab whose record cannot, by name, with why.
+    pub unreadable: Vec<(String, Error)>,
 }
 
 /// The steps of `up` as recorded in the lab's state.
@@ -142,72 +141,142 @@ pub mod steps {
 pub struct Lab {
     spec: ValidSpec,
     provider: Provider,
+    id: LabId,
     dir: LabDir,
     options: LabOptions,
     provisioner: Arc<dyn ClusterProvisioner>,
 }
 
 impl Lab {
-    /// A lab for `spec`, to be brought up by `provider`.
+    /// A lab for `spec`, to be brought up by `provider`: the lab of that name on this machine (with its
+    /// ID) if there is one, else a new lab with a new ID, recorded by its first `up`.
     pub async fn new(spec: ValidSpec, provider: Provider, options: LabOptions) -> Result<Lab> {
         let home = options.home.clone().unwrap_or_else(gpulab_home);
         let dir = LabDir::new(&home, &spec.spec.name);
-        let provisioner = provisioner(&spec, &provider, &options).await?;
+        let (id, binding) = match dir.load()? {
+            Some(state) => {
+                if std::mem::discriminant(&state.provider) != std::mem::discriminant(&provider) {
+                    return Err(provider_mismatch(&spec.spec.name, &state.provider));
+                }
+                (state.id, state.cluster)
+            }
+            None => (LabId::generate()?, None),
+        };
+        Lab::with_id(spec, provider, id, binding, dir, options).await
+    }
+
+    async fn with_id(
+        spec: ValidSpec,
+        provider: Provider,
+        id: LabId,
+        binding: Option<ClusterBinding>,
+        dir: LabDir,
+        options: LabOptions,
+    ) -> Result<Lab> {
+        let provisioner = provisioner(&spec, &provider, binding, &options).await?;
         Ok(Lab {
             spec,
             provider,
+            id,
             dir,
             options,
             provisioner,
         })
     }
 
+    /// Look in AWS for labs named as `spec`'s whose local state is gone: what carries the lab's name
+    /// tag, grouped by lab ID, and what has the lab's names without any gpulab ID. Changes nothing.
+    #[cfg(feature = "aws")]
+    pub async fn find_by_tag(spec: &ValidSpec, options: &LabOptions) -> Result<TagSearch> {
+        crate::provision::aws::find_by_tag(spec, options.aws.clone()).await
+    }
+
+    /// The AWS lab `id` of `spec`'s name, found by [`Lab::find_by_tag`], taken on for `down`: its state is
+    /// written again (so a rerun needs no search), and everything `down` touches must carry `id`.
+    pub async fn adopt(spec: ValidSpec, id: LabId, options: LabOptions) -> Result<Lab> {
+        let home = options.home.clone().unwrap_or_else(gpulab_home);
+        let dir = LabDir::new(&home, &spec.spec.name);
+        let _lock = dir.lock()?;
+        if let Some(state) = dir.load()? {
+            return Err(Error::State {
+                path: dir.state_file(),
+                message: format!(
+                    "lab {} (ID {}) is already recorded here; `gpulab down --name {}` removes it without a search",
+                    spec.spec.name, state.id, spec.spec.name
+                ),
+            });
+        }
+        dir.save(&LabState::new(id.clone(), spec.spec.clone(), Provider::Aws))?;
+        Lab::with_id(spec, Provider::Aws, id, None, dir, options).await
+    }
+
     /// The lab called `name` from its local state (as `up` left it).
     pub async fn load(name: &str, options: LabOptions) -> Result<Lab> {
         let home = options.home.clone().unwrap_or_else(gpulab_home);
         let dir = LabDir::new(&home, name);
-        let state = dir.load()?.ok_or_else(|| Error::State {
+        Lab::find(name, options).await?.ok_or_else(|| Error::State {
             path: dir.state_file(),
             message: format!("no lab named {name:?} on this machine; `gpulab ls` lists them, `gpulab up` creates one"),
-        })?;
+        })
+    }
+
+    /// The lab called `name` from its local state, or `None` when this machine has no record of it. An
+    /// unreadable record is an error, never "no lab".
+    pub async fn find(name: &str, options: LabOptions) -> Result<Option<Lab>> {
+        let home = options.home.clone().unwrap_or_else(gpulab_home);
+        let dir = LabDir::new(&home, name);
+        let Some(state) = dir.load()? else {
+            return Ok(None);
+        };
         let spec = ResolvedSpec {
             spec: state.spec.clone(),
             provenance: Default::default(),
             home: dirs::home_dir(),
         }
         .validate()?;
-        let provider = serde_json::from_str(&state.provider).unwrap_or(Provider::Aws);
-        Lab::new(spec, provider, options).await
+        Lab::with_id(spec, state.provider, state.id, state.cluster, dir, options)
+            .await
+            .map(Some)
     }
 
-    /// Every lab with state on this machine.
-    pub fn list(options: &LabOptions) -> Result<Vec<LabSummary>> {
+    /// Every lab with state on this machine, and for each lab whose state cannot be read, why (one
+    /// corrupt lab does not hide the others).
+    pub fn list(options: &LabOptions) -> Result<LabListing> {
         let home = options.home.clone().unwrap_or_else(gpulab_home);
         let now = SystemTime::now();
         let mut labs = Vec::new();
+        let mut unreadable = Vec::new();
         for (name, state) in list_labs(&home)? {
-            let Ok(spec) = (ResolvedSpec {
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    unreadable.push((name, e));
+                    continue;
+                }
+            };
+            let spec = match (ResolvedSpec {
                 spec: state.spec.clone(),
                 provenance: Default::default(),
                 home: dirs::home_dir(),
             })
-            .validate() else {
-                continue;
+            .validate()
+            {
+                Ok(spec) => spec,
+                Err(e) => {
+                    unreadable.push((name, e.into()));
+                    continue;
+                }
             };
             labs.push(LabSummary {
                 region: spec.spec.region.clone(),
                 instance_type: spec.instance.name.into(),
                 steps_done: state.steps_done.len(),
-                cost: cost_report(
-                    &spec,
-                    &serde_json::from_str(&state.provider).unwrap_or(Provider::Aws),
-                    Some(&state),
-                    now,
-                ),
+                cost: cost_report(&spec, &state.provider, Some(&state), now),
+                id: state.id,
                 name,
             });
         }
-        Ok(labs)
+        Ok(LabListing { labs, unreadable })
     }
 
     /// The lab's spec.
@@ -218,6 +287,11 @@ impl Lab {
     /// Where the lab's cluster comes from.
     pub fn provider(&self) -> &Provider {
         &self.provider
+    }
+
+    /// The lab's ID: on everything it creates, and the only mark it trusts as its own.
+    pub fn id(&self) -> &LabId {
+        &self.id
     }
 
     /// The lab's directory on this machine.
@@ -232,17 +306,35 @@ impl Lab {
 
     /// Bring the lab up, or finish bringing it up: every step finds what exists before creating.
     pub async fn up(&self, reporter: &dyn Reporter) -> Result<UpReport> {
+        // On the heap: the whole of `up` is one large future, too large for a small thread's stack.
+        Box::pin(self.up_steps(reporter)).await
+    }
+
+    async fn up_steps(&self, reporter: &dyn Reporter) -> Result<UpReport> {
         let started = Instant::now();
         let _lock = self.lock()?;
         let existing = self.dir.load()?;
         let fresh = existing.is_none();
-        let mut state = existing.unwrap_or_else(|| {
-            LabState::new(
+        let mut state = match existing {
+            // Another process may have made or adopted the lab since this one was opened.
+            Some(state) if state.id != self.id => {
+                return Err(Error::State {
+                    path: self.dir.state_file(),
+                    message: format!(
+                        "lab {} now has ID {} on this machine, not {}; run the command again",
+                        self.spec.spec.name, state.id, self.id
+                    ),
+                });
+            }
+            Some(state) => state,
+            None => LabState::new(
+                self.id.clone(),
                 self.spec.spec.clone(),
-                &serde_json::to_string(&self.provider).expect("provider serialises"),
-            )
-        });
+                self.provider.clone(),
+            ),
+        };
         state.spec = self.spec.spec.clone();
+        state.provider = self.provider.clone();
 
         // Providers report their warnings as they find them (and list them in the result).
         let preflight = step(reporter, "preflight", async {
@@ -260,9 +352,15 @@ impl Lab {
         state.mark_done(steps::PREFLIGHT);
         self.dir.save(&state)?;
 
-        let provisioned = self.provisioner.provision(&self.spec, reporter).await?;
+        let provisioned = self
+            .provisioner
+            .provision(&self.spec, &self.id, reporter)
+            .await?;
         for resource in provisioned.resources {
             state.add_resource(resource);
+        }
+        if provisioned.binding.is_some() {
+            state.cluster = provisioned.binding;
         }
         state.mark_done(steps::PROVISION);
         state.set_nodes(self.spec.spec.nodes.desired, SystemTime::now());
@@ -275,10 +373,23 @@ impl Lab {
         self.write_kubeconfig(&access)?;
 
         let client = cluster::connect(&access).await?;
+        // Chosen once: a claim's StorageClass cannot change afterwards.
+        let class = match &state.volume_class {
+            Some(class) => class.clone(),
+            None => {
+                let ebs = match self.provider {
+                    Provider::Aws => true,
+                    Provider::Existing { .. } => cluster::has_ebs_csi_driver(&client).await?,
+                };
+                VolumeClass::choose(&self.spec, ebs)
+            }
+        };
+        state.volume_class = Some(class.clone());
+        self.dir.save(&state)?;
         // The device plugin and the workspace do not depend on each other: apply them together.
         let (_, workspace) = tokio::try_join!(
-            NvidiaDevicePlugin.install(&client, &self.spec, reporter),
-            KubeWorkspace.apply(&client, &self.spec, reporter),
+            NvidiaDevicePlugin.install(&client, &self.spec, &self.id, reporter),
+            KubeWorkspace.apply(&client, &self.spec, &self.id, &class, reporter),
         )?;
         state.host_public_key = workspace.host_public_key.clone();
         state.mark_done(steps::WORKSPACE);
@@ -289,7 +400,7 @@ impl Lab {
             .ready_timeout
             .unwrap_or(Duration::from_secs(20 * 60));
         let workspace = KubeWorkspace
-            .wait_ready(&client, &self.spec, timeout, reporter)
+            .wait_ready(&client, &self.spec, &self.id, timeout, reporter)
             .await?;
         state.host_public_key = workspace.host_public_key.clone();
         state.mark_done(steps::READY);
@@ -308,7 +419,7 @@ impl Lab {
     pub async fn access(&self) -> Result<ClusterAccess> {
         match &self.options.cluster_override {
             Some(access) => Ok(access.clone()),
-            None => self.provisioner.access(&self.spec).await,
+            None => self.provisioner.access(&self.spec, &self.id).await,
         }
     }
 
@@ -321,13 +432,13 @@ impl Lab {
     /// is reported, not an error.
     pub async fn status(&self) -> Result<LabStatus> {
         let state = self.dir.load()?;
-        let provider = self.provisioner.status(&self.spec).await.ok();
+        let provider = self.provisioner.status(&self.spec, &self.id).await.ok();
         let (mut cluster, mut cluster_error) = (None, None);
         match self.client().await {
             Ok(client) => {
                 let names = KubeNames::new(&self.spec.spec);
                 let exec = ApiServerExec::new(client.clone(), &names.namespace, &names.pod, None);
-                match cluster_status(&client, &self.spec, Some(&exec)).await {
+                match cluster_status(&client, &self.spec, &self.id, Some(&exec)).await {
                     Ok(status) => cluster = Some(status),
                     Err(e) => cluster_error = Some(e.to_string()),
                 }
@@ -358,11 +469,27 @@ impl Lab {
         ))
     }
 
-    /// Exec, copy and tunnel into the workspace through the API server.
+    /// Exec, copy and tunnel into the workspace through the API server. A pod of the workspace's name
+    /// that is not the lab's is never entered: commands and files meant for the lab must not reach it.
     pub async fn remote(&self) -> Result<Arc<dyn RemoteExec>> {
         let names = KubeNames::new(&self.spec.spec);
+        let client = self.client().await?;
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(client.clone(), &names.namespace);
+        if let Some(pod) = pods
+            .get_opt(&names.pod)
+            .await
+            .map_err(|e| cluster::cluster_error("read the workspace pod", e))?
+            && !self.id.owns_map(pod.metadata.labels.as_ref())
+        {
+            return Err(Error::Ownership {
+                resource: format!("pod {}/{}", names.namespace, names.pod),
+                message: format!("it lacks the label {LAB_ID_KEY}={}", self.id),
+                hint: "someone else's pod has the workspace's name: gpulab will not run commands or copy files there; `gpulab status` shows the lab".into(),
+            });
+        }
         Ok(Arc::new(ApiServerExec::new(
-            self.client().await?,
+            client,
             &names.namespace,
             &names.pod,
             None,
@@ -476,8 +603,11 @@ impl Lab {
                 None
             }
         };
+        // The repository carries the lab's ID: record the lab first, so `down` finds it.
+        self.ensure_state()?;
         crate::image::build_and_push(
             &self.spec,
+            &self.id,
             options,
             &ecr,
             cluster.as_ref(),
@@ -491,7 +621,7 @@ impl Lab {
     pub async fn scale(&self, desired: u32, reporter: &dyn Reporter) -> Result<()> {
         let _lock = self.lock()?;
         self.provisioner
-            .scale(&self.spec, desired, reporter)
+            .scale(&self.spec, &self.id, desired, reporter)
             .await?;
         if let Some(mut state) = self.dir.load()? {
             state.set_nodes(desired, SystemTime::now());
@@ -502,27 +632,56 @@ impl Lab {
 
     /// Remove everything the lab made: first, through the cluster, what owns cloud resources (the
     /// LoadBalancer service, the volume claim), then the provider's resources; then forget the lab
-    /// when nothing is left.
+    /// when nothing is left. What has the lab's names but not its ID is left alone, and reported.
     pub async fn down(&self, reporter: &dyn Reporter) -> Result<TeardownReport> {
+        Box::pin(self.down_steps(reporter)).await
+    }
+
+    async fn down_steps(&self, reporter: &dyn Reporter) -> Result<TeardownReport> {
         let _lock = self.lock()?;
+        let mut left_alone = Vec::new();
         match self.client().await {
             Ok(client) => {
                 let removed = step(reporter, "remove the workspace and device plugin", async {
-                    KubeWorkspace.delete(&client, &self.spec, false).await?;
-                    NvidiaDevicePlugin.remove(&client, &self.spec).await
+                    let mut found = KubeWorkspace
+                        .delete(&client, &self.spec, &self.id, false)
+                        .await?;
+                    found.extend(
+                        NvidiaDevicePlugin
+                            .remove(&client, &self.spec, &self.id)
+                            .await?,
+                    );
+                    Ok(found)
                 })
                 .await;
-                if let Err(e) = removed {
-                    reporter.report(Event::Warning {
+                match removed {
+                    Ok(found) => left_alone.extend(found),
+                    Err(e) => reporter.report(Event::Warning {
                         message: format!("could not clean the cluster first ({e}); its load balancer and volume are swept by tag"),
-                    });
+                    }),
                 }
+            }
+            // A kubeconfig that now leads to another cluster: nothing there is the lab's.
+            Err(e @ Error::Ownership { .. })
+                if matches!(self.provider, Provider::Existing { .. }) =>
+            {
+                return Err(e);
             }
             Err(e) => reporter.report(Event::Warning {
                 message: format!("cluster not reachable ({e}); going on with the cloud"),
             }),
         }
-        let report = self.provisioner.teardown(&self.spec, reporter).await?;
+        let mut report = self
+            .provisioner
+            .teardown(&self.spec, &self.id, reporter)
+            .await?;
+        for thing in &left_alone {
+            reporter.report(Event::Warning {
+                message: thing.to_string(),
+            });
+        }
+        left_alone.append(&mut report.left_alone);
+        report.left_alone = left_alone;
         if report.leftovers.is_empty() {
             self.dir.forget()?;
         } else if let Some(mut state) = self.dir.load()? {
@@ -531,6 +690,19 @@ impl Lab {
             self.dir.save(&state)?;
         }
         Ok(report)
+    }
+
+    /// Record the lab on this machine if `up` has not yet (an image built before the first `up`).
+    fn ensure_state(&self) -> Result<()> {
+        let _lock = self.lock()?;
+        if self.dir.load()?.is_none() {
+            self.dir.save(&LabState::new(
+                self.id.clone(),
+                self.spec.spec.clone(),
+                self.provider.clone(),
+            ))?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> Result<LabLock> {
@@ -602,29 +774,49 @@ impl Lab {
 async fn provisioner(
     spec: &ValidSpec,
     provider: &Provider,
+    binding: Option<ClusterBinding>,
     options: &LabOptions,
 ) -> Result<Arc<dyn ClusterProvisioner>> {
     match provider {
         Provider::Existing {
             kubeconfig,
             context,
-        } => Ok(Arc::new(ExistingCluster::new(
-            kubeconfig.clone(),
-            context.clone(),
-        ))),
+        } => Ok(Arc::new(
+            ExistingCluster::new(kubeconfig.clone(), context.clone()).bound_to(binding),
+        )),
         #[cfg(feature = "aws")]
         Provider::Aws => Ok(Arc::new(
             crate::provision::aws::AwsProvisioner::connect(spec, options.aws.clone()).await,
         )),
         #[cfg(not(feature = "aws"))]
         Provider::Aws => {
-            let _ = (spec, options);
+            let _ = (spec, options, binding);
             Err(Error::Provision {
                 step: "choose a provider".into(),
                 message: "this build of gpulab has no AWS support".into(),
                 hint: Some("rebuild with the `aws` feature, or use an existing cluster".into()),
             })
         }
+    }
+}
+
+/// The error for `up` on a lab that another provider made.
+fn provider_mismatch(name: &str, recorded: &Provider) -> Error {
+    let (was, flag) = match recorded {
+        Provider::Aws => ("on AWS".to_string(), "without --context"),
+        Provider::Existing { context, .. } => (
+            format!(
+                "on an existing cluster (context {})",
+                context.as_deref().unwrap_or("current")
+            ),
+            "with the same --context",
+        ),
+    };
+    Error::Usage {
+        message: format!("lab {name} was brought up {was}; this command would use the other"),
+        hint: format!(
+            "run it {flag}, or name another lab (--name), or `gpulab down --name {name}` first"
+        ),
     }
 }
 
@@ -645,7 +837,9 @@ async fn step<T>(
     Ok(result)
 }
 
-/// Create the user's SSH key pair when the spec found none (as the original `setup-ssh-keys.sh` did).
+/// Create gpulab's own SSH key pair (`~/.ssh/gpulab_ed25519`) when the spec found no key to use, as
+/// the original `setup-ssh-keys.sh` made one. No file is ever overwritten: the private key is created
+/// exclusively, and one that lost its `.pub` gets its public half back from itself.
 fn ensure_user_key(spec: &ValidSpec, reporter: &dyn Reporter) -> Result<()> {
     let SshKey::Generate { path } = &spec.ssh_key else {
         return Ok(());
@@ -654,19 +848,54 @@ fn ensure_user_key(spec: &ValidSpec, reporter: &dyn Reporter) -> Result<()> {
     if public.exists() {
         return Ok(());
     }
-    let (private_key, public_key) =
-        crate::workspace::generate_host_key(&format!("gpulab-{}", spec.spec.name))?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        crate::state::create_private_dir(dir)?;
     }
-    crate::state::write_private_atomically(path, private_key.as_bytes())?;
-    std::fs::write(&public, format!("{public_key}\n"))
-        .map_err(|e| Error::io(format!("write {}", public.display()), e))?;
-    reporter.report(Event::Warning {
-        message: format!("created an SSH key pair at {}", path.display()),
-    });
-    Ok(())
+    let public_key = match std::fs::read_to_string(path) {
+        Ok(private) => {
+            use russh::keys::ssh_key::PrivateKey;
+            let key = PrivateKey::from_openssh(&private).map_err(|e| Error::Usage {
+                message: format!(
+                    "{} exists but is not an OpenSSH private key ({e}), and gpulab will not replace it",
+                    path.display()
+                ),
+                hint: "name the key to use with SSH_KEY or --ssh-key, or move that file away".into(),
+            })?;
+            key.public_key().to_openssh().map_err(|e| {
+                Error::io(
+                    "encode the public key",
+                    std::io::Error::other(e.to_string()),
+                )
+            })?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (private_key, public_key) =
+                crate::workspace::generate_host_key(&format!("gpulab-{}", spec.spec.name))?;
+            write_new_file(path, private_key.as_bytes(), 0o600)?;
+            reporter.report(Event::Warning {
+                message: format!("created an SSH key pair at {}", path.display()),
+            });
+            public_key
+        }
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    write_new_file(&public, format!("{public_key}\n").as_bytes(), 0o644)
+}
+
+/// Write a file that must not exist yet, with `mode` on Unix.
+fn write_new_file(path: &std::path::Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.create_new(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options
+        .open(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
 
 /// What the lab costs per hour with `nodes` GPU nodes: priced from the catalog when gpulab made the

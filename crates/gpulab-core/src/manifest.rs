@@ -11,8 +11,9 @@ use k8s_openapi::{Metadata, Resource};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
-use crate::cluster::{cluster_error, is_not_found};
+use crate::cluster::{Deletion, cluster_error, delete_owned, is_not_found};
+use crate::naming::{LAB_ID_KEY, LabId};
+use crate::{Error, Result};
 
 /// The field manager gpulab's server-side applies use, so re-applies update only gpulab's fields.
 pub const FIELD_MANAGER: &str = "gpulab";
@@ -94,30 +95,47 @@ impl KubeObject {
         }
     }
 
-    /// Create or update the object with server-side apply (idempotent; gpulab's fields win conflicts).
-    pub async fn apply(&self, client: &kube::Client) -> Result<()> {
+    /// The object as messages name it: "Kind namespace/name", or "Kind name" when cluster-scoped.
+    pub fn describe(&self) -> String {
+        match self.namespace() {
+            Some(namespace) => format!("{} {namespace}/{}", self.kind(), self.name()),
+            None => format!("{} {}", self.kind(), self.name()),
+        }
+    }
+
+    /// Create or update the object with server-side apply (idempotent; gpulab's fields win conflicts
+    /// with other field managers). An object of the same name that does not carry lab `id`'s label is
+    /// never applied over: that is an [`Error::Ownership`].
+    pub async fn apply_owned(&self, client: &kube::Client, id: &LabId) -> Result<()> {
+        let api = self.api(client);
+        match api.get(self.name()).await {
+            Ok(existing) if !id.owns_map(existing.metadata.labels.as_ref()) => {
+                return Err(Error::Ownership {
+                    resource: self.describe(),
+                    message: format!("it exists without the label {LAB_ID_KEY}={id}"),
+                    hint: "another tool, person or lab made it: choose another name for the lab's objects (--pod-name, --namespace), or remove it yourself".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(cluster_error(&format!("read {}", self.describe()), e)),
+        }
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        self.api(client)
-            .patch(self.name(), &params, &Patch::Apply(self))
+        api.patch(self.name(), &params, &Patch::Apply(self))
             .await
-            .map_err(|e| cluster_error(&format!("apply {} {}", self.kind(), self.name()), e))?;
+            .map_err(|e| cluster_error(&format!("apply {}", self.describe()), e))?;
         Ok(())
     }
 
-    /// Delete the object; true if it existed.
-    pub async fn delete(&self, client: &kube::Client) -> Result<bool> {
-        match self
-            .api(client)
-            .delete(self.name(), &DeleteParams::background())
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(cluster_error(
-                &format!("delete {} {}", self.kind(), self.name()),
-                e,
-            )),
-        }
+    /// Delete the object if it carries lab `id`'s label (see [`crate::cluster::delete_owned`]).
+    pub async fn delete_owned(&self, client: &kube::Client, id: &LabId) -> Result<Deletion> {
+        delete_owned(
+            &self.api(client),
+            self.name(),
+            id,
+            DeleteParams::background(),
+        )
+        .await
     }
 
     /// The objects as one multi-document YAML stream, as `kubectl apply -f` takes it.

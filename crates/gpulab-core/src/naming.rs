@@ -1,12 +1,24 @@
 //! Names, labels and tags: how gpulab marks what it creates, in AWS and in Kubernetes, so that `down`
-//! can find all of it again. One place, because provisioning, rendering and teardown must agree.
+//! can find all of it again, and nothing else. One place, because provisioning, rendering and teardown
+//! must agree.
+//!
+//! Names are derived from the lab's name, so another tool's cluster (or another machine's lab) may carry
+//! the same ones. What proves a resource is this lab's is its ID: a random [`LabId`] made at the first
+//! `up`, kept in the lab's state and put on everything the lab creates ([`LAB_ID_KEY`]). gpulab changes
+//! or deletes nothing that lacks it.
 
 use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 use crate::spec::LabSpec;
 
-/// AWS tag and Kubernetes label naming the lab a resource belongs to.
+/// AWS tag and Kubernetes label naming the lab a resource belongs to (for people and the leftover
+/// search; ownership is [`LAB_ID_KEY`]).
 pub const LAB_KEY: &str = "gpulab.io/lab";
+/// AWS tag and Kubernetes label holding the lab's ID: the one mark gpulab trusts as "this lab made it".
+pub const LAB_ID_KEY: &str = "gpulab.io/lab-id";
 /// AWS tag marking a resource as created by gpulab (never set on resources gpulab only uses).
 pub const MANAGED_KEY: &str = "gpulab.io/managed";
 /// The standard Kubernetes label for the tool managing an object.
@@ -18,18 +30,98 @@ pub const GPU_NODE_LABEL: (&str, &str) = ("nvidia.com/gpu.present", "true");
 /// Taint on GPU nodes, so that only pods asking for GPUs land there.
 pub const GPU_TAINT: (&str, &str, &str) = ("nvidia.com/gpu", "true", "NoSchedule");
 
+/// A lab's identity: 16 random hex digits, made at the lab's first `up` and kept in its state. Every
+/// AWS resource the lab creates is tagged with it and every Kubernetes object labelled with it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LabId(String);
+
+/// What [`LabId::unassigned`] holds: a plan's stand-in, never equal to a real ID.
+const UNASSIGNED: &str = "unassigned";
+
+impl LabId {
+    /// A fresh random ID (64 bits from the system's random source).
+    pub fn generate() -> crate::Result<LabId> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            crate::Error::io(
+                "read the system's random source",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        Ok(LabId(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// The ID `text` holds, if it is one: 16 lowercase hex digits.
+    pub fn parse(text: &str) -> Result<LabId, String> {
+        if text.len() == 16
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(LabId(text.into()))
+        } else {
+            Err(format!(
+                "{text:?} is not a lab ID (16 lowercase hex digits, e.g. 3f9a0c1d2e4b5a6f)"
+            ))
+        }
+    }
+
+    /// What a plan shows before `up` has made the ID; no resource ever carries it.
+    pub fn unassigned() -> LabId {
+        LabId(UNASSIGNED.into())
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `tags` (an AWS resource's tags, or a Kubernetes object's labels) carry this ID.
+    pub fn owns<'a>(&self, mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        self.0 != UNASSIGNED && tags.any(|(k, v)| k == LAB_ID_KEY && v == self.0)
+    }
+
+    /// [`LabId::owns`] over a map of tags or labels.
+    pub fn owns_map(&self, tags: Option<&BTreeMap<String, String>>) -> bool {
+        tags.is_some_and(|t| self.owns(t.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+    }
+}
+
+impl TryFrom<String> for LabId {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        LabId::parse(&text)
+    }
+}
+
+impl From<LabId> for String {
+    fn from(id: LabId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for LabId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Labels on every Kubernetes object of the lab.
-pub fn kube_labels(spec: &LabSpec) -> BTreeMap<String, String> {
+pub fn kube_labels(spec: &LabSpec, id: &LabId) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LAB_KEY.to_string(), spec.name.clone()),
+        (LAB_ID_KEY.to_string(), id.to_string()),
         (MANAGED_BY_LABEL.to_string(), "gpulab".to_string()),
     ])
 }
 
 /// Tags on every AWS resource of the lab: the user's, then gpulab's (which win).
-pub fn aws_tags(spec: &LabSpec) -> BTreeMap<String, String> {
+pub fn aws_tags(spec: &LabSpec, id: &LabId) -> BTreeMap<String, String> {
     let mut tags = spec.tags.clone();
     tags.insert(LAB_KEY.into(), spec.name.clone());
+    tags.insert(LAB_ID_KEY.into(), id.to_string());
     tags.insert(MANAGED_KEY.into(), "true".into());
     tags
 }
@@ -87,7 +179,8 @@ pub struct KubeNames {
     pub service: String,
     /// The LoadBalancer service (opt-in).
     pub load_balancer: String,
-    /// The StorageClass gpulab creates when none is named.
+    /// The lab's own StorageClass (on EKS, when none is named): one per lab, so that no lab ever
+    /// changes or deletes another's, or a class someone else made.
     pub storage_class: String,
 }
 
@@ -105,7 +198,7 @@ impl KubeNames {
             setup: format!("{pod}-setup"),
             service: format!("{pod}-ssh"),
             load_balancer: format!("{pod}-public"),
-            storage_class: "gpulab-gp3".into(),
+            storage_class: format!("gpulab-{}-gp3", spec.name),
         }
     }
 }

@@ -9,9 +9,9 @@ use crate::addon::NvidiaDevicePlugin;
 use crate::catalog;
 use crate::cost::CostEstimate;
 use crate::manifest::KubeObject;
-use crate::naming::{self, AwsNames, GPU_NODE_LABEL, GPU_TAINT, KubeNames};
+use crate::naming::{self, AwsNames, GPU_NODE_LABEL, GPU_TAINT, KubeNames, LabId};
 use crate::spec::{AccessMode, SshKey, ValidSpec};
-use crate::workspace::{self, WorkspaceSecrets};
+use crate::workspace::{self, VolumeClass, WorkspaceSecrets};
 
 /// The VPC's address range; the two public subnets split its first half.
 pub const VPC_CIDR: &str = "10.42.0.0/16";
@@ -161,10 +161,22 @@ impl Plan {
             .kubernetes_version
             .as_deref()
             .unwrap_or("version: EKS's current default");
+        let api_cidrs = if s.access.api_cidrs.is_empty() {
+            "the address `up` runs from (a /32)".to_string()
+        } else {
+            s.access
+                .api_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         add(
             "eks:cluster",
             &names.cluster,
-            format!("Kubernetes {version}; API authentication mode API_AND_CONFIG_MAP"),
+            format!(
+                "Kubernetes {version}; API authentication mode API_AND_CONFIG_MAP; public API endpoint admits only {api_cidrs}"
+            ),
         );
         add(
             "eks:access-entry",
@@ -214,15 +226,19 @@ impl Plan {
                 "elb:network-load-balancer",
                 &kube_names.load_balancer,
                 format!(
-                    "created by Kubernetes for SSH and Jupyter; admits only {}",
+                    "created by Kubernetes for SSH (Jupyter stays behind the API server); admits only {}",
                     cidrs.join(", ")
                 ),
             );
         }
 
-        let mut kubernetes = NvidiaDevicePlugin::manifests(spec);
+        // `up` makes the lab's ID; a plan shows where it goes.
+        let id = LabId::unassigned();
+        let mut kubernetes = NvidiaDevicePlugin::manifests(spec, &id);
         kubernetes.extend(workspace::manifests(
             spec,
+            &id,
+            &VolumeClass::choose(spec, true),
             &WorkspaceSecrets::placeholders(spec),
         ));
 
@@ -231,7 +247,7 @@ impl Plan {
             region: s.region.clone(),
             instance,
             aws,
-            tags: naming::aws_tags(s),
+            tags: naming::aws_tags(s, &id),
             kubernetes,
             cost: CostEstimate::for_spec(spec),
             warnings: warnings(spec),
@@ -259,11 +275,16 @@ fn warnings(spec: &ValidSpec) -> Vec<String> {
         );
     }
     if s.access.mode == AccessMode::LoadBalancer {
-        warnings.push("access.mode is load-balancer: SSH and Jupyter get a public address, limited to access.allowed_cidrs".into());
+        warnings.push("access.mode is load-balancer: SSH gets a public address, limited to access.allowed_cidrs (Jupyter stays behind the API server)".into());
     } else if !s.access.allowed_cidrs.is_empty() {
         warnings.push(
             "access.allowed_cidrs is ignored: it applies only with access.mode = load-balancer"
                 .into(),
+        );
+    }
+    if s.access.api_cidrs.iter().any(|net| net.prefix_len() == 0) {
+        warnings.push(
+            "access.api_cidrs admits the whole internet to the cluster's API endpoint; it still needs AWS credentials, but anyone can probe it".into(),
         );
     }
     if let SshKey::Generate { path } = &spec.ssh_key {

@@ -4,6 +4,9 @@
 //!
 //! Each lab has a directory, `$GPULAB_HOME/labs/<name>/` (default `~/.local/share/gpulab/labs/<name>/`),
 //! holding `state.json`, the `lock` file and the lab's `kubeconfig`.
+//!
+//! The state holds the lab's [`LabId`], the only proof that a cloud resource or cluster object is the
+//! lab's own; an unreadable state is an error that says how to recover, never a reason to guess.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -12,8 +15,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::provision::ResourceRef;
+use crate::naming::LabId;
+use crate::provision::{ClusterBinding, Provider, ResourceRef};
 use crate::spec::LabSpec;
+use crate::workspace::VolumeClass;
 use crate::{Error, Result};
 
 /// Where gpulab keeps its labs: `$GPULAB_HOME`, else the user's data directory.
@@ -36,10 +41,19 @@ pub struct NodeSpan {
 /// The lab's local record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabState {
+    /// The lab's identity, on everything it creates.
+    pub id: LabId,
     /// The spec `up` ran with (what `down` and `status` work from).
     pub spec: LabSpec,
-    /// The provider that made it: "aws" or "existing".
-    pub provider: String,
+    /// Where the lab's cluster comes from.
+    pub provider: Provider,
+    /// On an existing cluster: the cluster `up` found through the kubeconfig, which later commands
+    /// must find there again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterBinding>,
+    /// The StorageClass `/workspace`'s claim was made with (it cannot change afterwards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_class: Option<VolumeClass>,
     /// When `up` first started creating things.
     pub created_at: SystemTime,
     /// Steps of `up` that have completed, in order.
@@ -53,11 +67,14 @@ pub struct LabState {
 }
 
 impl LabState {
-    /// A new record for a lab `up` is about to create.
-    pub fn new(spec: LabSpec, provider: &str) -> Self {
+    /// A new record for lab `id`, which `up` is about to create.
+    pub fn new(id: LabId, spec: LabSpec, provider: Provider) -> Self {
         LabState {
+            id,
             spec,
-            provider: provider.into(),
+            provider,
+            cluster: None,
+            volume_class: None,
             created_at: SystemTime::now(),
             steps_done: Vec::new(),
             resources: Vec::new(),
@@ -132,6 +149,14 @@ impl LabDir {
         }
     }
 
+    /// The lab's name (the directory's).
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
@@ -175,9 +200,14 @@ impl LabDir {
     pub fn load(&self) -> Result<Option<LabState>> {
         let path = self.state_file();
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::State {
-                path,
-                message: format!("unreadable ({e}); move it away and run `gpulab down --name …` to find the lab's resources by tag"),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                let name = self.name();
+                Error::State {
+                    message: format!(
+                        "unreadable ({e}); gpulab will not guess what the lab owns. Fix the file, or move it away and run `gpulab down --name {name} --region REGION --find-by-tag` to find the lab's resources by its tags"
+                    ),
+                    path,
+                }
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
@@ -207,8 +237,10 @@ impl LabDir {
     }
 }
 
-/// The labs with state under `home`, by name.
-pub fn list_labs(home: &Path) -> Result<Vec<(String, LabState)>> {
+/// The labs with a state directory under `home`, by name: each with its state, or the error that makes
+/// it unreadable (one corrupt lab does not hide the others). Directories without a state file (a lab
+/// whose `up` never got past preflight) are left out.
+pub fn list_labs(home: &Path) -> Result<Vec<(String, Result<LabState>)>> {
     let labs = home.join("labs");
     let entries = match std::fs::read_dir(&labs) {
         Ok(entries) => entries,
@@ -218,25 +250,56 @@ pub fn list_labs(home: &Path) -> Result<Vec<(String, LabState)>> {
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(state) = LabDir::new(home, &name).load()? {
-            found.push((name, state));
+        match LabDir::new(home, &name).load() {
+            Ok(Some(state)) => found.push((name, Ok(state))),
+            Ok(None) => {}
+            Err(e) => found.push((name, Err(e))),
         }
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename, with mode 0600
-/// on Unix: used for state, kubeconfigs and keys.
-pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Create `dir` (and its parents) if missing; a directory this makes is private to the user (0700), as
+/// `~/.ssh` must be.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| Error::io(format!("create {}", dir.display()), e))
+}
+
+/// A name for a temporary file beside `path` that no other process can predict: `.NAME.RANDOM.tmp`.
+pub(crate) fn temp_path(path: &Path) -> Result<PathBuf> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        Error::io(
+            "read the system's random source",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
+    Ok(dir.join(format!(
+        ".{}.{suffix}.tmp",
         path.file_name().unwrap_or_default().to_string_lossy()
-    ));
+    )))
+}
+
+/// Write `bytes` to `path` through a new temporary file of an unpredictable name in the same directory
+/// and a rename, with mode 0600 on Unix: used for state, kubeconfigs and keys. The temporary file is
+/// created exclusively, so a planted file or link there is never written through.
+pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path)?;
     let write = || -> std::io::Result<()> {
         let mut options = OpenOptions::new();
-        options.create(true).truncate(true).write(true);
+        options.create_new(true).write(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp)?;
@@ -261,7 +324,11 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let dir = LabDir::new(home.path(), "lab");
         assert_eq!(dir.load().unwrap(), None);
-        let mut state = LabState::new(LabSpec::default(), "aws");
+        let mut state = LabState::new(
+            LabId::generate().unwrap(),
+            LabSpec::default(),
+            Provider::Aws,
+        );
         state.mark_done("network");
         state.mark_done("network");
         state.add_resource(ResourceRef {
@@ -299,7 +366,11 @@ mod tests {
     #[test]
     fn node_hours_follow_the_history() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let mut state = LabState::new(LabSpec::default(), "aws");
+        let mut state = LabState::new(
+            LabId::generate().unwrap(),
+            LabSpec::default(),
+            Provider::Aws,
+        );
         state.created_at = t0;
         state.set_nodes(1, t0);
         state.set_nodes(2, t0 + Duration::from_secs(3600));
@@ -317,6 +388,68 @@ mod tests {
         let dir = LabDir::new(home.path(), "lab");
         std::fs::create_dir_all(dir.path()).unwrap();
         std::fs::write(dir.state_file(), "{").unwrap();
-        assert!(dir.load().unwrap_err().to_string().contains("gpulab down"));
+        assert!(
+            dir.load()
+                .unwrap_err()
+                .to_string()
+                .contains("--find-by-tag")
+        );
+    }
+
+    #[test]
+    fn a_corrupt_provider_or_a_missing_id_is_an_error_not_a_default() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = LabDir::new(home.path(), "lab");
+        let state = LabState::new(
+            LabId::generate().unwrap(),
+            LabSpec::default(),
+            Provider::Aws,
+        );
+        dir.save(&state).unwrap();
+        let good: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.state_file()).unwrap()).unwrap();
+        for (field, value) in [
+            ("provider", serde_json::json!("{\"kind\":\"aws\"}")),
+            ("provider", serde_json::json!({"kind": "gcp"})),
+            ("id", serde_json::json!("../../etc")),
+            ("id", serde_json::Value::Null),
+        ] {
+            let mut bad = good.clone();
+            bad[field] = value;
+            std::fs::write(dir.state_file(), bad.to_string()).unwrap();
+            let err = dir.load().unwrap_err().to_string();
+            assert!(err.contains("unreadable"), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn one_corrupt_lab_does_not_hide_the_others() {
+        let home = tempfile::tempdir().unwrap();
+        let good = LabDir::new(home.path(), "good");
+        good.save(&LabState::new(
+            LabId::generate().unwrap(),
+            LabSpec::default(),
+            Provider::Aws,
+        ))
+        .unwrap();
+        let bad = LabDir::new(home.path(), "bad");
+        std::fs::create_dir_all(bad.path()).unwrap();
+        std::fs::write(bad.state_file(), "{").unwrap();
+        let labs = list_labs(home.path()).unwrap();
+        assert_eq!(labs.len(), 2);
+        assert!(labs[0].1.is_err() && labs[0].0 == "bad");
+        assert!(labs[1].1.is_ok() && labs[1].0 == "good");
+    }
+
+    #[test]
+    fn temporary_names_are_unpredictable_and_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_ne!(temp_path(&path).unwrap(), temp_path(&path).unwrap());
+        write_private_atomically(&path, b"one").unwrap();
+        write_private_atomically(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left");
     }
 }

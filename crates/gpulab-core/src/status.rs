@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::addon::{AddonStatus, ClusterAddon, NvidiaDevicePlugin};
-use crate::naming::{GPU_NODE_LABEL, GPU_RESOURCE, KubeNames};
+use crate::naming::{GPU_NODE_LABEL, GPU_RESOURCE, KubeNames, LabId};
 use crate::remote::{ExecRequest, RemoteExec};
 use crate::slurm::SlurmState;
 use crate::spec::ValidSpec;
@@ -166,6 +166,7 @@ pub struct SecretNames {
 pub async fn cluster_status(
     client: &kube::Client,
     spec: &ValidSpec,
+    id: &LabId,
     exec: Option<&dyn RemoteExec>,
 ) -> Result<ClusterStatus> {
     let names = KubeNames::new(&spec.spec);
@@ -176,8 +177,8 @@ pub async fn cluster_status(
     let (version, nodes, plugin, workspace, services, secrets) = tokio::join!(
         client.apiserver_version(),
         nodes.list(&all),
-        NvidiaDevicePlugin.status(client, spec),
-        KubeWorkspace.status(client, spec),
+        NvidiaDevicePlugin.status(client, spec, id),
+        KubeWorkspace.status(client, spec, id),
         services.list(&all),
         // names only: a metadata list never carries the secrets' data
         secrets.list_metadata(&all),

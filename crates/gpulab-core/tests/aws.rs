@@ -12,7 +12,7 @@ use aws_credential_types::Credentials;
 use aws_smithy_types::retry::{RetryConfig, RetryMode};
 use gpulab_core::Error;
 use gpulab_core::events::{Event, Recorder, Silent};
-use gpulab_core::naming::LAB_KEY;
+use gpulab_core::naming::{LAB_ID_KEY, LAB_KEY, LabId};
 use gpulab_core::provision::aws::{
     AwsClients, AwsOptions, AwsProvisioner, PROVISION_STEPS, SdkOptions, WaitOptions,
     default_retry_config, exec_credential_json, write_kubeconfig,
@@ -28,6 +28,11 @@ use wiremock::matchers::{header, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const LAB: &str = "motolab";
+
+/// The lab's ID in these tests: each test has a moto of its own, so one fixed ID serves them all.
+fn lab_id() -> LabId {
+    LabId::parse("0123456789abcdef").unwrap()
+}
 
 fn spec(max_nodes: u32) -> ValidSpec {
     let dir = LabDir::new().with_default_key();
@@ -92,6 +97,7 @@ impl Env {
             sdk: SdkOptions {
                 endpoint_url: Some(self.proxy.url()),
                 service_quotas_endpoint_url: quotas,
+                checkip_url: Some(self.proxy.checkip_url()),
                 credentials: Some(Credentials::new("testing", "testing", None, None, "test")),
                 retry: fast_retry(),
                 profile: None,
@@ -241,7 +247,7 @@ async fn tagged_leftovers(c: &AwsClients) -> Vec<String> {
 
 async fn down_and_check_empty(env: &Env, aws: &AwsProvisioner, spec: &ValidSpec, when: &str) {
     let report = aws
-        .teardown(spec, &Silent)
+        .teardown(spec, &lab_id(), &Silent)
         .await
         .unwrap_or_else(|e| panic!("teardown {when}: {e}"));
     assert!(
@@ -290,7 +296,7 @@ async fn up_rerun_scale_access_status_and_down() {
 
     let recorder = Recorder::default();
     let provisioned = aws
-        .provision(&spec, &recorder)
+        .provision(&spec, &lab_id(), &recorder)
         .await
         .unwrap_or_else(|e| panic!("provision: {e}\n{}", env.moto.log()));
     assert_eq!(counts(aws.clients(), &env.gaps).await, clean_counts());
@@ -308,7 +314,14 @@ async fn up_rerun_scale_access_status_and_down() {
         finished.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
         PROVISION_STEPS.to_vec()
     );
-    assert!(finished.iter().all(|(_, done)| !done), "{finished:?}");
+    // Everything is new, but the caller's admin access: EKS made that entry itself, for the cluster's
+    // creator (bootstrapClusterCreatorAdminPermissions), and gpulab leaves it as it is.
+    assert!(
+        finished
+            .iter()
+            .all(|(step, done)| *done == (step == "grant cluster admin access")),
+        "{finished:?}"
+    );
     assert!(provisioned.resources.iter().any(|r| r.kind == "vpc"));
     assert!(provisioned.access.endpoint.starts_with("https://"));
     assert!(provisioned.access.ca_pem.is_some());
@@ -366,7 +379,9 @@ async fn up_rerun_scale_access_status_and_down() {
 
     // A rerun finds everything and creates nothing.
     let recorder = Recorder::default();
-    aws.provision(&spec, &recorder).await.expect("rerun");
+    aws.provision(&spec, &lab_id(), &recorder)
+        .await
+        .expect("rerun");
     assert_eq!(counts(aws.clients(), &env.gaps).await, clean_counts());
     let all_done = recorder.events().iter().all(|e| match e {
         Event::StepFinished { already_done, .. } => *already_done,
@@ -375,7 +390,7 @@ async fn up_rerun_scale_access_status_and_down() {
     assert!(all_done, "{:?}", recorder.events());
 
     // Access: a token and a private kubeconfig.
-    let access = aws.access(&spec).await.unwrap();
+    let access = aws.access(&spec, &lab_id()).await.unwrap();
     let ClusterAuth::Token(tokens) = &access.auth else {
         panic!("EKS access uses tokens");
     };
@@ -409,56 +424,72 @@ async fn up_rerun_scale_access_status_and_down() {
     }
 
     // Status and scaling.
-    let status = aws.status(&spec).await.unwrap();
+    let status = aws.status(&spec, &lab_id()).await.unwrap();
     assert_eq!(status.cluster, "ACTIVE");
     assert_eq!(status.node_group, "ACTIVE (1 of 1..2)");
-    aws.scale(&spec, 0, &Silent).await.unwrap();
+    aws.scale(&spec, &lab_id(), 0, &Silent).await.unwrap();
     assert_eq!(
-        aws.status(&spec).await.unwrap().node_group,
+        aws.status(&spec, &lab_id()).await.unwrap().node_group,
         "ACTIVE (0 of 0..2)"
     );
-    aws.scale(&spec, 1, &Silent).await.unwrap();
+    aws.scale(&spec, &lab_id(), 1, &Silent).await.unwrap();
     assert_eq!(
-        aws.status(&spec).await.unwrap().node_group,
+        aws.status(&spec, &lab_id()).await.unwrap().node_group,
         "ACTIVE (1 of 1..2)"
     );
-    let err = aws.scale(&spec, 3, &Silent).await.unwrap_err();
+    let err = aws.scale(&spec, &lab_id(), 3, &Silent).await.unwrap_err();
     assert!(err.to_string().contains("nodes.max"), "{err}");
 
-    // What Kubernetes made carries the cluster's tag: a released volume (deleted by down) and a
-    // snapshot (reported as a leftover).
+    // The EBS CSI driver tags what it makes through the lab's StorageClass with the lab's tags
+    // (tagSpecification_N): a released volume (deleted by down) and a snapshot (reported as a
+    // leftover). A volume that carries only the cluster's Kubernetes tag is not provably the lab's:
+    // left alone, and said so.
     use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
-    let k8s_tag = |rt: ResourceType| {
+    let tagged = |rt: ResourceType, tags: &[(String, String)]| {
         TagSpecification::builder()
             .resource_type(rt)
-            .tags(
-                Tag::builder()
-                    .key(format!("kubernetes.io/cluster/{LAB}"))
-                    .value("owned")
-                    .build(),
-            )
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
             .build()
     };
-    let volume = c
-        .ec2
-        .create_volume()
-        .availability_zone("us-west-2a")
-        .size(50)
-        .tag_specifications(k8s_tag(ResourceType::Volume))
-        .send()
+    let lab_tags = [
+        (format!("kubernetes.io/cluster/{LAB}"), "owned".to_string()),
+        (LAB_KEY.to_string(), LAB.to_string()),
+        (LAB_ID_KEY.to_string(), lab_id().to_string()),
+    ];
+    let volume = |tags: &[(String, String)]| {
+        c.ec2
+            .create_volume()
+            .availability_zone("us-west-2a")
+            .size(50)
+            .tag_specifications(tagged(ResourceType::Volume, tags))
+            .send()
+    };
+    let volume_id = volume(&lab_tags)
         .await
-        .unwrap();
-    let volume_id = volume.volume_id().unwrap().to_string();
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    let foreign_volume = volume(&lab_tags[..1])
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
     let snapshot = c
         .ec2
         .create_snapshot()
         .volume_id(&volume_id)
-        .tag_specifications(k8s_tag(ResourceType::Snapshot))
+        .tag_specifications(tagged(ResourceType::Snapshot, &lab_tags))
         .send()
         .await
         .unwrap();
     let snapshot_id = snapshot.snapshot_id().unwrap().to_string();
-    let report = aws.teardown(&spec, &Silent).await.unwrap();
+    let report = aws.teardown(&spec, &lab_id(), &Silent).await.unwrap();
     assert!(
         report
             .deleted
@@ -466,6 +497,14 @@ async fn up_rerun_scale_access_status_and_down() {
             .any(|r| r.kind == "ebs-volume" && r.id == volume_id),
         "{:?}",
         report.deleted
+    );
+    assert!(
+        report
+            .left_alone
+            .iter()
+            .any(|a| a.resource.kind == "ebs-volume" && a.resource.id == foreign_volume),
+        "{:?}",
+        report.left_alone
     );
     for kind in ["eks-nodegroup", "eks-cluster", "vpc", "subnet", "iam-role"] {
         assert!(
@@ -488,12 +527,30 @@ async fn up_rerun_scale_access_status_and_down() {
         .send()
         .await
         .unwrap();
+    let still_there = c
+        .ec2
+        .describe_volumes()
+        .volume_ids(&foreign_volume)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        still_there.volumes().len(),
+        1,
+        "the foreign volume survives"
+    );
+    c.ec2
+        .delete_volume()
+        .volume_id(&foreign_volume)
+        .send()
+        .await
+        .unwrap();
 
     // Down removes everything; a second down finds nothing to do.
     down_and_check_empty(&env, &aws, &spec, "after a full up").await;
-    let again = aws.teardown(&spec, &Silent).await.unwrap();
+    let again = aws.teardown(&spec, &lab_id(), &Silent).await.unwrap();
     assert!(again.deleted.is_empty(), "{:?}", again.deleted);
-    let status = aws.status(&spec).await.unwrap();
+    let status = aws.status(&spec, &lab_id()).await.unwrap();
     assert_eq!(status.cluster, "absent");
     assert_eq!(status.node_group, "absent");
 }
@@ -506,14 +563,20 @@ async fn crash_after_each_step_then_resume_or_teardown() {
     for n in 1..PROVISION_STEPS.len() {
         // Stopped after step n, `down` removes what exists.
         let stopping = env.aws_stopping_after(&spec, n).await;
-        let err = stopping.provision(&spec, &Silent).await.unwrap_err();
+        let err = stopping
+            .provision(&spec, &lab_id(), &Silent)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Interrupted), "step {n}: {err}");
         down_and_check_empty(&env, &aws, &spec, &format!("down after step {n}")).await;
 
         // Stopped after step n, `up` resumes without duplicates.
-        let err = stopping.provision(&spec, &Silent).await.unwrap_err();
+        let err = stopping
+            .provision(&spec, &lab_id(), &Silent)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Interrupted), "step {n}: {err}");
-        aws.provision(&spec, &Silent)
+        aws.provision(&spec, &lab_id(), &Silent)
             .await
             .unwrap_or_else(|e| panic!("resume after step {n}: {e}"));
         assert_eq!(
@@ -539,14 +602,14 @@ async fn up_and_down_complete_with_30_percent_of_calls_throttled() {
     .await;
     let spec = spec(2);
     let aws = env.aws(&spec).await;
-    aws.provision(&spec, &Silent)
+    aws.provision(&spec, &lab_id(), &Silent)
         .await
         .unwrap_or_else(|e| panic!("provision under throttling: {e}"));
-    aws.provision(&spec, &Silent)
+    aws.provision(&spec, &lab_id(), &Silent)
         .await
         .unwrap_or_else(|e| panic!("rerun under throttling: {e}"));
     let report = aws
-        .teardown(&spec, &Silent)
+        .teardown(&spec, &lab_id(), &Silent)
         .await
         .unwrap_or_else(|e| panic!("teardown under throttling: {e}"));
     assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
@@ -698,7 +761,7 @@ async fn existing_cluster_is_reached_through_its_kubeconfig() {
     }
     assert!(pre.warnings.is_empty(), "{:?}", pre.warnings);
 
-    let provisioned = existing.provision(&spec, &Silent).await.unwrap();
+    let provisioned = existing.provision(&spec, &lab_id(), &Silent).await.unwrap();
     assert!(provisioned.resources.is_empty());
     assert_eq!(provisioned.access.endpoint, kube.url());
     match &provisioned.access.auth {
@@ -708,15 +771,21 @@ async fn existing_cluster_is_reached_through_its_kubeconfig() {
         }
         other => panic!("unexpected auth {other:?}"),
     }
-    let status = existing.status(&spec).await.unwrap();
+    let status = existing.status(&spec, &lab_id()).await.unwrap();
     assert_eq!(status.nodes_running, 1);
 
-    let err = existing.scale(&spec, 0, &Silent).await.unwrap_err();
+    let err = existing
+        .scale(&spec, &lab_id(), 0, &Silent)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Provision { .. }));
     assert!(err.to_string().contains("not scaled by gpulab"), "{err}");
 
     let recorder = Recorder::default();
-    let report = existing.teardown(&spec, &recorder).await.unwrap();
+    let report = existing
+        .teardown(&spec, &lab_id(), &recorder)
+        .await
+        .unwrap();
     assert!(report.deleted.is_empty() && report.leftovers.is_empty());
     assert!(recorder.events().iter().any(
         |e| matches!(e, Event::Warning { message } if message.contains("deletes nothing in the cloud"))
@@ -755,7 +824,7 @@ async fn preflight_needs_two_zones_offering_the_node_type() {
         "{text}"
     );
     // provision checks it too, before creating anything.
-    assert!(aws.provision(&spec, &Silent).await.is_err());
+    assert!(aws.provision(&spec, &lab_id(), &Silent).await.is_err());
     assert_eq!(counts(aws.clients(), &env.gaps).await["vpc"], 0);
 }
 
@@ -769,7 +838,7 @@ async fn a_wait_that_runs_out_says_what_is_pending() {
                 &serde_json::json!({"cluster": {
                     "name": LAB,
                     "status": "CREATING",
-                    "tags": {LAB_KEY: LAB},
+                    "tags": {LAB_KEY: LAB, LAB_ID_KEY: lab_id().to_string()},
                 }}),
             )
         })
@@ -780,7 +849,10 @@ async fn a_wait_that_runs_out_says_what_is_pending() {
     options.waits.cluster = Duration::from_millis(300);
     let aws = AwsProvisioner::connect(&spec, options).await;
     let recorder = Recorder::default();
-    let err = aws.provision(&spec, &recorder).await.unwrap_err();
+    let err = aws
+        .provision(&spec, &lab_id(), &recorder)
+        .await
+        .unwrap_err();
     match &err {
         Error::Timeout { what, pending, .. } => {
             assert!(what.contains(LAB) && what.contains("ACTIVE"), "{what}");
@@ -810,7 +882,7 @@ async fn a_step_that_fails_halfway_resumes_and_tears_down_cleanly() {
         "CreateRoute",
         "AuthorizeSecurityGroupIngress",
         "AttachRolePolicy",
-        "POST /clusters/motolab/access-entries/",
+        "POST /clusters/motolab/addons",
         "POST /clusters/motolab/node-groups",
     ] {
         let failing = FaultProxy::start(
@@ -839,6 +911,7 @@ async fn a_step_that_fails_halfway_resumes_and_tears_down_cleanly() {
                     spec,
                     AwsOptions {
                         sdk: SdkOptions {
+                            checkip_url: Some(format!("{url}/checkip")),
                             endpoint_url: Some(url),
                             credentials: Some(Credentials::new("t", "t", None, None, "test")),
                             retry: fast_retry(),
@@ -852,7 +925,10 @@ async fn a_step_that_fails_halfway_resumes_and_tears_down_cleanly() {
             }
         };
         let broken = connect(failing.url()).await;
-        let err = broken.provision(&spec, &Silent).await.unwrap_err();
+        let err = broken
+            .provision(&spec, &lab_id(), &Silent)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, Error::Provision { .. }),
             "{op}: unexpected error {err}"
@@ -867,7 +943,7 @@ async fn a_step_that_fails_halfway_resumes_and_tears_down_cleanly() {
         );
 
         let aws = connect(plain.url()).await;
-        aws.provision(&spec, &Silent)
+        aws.provision(&spec, &lab_id(), &Silent)
             .await
             .unwrap_or_else(|e| panic!("resume after {op} failed: {e}"));
         assert_eq!(
@@ -877,9 +953,12 @@ async fn a_step_that_fails_halfway_resumes_and_tears_down_cleanly() {
         );
 
         // And down after the same half-done step.
-        aws.teardown(&spec, &Silent).await.unwrap();
-        let _ = broken.provision(&spec, &Silent).await.unwrap_err();
-        let report = aws.teardown(&spec, &Silent).await.unwrap();
+        aws.teardown(&spec, &lab_id(), &Silent).await.unwrap();
+        let _ = broken
+            .provision(&spec, &lab_id(), &Silent)
+            .await
+            .unwrap_err();
+        let report = aws.teardown(&spec, &lab_id(), &Silent).await.unwrap();
         assert!(report.leftovers.is_empty(), "{op}: {:?}", report.leftovers);
         let left = tagged_leftovers(aws.clients()).await;
         assert!(left.is_empty(), "{op}: moto still has {left:?}");
@@ -907,7 +986,7 @@ async fn eks_is_retried_while_a_new_role_is_not_yet_assumable() {
     let spec = spec(2);
     let aws = env.aws(&spec).await;
     let recorder = Recorder::default();
-    aws.provision(&spec, &recorder).await.unwrap();
+    aws.provision(&spec, &lab_id(), &recorder).await.unwrap();
     assert_eq!(refusals.load(std::sync::atomic::Ordering::SeqCst), 6);
     assert_eq!(counts(aws.clients(), &env.gaps).await, clean_counts());
     assert!(recorder.events().iter().any(

@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
+use gpulab_core::Error;
 use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
 use gpulab_core::events::{Event, Recorder, Silent};
+use gpulab_core::naming::{KubeNames, LabId};
 use gpulab_core::remote::api_server::ApiServerExec;
 use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus, RemoteExec};
 use gpulab_core::spec::{DevicePluginLayer, SpecLayer, ValidSpec, WorkspaceLayer};
-use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
-use gpulab_core::{Error, naming::KubeNames};
+use gpulab_core::workspace::{KubeWorkspace, VolumeClass, WorkspaceManager};
 use gpulab_testkit::LabDir;
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
 use gpulab_testkit::ready_lab::{ReadyLab, test_spec};
@@ -21,10 +22,10 @@ use kube::api::PostParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The ready lab, taken apart the way these tests use it.
-async fn ready_lab() -> (KubeEmulator, LabDir, ValidSpec, ApiServerExec) {
+async fn ready_lab() -> (KubeEmulator, LabDir, ValidSpec, LabId, ApiServerExec) {
     let lab = ReadyLab::start().await;
     let exec = lab.exec();
-    (lab.emu, lab.dir, lab.spec, exec)
+    (lab.emu, lab.dir, lab.spec, lab.id, exec)
 }
 
 #[tokio::test]
@@ -33,18 +34,25 @@ async fn the_device_plugin_makes_gpu_nodes_advertise_their_gpus() {
     emu.add_node(NodeSpec::cpu("system-1"));
     emu.add_node(NodeSpec::gpu("gpu-1").with_gpus(4));
     let (_home, spec) = test_spec(SpecLayer::default());
+    let id = LabId::generate().unwrap();
     let client = emu.client();
 
-    let before = NvidiaDevicePlugin.status(&client, &spec).await.unwrap();
+    let before = NvidiaDevicePlugin
+        .status(&client, &spec, &id)
+        .await
+        .unwrap();
     assert!(!before.healthy);
     assert!(before.problem.unwrap().contains("not installed"));
     assert_eq!(before.gpu_nodes, [("gpu-1".to_string(), 0)]);
 
     NvidiaDevicePlugin
-        .install(&client, &spec, &Silent)
+        .install(&client, &spec, &id, &Silent)
         .await
         .unwrap();
-    let after = NvidiaDevicePlugin.status(&client, &spec).await.unwrap();
+    let after = NvidiaDevicePlugin
+        .status(&client, &spec, &id)
+        .await
+        .unwrap();
     assert!(after.healthy, "{:?}", after.problem);
     assert_eq!(
         after.installed_version.as_deref(),
@@ -59,23 +67,29 @@ async fn the_device_plugin_makes_gpu_nodes_advertise_their_gpus() {
 
     // Installing again is an upgrade in place, not a second copy.
     NvidiaDevicePlugin
-        .install(&client, &spec, &Silent)
+        .install(&client, &spec, &id, &Silent)
         .await
         .unwrap();
     assert_eq!(
         NvidiaDevicePlugin
-            .status(&client, &spec)
+            .status(&client, &spec, &id)
             .await
             .unwrap()
             .desired,
         1
     );
 
-    NvidiaDevicePlugin.remove(&client, &spec).await.unwrap();
-    NvidiaDevicePlugin.remove(&client, &spec).await.unwrap();
+    NvidiaDevicePlugin
+        .remove(&client, &spec, &id)
+        .await
+        .unwrap();
+    NvidiaDevicePlugin
+        .remove(&client, &spec, &id)
+        .await
+        .unwrap();
     assert!(
         !NvidiaDevicePlugin
-            .status(&client, &spec)
+            .status(&client, &spec, &id)
             .await
             .unwrap()
             .healthy
@@ -93,12 +107,13 @@ async fn time_slicing_multiplies_the_advertised_gpus() {
         ..Default::default()
     };
     let (_home, spec) = test_spec(layer);
+    let id = LabId::generate().unwrap();
     NvidiaDevicePlugin
-        .install(&emu.client(), &spec, &Silent)
+        .install(&emu.client(), &spec, &id, &Silent)
         .await
         .unwrap();
     let status = NvidiaDevicePlugin
-        .status(&emu.client(), &spec)
+        .status(&emu.client(), &spec, &id)
         .await
         .unwrap();
     assert_eq!(status.gpu_nodes, [("gpu-1".to_string(), 4)]);
@@ -106,9 +121,9 @@ async fn time_slicing_multiplies_the_advertised_gpus() {
 
 #[tokio::test]
 async fn the_workspace_comes_up_with_its_volume_and_a_stable_host_key() {
-    let (emu, _home, spec, _exec) = ready_lab().await;
+    let (emu, _home, spec, id, _exec) = ready_lab().await;
     let client = emu.client();
-    let info = KubeWorkspace.status(&client, &spec).await.unwrap();
+    let info = KubeWorkspace.status(&client, &spec, &id).await.unwrap();
     assert!(info.ready && info.phase == "Running", "{info:?}");
     assert_eq!(info.node.as_deref(), Some("gpu-1"));
     assert_eq!(info.gpus, 1);
@@ -127,10 +142,13 @@ async fn the_workspace_comes_up_with_its_volume_and_a_stable_host_key() {
             .clone()
     };
     let first_token = token();
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
+    KubeWorkspace
+        .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
+        .await
+        .unwrap();
     assert_eq!(
         KubeWorkspace
-            .status(&client, &spec)
+            .status(&client, &spec, &id)
             .await
             .unwrap()
             .host_public_key,
@@ -139,19 +157,29 @@ async fn the_workspace_comes_up_with_its_volume_and_a_stable_host_key() {
     assert_eq!(token(), first_token);
 
     // Deleting with keep_volume leaves /workspace for the next up; without, everything goes.
-    KubeWorkspace.delete(&client, &spec, true).await.unwrap();
+    KubeWorkspace
+        .delete(&client, &spec, &id, true)
+        .await
+        .unwrap();
     assert!(
         emu.object("persistentvolumeclaims", &names.namespace, &names.volume)
             .is_some()
     );
     assert!(emu.object("pods", &names.namespace, &names.pod).is_none());
-    KubeWorkspace.delete(&client, &spec, false).await.unwrap();
+    KubeWorkspace
+        .delete(&client, &spec, &id, false)
+        .await
+        .unwrap();
     assert!(
         emu.object("persistentvolumeclaims", &names.namespace, &names.volume)
             .is_none()
     );
     assert_eq!(
-        KubeWorkspace.status(&client, &spec).await.unwrap().phase,
+        KubeWorkspace
+            .status(&client, &spec, &id)
+            .await
+            .unwrap()
+            .phase,
         "absent"
     );
     assert!(
@@ -185,7 +213,11 @@ async fn a_namespace_the_lab_did_not_create_is_used_but_never_deleted() {
         },
         ..Default::default()
     });
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
+    let id = LabId::generate().unwrap();
+    KubeWorkspace
+        .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
+        .await
+        .unwrap();
     let names = KubeNames::new(&spec.spec);
     assert!(emu.object("pods", "team-ml", &names.pod).is_some());
     let labels = |emu: &KubeEmulator| {
@@ -197,7 +229,10 @@ async fn a_namespace_the_lab_did_not_create_is_used_but_never_deleted() {
         labels(&emu)
     );
 
-    KubeWorkspace.delete(&client, &spec, false).await.unwrap();
+    KubeWorkspace
+        .delete(&client, &spec, &id, false)
+        .await
+        .unwrap();
     assert!(emu.object("pods", "team-ml", &names.pod).is_none());
     assert!(
         emu.object("namespaces", "", "team-ml").is_some(),
@@ -210,11 +245,15 @@ async fn without_a_gpu_node_the_pod_stays_pending_and_says_why() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::cpu("system-1"));
     let (_home, spec) = test_spec(SpecLayer::default());
+    let id = LabId::generate().unwrap();
     let client = emu.client();
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
+    KubeWorkspace
+        .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
+        .await
+        .unwrap();
     let recorder = Recorder::default();
     let err = KubeWorkspace
-        .wait_ready(&client, &spec, Duration::from_millis(600), &recorder)
+        .wait_ready(&client, &spec, &id, Duration::from_millis(600), &recorder)
         .await
         .unwrap_err();
     let Error::Timeout { pending, .. } = &err else {
@@ -236,24 +275,31 @@ async fn a_gpu_node_without_the_device_plugin_is_diagnosed() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::gpu("gpu-1"));
     let (_home, spec) = test_spec(SpecLayer::default());
+    let id = LabId::generate().unwrap();
     let client = emu.client();
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
-    let info = KubeWorkspace.status(&client, &spec).await.unwrap();
+    KubeWorkspace
+        .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
+        .await
+        .unwrap();
+    let info = KubeWorkspace.status(&client, &spec, &id).await.unwrap();
     assert!(!info.ready);
     assert!(
         info.problem.as_deref().unwrap().contains("device plugin"),
         "{info:?}"
     );
-    let plugin = NvidiaDevicePlugin.status(&client, &spec).await.unwrap();
+    let plugin = NvidiaDevicePlugin
+        .status(&client, &spec, &id)
+        .await
+        .unwrap();
     assert!(plugin.problem.unwrap().contains("not installed"));
 
     // Installing the plugin lets the pending pod schedule.
     NvidiaDevicePlugin
-        .install(&client, &spec, &Silent)
+        .install(&client, &spec, &id, &Silent)
         .await
         .unwrap();
     KubeWorkspace
-        .wait_ready(&client, &spec, Duration::from_secs(5), &Silent)
+        .wait_ready(&client, &spec, &id, Duration::from_secs(5), &Silent)
         .await
         .unwrap();
 }
@@ -264,13 +310,17 @@ async fn an_unpullable_image_is_reported() {
     emu.add_node(NodeSpec::gpu("gpu-1"));
     emu.fail_image_pulls("nvidia/cuda");
     let (_home, spec) = test_spec(SpecLayer::default());
+    let id = LabId::generate().unwrap();
     let client = emu.client();
     NvidiaDevicePlugin
-        .install(&client, &spec, &Silent)
+        .install(&client, &spec, &id, &Silent)
         .await
         .unwrap();
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
-    let info = KubeWorkspace.status(&client, &spec).await.unwrap();
+    KubeWorkspace
+        .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
+        .await
+        .unwrap();
+    let info = KubeWorkspace.status(&client, &spec, &id).await.unwrap();
     assert!(
         info.problem
             .as_deref()
@@ -282,7 +332,7 @@ async fn an_unpullable_image_is_reported() {
 
 #[tokio::test]
 async fn exec_returns_output_exit_codes_and_takes_stdin() {
-    let (_emu, _home, _spec, exec) = ready_lab().await;
+    let (_emu, _home, _spec, _id, exec) = ready_lab().await;
     let out = exec
         .exec(ExecRequest::shell("echo hello; echo oops >&2"))
         .await
@@ -312,7 +362,7 @@ async fn exec_returns_output_exit_codes_and_takes_stdin() {
 
 #[tokio::test]
 async fn a_100_mib_file_round_trips_byte_identical() {
-    let (emu, _home, spec, exec) = ready_lab().await;
+    let (emu, _home, spec, _id, exec) = ready_lab().await;
     let names = KubeNames::new(&spec.spec);
     let local = tempfile::tempdir().unwrap();
     let source = local.path().join("weights.bin");
@@ -374,7 +424,7 @@ async fn a_100_mib_file_round_trips_byte_identical() {
 #[tokio::test]
 async fn directories_copy_with_their_modes_and_failures_leave_nothing() {
     use std::os::unix::fs::PermissionsExt;
-    let (emu, _home, spec, exec) = ready_lab().await;
+    let (emu, _home, spec, _id, exec) = ready_lab().await;
     let names = KubeNames::new(&spec.spec);
     let local = tempfile::tempdir().unwrap();
     let project = local.path().join("project");
@@ -451,7 +501,7 @@ async fn directories_copy_with_their_modes_and_failures_leave_nothing() {
 
 #[tokio::test]
 async fn tunnels_reach_a_port_in_the_pod() {
-    let (emu, _home, spec, exec) = ready_lab().await;
+    let (emu, _home, spec, _id, exec) = ready_lab().await;
     let names = KubeNames::new(&spec.spec);
     // An echo server stands in for sshd on the pod's port 22.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

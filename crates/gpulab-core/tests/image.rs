@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use aws_credential_types::Credentials;
-use gpulab_core::image::ecr::EcrClient;
+use gpulab_core::image::ecr::{EcrClient, RepositoryDeletion};
+use gpulab_core::naming::LabId;
 use gpulab_core::provision::aws::{SdkOptions, load_sdk_config};
 use gpulab_testkit::moto::MotoServer;
 
@@ -26,14 +27,19 @@ async fn the_lab_repository_is_created_tagged_and_deleted() {
     };
     let config = load_sdk_config("us-west-2", &options).await;
     let ecr = EcrClient::new(&config).unwrap();
+    let id = LabId::generate().unwrap();
     let tags = BTreeMap::from([
         ("gpulab.io/lab".to_string(), "dev".to_string()),
+        ("gpulab.io/lab-id".to_string(), id.to_string()),
         ("gpulab.io/managed".to_string(), "true".to_string()),
         ("team".to_string(), "ml".to_string()),
     ]);
 
     assert_eq!(ecr.describe_repository("gpulab/dev").await.unwrap(), None);
-    let repo = ecr.ensure_repository("gpulab/dev", &tags).await.unwrap();
+    let repo = ecr
+        .ensure_repository("gpulab/dev", &tags, &id)
+        .await
+        .unwrap();
     assert!(repo.created);
     assert_eq!(repo.name, "gpulab/dev");
     assert!(
@@ -46,7 +52,10 @@ async fn the_lab_repository_is_created_tagged_and_deleted() {
     assert_eq!(ecr.list_tags(&repo.arn).await.unwrap(), tags);
 
     // A second `image build` finds it.
-    let again = ecr.ensure_repository("gpulab/dev", &tags).await.unwrap();
+    let again = ecr
+        .ensure_repository("gpulab/dev", &tags, &id)
+        .await
+        .unwrap();
     assert!(!again.created);
     assert_eq!(again.uri, repo.uri);
 
@@ -58,8 +67,38 @@ async fn the_lab_repository_is_created_tagged_and_deleted() {
         "the password never prints"
     );
 
-    assert!(ecr.delete_repository("gpulab/dev").await.unwrap());
-    assert!(!ecr.delete_repository("gpulab/dev").await.unwrap());
+    // Another lab of the same name (another ID) neither pushes to it nor deletes it.
+    let other = LabId::generate().unwrap();
+    let err = ecr
+        .ensure_repository("gpulab/dev", &tags, &other)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, gpulab_core::Error::Ownership { .. }), "{err}");
+    assert_eq!(
+        ecr.delete_owned_repository("gpulab/dev", &other)
+            .await
+            .unwrap(),
+        RepositoryDeletion::NotOurs
+    );
+    assert!(
+        ecr.describe_repository("gpulab/dev")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    assert_eq!(
+        ecr.delete_owned_repository("gpulab/dev", &id)
+            .await
+            .unwrap(),
+        RepositoryDeletion::Deleted
+    );
+    assert_eq!(
+        ecr.delete_owned_repository("gpulab/dev", &id)
+            .await
+            .unwrap(),
+        RepositoryDeletion::Absent
+    );
     assert_eq!(ecr.describe_repository("gpulab/dev").await.unwrap(), None);
 }
 
@@ -107,7 +146,7 @@ async fn ecr_refusals_name_the_step_the_code_and_what_to_do() {
     let ecr = EcrClient::new(&load_sdk_config("us-west-2", &options).await).unwrap();
 
     match ecr
-        .ensure_repository("gpulab/dev", &BTreeMap::new())
+        .ensure_repository("gpulab/dev", &BTreeMap::new(), &LabId::unassigned())
         .await
         .unwrap_err()
     {

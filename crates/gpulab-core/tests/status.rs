@@ -4,22 +4,22 @@
 use async_trait::async_trait;
 use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
 use gpulab_core::events::{Reporter, Silent};
-use gpulab_core::naming::KubeNames;
+use gpulab_core::naming::{KubeNames, LabId};
 use gpulab_core::remote::api_server::ApiServerExec;
 use gpulab_core::remote::{
     CopyDirection, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats, Tunnel,
 };
 use gpulab_core::spec::{SpecLayer, ValidSpec};
 use gpulab_core::status::{PodGpus, cluster_status};
-use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
+use gpulab_core::workspace::{KubeWorkspace, VolumeClass, WorkspaceManager};
 use gpulab_testkit::LabDir;
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
 use gpulab_testkit::ready_lab::{ReadyLab, test_spec};
 
 /// The ready lab, taken apart the way these tests use it.
-async fn ready_lab() -> (KubeEmulator, LabDir, ValidSpec) {
+async fn ready_lab() -> (KubeEmulator, LabDir, ValidSpec, LabId) {
     let lab = ReadyLab::start().await;
-    (lab.emu, lab.dir, lab.spec)
+    (lab.emu, lab.dir, lab.spec, lab.id)
 }
 
 fn exec_for(emu: &KubeEmulator, spec: &ValidSpec) -> ApiServerExec {
@@ -77,7 +77,7 @@ impl RemoteExec for FakeNvidiaSmi {
 
 #[tokio::test]
 async fn a_healthy_lab_reports_nodes_plugin_pod_gpus_services_and_secret_names() {
-    let (emu, _home, spec) = ready_lab().await;
+    let (emu, _home, spec, id) = ready_lab().await;
     let names = KubeNames::new(&spec.spec);
     let sandbox = emu.pod_dir(&names.namespace, &names.pod);
     std::fs::create_dir_all(&sandbox).unwrap();
@@ -94,7 +94,7 @@ async fn a_healthy_lab_reports_nodes_plugin_pod_gpus_services_and_secret_names()
         script: script.to_str().unwrap().to_string(),
     };
 
-    let status = cluster_status(&emu.client(), &spec, Some(&exec))
+    let status = cluster_status(&emu.client(), &spec, &id, Some(&exec))
         .await
         .unwrap();
     assert!(status.healthy(), "{:?}", status.problems);
@@ -153,9 +153,9 @@ async fn a_healthy_lab_reports_nodes_plugin_pod_gpus_services_and_secret_names()
 
 #[tokio::test]
 async fn without_nvidia_smi_the_gpus_are_reported_unavailable() {
-    let (emu, _home, spec) = ready_lab().await;
+    let (emu, _home, spec, id) = ready_lab().await;
     let exec = exec_for(&emu, &spec);
-    let status = cluster_status(&emu.client(), &spec, Some(&exec))
+    let status = cluster_status(&emu.client(), &spec, &id, Some(&exec))
         .await
         .unwrap();
     let host_has_nvidia_smi = std::process::Command::new("sh")
@@ -182,7 +182,9 @@ async fn without_nvidia_smi_the_gpus_are_reported_unavailable() {
     );
 
     // Without an exec transport, nvidia-smi is not asked at all, and that is no problem.
-    let status = cluster_status(&emu.client(), &spec, None).await.unwrap();
+    let status = cluster_status(&emu.client(), &spec, &id, None)
+        .await
+        .unwrap();
     assert!(matches!(status.gpus, PodGpus::NotQueried { .. }));
     assert!(status.healthy(), "{:?}", status.problems);
 }
@@ -192,15 +194,21 @@ async fn without_a_gpu_node_the_pod_is_pending_and_no_gpu_is_queried() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::cpu("system-1"));
     let (_home, spec) = test_spec(SpecLayer::default());
+    let id = LabId::generate().unwrap();
     let client = emu.client();
     NvidiaDevicePlugin
-        .install(&client, &spec, &Silent)
+        .install(&client, &spec, &id, &Silent)
         .await
         .unwrap();
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
+    KubeWorkspace
+        .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
+        .await
+        .unwrap();
     let exec = exec_for(&emu, &spec);
 
-    let status = cluster_status(&client, &spec, Some(&exec)).await.unwrap();
+    let status = cluster_status(&client, &spec, &id, Some(&exec))
+        .await
+        .unwrap();
     assert!(status.reachable && !status.healthy());
     assert!(status.nodes.iter().all(|n| !n.gpu_node));
     let plugin = status.device_plugin.as_ref().unwrap();
@@ -221,10 +229,14 @@ async fn a_missing_device_plugin_is_reported() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::gpu("gpu-1"));
     let (_home, spec) = test_spec(SpecLayer::default());
+    let id = LabId::generate().unwrap();
     let client = emu.client();
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
+    KubeWorkspace
+        .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
+        .await
+        .unwrap();
 
-    let status = cluster_status(&client, &spec, None).await.unwrap();
+    let status = cluster_status(&client, &spec, &id, None).await.unwrap();
     let plugin = status.device_plugin.as_ref().unwrap();
     assert!(!plugin.healthy && plugin.installed_version.is_none());
     assert_eq!(plugin.gpu_nodes, [("gpu-1".to_string(), 0)]);
@@ -242,16 +254,22 @@ async fn a_pod_stuck_pending_is_reported_with_its_reason() {
     let emu = KubeEmulator::start().await.unwrap();
     emu.add_node(NodeSpec::gpu("gpu-1"));
     let (_home, spec) = test_spec(SpecLayer::default());
+    let id = LabId::generate().unwrap();
     let client = emu.client();
     NvidiaDevicePlugin
-        .install(&client, &spec, &Silent)
+        .install(&client, &spec, &id, &Silent)
         .await
         .unwrap();
     emu.fail_image_pulls(&spec.spec.workspace.image);
-    KubeWorkspace.apply(&client, &spec, &Silent).await.unwrap();
+    KubeWorkspace
+        .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
+        .await
+        .unwrap();
     let exec = exec_for(&emu, &spec);
 
-    let status = cluster_status(&client, &spec, Some(&exec)).await.unwrap();
+    let status = cluster_status(&client, &spec, &id, Some(&exec))
+        .await
+        .unwrap();
     assert!(status.device_plugin.as_ref().unwrap().healthy);
     let ws = status.workspace.as_ref().unwrap();
     assert_eq!((ws.phase.as_str(), ws.ready), ("Pending", false));
@@ -261,8 +279,11 @@ async fn a_pod_stuck_pending_is_reported_with_its_reason() {
 
     // Before the workspace exists at all: absent, and its secrets are missing (by name).
     let names = KubeNames::new(&spec.spec);
-    KubeWorkspace.delete(&client, &spec, false).await.unwrap();
-    let status = cluster_status(&client, &spec, None).await.unwrap();
+    KubeWorkspace
+        .delete(&client, &spec, &id, false)
+        .await
+        .unwrap();
+    let status = cluster_status(&client, &spec, &id, None).await.unwrap();
     assert_eq!(status.workspace.as_ref().unwrap().phase, "absent");
     assert!(status.secrets.missing.contains(&names.host_key));
 }
@@ -270,12 +291,13 @@ async fn a_pod_stuck_pending_is_reported_with_its_reason() {
 #[tokio::test]
 async fn an_unreachable_api_server_is_data_not_an_error() {
     let (_home, spec) = test_spec(SpecLayer::default());
+    let id = LabId::generate().unwrap();
 
     // A stopped emulator.
     let emu = KubeEmulator::start().await.unwrap();
     let client = emu.client();
     drop(emu);
-    let status = cluster_status(&client, &spec, None).await.unwrap();
+    let status = cluster_status(&client, &spec, &id, None).await.unwrap();
     assert!(!status.reachable && !status.healthy());
     assert!(status.error.is_some());
     assert!(status.nodes.is_empty() && status.workspace.is_none());
@@ -286,7 +308,7 @@ async fn an_unreachable_api_server_is_data_not_an_error() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-    let status = cluster_status(&client, &spec, None).await.unwrap();
+    let status = cluster_status(&client, &spec, &id, None).await.unwrap();
     assert!(!status.reachable);
     assert!(
         status.problems[0].contains("cannot reach the API server"),

@@ -6,8 +6,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::{
-    ClusterError, CredentialsError, GpulabError, ProvisionError, RemoteError, SpecError,
-    StateError, TimeoutError, WorkspaceError,
+    ClusterError, CredentialsError, GpulabError, OwnershipError, ProvisionError, RemoteError,
+    SpecError, StateError, TimeoutError, WorkspaceError,
 };
 
 /// The Python exception for a core error, carrying the message the CLI prints.
@@ -22,6 +22,7 @@ pub(crate) fn to_py_err(py: Python<'_>, error: gpulab_core::Error) -> PyErr {
         E::Cluster { .. } => ClusterError::new_err(message),
         E::Workspace { .. } => WorkspaceError::new_err(message),
         E::Remote { .. } => RemoteError::new_err(message),
+        E::Ownership { .. } => OwnershipError::new_err(message),
         E::Timeout { .. } => TimeoutError::new_err(message),
         E::State { .. } => StateError::new_err(message),
         E::Io { .. } => GpulabError::new_err(message),

@@ -633,11 +633,17 @@ fn close_forward(py: Python<'_>, handle: Option<ForwardHandle>) -> PyResult<()> 
     }
 }
 
-/// Every lab on this machine, as `gpulab ls` lists them: name, region, node type, steps done, cost.
+/// Every lab on this machine, as `gpulab ls` lists them: name, ID, region, node type, steps done, cost.
+/// A lab whose state cannot be read is left out with a warning that says why.
 #[pyfunction]
 pub(crate) fn labs<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-    let labs = gpulab_core::Lab::list(&LabOptions::default())
-        .map_err(|e| crate::convert::to_py_err(py, e))?;
+    let gpulab_core::lab::LabListing { labs, unreadable } =
+        gpulab_core::Lab::list(&LabOptions::default())
+            .map_err(|e| crate::convert::to_py_err(py, e))?;
+    let warnings = py.import("warnings")?;
+    for (name, error) in unreadable {
+        warnings.call_method1("warn", (format!("lab {name}: {error}"),))?;
+    }
     to_python(py, &labs)
 }
 

@@ -59,6 +59,12 @@ pyo3::create_exception!(
     GpulabError,
     "A command, copy or port forward in the workspace failed."
 );
+pyo3::create_exception!(
+    gpulab,
+    OwnershipError,
+    GpulabError,
+    "Something with the lab's name is not the lab's (it lacks the lab's ID): gpulab leaves it alone."
+);
 pyo3::create_exception!(gpulab, TimeoutError, GpulabError, "A wait ran out of time.");
 pyo3::create_exception!(
     gpulab,
@@ -118,6 +124,7 @@ fn _gpulab(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ClusterError", py.get_type::<ClusterError>())?;
     m.add("WorkspaceError", py.get_type::<WorkspaceError>())?;
     m.add("RemoteError", py.get_type::<RemoteError>())?;
+    m.add("OwnershipError", py.get_type::<OwnershipError>())?;
     m.add("TimeoutError", py.get_type::<TimeoutError>())?;
     m.add("StateError", py.get_type::<StateError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

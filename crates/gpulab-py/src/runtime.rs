@@ -28,6 +28,9 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("gpulab-rt")
+            // The main thread's size, not tokio's 2 MiB: the SDK's futures nest deep (`down` measured
+            // over 2 MiB in a debug build, which `maturin develop` makes).
+            .thread_stack_size(8 << 20)
             .enable_all()
             .build()
             .expect("start the gpulab runtime")

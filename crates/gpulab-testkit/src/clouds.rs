@@ -22,6 +22,8 @@ pub struct EmulatedClouds {
     pub moto: MotoServer,
     /// The proxy the SDK talks to (in front of moto).
     pub proxy: FaultProxy,
+    /// The EKS calls moto lacks (access entries, addons), answered by the proxy.
+    pub gaps: Arc<EksGaps>,
     /// The Kubernetes emulator standing in for the EKS cluster.
     pub kube: KubeEmulator,
     kubeconfig: PathBuf,
@@ -32,12 +34,13 @@ impl EmulatedClouds {
     /// installed (`scripts/test` and `scripts/demo` install it into `.venv`).
     pub async fn start(dir: &Path) -> Result<Self, String> {
         let moto = MotoServer::try_start()?;
+        let gaps = Arc::new(EksGaps::new());
         let proxy = FaultProxy::start(
             moto.addr(),
             FaultConfig {
                 seed: 7,
                 rules: vec![],
-                intercept: Some(Arc::new(EksGaps::new())),
+                intercept: Some(gaps.clone()),
             },
         )
         .await
@@ -53,6 +56,7 @@ impl EmulatedClouds {
         Ok(EmulatedClouds {
             moto,
             proxy,
+            gaps,
             kube,
             kubeconfig,
         })
@@ -66,6 +70,7 @@ impl EmulatedClouds {
             aws: AwsOptions {
                 sdk: SdkOptions {
                     endpoint_url: Some(self.proxy.url()),
+                    checkip_url: Some(self.proxy.checkip_url()),
                     credentials: Some(Credentials::new("testing", "testing", None, None, "test")),
                     // moto answers at once, and answers calls it lacks with a 500 that the SDK would
                     // otherwise retry for most of a minute.

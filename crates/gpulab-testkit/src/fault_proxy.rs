@@ -207,14 +207,14 @@ impl FaultProxy {
         });
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                        async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -233,6 +233,12 @@ impl FaultProxy {
     /// The proxy's URL, for an SDK endpoint override.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// AWS's checkip service as the proxy plays it: `GET` answers the caller's address, one line, as
+    /// <https://checkip.amazonaws.com> does (`SdkOptions::checkip_url`).
+    pub fn checkip_url(&self) -> String {
+        format!("http://{}{CHECKIP_PATH}", self.addr)
     }
 
     /// What the proxy has done so far.
@@ -375,7 +381,13 @@ fn to_hyper(r: ProxyResponse) -> Response<Full<Bytes>> {
         .expect("a valid response")
 }
 
-async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Where the proxy answers as checkip.amazonaws.com.
+const CHECKIP_PATH: &str = "/checkip";
+
+async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    if req.method() == hyper::Method::GET && req.uri().path() == CHECKIP_PATH {
+        return Response::new(Full::new(Bytes::from(format!("{}\n", peer.ip()))));
+    }
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),

@@ -96,6 +96,30 @@ impl LabDir {
         }
     }
 
+    /// Where gpulab keeps this user's labs (`GPULAB_HOME` unset: the XDG data directory).
+    pub fn gpulab_home(&self) -> PathBuf {
+        self.home().join(".local/share/gpulab")
+    }
+
+    /// Record lab `spec` on this user's machine, with a new lab ID (returned), as `gpulab up` does
+    /// before it creates anything: a test can then put objects labelled with the lab's ID in place
+    /// before the real `gpulab up` runs and takes the lab on.
+    pub fn record_lab(
+        &self,
+        spec: &gpulab_core::spec::LabSpec,
+        provider: gpulab_core::Provider,
+    ) -> gpulab_core::naming::LabId {
+        let id = gpulab_core::naming::LabId::generate().expect("a lab ID");
+        gpulab_core::state::LabDir::new(&self.gpulab_home(), &spec.name)
+            .save(&gpulab_core::state::LabState::new(
+                id.clone(),
+                spec.clone(),
+                provider,
+            ))
+            .expect("record the lab");
+        id
+    }
+
     /// A `gpulab` command run as a user in this directory: working directory, `HOME`, config directory and
     /// environment all set here, nothing inherited from the test's environment but `PATH`.
     pub fn command(&self, gpulab: &Path) -> Command {

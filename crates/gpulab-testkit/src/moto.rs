@@ -154,15 +154,30 @@ impl Drop for MotoServer {
     }
 }
 
+/// An access entry: its associated policies and its tags.
 #[derive(Default)]
-struct ClusterExtras {
-    access_entries: BTreeMap<String, BTreeSet<String>>,
-    addons: BTreeSet<String>,
+struct AccessEntry {
+    policies: BTreeSet<String>,
+    tags: Value,
+    kind: &'static str,
 }
 
-/// The EKS operations moto lacks, kept in memory: access entries (create, list, delete, associate
-/// policy) and addons (create, describe, list, delete). Deleting a cluster (forwarded to moto) forgets
-/// its extras.
+#[derive(Default)]
+struct ClusterExtras {
+    access_entries: BTreeMap<String, AccessEntry>,
+    /// Addons by name, with their tags.
+    addons: BTreeMap<String, Value>,
+}
+
+/// The principal moto's GetCallerIdentity answers with for any credentials (moto's default account).
+pub const MOTO_CALLER: &str = "arn:aws:sts::123456789012:user/moto";
+
+/// The EKS operations moto lacks, kept in memory: access entries (create, describe, list, delete,
+/// associate policy) and addons (create, describe, list, delete), each with its tags as EKS keeps
+/// them. As EKS does, a cluster created with `bootstrapClusterCreatorAdminPermissions` (the default)
+/// gets an access entry for its creator, with the cluster admin policy and no tags (EKS API reference,
+/// CreateAccessConfigRequest; the creator here is [`MOTO_CALLER`]). Deleting a cluster (forwarded to
+/// moto) forgets its extras.
 #[derive(Default)]
 pub struct EksGaps {
     clusters: Mutex<BTreeMap<String, ClusterExtras>>,
@@ -209,7 +224,7 @@ impl EksGaps {
             .unwrap_or((0, 0))
     }
 
-    fn addon(cluster: &str, name: &str, status: &str) -> Value {
+    fn addon(cluster: &str, name: &str, status: &str, tags: &Value) -> Value {
         json!({"addon": {
             "addonName": name,
             "clusterName": cluster,
@@ -218,8 +233,63 @@ impl EksGaps {
             "addonArn": format!("arn:aws:eks:us-west-2:123456789012:addon/{cluster}/{name}/0"),
             "createdAt": now(),
             "modifiedAt": now(),
-            "tags": {},
+            "tags": tags,
         }})
+    }
+
+    fn access_entry(cluster: &str, principal: &str, entry: &AccessEntry) -> Value {
+        json!({"accessEntry": {
+            "clusterName": cluster,
+            "principalArn": principal,
+            "kubernetesGroups": [],
+            "accessEntryArn": format!("arn:aws:eks:us-west-2:123456789012:access-entry/{cluster}/0"),
+            "createdAt": now(),
+            "modifiedAt": now(),
+            "tags": entry.tags,
+            "username": principal,
+            "type": entry.kind,
+        }})
+    }
+
+    /// Add an access entry to `cluster` as another tool would (tests of what gpulab leaves alone).
+    pub fn add_foreign_access_entry(&self, cluster: &str, principal: &str) {
+        let mut clusters = self.clusters.lock().expect("eks gaps lock");
+        clusters
+            .entry(cluster.to_string())
+            .or_default()
+            .access_entries
+            .insert(
+                principal.to_string(),
+                AccessEntry {
+                    kind: "STANDARD",
+                    tags: json!({"team": "platform"}),
+                    ..Default::default()
+                },
+            );
+    }
+
+    /// Add an addon to `cluster` as another tool would.
+    pub fn add_foreign_addon(&self, cluster: &str, name: &str) {
+        let mut clusters = self.clusters.lock().expect("eks gaps lock");
+        clusters
+            .entry(cluster.to_string())
+            .or_default()
+            .addons
+            .insert(name.to_string(), json!({"team": "platform"}));
+    }
+
+    /// The principals with an access entry in `cluster`, and the addons it has.
+    pub fn contents(&self, cluster: &str) -> (Vec<String>, Vec<String>) {
+        let clusters = self.clusters.lock().expect("eks gaps lock");
+        clusters
+            .get(cluster)
+            .map(|c| {
+                (
+                    c.access_entries.keys().cloned().collect(),
+                    c.addons.keys().cloned().collect(),
+                )
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -245,6 +315,28 @@ impl Intercept for EksGaps {
                 clusters.remove(*c);
                 None
             }
+            // CreateCluster goes on to moto; the creator's admin entry is EKS's doing.
+            ("POST", ["clusters"]) => {
+                let name = body["name"].as_str().unwrap_or_default().to_string();
+                let bootstrap = body["accessConfig"]["bootstrapClusterCreatorAdminPermissions"]
+                    .as_bool()
+                    .unwrap_or(true);
+                if bootstrap && !clusters.contains_key(&name) {
+                    let extras = clusters.entry(name).or_default();
+                    extras.access_entries.insert(
+                        MOTO_CALLER.to_string(),
+                        AccessEntry {
+                            policies: BTreeSet::from([
+                                "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+                                    .to_string(),
+                            ]),
+                            tags: json!({}),
+                            kind: "STANDARD",
+                        },
+                    );
+                }
+                None
+            }
             ("POST", ["clusters", c, "access-entries"]) => {
                 let principal = body["principalArn"]
                     .as_str()
@@ -256,24 +348,26 @@ impl Intercept for EksGaps {
                         "The specified access entry resource is already in use on this cluster.",
                     ));
                 }
-                extras
-                    .access_entries
-                    .insert(principal.clone(), BTreeSet::new());
-                Some(ProxyResponse::json(
-                    200,
-                    &json!({"accessEntry": {
-                        "clusterName": c,
-                        "principalArn": principal,
-                        "kubernetesGroups": [],
-                        "accessEntryArn": format!("arn:aws:eks:us-west-2:123456789012:access-entry/{c}/0"),
-                        "createdAt": now(),
-                        "modifiedAt": now(),
-                        "tags": body["tags"],
-                        "username": principal,
-                        "type": "STANDARD",
-                    }}),
-                ))
+                let entry = AccessEntry {
+                    tags: body["tags"].clone(),
+                    kind: "STANDARD",
+                    ..Default::default()
+                };
+                let answer = Self::access_entry(c, &principal, &entry);
+                extras.access_entries.insert(principal, entry);
+                Some(ProxyResponse::json(200, &answer))
             }
+            ("GET", ["clusters", c, "access-entries", principal]) => Some(
+                match clusters
+                    .get(*c)
+                    .and_then(|x| x.access_entries.get(*principal))
+                {
+                    Some(entry) => {
+                        ProxyResponse::json(200, &Self::access_entry(c, principal, entry))
+                    }
+                    None => not_found("No access entry found"),
+                },
+            ),
             ("GET", ["clusters", c, "access-entries"]) => {
                 let entries: Vec<String> = clusters
                     .get(*c)
@@ -301,13 +395,13 @@ impl Intercept for EksGaps {
                 ],
             ) => {
                 let policy = body["policyArn"].as_str().unwrap_or_default().to_string();
-                let Some(policies) = clusters
+                let Some(entry) = clusters
                     .get_mut(*c)
                     .and_then(|x| x.access_entries.get_mut(*principal))
                 else {
                     return Some(not_found("No access entry found"));
                 };
-                policies.insert(policy.clone());
+                entry.policies.insert(policy.clone());
                 Some(ProxyResponse::json(
                     200,
                     &json!({
@@ -325,30 +419,33 @@ impl Intercept for EksGaps {
             ("POST", ["clusters", c, "addons"]) => {
                 let name = body["addonName"].as_str().unwrap_or_default().to_string();
                 let extras = clusters.entry(c.to_string()).or_default();
-                if !extras.addons.insert(name.clone()) {
+                if extras.addons.contains_key(&name) {
                     return Some(in_use("Addon already exists."));
                 }
-                Some(ProxyResponse::json(200, &Self::addon(c, &name, "CREATING")))
+                let tags = body["tags"].clone();
+                let answer = Self::addon(c, &name, "CREATING", &tags);
+                extras.addons.insert(name, tags);
+                Some(ProxyResponse::json(200, &answer))
             }
             ("GET", ["clusters", c, "addons"]) => {
                 let addons: Vec<String> = clusters
                     .get(*c)
-                    .map(|x| x.addons.iter().cloned().collect())
+                    .map(|x| x.addons.keys().cloned().collect())
                     .unwrap_or_default();
                 Some(ProxyResponse::json(200, &json!({"addons": addons})))
             }
-            ("GET", ["clusters", c, "addons", name]) => Some(
-                if clusters.get(*c).is_some_and(|x| x.addons.contains(*name)) {
-                    ProxyResponse::json(200, &Self::addon(c, name, "ACTIVE"))
-                } else {
-                    not_found(&format!("No addon: {name} found in cluster: {c}"))
-                },
-            ),
+            ("GET", ["clusters", c, "addons", name]) => {
+                Some(match clusters.get(*c).and_then(|x| x.addons.get(*name)) {
+                    Some(tags) => ProxyResponse::json(200, &Self::addon(c, name, "ACTIVE", tags)),
+                    None => not_found(&format!("No addon: {name} found in cluster: {c}")),
+                })
+            }
             ("DELETE", ["clusters", c, "addons", name]) => Some(
-                if clusters.get_mut(*c).is_some_and(|x| x.addons.remove(*name)) {
-                    ProxyResponse::json(200, &Self::addon(c, name, "DELETING"))
-                } else {
-                    not_found(&format!("No addon: {name} found in cluster: {c}"))
+                match clusters.get_mut(*c).and_then(|x| x.addons.remove(*name)) {
+                    Some(tags) => {
+                        ProxyResponse::json(200, &Self::addon(c, name, "DELETING", &tags))
+                    }
+                    None => not_found(&format!("No addon: {name} found in cluster: {c}")),
                 },
             ),
             _ => None,

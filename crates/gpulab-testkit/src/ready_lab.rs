@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use gpulab_core::addon::{ClusterAddon, NvidiaDevicePlugin};
 use gpulab_core::events::Silent;
-use gpulab_core::naming::KubeNames;
+use gpulab_core::naming::{KubeNames, LabId};
 use gpulab_core::remote::api_server::ApiServerExec;
 use gpulab_core::spec::{SpecLayer, ValidSpec};
-use gpulab_core::workspace::{KubeWorkspace, WorkspaceManager};
+use gpulab_core::workspace::{KubeWorkspace, VolumeClass, WorkspaceManager};
 
 use crate::LabDir;
 use crate::kube::{KubeEmulator, NodeSpec};
@@ -22,6 +22,8 @@ pub struct ReadyLab {
     pub dir: LabDir,
     /// The lab's spec.
     pub spec: ValidSpec,
+    /// The lab's ID, on every object it made.
+    pub id: LabId,
 }
 
 /// A validated spec with `layer` on the defaults, in a fresh [`LabDir`] holding the test SSH key.
@@ -49,20 +51,21 @@ impl ReadyLab {
         emu.add_node(NodeSpec::cpu("system-1"));
         emu.add_node(NodeSpec::gpu("gpu-1"));
         let (dir, spec) = test_spec(layer);
+        let id = LabId::generate().expect("a lab ID");
         let client = emu.client();
         NvidiaDevicePlugin
-            .install(&client, &spec, &Silent)
+            .install(&client, &spec, &id, &Silent)
             .await
             .expect("install the device plugin");
         KubeWorkspace
-            .apply(&client, &spec, &Silent)
+            .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
             .await
             .expect("apply the workspace");
         KubeWorkspace
-            .wait_ready(&client, &spec, Duration::from_secs(10), &Silent)
+            .wait_ready(&client, &spec, &id, Duration::from_secs(10), &Silent)
             .await
             .expect("the workspace becomes ready");
-        ReadyLab { emu, dir, spec }
+        ReadyLab { emu, dir, spec, id }
     }
 
     /// The names of the lab's Kubernetes objects.

@@ -338,14 +338,15 @@ fn wait_ready(child: &mut Child, log: &Path) -> Result<(), String> {
 }
 
 impl Sshd {
-    /// Make this sshd the workspace sshd of `spec`'s lab in `kube`, before `up`: the lab's namespace
-    /// (labelled as gpulab labels its own) and host-key secret are created, the secret holding this
+    /// Make this sshd the workspace sshd of lab `id` of `spec` in `kube`, before `up`: the lab's namespace
+    /// and host-key secret are created, labelled as the lab labels its own, the secret holding this
     /// sshd's ed25519 host key (the workspace keeps the key it finds there, so `up` records and pins this
     /// one), and a port-forward to the pod's port 22 reaches this sshd.
     pub async fn stand_in_for_workspace(
         &self,
         kube: &crate::kube::KubeEmulator,
         spec: &gpulab_core::spec::LabSpec,
+        id: &gpulab_core::naming::LabId,
     ) {
         let names = gpulab_core::naming::KubeNames::new(spec);
         use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -357,7 +358,7 @@ impl Sshd {
         let namespace = Namespace {
             metadata: ObjectMeta {
                 name: Some(names.namespace.clone()),
-                labels: Some(gpulab_core::naming::kube_labels(spec)),
+                labels: Some(gpulab_core::naming::kube_labels(spec, id)),
                 ..Default::default()
             },
             ..Default::default()
@@ -370,6 +371,7 @@ impl Sshd {
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(names.host_key.clone()),
+                labels: Some(gpulab_core::naming::kube_labels(spec, id)),
                 ..Default::default()
             },
             string_data: Some(

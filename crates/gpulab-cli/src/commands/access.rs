@@ -64,6 +64,10 @@ pub(crate) async fn proxy(global: &GlobalArgs, args: &ProxyArgs) -> gpulab_core:
 pub(crate) struct SshConfigArgs {
     #[command(flatten)]
     lab: LabArg,
+    /// When `up` has not recorded the workspace's host key: let ssh trust the first key it is shown
+    /// (`StrictHostKeyChecking accept-new`). Without it, ssh-config refuses.
+    #[arg(long)]
+    accept_new_host_key: bool,
 }
 
 /// `gpulab ssh-config`: a Host block so plain `ssh`, `scp`, `rsync` and VS Code reach the workspace.
@@ -82,6 +86,7 @@ pub(crate) async fn ssh_config(
     entry.user = workspace_user();
     entry.identity_file = Some(lab.ssh_identity());
     entry.host_key = lab.state()?.and_then(|s| s.host_public_key);
+    entry.accept_new_host_key = args.accept_new_host_key;
     let ssh_dir = ssh_config::default_ssh_dir()
         .ok_or_else(|| Error::io("find ~/.ssh", std::io::Error::other("no home directory")))?;
     ssh_config::install(&entry, &ssh_dir)?;

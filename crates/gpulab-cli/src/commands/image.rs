@@ -84,10 +84,10 @@ async fn build(
     let name = spec.spec.name.clone();
     // The lab as `up` recorded it (its cluster builds when docker is absent), else a lab not up yet,
     // which can build with docker only.
-    let lab = match Lab::load(&name, lab_options()).await {
-        Ok(lab) => lab,
-        Err(Error::State { .. }) => Lab::new(spec, Provider::Aws, lab_options()).await?,
-        Err(e) => return Err(e),
+    // An unreadable record is an error, not a reason to start a new lab.
+    let lab = match Lab::find(&name, lab_options()).await? {
+        Some(lab) => lab,
+        None => Lab::new(spec, Provider::Aws, lab_options()).await?,
     };
     let progress = Progress::new(global.quiet);
     let built = tokio::select! {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use gpulab_core::lab::{CostReport, LabStatus, UpReport};
+use gpulab_core::naming::LabId;
 use gpulab_core::remote::{CopyDirection, ExecRequest, ExecStreams};
 use gpulab_core::spec::SpecInputs;
 use gpulab_core::{Error, Lab, Provider};
@@ -267,6 +268,16 @@ pub(crate) struct DownArgs {
     /// Do not ask for confirmation (for scripts).
     #[arg(long, short)]
     yes: bool,
+    /// With no record of the lab on this machine (made elsewhere, or the record lost): look for it in
+    /// AWS by its tags, list what is found, and delete only what carries one lab's ID.
+    #[arg(long)]
+    find_by_tag: bool,
+    /// The AWS region to search with --find-by-tag [env: AWS_REGION] [default: the settings' region].
+    #[arg(long, requires = "find_by_tag")]
+    region: Option<String>,
+    /// Which lab to remove when --find-by-tag finds several labs of the name.
+    #[arg(long, value_name = "ID", requires = "find_by_tag")]
+    lab_id: Option<String>,
 }
 
 pub(crate) async fn down(
@@ -276,28 +287,50 @@ pub(crate) async fn down(
 ) -> gpulab_core::Result<()> {
     let name = args.lab.resolve_name(global)?;
     // Before any cloud call: a refusal must not wait on credentials or the network.
-    if !args.yes {
-        confirm(&name)?;
-    }
-    let lab = match Lab::load(&name, lab_options()).await {
-        Ok(lab) => lab,
-        // No local record (lost, or another machine made the lab): find its resources by tag.
-        Err(Error::State { .. }) => {
-            let mut spec_args = SpecArgs::default();
-            spec_args.set_name(&name);
-            Lab::new(
-                spec_args.resolve(global)?.validate()?,
-                Provider::Aws,
-                lab_options(),
-            )
-            .await?
+    let lab_id = args
+        .lab_id
+        .as_deref()
+        .map(LabId::parse)
+        .transpose()
+        .map_err(|problem| Error::Usage {
+            message: format!("--lab-id: {problem}"),
+            hint: "`gpulab down --find-by-tag` without --lab-id lists the IDs it finds".into(),
+        })?;
+    let lab = match Lab::find(&name, lab_options()).await? {
+        Some(lab) => {
+            if args.find_by_tag {
+                printer.hint(format!(
+                    "Lab {name} is recorded on this machine (ID {}): no search needed.",
+                    lab.id()
+                ));
+            }
+            if !args.yes {
+                confirm(&name)?;
+            }
+            lab
         }
-        Err(e) => return Err(e),
+        None if !args.find_by_tag => {
+            return Err(Error::Usage {
+                message: format!(
+                    "no lab named {name} on this machine; `down` deletes only what it can prove is the lab's"
+                ),
+                hint: format!(
+                    "if the lab was made on another machine, or its record is lost, look for it by its tags: `gpulab down --name {name} --region REGION --find-by-tag`"
+                ),
+            });
+        }
+        None => match find_by_tag(global, args, &name, lab_id, printer).await? {
+            Some(lab) => lab,
+            None => return Ok(()),
+        },
     };
     let progress = Progress::new(global.quiet);
     let report = lab.down(&progress).await;
     progress.finish();
     let report = report?;
+    for thing in &report.left_alone {
+        printer.hint(format!("Not this lab's, left alone: {thing}"));
+    }
     if matches!(lab.provider(), Provider::Existing { .. }) {
         printer.line(format!(
             "Removed lab {name}'s Kubernetes objects (workspace pod, volume claim, secrets, namespace, device plugin); the cluster stays."
@@ -309,7 +342,7 @@ pub(crate) async fn down(
         report.deleted.len()
     ));
     if report.leftovers.is_empty() {
-        printer.line("Nothing tagged with the lab is left: it costs nothing any more.");
+        printer.line("Nothing tagged with the lab's ID is left: it costs nothing any more.");
     } else {
         printer
             .line("Still there, and may cost money (remove by hand, or run `gpulab down` again):");
@@ -318,6 +351,70 @@ pub(crate) async fn down(
         }
     }
     Ok(())
+}
+
+/// `down --find-by-tag`: search AWS for the lab's resources by its name tag, show what was found (and
+/// what has the name but is not gpulab's), choose the one lab ID to remove, and confirm. `None` when
+/// there is nothing to remove.
+async fn find_by_tag(
+    global: &GlobalArgs,
+    args: &DownArgs,
+    name: &str,
+    lab_id: Option<LabId>,
+    printer: &Printer,
+) -> gpulab_core::Result<Option<Lab>> {
+    let mut spec_args = SpecArgs::default();
+    spec_args.set_name(name);
+    if let Some(region) = &args.region {
+        spec_args.set_region(region);
+    }
+    let spec = spec_args.resolve(global)?.validate()?;
+    let region = spec.spec.region.clone();
+    let search = Lab::find_by_tag(&spec, &lab_options()).await?;
+    for (id, resources) in &search.labs {
+        printer.line(format!("Lab {name} with ID {id}, in {region}:"));
+        for resource in resources {
+            printer.line(format!("  - {resource}"));
+        }
+    }
+    if !search.not_gpulab.is_empty() {
+        printer.line("With the lab's names but no gpulab lab ID (never touched):");
+        for resource in &search.not_gpulab {
+            printer.line(format!("  - {resource}"));
+        }
+    }
+    let ids: Vec<&LabId> = search.labs.iter().map(|(id, _)| id).collect();
+    let id = match (lab_id, ids.as_slice()) {
+        (Some(id), _) if ids.contains(&&id) => id,
+        (Some(id), _) => {
+            return Err(Error::Usage {
+                message: format!("--lab-id {id}: no resource of lab {name} in {region} carries it"),
+                hint: "the IDs found are listed above".into(),
+            });
+        }
+        (None, []) => {
+            printer.line(format!(
+                "Nothing carrying a gpulab lab ID named {name} was found in {region}: nothing to delete."
+            ));
+            return Ok(None);
+        }
+        (None, [one]) => (*one).clone(),
+        (None, several) => {
+            let list: Vec<String> = several.iter().map(ToString::to_string).collect();
+            return Err(Error::Usage {
+                message: format!(
+                    "{} labs named {name} were found in {region}: {}",
+                    several.len(),
+                    list.join(", ")
+                ),
+                hint: format!("choose one: `gpulab down --name {name} --find-by-tag --lab-id ID`"),
+            });
+        }
+    };
+    if !args.yes {
+        confirm(name)?;
+    }
+    Lab::adopt(spec, id, lab_options()).await.map(Some)
 }
 
 fn confirm(name: &str) -> gpulab_core::Result<()> {
@@ -352,7 +449,11 @@ pub(crate) struct LsArgs {
 }
 
 pub(crate) fn ls(args: &LsArgs, printer: &Printer) -> gpulab_core::Result<()> {
-    let labs = Lab::list(&lab_options())?;
+    let gpulab_core::lab::LabListing { labs, unreadable } = Lab::list(&lab_options())?;
+    // One unreadable lab does not hide the others: it is named on stderr, with what to do.
+    for (_, error) in &unreadable {
+        printer.error(error);
+    }
     if args.output == Format::Json {
         printer.json(&labs);
         return Ok(());

@@ -9,6 +9,8 @@ use serde::Serialize;
 use crate::Result;
 use crate::events::Reporter;
 use crate::manifest::KubeObject;
+use crate::naming::LabId;
+use crate::provision::LeftAlone;
 use crate::spec::ValidSpec;
 
 pub use nvidia_device_plugin::NvidiaDevicePlugin;
@@ -22,6 +24,9 @@ pub struct AddonStatus {
     pub installed_version: Option<String>,
     /// The version gpulab pins.
     pub pinned_version: String,
+    /// When the cluster already had one (an NVIDIA device plugin, the GPU Operator) and gpulab uses it
+    /// instead of installing its own: what it is, e.g. "gpu-operator/nvidia-device-plugin-daemonset".
+    pub provided_by: Option<String>,
     /// Pods ready out of pods wanted (a DaemonSet's rollout).
     pub ready: u32,
     /// Pods wanted.
@@ -44,20 +49,34 @@ pub trait ClusterAddon: Send + Sync {
     /// The version gpulab pins.
     fn version(&self) -> &'static str;
 
-    /// The objects `install` applies, rendered without I/O.
-    fn manifests(&self, spec: &ValidSpec) -> Vec<KubeObject>;
+    /// The objects `install` applies for lab `id`, rendered without I/O.
+    fn manifests(&self, spec: &ValidSpec, id: &LabId) -> Vec<KubeObject>;
 
-    /// Install, or upgrade to the pinned version (server-side apply, so it is idempotent).
+    /// Install, or upgrade to the pinned version (server-side apply, so it is idempotent) — unless the
+    /// cluster already provides what the addon does, in which case that is used and nothing is
+    /// installed. Returns whether the lab's own is installed.
     async fn install(
         &self,
         client: &kube::Client,
         spec: &ValidSpec,
+        id: &LabId,
         reporter: &dyn Reporter,
-    ) -> Result<()>;
+    ) -> Result<bool>;
 
     /// What is running and whether it works.
-    async fn status(&self, client: &kube::Client, spec: &ValidSpec) -> Result<AddonStatus>;
+    async fn status(
+        &self,
+        client: &kube::Client,
+        spec: &ValidSpec,
+        id: &LabId,
+    ) -> Result<AddonStatus>;
 
-    /// Remove what `install` applied; absent objects are fine.
-    async fn remove(&self, client: &kube::Client, spec: &ValidSpec) -> Result<()>;
+    /// Remove what `install` applied for lab `id`; absent objects are fine, and objects of the same
+    /// names without the lab's ID are left alone (and returned).
+    async fn remove(
+        &self,
+        client: &kube::Client,
+        spec: &ValidSpec,
+        id: &LabId,
+    ) -> Result<Vec<LeftAlone>>;
 }

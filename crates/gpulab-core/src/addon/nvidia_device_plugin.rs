@@ -5,6 +5,10 @@
 //! tested with the 5xx drivers of the EKS AL2023 NVIDIA AMIs, and with time-slicing configured by file.
 //! Unlike the upstream static manifest (and eksctl's), it runs only on GPU nodes: elsewhere it would
 //! crash-loop looking for a driver.
+//!
+//! On a cluster that already has one (NVIDIA's static manifest, its Helm chart, or the GPU Operator),
+//! gpulab is a guest: it uses that plugin and installs none. Its own DaemonSet and ConfigMap carry
+//! names and a pod selector that NVIDIA's manifests never use, so the two cannot collide.
 
 use std::collections::BTreeMap;
 
@@ -21,10 +25,11 @@ use kube::api::{Api, ListParams};
 
 use super::{AddonStatus, ClusterAddon};
 use crate::Result;
-use crate::cluster::{cluster_error, is_not_found};
+use crate::cluster::{Deletion, cluster_error, is_not_found};
 use crate::events::{Event, Reporter};
 use crate::manifest::KubeObject;
-use crate::naming::{self, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT};
+use crate::naming::{self, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT, LAB_ID_KEY, LabId};
+use crate::provision::{LeftAlone, ResourceRef};
 use crate::spec::ValidSpec;
 
 /// The device plugin, as gpulab installs it.
@@ -38,12 +43,16 @@ impl NvidiaDevicePlugin {
     pub const VERSION: &'static str = "v0.17.4";
     /// Namespace it runs in (as in the original scripts).
     pub const NAMESPACE: &'static str = "kube-system";
-    /// The DaemonSet's name.
-    pub const DAEMONSET: &'static str = "nvidia-device-plugin-daemonset";
+    /// The DaemonSet's name (NVIDIA's manifests name theirs `nvidia-device-plugin-daemonset`).
+    pub const DAEMONSET: &'static str = "gpulab-nvidia-device-plugin";
     /// The ConfigMap holding its config file (time-slicing).
-    pub const CONFIG_MAP: &'static str = "nvidia-device-plugin-config";
-    /// The pod label; the original troubleshooting guide selects `-l name=nvidia-device-plugin-ds`.
+    pub const CONFIG_MAP: &'static str = "gpulab-nvidia-device-plugin-config";
+    /// The pod label the original troubleshooting guide selects (`-l name=nvidia-device-plugin-ds`); on
+    /// the pods, but not in the selector, which NVIDIA's manifests use too.
     pub const POD_LABEL: (&'static str, &'static str) = ("name", "nvidia-device-plugin-ds");
+    /// The DaemonSet's selector: a label no other manifest puts on pods.
+    pub const SELECTOR: (&'static str, &'static str) =
+        ("app.kubernetes.io/name", "gpulab-nvidia-device-plugin");
 
     /// The container image of the pinned release.
     pub fn image() -> String {
@@ -57,12 +66,12 @@ impl NvidiaDevicePlugin {
         )
     }
 
-    /// The objects `install` applies: the config map and the DaemonSet.
-    pub fn manifests(spec: &ValidSpec) -> Vec<KubeObject> {
+    /// The objects `install` applies for lab `id`: the config map and the DaemonSet.
+    pub fn manifests(spec: &ValidSpec, id: &LabId) -> Vec<KubeObject> {
         let meta = |name: &str| ObjectMeta {
             name: Some(name.into()),
             namespace: Some(Self::NAMESPACE.into()),
-            labels: Some(naming::kube_labels(&spec.spec)),
+            labels: Some(naming::kube_labels(&spec.spec, id)),
             ..Default::default()
         };
         let replicas = spec.spec.device_plugin.time_slicing_replicas;
@@ -74,8 +83,10 @@ impl NvidiaDevicePlugin {
             )])),
             ..Default::default()
         };
-        let pod_labels =
-            BTreeMap::from([(Self::POD_LABEL.0.to_string(), Self::POD_LABEL.1.to_string())]);
+        let selector =
+            BTreeMap::from([(Self::SELECTOR.0.to_string(), Self::SELECTOR.1.to_string())]);
+        let mut pod_labels = selector.clone();
+        pod_labels.insert(Self::POD_LABEL.0.into(), Self::POD_LABEL.1.into());
         let mount = |name: &str, path: &str| VolumeMount {
             name: name.into(),
             mount_path: path.into(),
@@ -85,7 +96,7 @@ impl NvidiaDevicePlugin {
             metadata: meta(Self::DAEMONSET),
             spec: Some(DaemonSetSpec {
                 selector: LabelSelector {
-                    match_labels: Some(pod_labels.clone()),
+                    match_labels: Some(selector),
                     ..Default::default()
                 },
                 update_strategy: Some(DaemonSetUpdateStrategy {
@@ -175,6 +186,33 @@ impl NvidiaDevicePlugin {
     }
 }
 
+/// A device plugin the cluster runs that is not the lab's: an NVIDIA device plugin DaemonSet (NVIDIA's
+/// static manifest or Helm chart, the GPU Operator's, another lab's), as "namespace/name".
+fn foreign_plugin(daemon_sets: &[DaemonSet], id: &LabId) -> Option<String> {
+    daemon_sets
+        .iter()
+        .filter(|ds| !id.owns_map(ds.metadata.labels.as_ref()))
+        .find(|ds| {
+            let images = ds
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|p| p.containers.iter().filter_map(|c| c.image.as_deref()))
+                .into_iter()
+                .flatten();
+            images
+                .into_iter()
+                .any(|image| image.contains("k8s-device-plugin"))
+        })
+        .map(|ds| {
+            format!(
+                "{}/{}",
+                ds.metadata.namespace.as_deref().unwrap_or_default(),
+                ds.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+}
+
 /// GPU nodes: those labelled as such, or already advertising GPUs (clusters gpulab did not make).
 fn gpu_nodes(nodes: &[Node]) -> Vec<(String, u32)> {
     let count = |map: Option<
@@ -202,6 +240,38 @@ fn gpu_nodes(nodes: &[Node]) -> Vec<(String, u32)> {
         .collect()
 }
 
+impl NvidiaDevicePlugin {
+    /// Whether the cluster already provides GPUs without the lab's plugin, and by what: another device
+    /// plugin DaemonSet, or nodes that advertise `nvidia.com/gpu` while the lab's plugin is absent.
+    async fn provided_by(&self, client: &kube::Client, id: &LabId) -> Result<Option<String>> {
+        let all = ListParams::default();
+        let daemon_sets = Api::<DaemonSet>::all(client.clone())
+            .list(&all)
+            .await
+            .map_err(|e| cluster_error("list DaemonSets", e))?
+            .items;
+        let ours = daemon_sets.iter().any(|ds| {
+            ds.metadata.name.as_deref() == Some(Self::DAEMONSET)
+                && id.owns_map(ds.metadata.labels.as_ref())
+        });
+        if let Some(other) = foreign_plugin(&daemon_sets, id) {
+            return Ok(Some(other));
+        }
+        if ours {
+            return Ok(None);
+        }
+        let nodes = Api::<Node>::all(client.clone())
+            .list(&all)
+            .await
+            .map_err(|e| cluster_error("list nodes", e))?
+            .items;
+        Ok(gpu_nodes(&nodes)
+            .iter()
+            .any(|(_, gpus)| *gpus > 0)
+            .then(|| format!("the nodes' own {GPU_RESOURCE} (a device plugin gpulab cannot see)")))
+    }
+}
+
 #[async_trait]
 impl ClusterAddon for NvidiaDevicePlugin {
     fn name(&self) -> &'static str {
@@ -212,40 +282,61 @@ impl ClusterAddon for NvidiaDevicePlugin {
         Self::VERSION
     }
 
-    fn manifests(&self, spec: &ValidSpec) -> Vec<KubeObject> {
-        Self::manifests(spec)
+    fn manifests(&self, spec: &ValidSpec, id: &LabId) -> Vec<KubeObject> {
+        Self::manifests(spec, id)
     }
 
     async fn install(
         &self,
         client: &kube::Client,
         spec: &ValidSpec,
+        id: &LabId,
         reporter: &dyn Reporter,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let step = format!("install {} {}", Self::NAME, Self::VERSION);
         reporter.report(Event::StepStarted { step: step.clone() });
         let started = std::time::Instant::now();
-        for object in Self::manifests(spec) {
-            object.apply(client).await?;
+        let provided_by = self.provided_by(client, id).await?;
+        match &provided_by {
+            Some(other) => reporter.report(Event::Warning {
+                message: format!(
+                    "the cluster already runs an NVIDIA device plugin ({other}): using it, installing none"
+                ),
+            }),
+            None => {
+                for object in Self::manifests(spec, id) {
+                    object.apply_owned(client, id).await?;
+                }
+            }
         }
         reporter.report(Event::StepFinished {
             step,
             elapsed: started.elapsed(),
-            already_done: false,
+            already_done: provided_by.is_some(),
         });
-        Ok(())
+        Ok(provided_by.is_none())
     }
 
-    async fn status(&self, client: &kube::Client, _spec: &ValidSpec) -> Result<AddonStatus> {
+    async fn status(
+        &self,
+        client: &kube::Client,
+        _spec: &ValidSpec,
+        id: &LabId,
+    ) -> Result<AddonStatus> {
         let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), Self::NAMESPACE);
         let nodes: Api<Node> = Api::all(client.clone());
         let all = ListParams::default();
         let (daemon_set, nodes) = tokio::join!(daemon_sets.get(Self::DAEMONSET), nodes.list(&all));
         let gpu_nodes = gpu_nodes(&nodes.map_err(|e| cluster_error("list nodes", e))?.items);
         let daemon_set = match daemon_set {
-            Ok(ds) => Some(ds),
+            Ok(ds) if id.owns_map(ds.metadata.labels.as_ref()) => Some(ds),
+            Ok(_) => None,
             Err(e) if is_not_found(&e) => None,
             Err(e) => return Err(cluster_error("read the device plugin", e)),
+        };
+        let provided_by = match daemon_set {
+            Some(_) => None,
+            None => self.provided_by(client, id).await?,
         };
         let installed_version = daemon_set.as_ref().and_then(|ds| {
             let image = ds
@@ -269,7 +360,11 @@ impl ClusterAddon for NvidiaDevicePlugin {
             .filter(|(_, gpus)| *gpus == 0)
             .map(|(name, _)| name.as_str())
             .collect();
-        let problem = if daemon_set.is_none() {
+        let problem = if let Some(other) = &provided_by {
+            silent.first().map(|node| {
+                format!("{node} advertises no GPU; the cluster's device plugin ({other}) is not gpulab's: ask whoever runs the cluster")
+            })
+        } else if daemon_set.is_none() {
             Some("the NVIDIA device plugin is not installed; `gpulab up` installs it".to_string())
         } else if installed_version.as_deref() != Some(Self::VERSION) {
             Some(format!(
@@ -291,8 +386,8 @@ impl ClusterAddon for NvidiaDevicePlugin {
                     format!(" and {} advertise no GPU", silent.join(", "))
                 },
                 Self::NAMESPACE,
-                Self::POD_LABEL.0,
-                Self::POD_LABEL.1
+                Self::SELECTOR.0,
+                Self::SELECTOR.1
             ))
         } else {
             None
@@ -301,6 +396,7 @@ impl ClusterAddon for NvidiaDevicePlugin {
             name: Self::NAME.into(),
             installed_version,
             pinned_version: Self::VERSION.into(),
+            provided_by,
             ready,
             desired,
             gpu_nodes,
@@ -309,10 +405,24 @@ impl ClusterAddon for NvidiaDevicePlugin {
         })
     }
 
-    async fn remove(&self, client: &kube::Client, spec: &ValidSpec) -> Result<()> {
-        for object in Self::manifests(spec).iter().rev() {
-            object.delete(client).await?;
+    async fn remove(
+        &self,
+        client: &kube::Client,
+        spec: &ValidSpec,
+        id: &LabId,
+    ) -> Result<Vec<LeftAlone>> {
+        let mut left_alone = Vec::new();
+        for object in Self::manifests(spec, id).iter().rev() {
+            if object.delete_owned(client, id).await? == Deletion::NotOurs {
+                left_alone.push(LeftAlone {
+                    resource: ResourceRef {
+                        kind: object.kind().into(),
+                        id: format!("{}/{}", Self::NAMESPACE, object.name()),
+                    },
+                    reason: format!("it lacks the label {LAB_ID_KEY}={id}"),
+                });
+            }
         }
-        Ok(())
+        Ok(left_alone)
     }
 }

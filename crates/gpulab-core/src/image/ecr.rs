@@ -11,8 +11,28 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::RegistryLogin;
+use crate::naming::{LAB_ID_KEY, LabId};
 use crate::provision::aws::{error_code, sdk_error};
 use crate::{Error, Result};
+
+/// What `delete_owned_repository` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepositoryDeletion {
+    /// There was no repository of that name.
+    Absent,
+    /// It was the lab's, and it is deleted with its images.
+    Deleted,
+    /// It exists without the lab's ID: left alone.
+    NotOurs,
+}
+
+fn not_ours(name: &str, id: &LabId) -> Error {
+    Error::Ownership {
+        resource: format!("ECR repository {name}"),
+        message: format!("it exists without the tag {LAB_ID_KEY}={id}"),
+        hint: "another tool or lab made it: choose another lab name (--name), or push there yourself; gpulab will neither push to nor delete it".into(),
+    }
+}
 
 /// A repository, as ECR describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +134,7 @@ impl EcrClient {
         &self,
         name: &str,
         tags: &BTreeMap<String, String>,
+        id: &LabId,
     ) -> Result<Repository> {
         let step = "ECR CreateRepository";
         let tags = tags
@@ -150,12 +171,16 @@ impl EcrClient {
                     )
                 }),
             Err(e) if error_code(&e) == Some("RepositoryAlreadyExistsException") => {
-                self.describe_repository(name).await?.ok_or_else(|| {
+                let repository = self.describe_repository(name).await?.ok_or_else(|| {
                     unexpected(
                         step,
                         format!("{name} exists, but DescribeRepositories does not find it"),
                     )
-                })
+                })?;
+                if !id.owns_map(Some(&self.list_tags(&repository.arn).await?)) {
+                    return Err(not_ours(name, id));
+                }
+                Ok(repository)
             }
             Err(e) => {
                 let denied = error_code(&e) == Some("AccessDeniedException");
@@ -187,8 +212,29 @@ impl EcrClient {
             .collect())
     }
 
-    /// Delete the repository `name` and every image in it; false when there was none.
-    pub async fn delete_repository(&self, name: &str) -> Result<bool> {
+    /// Delete the repository `name` and every image in it if it carries lab `id`'s tag; one without it
+    /// is left alone.
+    pub async fn delete_owned_repository(
+        &self,
+        name: &str,
+        id: &LabId,
+    ) -> Result<RepositoryDeletion> {
+        let Some(repository) = self.describe_repository(name).await? else {
+            return Ok(RepositoryDeletion::Absent);
+        };
+        if !id.owns_map(Some(&self.list_tags(&repository.arn).await?)) {
+            return Ok(RepositoryDeletion::NotOurs);
+        }
+        Ok(if self.delete_repository(name).await? {
+            RepositoryDeletion::Deleted
+        } else {
+            RepositoryDeletion::Absent
+        })
+    }
+
+    /// Delete the repository `name` and every image in it, whoever made it; false when there was none.
+    /// Only for callers that checked its owner ([`EcrClient::delete_owned_repository`]).
+    pub(crate) async fn delete_repository(&self, name: &str) -> Result<bool> {
         match self
             .client
             .delete_repository()

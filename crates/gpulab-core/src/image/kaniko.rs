@@ -14,9 +14,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 
-use crate::cluster::{cluster_error, is_not_found};
+use crate::cluster::{Deletion, cluster_error, delete_owned};
 use crate::events::{Event, Reporter};
-use crate::naming::{GPU_TAINT, KubeNames, kube_labels};
+use crate::naming::{GPU_TAINT, KubeNames, LAB_ID_KEY, LabId, kube_labels};
 use crate::spec::ValidSpec;
 use crate::{Error, Result};
 
@@ -36,13 +36,15 @@ pub struct KanikoBuild {
     pub destination: String,
     /// The AWS region of the registry.
     pub region: String,
+    /// The lab's ID: a previous build's objects are replaced only when they carry it.
+    pub id: LabId,
     /// Labels on both objects (the lab's).
     pub labels: BTreeMap<String, String>,
 }
 
 impl KanikoBuild {
-    /// A build for `spec`'s lab, in its namespace.
-    pub fn for_spec(spec: &ValidSpec, dockerfile: String, destination: String) -> Self {
+    /// A build for lab `id` of `spec`, in its namespace.
+    pub fn for_spec(spec: &ValidSpec, id: &LabId, dockerfile: String, destination: String) -> Self {
         let names = KubeNames::new(&spec.spec);
         KanikoBuild {
             namespace: names.namespace,
@@ -50,7 +52,8 @@ impl KanikoBuild {
             dockerfile,
             destination,
             region: spec.spec.region.clone(),
-            labels: kube_labels(&spec.spec),
+            id: id.clone(),
+            labels: kube_labels(&spec.spec, id),
         }
     }
 
@@ -187,9 +190,15 @@ pub async fn build_in_cluster(
     let pods: Api<Pod> = Api::namespaced(client.clone(), &build.namespace);
     let what = |verb: &str| format!("{verb} {}/{}", build.namespace, build.name);
 
-    // A Job's template cannot change: delete the previous one (and its pods) first.
-    match jobs.delete(&build.name, &DeleteParams::foreground()).await {
-        Ok(_) => {
+    // A Job's template cannot change: delete the lab's previous one (and its pods) first. Same-named
+    // objects that are not the lab's stop the build instead.
+    let not_ours = |kind: &str| Error::Ownership {
+        resource: format!("{kind} {}/{}", build.namespace, build.name),
+        message: format!("it lacks the label {LAB_ID_KEY}={}", build.id),
+        hint: "someone else made it: remove it yourself, or build with docker".into(),
+    };
+    match delete_owned(&jobs, &build.name, &build.id, DeleteParams::foreground()).await? {
+        Deletion::Deleted => {
             while jobs
                 .get_opt(&build.name)
                 .await
@@ -199,13 +208,13 @@ pub async fn build_in_cluster(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(cluster_error(&what("delete job"), e)),
+        Deletion::Absent => {}
+        Deletion::NotOurs => return Err(not_ours("Job")),
     }
-    match maps.delete(&build.name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(cluster_error(&what("delete config map"), e)),
+    if delete_owned(&maps, &build.name, &build.id, DeleteParams::default()).await?
+        == Deletion::NotOurs
+    {
+        return Err(not_ours("ConfigMap"));
     }
     maps.create(&PostParams::default(), &kaniko_config_map(build))
         .await

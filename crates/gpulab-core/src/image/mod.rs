@@ -196,6 +196,7 @@ pub struct BuiltImage {
 #[cfg(feature = "aws")]
 pub async fn build_and_push(
     spec: &ValidSpec,
+    id: &crate::naming::LabId,
     options: &ImageOptions,
     ecr: &ecr::EcrClient,
     cluster: Option<&kube::Client>,
@@ -203,7 +204,11 @@ pub async fn build_and_push(
     reporter: &dyn crate::events::Reporter,
 ) -> crate::Result<BuiltImage> {
     let repository = ecr
-        .ensure_repository(&repository_name(spec), &crate::naming::aws_tags(&spec.spec))
+        .ensure_repository(
+            &repository_name(spec),
+            &crate::naming::aws_tags(&spec.spec, id),
+            id,
+        )
         .await?;
     let dockerfile = render_dockerfile(options);
     let reference = format!("{}:{}", repository.uri, image_tag(&dockerfile));
@@ -222,7 +227,7 @@ pub async fn build_and_push(
                 ),
             });
         };
-        let build = KanikoBuild::for_spec(spec, dockerfile, reference.clone());
+        let build = KanikoBuild::for_spec(spec, id, dockerfile, reference.clone());
         build_in_cluster(client, &build, timeout, reporter).await?;
         Builder::Kaniko
     };
@@ -231,10 +236,4 @@ pub async fn build_and_push(
         repository: repository.name,
         builder,
     })
-}
-
-/// Delete the lab's ECR repository and its images (for `down`); false when there was none.
-#[cfg(feature = "aws")]
-pub async fn delete_repository(spec: &ValidSpec, ecr: &ecr::EcrClient) -> crate::Result<bool> {
-    ecr.delete_repository(&repository_name(spec)).await
 }

@@ -114,6 +114,7 @@ fn build() -> KanikoBuild {
         destination: "123456789012.dkr.ecr.us-west-2.amazonaws.com/gpulab/dev:0123456789abcdef"
             .into(),
         region: "us-west-2".into(),
+        id: crate::naming::LabId::parse("0123456789abcdef").unwrap(),
         labels: [("gpulab.io/lab".to_string(), "dev".to_string())].into(),
     }
 }

@@ -11,10 +11,10 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::events::{Event, Reporter};
-use crate::naming::GPU_RESOURCE;
+use crate::naming::{GPU_RESOURCE, LabId};
 use crate::provision::{
-    ClusterAccess, ClusterAuth, ClusterProvisioner, Preflight, ProvisionStatus, Provisioned,
-    TeardownReport,
+    ClusterAccess, ClusterAuth, ClusterBinding, ClusterProvisioner, Preflight, ProvisionStatus,
+    Provisioned, TeardownReport,
 };
 use crate::spec::ValidSpec;
 use crate::{Error, Result};
@@ -29,6 +29,8 @@ pub struct ExistingCluster {
     pub kubeconfig: Option<PathBuf>,
     /// The context; `None` for the kubeconfig's current one.
     pub context: Option<String>,
+    /// The cluster the lab's `up` found there; every later use must find the same one.
+    pub binding: Option<ClusterBinding>,
 }
 
 /// What the kubeconfig says of the chosen context.
@@ -53,6 +55,41 @@ impl ExistingCluster {
         ExistingCluster {
             kubeconfig,
             context,
+            binding: None,
+        }
+    }
+
+    /// The same, held to the cluster a lab's `up` recorded: a context that now leads to another API
+    /// server or certificate authority is refused, since the lab's objects are not there.
+    pub fn bound_to(mut self, binding: Option<ClusterBinding>) -> Self {
+        self.binding = binding;
+        self
+    }
+
+    /// The context's cluster as found now, checked against the recorded one.
+    fn bind(&self, resolved: &Resolved) -> Result<ClusterBinding> {
+        let found = ClusterBinding {
+            context: resolved.context.clone(),
+            server: resolved.server.clone(),
+            ca_sha256: resolved.ca_pem.as_deref().map(sha256_hex),
+        };
+        match &self.binding {
+            Some(recorded)
+                if recorded.server != found.server || recorded.ca_sha256 != found.ca_sha256 =>
+            {
+                Err(Error::Ownership {
+                    resource: format!("the cluster behind context {}", found.context),
+                    message: format!(
+                        "the lab was brought up on {} (CA {}), but the kubeconfig now leads to {} (CA {})",
+                        recorded.server,
+                        short(recorded.ca_sha256.as_deref()),
+                        found.server,
+                        short(found.ca_sha256.as_deref())
+                    ),
+                    hint: "point the kubeconfig (or --kubeconfig/--context on `up`) back at the lab's cluster; gpulab will not act on another one".into(),
+                })
+            }
+            _ => Ok(found),
         }
     }
 
@@ -184,6 +221,23 @@ impl ExistingCluster {
     }
 }
 
+/// SHA-256 of `bytes`, hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The first 12 hex digits of a fingerprint, for messages.
+fn short(fingerprint: Option<&str>) -> String {
+    fingerprint.map_or_else(
+        || "system roots".into(),
+        |f| format!("sha256:{}", &f[..12.min(f.len())]),
+    )
+}
+
 /// The `nvidia.com/gpu` capacity of a node.
 fn gpu_count(node: &Node) -> u64 {
     node.status
@@ -230,11 +284,17 @@ impl ClusterProvisioner for ExistingCluster {
         })
     }
 
-    async fn provision(&self, _spec: &ValidSpec, reporter: &dyn Reporter) -> Result<Provisioned> {
+    async fn provision(
+        &self,
+        _spec: &ValidSpec,
+        _id: &LabId,
+        reporter: &dyn Reporter,
+    ) -> Result<Provisioned> {
         let step = "connect to the existing cluster";
         reporter.report(Event::StepStarted { step: step.into() });
         let started = std::time::Instant::now();
         let resolved = self.resolve()?;
+        let binding = self.bind(&resolved)?;
         let client = self.client(&resolved).await?;
         // Preflight already warned when no node advertises GPUs; this only proves the cluster answers.
         self.nodes(&client, &resolved.server).await?;
@@ -246,15 +306,19 @@ impl ClusterProvisioner for ExistingCluster {
         Ok(Provisioned {
             access: self.access_for(&resolved),
             resources: Vec::new(),
+            binding: Some(binding),
         })
     }
 
-    async fn access(&self, _spec: &ValidSpec) -> Result<ClusterAccess> {
-        Ok(self.access_for(&self.resolve()?))
+    async fn access(&self, _spec: &ValidSpec, _id: &LabId) -> Result<ClusterAccess> {
+        let resolved = self.resolve()?;
+        self.bind(&resolved)?;
+        Ok(self.access_for(&resolved))
     }
 
-    async fn status(&self, _spec: &ValidSpec) -> Result<ProvisionStatus> {
+    async fn status(&self, _spec: &ValidSpec, _id: &LabId) -> Result<ProvisionStatus> {
         let resolved = self.resolve()?;
+        self.bind(&resolved)?;
         let client = self.client(&resolved).await?;
         let (_nodes, gpu_nodes) = self.nodes(&client, &resolved.server).await?;
         Ok(ProvisionStatus {
@@ -265,7 +329,13 @@ impl ClusterProvisioner for ExistingCluster {
         })
     }
 
-    async fn scale(&self, _spec: &ValidSpec, desired: u32, _reporter: &dyn Reporter) -> Result<()> {
+    async fn scale(
+        &self,
+        _spec: &ValidSpec,
+        _id: &LabId,
+        desired: u32,
+        _reporter: &dyn Reporter,
+    ) -> Result<()> {
         Err(Error::Provision {
             step: format!("scale GPU nodes to {desired}"),
             message: "an existing cluster is not scaled by gpulab".into(),
@@ -276,7 +346,12 @@ impl ClusterProvisioner for ExistingCluster {
         })
     }
 
-    async fn teardown(&self, _spec: &ValidSpec, reporter: &dyn Reporter) -> Result<TeardownReport> {
+    async fn teardown(
+        &self,
+        _spec: &ValidSpec,
+        _id: &LabId,
+        reporter: &dyn Reporter,
+    ) -> Result<TeardownReport> {
         reporter.report(Event::Warning {
             message: "existing cluster: gpulab deletes nothing in the cloud; only the lab's Kubernetes objects are removed, and the cluster stays".into(),
         });

@@ -10,12 +10,63 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use std::path::PathBuf;
+
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::events::Reporter;
+use crate::naming::LabId;
 use crate::spec::ValidSpec;
+
+/// Where a lab's cluster comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Provider {
+    /// EKS in the spec's region, created and removed by gpulab.
+    Aws,
+    /// A cluster someone already runs, through a kubeconfig context.
+    Existing {
+        /// The kubeconfig; `None` for the default (`KUBECONFIG`, `~/.kube/config`).
+        kubeconfig: Option<PathBuf>,
+        /// The context; `None` for the current one.
+        context: Option<String>,
+    },
+}
+
+/// The cluster an existing-cluster lab was brought up on, as `up` found it through the kubeconfig. A
+/// later command that finds another server or certificate authority behind the same context refuses to
+/// act: the lab's objects are not in that cluster, and same-named ones there are someone else's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterBinding {
+    /// The kubeconfig context.
+    pub context: String,
+    /// The API server's URL.
+    pub server: String,
+    /// SHA-256 of the cluster's CA certificate(s) as the kubeconfig holds them, hex; `None` when the
+    /// context trusts the system's roots.
+    pub ca_sha256: Option<String>,
+}
+
+/// Something with the lab's name that does not carry its ID: seen, and left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftAlone {
+    /// What it is.
+    pub resource: ResourceRef,
+    /// Why it is not the lab's, and what to do about it.
+    pub reason: String,
+}
+
+impl fmt::Display for LeftAlone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: not this lab's, left alone ({})",
+            self.resource, self.reason
+        )
+    }
+}
 
 /// What a provider found before creating anything: who the caller is, and whether the account can run
 /// the node group. Problems here stop `up` before it spends money.
@@ -60,6 +111,16 @@ impl fmt::Display for ResourceRef {
     }
 }
 
+/// Labs found in the cloud by their name tag (`gpulab down --find-by-tag`), for a lab whose local state
+/// is lost: what each lab ID of that name owns, and what has the lab's names but no gpulab ID.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TagSearch {
+    /// Each lab ID found on resources of the lab's name, with those resources.
+    pub labs: Vec<(LabId, Vec<ResourceRef>)>,
+    /// Resources with the lab's names that carry no gpulab lab ID: never touched.
+    pub not_gpulab: Vec<ResourceRef>,
+}
+
 /// What `provision` produced: how to reach the cluster, and every resource it owns.
 #[derive(Clone, Debug)]
 pub struct Provisioned {
@@ -67,6 +128,8 @@ pub struct Provisioned {
     pub access: ClusterAccess,
     /// Every resource the lab owns, in creation order.
     pub resources: Vec<ResourceRef>,
+    /// The cluster found through a kubeconfig (existing clusters), to be checked on every later use.
+    pub binding: Option<ClusterBinding>,
 }
 
 /// How to reach and authenticate to a cluster's API server.
@@ -159,14 +222,20 @@ pub struct ProvisionStatus {
 pub struct TeardownReport {
     /// Resources deleted.
     pub deleted: Vec<ResourceRef>,
-    /// Resources that still carry the lab's tag after teardown: each may cost money and is named so the
+    /// Resources that still carry the lab's ID after teardown: each may cost money and is named so the
     /// user can remove it by hand.
     pub leftovers: Vec<ResourceRef>,
+    /// Resources with the lab's names that do not carry its ID: never changed or deleted.
+    pub left_alone: Vec<LeftAlone>,
 }
 
 /// A way of getting a GPU cluster. Every method is idempotent: `provision` finds what exists (by the
-/// lab's tags) before creating, and `teardown` treats "already gone" as success, so a lab stopped at any
+/// lab's ID) before creating, and `teardown` treats "already gone" as success, so a lab stopped at any
 /// step can be resumed or removed.
+///
+/// Ownership is part of the contract: a resource with the lab's name but without its `id` is never
+/// adopted, changed or deleted. `provision` fails naming it; `teardown` reports it as
+/// [`LeftAlone`].
 #[async_trait]
 pub trait ClusterProvisioner: Send + Sync {
     /// A short name for messages: "aws", "existing".
@@ -175,20 +244,37 @@ pub trait ClusterProvisioner: Send + Sync {
     /// Check credentials, capacity and quota. Creates nothing.
     async fn preflight(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<Preflight>;
 
-    /// Create (or find) the cluster and its GPU nodes, and return how to reach it.
-    async fn provision(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<Provisioned>;
+    /// Create (or find) the cluster and its GPU nodes, marked with `id`, and return how to reach it.
+    async fn provision(
+        &self,
+        spec: &ValidSpec,
+        id: &LabId,
+        reporter: &dyn Reporter,
+    ) -> Result<Provisioned>;
 
-    /// How to reach an already provisioned cluster, without changing anything.
-    async fn access(&self, spec: &ValidSpec) -> Result<ClusterAccess>;
+    /// How to reach the lab's cluster, without changing anything; an error when the cluster with the
+    /// lab's name is not lab `id`'s.
+    async fn access(&self, spec: &ValidSpec, id: &LabId) -> Result<ClusterAccess>;
 
     /// What the provider sees of the lab now.
-    async fn status(&self, spec: &ValidSpec) -> Result<ProvisionStatus>;
+    async fn status(&self, spec: &ValidSpec, id: &LabId) -> Result<ProvisionStatus>;
 
     /// Resize the GPU node group; 0 stops the GPU bill while keeping the cluster and `/workspace`.
-    async fn scale(&self, spec: &ValidSpec, desired: u32, reporter: &dyn Reporter) -> Result<()>;
+    async fn scale(
+        &self,
+        spec: &ValidSpec,
+        id: &LabId,
+        desired: u32,
+        reporter: &dyn Reporter,
+    ) -> Result<()>;
 
-    /// Delete everything the lab created, in dependency order, then list what still carries its tag.
+    /// Delete everything lab `id` created, in dependency order, then list what still carries its ID.
     /// Cluster-side objects that own cloud resources (LoadBalancer services, volumes) must already be
     /// gone; the `Lab` removes them through the cluster first.
-    async fn teardown(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<TeardownReport>;
+    async fn teardown(
+        &self,
+        spec: &ValidSpec,
+        id: &LabId,
+        reporter: &dyn Reporter,
+    ) -> Result<TeardownReport>;
 }

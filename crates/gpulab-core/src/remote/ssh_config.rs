@@ -21,14 +21,13 @@
 //!     ServerAliveInterval 30
 //! ```
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::Tunnel;
 use super::ssh::shell_quote;
+use crate::state::{create_private_dir, write_private_atomically};
 use crate::{Error, Result};
 
 /// What the Host block for one lab says.
@@ -44,9 +43,12 @@ pub struct SshConfigEntry {
     pub identity_file: Option<PathBuf>,
     /// The lab's own known_hosts file, which holds [`SshConfigEntry::host_key`].
     pub known_hosts: PathBuf,
-    /// The pod's host key, one OpenSSH public key line (`ssh-ed25519 AAAA…`). Without one, ssh trusts the
-    /// first key it sees (`StrictHostKeyChecking accept-new`) and records it in `known_hosts`.
+    /// The pod's host key, one OpenSSH public key line (`ssh-ed25519 AAAA…`), which ssh then requires.
     pub host_key: Option<String>,
+    /// Without a host key: let ssh trust the first key it sees (`StrictHostKeyChecking accept-new`)
+    /// and record it. Off unless the user asks, since that first key could be anyone's; without it (and
+    /// without a host key) [`SshConfigEntry::render`] refuses.
+    pub accept_new_host_key: bool,
 }
 
 impl SshConfigEntry {
@@ -65,6 +67,7 @@ impl SshConfigEntry {
             identity_file: None,
             known_hosts: known_hosts.into(),
             host_key: None,
+            accept_new_host_key: false,
         }
     }
 
@@ -73,9 +76,21 @@ impl SshConfigEntry {
         host_alias(&self.lab)
     }
 
-    /// The Host block.
+    /// The Host block; an error when there is no host key to pin and trusting the first one was not
+    /// asked for.
     pub fn render(&self) -> Result<String> {
         check_lab_name(&self.lab)?;
+        if self.host_key.is_none() && !self.accept_new_host_key {
+            return Err(Error::Remote {
+                message: format!(
+                    "the workspace's SSH host key of lab {} is not recorded, so ssh could not tell the workspace from an impostor",
+                    self.lab
+                ),
+                hint: Some(
+                    "run `gpulab up` (it records the key), or pass --accept-new-host-key to trust the first key ssh is shown".into(),
+                ),
+            });
+        }
         let paths = [Some(&self.known_hosts), self.identity_file.as_ref()];
         let texts = paths
             .into_iter()
@@ -205,13 +220,13 @@ pub fn install(entry: &SshConfigEntry, ssh_dir: &Path) -> Result<InstalledSshCon
     create_private_dir(ssh_dir)?;
     create_private_dir(&gpulab_dir)?;
     let host_file = gpulab_dir.join(&entry.lab);
-    write_atomic(&host_file, block.as_bytes())?;
+    write_private_atomically(&host_file, block.as_bytes())?;
     let known_hosts = match entry.known_hosts_line() {
         Some(line) => {
             if let Some(parent) = entry.known_hosts.parent() {
                 create_private_dir(parent)?;
             }
-            write_atomic(&entry.known_hosts, line.as_bytes())?;
+            write_private_atomically(&entry.known_hosts, line.as_bytes())?;
             Some(entry.known_hosts.clone())
         }
         None => None,
@@ -296,45 +311,8 @@ pub fn ensure_include(config: &Path, pattern: &str) -> Result<bool> {
     if let Some(parent) = target.parent() {
         create_private_dir(parent)?;
     }
-    write_atomic(&target, new.as_bytes())?;
+    write_private_atomically(&target, new.as_bytes())?;
     Ok(true)
-}
-
-fn create_private_dir(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(format!("create {}", dir.display()), e))
-}
-
-/// Replace `path` with `contents`, mode 0600: a temporary file beside it, synced, renamed over it.
-fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.gpulab-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // An existing temporary file keeps its old mode through `open`; set it again.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(format!("write {}", path.display()), e)
-    })
 }
 
 /// The stdio bridge `gpulab proxy` runs as ssh's ProxyCommand: bytes from `stdin` go into `tunnel` (the
@@ -376,6 +354,7 @@ pub async fn proxy_stdio(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn entry() -> SshConfigEntry {
         let mut entry = SshConfigEntry::new(
@@ -418,6 +397,10 @@ Host gpulab-dev
         e.identity_file = Some("/home/me/100%/key".into());
         e.known_hosts = "/home/a b/known_hosts".into();
         e.host_key = None;
+        // No recorded key: refused, unless trusting the first key was asked for.
+        let refused = e.render().unwrap_err().to_string();
+        assert!(refused.contains("--accept-new-host-key"), "{refused}");
+        e.accept_new_host_key = true;
         let block = e.render().unwrap();
         assert!(block.contains("ProxyCommand '/opt/my tools/gpulab' proxy --name dev\n"));
         assert!(block.contains("IdentityFile /home/me/100%%/key\n"));

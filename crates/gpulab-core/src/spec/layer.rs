@@ -84,6 +84,7 @@ pub struct DevicePluginLayer {
 pub struct AccessLayer {
     pub mode: Option<AccessMode>,
     pub allowed_cidrs: Option<Vec<IpNet>>,
+    pub api_cidrs: Option<Vec<IpNet>>,
 }
 
 /// The original scripts' environment variables and the field each sets, in the order they are read.
@@ -325,6 +326,7 @@ fn apply(
     fold!(set device_plugin.time_slicing_replicas = device_plugin.time_slicing_replicas, "device_plugin.time_slicing_replicas");
     fold!(set access.mode = access.mode, "access.mode");
     fold!(set access.allowed_cidrs = access.allowed_cidrs, "access.allowed_cidrs");
+    fold!(set access.api_cidrs = access.api_cidrs, "access.api_cidrs");
     if !tags.is_empty() {
         spec.tags.extend(tags);
         provenance.set("tags", source("tags"));
@@ -355,6 +357,7 @@ pub(crate) const FIELDS: &[&str] = &[
     "device_plugin.time_slicing_replicas",
     "access.mode",
     "access.allowed_cidrs",
+    "access.api_cidrs",
     "tags",
 ];
 
@@ -383,6 +386,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("time_slicing", "device_plugin.time_slicing_replicas"),
     ("access", "access.mode"),
     ("allowed_cidrs", "access.allowed_cidrs"),
+    ("api_cidrs", "access.api_cidrs"),
     ("tags", "tags"),
 ];
 

@@ -125,6 +125,10 @@ pub struct AccessSpec {
     pub mode: AccessMode,
     /// Address ranges a LoadBalancer admits; required with `load-balancer`.
     pub allowed_cidrs: Vec<IpNet>,
+    /// IPv4 ranges the EKS API server's public endpoint admits (kubectl, `gpulab` itself). Empty: the
+    /// address `up` is run from, as AWS sees it (a /32), so the endpoint is not open to the internet.
+    #[serde(default)]
+    pub api_cidrs: Vec<IpNet>,
 }
 
 /// How the workspace's ports are reached.
@@ -169,6 +173,7 @@ impl Default for LabSpec {
             access: AccessSpec {
                 mode: AccessMode::PortForward,
                 allowed_cidrs: Vec::new(),
+                api_cidrs: Vec::new(),
             },
             tags: BTreeMap::new(),
         }

@@ -430,7 +430,7 @@ fn ssh_keys_are_found_read_and_checked() {
     assert_eq!(
         spec.ssh_key,
         SshKey::Generate {
-            path: m.path("home/.ssh/id_ed25519")
+            path: m.path("home/.ssh/gpulab_ed25519")
         }
     );
 
@@ -488,6 +488,7 @@ fn load_balancers_need_narrow_address_ranges() {
         access: AccessLayer {
             mode: Some(mode),
             allowed_cidrs: Some(cidrs.iter().map(|c| c.parse().unwrap()).collect()),
+            api_cidrs: None,
         },
         ..Default::default()
     };
@@ -580,6 +581,7 @@ fn the_effective_spec_round_trips_through_gpulab_toml() {
     layer.access = AccessLayer {
         mode: Some(AccessMode::LoadBalancer),
         allowed_cidrs: Some(vec!["203.0.113.0/24".parse().unwrap()]),
+        api_cidrs: None,
     };
     layer.tags.insert("team".into(), "ml".into());
     let first = m.resolve(layer).unwrap().spec;

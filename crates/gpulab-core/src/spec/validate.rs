@@ -422,17 +422,24 @@ impl Validator<'_> {
     fn check_ssh_key(&mut self) -> Option<SshKey> {
         let home = self.resolved.home.clone();
         let Some(path) = self.spec().workspace.ssh_public_key.clone() else {
+            // The user's usual keys, then the one gpulab made on an earlier `up`; with none, `up` makes
+            // gpulab's own pair beside them (never an `id_*` file, which may exist without its `.pub`).
             let ssh_dir = home.unwrap_or_default().join(".ssh");
-            let found = ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"]
-                .iter()
-                .map(|name| ssh_dir.join(name))
-                .find_map(|path| {
-                    read_public_key(&path)
-                        .ok()
-                        .map(|public_key| SshKey::Existing { path, public_key })
-                });
+            let found = [
+                "id_ed25519.pub",
+                "id_ecdsa.pub",
+                "id_rsa.pub",
+                "gpulab_ed25519.pub",
+            ]
+            .iter()
+            .map(|name| ssh_dir.join(name))
+            .find_map(|path| {
+                read_public_key(&path)
+                    .ok()
+                    .map(|public_key| SshKey::Existing { path, public_key })
+            });
             return Some(found.unwrap_or(SshKey::Generate {
-                path: ssh_dir.join("id_ed25519"),
+                path: ssh_dir.join("gpulab_ed25519"),
             }));
         };
         let shown = path.display().to_string();
@@ -480,8 +487,23 @@ impl Validator<'_> {
             self.fail(
                 "access.allowed_cidrs",
                 &shown,
-                "would open SSH and Jupyter to the whole internet",
+                "would open SSH to the whole internet",
                 "ranges narrower than /0, e.g. 203.0.113.7/32",
+            );
+        }
+        // EKS's publicAccessCidrs takes IPv4 blocks only (EKS API reference, VpcConfigRequest).
+        let ipv6: Vec<String> = access
+            .api_cidrs
+            .iter()
+            .filter(|net| matches!(net, ipnet::IpNet::V6(_)))
+            .map(ToString::to_string)
+            .collect();
+        if !ipv6.is_empty() {
+            self.fail(
+                "access.api_cidrs",
+                &ipv6.join(","),
+                "EKS admits only IPv4 ranges to its public endpoint",
+                "IPv4 ranges, e.g. 203.0.113.7/32; or leave it empty for the address `up` runs from",
             );
         }
     }

@@ -7,10 +7,11 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{Api, LogParams};
 
-use super::{Endpoint, WorkspaceInfo, WorkspaceManager, WorkspaceSecrets, manifests};
-use crate::cluster::{cluster_error, is_not_found};
+use super::{Endpoint, VolumeClass, WorkspaceInfo, WorkspaceManager, WorkspaceSecrets, manifests};
+use crate::cluster::{Deletion, cluster_error, is_not_found};
 use crate::events::{Event, Reporter};
-use crate::naming::{GPU_RESOURCE, KubeNames, LAB_KEY};
+use crate::naming::{GPU_RESOURCE, KubeNames, LabId};
+use crate::provision::{LeftAlone, ResourceRef};
 use crate::spec::{AccessMode, SshKey, ValidSpec};
 use crate::{Error, Result};
 
@@ -138,40 +139,44 @@ impl WorkspaceManager for KubeWorkspace {
         &self,
         client: &kube::Client,
         spec: &ValidSpec,
+        id: &LabId,
+        class: &VolumeClass,
         reporter: &dyn Reporter,
     ) -> Result<WorkspaceInfo> {
         let step = "create the workspace".to_string();
         reporter.report(Event::StepStarted { step: step.clone() });
         let started = Instant::now();
         // The namespace first: the secrets are looked up in it.
-        let objects = manifests(spec, &WorkspaceSecrets::placeholders(spec));
+        let objects = manifests(spec, id, class, &WorkspaceSecrets::placeholders(spec));
         // A namespace someone else made is used as it is, never taken over: `down` deletes only the
         // lab's own.
-        let take_namespace = namespace_owner(client, spec).await? != NamespaceOwner::SomeoneElse;
+        let take_namespace =
+            namespace_owner(client, spec, id).await? != NamespaceOwner::SomeoneElse;
         if let Some(namespace) = objects.iter().find(|o| o.kind() == "Namespace")
             && take_namespace
         {
-            namespace.apply(client).await?;
+            namespace.apply_owned(client, id).await?;
         }
         let secrets = self.secrets(client, spec).await?;
-        for object in manifests(spec, &secrets) {
+        for object in manifests(spec, id, class, &secrets) {
             if object.kind() == "Namespace" && !take_namespace {
                 continue;
             }
-            object.apply(client).await?;
+            object.apply_owned(client, id).await?;
         }
         reporter.report(Event::StepFinished {
             step,
             elapsed: started.elapsed(),
             already_done: false,
         });
-        self.status(client, spec).await
+        self.status(client, spec, id).await
     }
 
     async fn wait_ready(
         &self,
         client: &kube::Client,
         spec: &ValidSpec,
+        id: &LabId,
         timeout: Duration,
         reporter: &dyn Reporter,
     ) -> Result<WorkspaceInfo> {
@@ -179,7 +184,7 @@ impl WorkspaceManager for KubeWorkspace {
         let started = Instant::now();
         let mut pause = Duration::from_millis(200);
         loop {
-            let info = self.status(client, spec).await?;
+            let info = self.status(client, spec, id).await?;
             if info.ready {
                 reporter.report(Event::StepFinished {
                     step,
@@ -212,7 +217,12 @@ impl WorkspaceManager for KubeWorkspace {
         }
     }
 
-    async fn status(&self, client: &kube::Client, spec: &ValidSpec) -> Result<WorkspaceInfo> {
+    async fn status(
+        &self,
+        client: &kube::Client,
+        spec: &ValidSpec,
+        id: &LabId,
+    ) -> Result<WorkspaceInfo> {
         let names = KubeNames::new(&spec.spec);
         let ns = names.namespace.as_str();
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -226,6 +236,16 @@ impl WorkspaceManager for KubeWorkspace {
             get_opt(&services, &names.load_balancer),
         );
         let (pod, claim, host_key, load_balancer) = (pod?, claim?, host_key?, load_balancer?);
+        // Same-named objects of someone else's are not the lab's workspace: not read as its.
+        let ours =
+            |labels: Option<&std::collections::BTreeMap<String, String>>| id.owns_map(labels);
+        let foreign_pod = pod
+            .as_ref()
+            .is_some_and(|p| !ours(p.metadata.labels.as_ref()));
+        let pod = pod.filter(|p| ours(p.metadata.labels.as_ref()));
+        let claim = claim.filter(|c| ours(c.metadata.labels.as_ref()));
+        let host_key = host_key.filter(|s| ours(s.metadata.labels.as_ref()));
+        let load_balancer = load_balancer.filter(|s| ours(s.metadata.labels.as_ref()));
 
         let endpoint = match spec.spec.access.mode {
             AccessMode::PortForward => Endpoint::PortForward {
@@ -284,6 +304,15 @@ impl WorkspaceManager for KubeWorkspace {
             volume,
             problem: None,
         };
+        if foreign_pod {
+            info.phase = "not this lab's".into();
+            info.problem = Some(format!(
+                "a pod named {} in namespace {ns} does not carry the label {}={id}: it is someone else's, and gpulab leaves it alone; give the lab's workspace another name (--pod-name)",
+                names.pod,
+                crate::naming::LAB_ID_KEY
+            ));
+            return Ok(info);
+        }
         if !ready {
             let setup_progress = match &pod {
                 Some(_) if info.phase == "Running" => last_setup_line(&pods, &names.pod).await,
@@ -298,25 +327,42 @@ impl WorkspaceManager for KubeWorkspace {
         &self,
         client: &kube::Client,
         spec: &ValidSpec,
+        id: &LabId,
         keep_volume: bool,
-    ) -> Result<()> {
-        let objects = manifests(spec, &WorkspaceSecrets::placeholders(spec));
+    ) -> Result<Vec<LeftAlone>> {
+        // Every object the lab may have made, whichever volume class it was made with.
+        let mut objects = manifests(
+            spec,
+            id,
+            &VolumeClass::Lab,
+            &WorkspaceSecrets::placeholders(spec),
+        );
+        objects.retain(|o| {
+            !(keep_volume
+                && matches!(
+                    o.kind(),
+                    "PersistentVolumeClaim" | "Namespace" | "StorageClass"
+                ))
+        });
+        let mut left_alone = Vec::new();
         for object in objects.iter().rev() {
-            let keep = matches!(
-                object.kind(),
-                "PersistentVolumeClaim" | "Namespace" | "StorageClass"
-            );
-            if keep_volume && keep {
-                continue;
+            match object.delete_owned(client, id).await? {
+                Deletion::Deleted | Deletion::Absent => {}
+                // A namespace someone else made was used as a guest; that is no news.
+                Deletion::NotOurs if object.kind() == "Namespace" => {}
+                Deletion::NotOurs => left_alone.push(LeftAlone {
+                    resource: ResourceRef {
+                        kind: object.kind().to_string(),
+                        id: match object.namespace() {
+                            Some(ns) => format!("{ns}/{}", object.name()),
+                            None => object.name().to_string(),
+                        },
+                    },
+                    reason: format!("it lacks the label {}={id}", crate::naming::LAB_ID_KEY),
+                }),
             }
-            if object.kind() == "Namespace"
-                && namespace_owner(client, spec).await? != NamespaceOwner::ThisLab
-            {
-                continue;
-            }
-            object.delete(client).await?;
         }
-        Ok(())
+        Ok(left_alone)
     }
 }
 
@@ -325,25 +371,23 @@ impl WorkspaceManager for KubeWorkspace {
 enum NamespaceOwner {
     /// It does not exist.
     Nobody,
-    /// It carries this lab's label.
+    /// It carries this lab's ID.
     ThisLab,
-    /// It exists without this lab's label (`default`, a team's namespace, another lab's).
+    /// It exists without this lab's ID (`default`, a team's namespace, another lab's).
     SomeoneElse,
 }
 
-async fn namespace_owner(client: &kube::Client, spec: &ValidSpec) -> Result<NamespaceOwner> {
+async fn namespace_owner(
+    client: &kube::Client,
+    spec: &ValidSpec,
+    id: &LabId,
+) -> Result<NamespaceOwner> {
     let names = KubeNames::new(&spec.spec);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     Ok(match get_opt(&namespaces, &names.namespace).await? {
         None => NamespaceOwner::Nobody,
         Some(namespace) => {
-            let ours = namespace
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(LAB_KEY))
-                .is_some_and(|lab| *lab == spec.spec.name);
-            if ours {
+            if id.owns_map(namespace.metadata.labels.as_ref()) {
                 NamespaceOwner::ThisLab
             } else {
                 NamespaceOwner::SomeoneElse
@@ -438,6 +482,12 @@ fn diagnose(pod: Option<&Pod>, info: &WorkspaceInfo, setup_progress: Option<Stri
 /// Problems that waiting will not fix.
 fn fatal_problem(info: &WorkspaceInfo) -> Option<Error> {
     let problem = info.problem.as_deref()?;
+    if info.phase == "not this lab's" {
+        return Some(Error::Workspace {
+            message: problem.to_string(),
+            hint: None,
+        });
+    }
     (problem.contains("InvalidImageName")).then(|| Error::Workspace {
         message: problem.to_string(),
         hint: Some("fix workspace.image and run `gpulab up` again".into()),

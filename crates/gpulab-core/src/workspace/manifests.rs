@@ -15,9 +15,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::ports;
+use super::{VolumeClass, ports};
 use crate::manifest::KubeObject;
-use crate::naming::{self, GPU_RESOURCE, GPU_TAINT, KubeNames};
+use crate::naming::{
+    self, GPU_RESOURCE, GPU_TAINT, KubeNames, LAB_ID_KEY, LAB_KEY, LabId, MANAGED_KEY,
+};
 use crate::spec::{AccessMode, SshKey, ValidSpec};
 
 /// The setup script the pod runs on every start: installs what is missing (caching on `/workspace`),
@@ -73,11 +75,11 @@ impl WorkspaceSecrets {
     }
 }
 
-fn meta(spec: &ValidSpec, name: &str, namespaced: bool) -> ObjectMeta {
+fn meta(spec: &ValidSpec, id: &LabId, name: &str, namespaced: bool) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: namespaced.then(|| spec.spec.workspace.namespace.clone()),
-        labels: Some(naming::kube_labels(&spec.spec)),
+        labels: Some(naming::kube_labels(&spec.spec, id)),
         ..Default::default()
     }
 }
@@ -95,23 +97,44 @@ fn string_data(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
     )
 }
 
-/// Every object of the workspace, in the order they are applied.
-pub fn manifests(spec: &ValidSpec, secrets: &WorkspaceSecrets) -> Vec<KubeObject> {
+/// Every object of lab `id`'s workspace, in the order they are applied, with `/workspace` on a volume of
+/// `class`.
+pub fn manifests(
+    spec: &ValidSpec,
+    id: &LabId,
+    class: &VolumeClass,
+    secrets: &WorkspaceSecrets,
+) -> Vec<KubeObject> {
     let names = KubeNames::new(&spec.spec);
-    let ws = &spec.spec.workspace;
+    let meta = |name: &str, namespaced: bool| meta(spec, id, name, namespaced);
     let mut objects = vec![KubeObject::Namespace(Namespace {
-        metadata: meta(spec, &names.namespace, false),
+        metadata: meta(&names.namespace, false),
         ..Default::default()
     })];
 
-    if ws.storage_class.is_none() {
+    if *class == VolumeClass::Lab {
+        // The EBS CSI driver puts `tagSpecification_N` parameters on each volume it provisions
+        // (aws-ebs-csi-driver docs/tagging.md, v1.6.0 and later), so `down` finds the volume by the
+        // lab's ID even when the cluster is gone.
+        let tags = [
+            (LAB_KEY, spec.spec.name.as_str()),
+            (LAB_ID_KEY, id.as_str()),
+            (MANAGED_KEY, "true"),
+        ];
+        let mut parameters = BTreeMap::from([
+            ("type".to_string(), "gp3".to_string()),
+            ("encrypted".to_string(), "true".to_string()),
+        ]);
+        for (i, (key, value)) in tags.iter().enumerate() {
+            parameters.insert(
+                format!("tagSpecification_{}", i + 1),
+                format!("{key}={value}"),
+            );
+        }
         objects.push(KubeObject::StorageClass(StorageClass {
-            metadata: meta(spec, &names.storage_class, false),
+            metadata: meta(&names.storage_class, false),
             provisioner: "ebs.csi.aws.com".into(),
-            parameters: Some(BTreeMap::from([
-                ("type".into(), "gp3".into()),
-                ("encrypted".into(), "true".into()),
-            ])),
+            parameters: Some(parameters),
             reclaim_policy: Some("Delete".into()),
             volume_binding_mode: Some("WaitForFirstConsumer".into()),
             allow_volume_expansion: Some(true),
@@ -119,9 +142,10 @@ pub fn manifests(spec: &ValidSpec, secrets: &WorkspaceSecrets) -> Vec<KubeObject
         }));
     }
 
+    let ws = &spec.spec.workspace;
     let secret = |name: &str, data: Option<BTreeMap<String, String>>| {
         KubeObject::Secret(Secret {
-            metadata: meta(spec, name, true),
+            metadata: meta(name, true),
             type_: Some("Opaque".into()),
             string_data: data,
             ..Default::default()
@@ -146,20 +170,21 @@ pub fn manifests(spec: &ValidSpec, secrets: &WorkspaceSecrets) -> Vec<KubeObject
     }
 
     objects.push(KubeObject::ConfigMap(ConfigMap {
-        metadata: meta(spec, &names.setup, true),
+        metadata: meta(&names.setup, true),
         data: Some(BTreeMap::from([("setup.sh".into(), SETUP_SCRIPT.into())])),
         ..Default::default()
     }));
 
     objects.push(KubeObject::PersistentVolumeClaim(PersistentVolumeClaim {
-        metadata: meta(spec, &names.volume, true),
+        metadata: meta(&names.volume, true),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: Some(
-                ws.storage_class
-                    .clone()
-                    .unwrap_or(names.storage_class.clone()),
-            ),
+            storage_class_name: match class {
+                VolumeClass::Lab => Some(names.storage_class.clone()),
+                VolumeClass::Named(name) => Some(name.clone()),
+                // Unset: the cluster's default StorageClass.
+                VolumeClass::ClusterDefault => None,
+            },
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".into(),
@@ -172,7 +197,7 @@ pub fn manifests(spec: &ValidSpec, secrets: &WorkspaceSecrets) -> Vec<KubeObject
         ..Default::default()
     }));
 
-    objects.push(KubeObject::Pod(pod(spec, &names)));
+    objects.push(KubeObject::Pod(pod(spec, id, &names)));
 
     let mut service_ports = vec![service_port("ssh", ports::SSH)];
     if ws.jupyter {
@@ -183,7 +208,7 @@ pub fn manifests(spec: &ValidSpec, secrets: &WorkspaceSecrets) -> Vec<KubeObject
         names.pod.clone(),
     )]));
     objects.push(KubeObject::Service(Service {
-        metadata: meta(spec, &names.service, true),
+        metadata: meta(&names.service, true),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: selector.clone(),
@@ -193,7 +218,7 @@ pub fn manifests(spec: &ValidSpec, secrets: &WorkspaceSecrets) -> Vec<KubeObject
         ..Default::default()
     }));
     if spec.spec.access.mode == AccessMode::LoadBalancer {
-        let mut metadata = meta(spec, &names.load_balancer, true);
+        let mut metadata = meta(&names.load_balancer, true);
         // The in-tree AWS cloud provider makes an NLB with this; without it, a Classic ELB.
         metadata.annotations = Some(BTreeMap::from([(
             "service.beta.kubernetes.io/aws-load-balancer-type".into(),
@@ -204,7 +229,9 @@ pub fn manifests(spec: &ValidSpec, secrets: &WorkspaceSecrets) -> Vec<KubeObject
             spec: Some(ServiceSpec {
                 type_: Some("LoadBalancer".into()),
                 selector,
-                ports: Some(service_ports),
+                // SSH only: Jupyter speaks plain HTTP with a token, which a public address would carry
+                // in clear text. `gpulab jupyter` reaches it through the API server instead.
+                ports: Some(vec![service_port("ssh", ports::SSH)]),
                 load_balancer_source_ranges: Some(
                     spec.spec
                         .access
@@ -231,10 +258,10 @@ fn service_port(name: &str, port: u16) -> ServicePort {
     }
 }
 
-fn pod(spec: &ValidSpec, names: &KubeNames) -> Pod {
+fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
     let ws = &spec.spec.workspace;
     let gpus = quantity(&ws.gpus.to_string());
-    let mut labels = naming::kube_labels(&spec.spec);
+    let mut labels = naming::kube_labels(&spec.spec, id);
     labels.insert(WORKSPACE_LABEL.into(), names.pod.clone());
 
     let env_value = |name: &str, value: &str| EnvVar {
@@ -247,15 +274,9 @@ fn pod(spec: &ValidSpec, names: &KubeNames) -> Pod {
     let mut env = vec![
         env_value("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"),
         env_value("GPULAB_JUPYTER", if ws.jupyter { "1" } else { "0" }),
-        // Behind a port-forward Jupyter need not listen beyond the pod's loopback.
-        env_value(
-            "GPULAB_JUPYTER_IP",
-            if spec.spec.access.mode == AccessMode::LoadBalancer {
-                "0.0.0.0"
-            } else {
-                "127.0.0.1"
-            },
-        ),
+        // Jupyter is reached through the API server's port-forward (or an SSH tunnel), which connects to
+        // the pod's loopback: it need not listen anywhere else, load balancer or not.
+        env_value("GPULAB_JUPYTER_IP", "127.0.0.1"),
     ];
     let mut ports_list = vec![ContainerPort {
         name: Some("ssh".into()),
@@ -303,10 +324,13 @@ fn pod(spec: &ValidSpec, names: &KubeNames) -> Pod {
     Pod {
         metadata: ObjectMeta {
             labels: Some(labels),
-            ..meta(spec, &names.pod, true)
+            ..meta(spec, id, &names.pod, true)
         },
         spec: Some(PodSpec {
             hostname: Some(names.pod.clone()),
+            // The workspace never calls the Kubernetes API; without a token, code run in it cannot
+            // either.
+            automount_service_account_token: Some(false),
             containers: vec![Container {
                 name: "workspace".into(),
                 image: Some(ws.image.clone()),

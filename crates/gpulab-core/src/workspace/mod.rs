@@ -12,6 +12,8 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::events::Reporter;
+use crate::naming::LabId;
+use crate::provision::LeftAlone;
 use crate::spec::ValidSpec;
 
 pub use manager::{KubeWorkspace, generate_host_key, generate_token};
@@ -25,6 +27,31 @@ pub mod ports {
     pub const JUPYTER: u16 = 8888;
     /// vLLM's OpenAI-compatible server.
     pub const VLLM: u16 = 8000;
+}
+
+/// Where `/workspace`'s volume comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
+pub enum VolumeClass {
+    /// The lab's own encrypted gp3 StorageClass for the EBS CSI driver, which tags every volume it
+    /// provisions with the lab's ID (EKS: the lab's own cluster, or an existing one with the driver).
+    Lab,
+    /// A StorageClass the user named (`workspace.storage_class`).
+    Named(String),
+    /// The cluster's default StorageClass (an existing cluster without the EBS CSI driver).
+    ClusterDefault,
+}
+
+impl VolumeClass {
+    /// The class for `spec` on a cluster with (or without) the EBS CSI driver: the one the user named,
+    /// else the lab's own where EBS volumes can be made, else the cluster's default.
+    pub fn choose(spec: &ValidSpec, ebs_csi_driver: bool) -> VolumeClass {
+        match &spec.spec.workspace.storage_class {
+            Some(name) => VolumeClass::Named(name.clone()),
+            None if ebs_csi_driver => VolumeClass::Lab,
+            None => VolumeClass::ClusterDefault,
+        }
+    }
 }
 
 /// Where the workspace can be reached.
@@ -73,12 +100,17 @@ pub struct WorkspaceInfo {
 /// Creates, inspects and removes the workspace in a cluster.
 #[async_trait]
 pub trait WorkspaceManager: Send + Sync {
-    /// Apply every workspace object (server-side apply; idempotent). Generates the SSH host key and the
-    /// Jupyter token on first creation and keeps them afterwards.
+    /// Apply every workspace object of lab `id` (server-side apply; idempotent), with `/workspace` on a
+    /// volume of `class`. Generates the SSH host key and the Jupyter token on first creation and keeps
+    /// them afterwards. An object of the same name without the lab's ID is an
+    /// [`Error::Ownership`](crate::Error::Ownership), never applied over; a namespace someone else made
+    /// is used as it is.
     async fn apply(
         &self,
         client: &kube::Client,
         spec: &ValidSpec,
+        id: &LabId,
+        class: &VolumeClass,
         reporter: &dyn Reporter,
     ) -> Result<WorkspaceInfo>;
 
@@ -88,19 +120,27 @@ pub trait WorkspaceManager: Send + Sync {
         &self,
         client: &kube::Client,
         spec: &ValidSpec,
+        id: &LabId,
         timeout: Duration,
         reporter: &dyn Reporter,
     ) -> Result<WorkspaceInfo>;
 
-    /// The workspace now.
-    async fn status(&self, client: &kube::Client, spec: &ValidSpec) -> Result<WorkspaceInfo>;
+    /// Lab `id`'s workspace now; a pod of its name without the lab's ID is reported as not the lab's.
+    async fn status(
+        &self,
+        client: &kube::Client,
+        spec: &ValidSpec,
+        id: &LabId,
+    ) -> Result<WorkspaceInfo>;
 
-    /// Delete the workspace. With `keep_volume`, `/workspace` survives for the next `up`; without, the
-    /// claim goes too, and with it the EBS volume it costs.
+    /// Delete lab `id`'s workspace. With `keep_volume`, `/workspace` survives for the next `up`;
+    /// without, the claim goes too, and with it the EBS volume it costs. Objects of the workspace's names
+    /// without the lab's ID are left alone, and returned.
     async fn delete(
         &self,
         client: &kube::Client,
         spec: &ValidSpec,
+        id: &LabId,
         keep_volume: bool,
-    ) -> Result<()>;
+    ) -> Result<Vec<LeftAlone>>;
 }

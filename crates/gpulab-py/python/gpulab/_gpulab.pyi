@@ -25,6 +25,7 @@ __all__ = [
     "WorkspaceError",
     "RemoteError",
     "TimeoutError",
+    "OwnershipError",
     "StateError",
     "__version__",
 ]
@@ -51,6 +52,9 @@ class WorkspaceError(GpulabError):
 
 class RemoteError(GpulabError):
     """A command, copy or port forward in the workspace failed."""
+
+class OwnershipError(GpulabError):
+    """Something with the lab's name is not the lab's (it lacks the lab's ID): gpulab leaves it alone."""
 
 class TimeoutError(GpulabError):
     """A wait ran out of time."""

@@ -20,7 +20,7 @@
 //!   fields); `/openapi/v2` answers 404.
 //! - Kinds: namespaces, nodes, pods, services, secrets, configmaps, persistentvolumeclaims,
 //!   persistentvolumes, events, serviceaccounts (core/v1); daemonsets, deployments (apps/v1);
-//!   storageclasses (storage.k8s.io/v1).
+//!   storageclasses and csidrivers (storage.k8s.io/v1).
 //! - Verbs: get, list (all namespaces or one; `labelSelector` with `=`, `==`, `!=`, `in`, `notin`,
 //!   exists and `!`; `fieldSelector` on any dotted path with `=`, `==`, `!=`), watch (`watch=true`,
 //!   `resourceVersion` to resume, `410 Expired` when it is older than the kept log,

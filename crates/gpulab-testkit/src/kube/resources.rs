@@ -183,6 +183,17 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         false,
         &[]
     ),
+    // What a CSI driver registers (an EKS cluster with the EBS CSI addon has `ebs.csi.aws.com`).
+    res!(
+        "storage.k8s.io",
+        "CSIDriver",
+        "csidrivers",
+        "csidriver",
+        false,
+        &[],
+        false,
+        &[]
+    ),
 ];
 
 /// The resource served at `group/version/plural`.

@@ -5,21 +5,21 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use aws_sdk_eks::types::{
-    AccessScope, AccessScopeType, AmiTypes, AuthenticationMode, CapacityTypes, ClusterStatus,
-    CreateAccessConfigRequest, NodegroupScalingConfig, NodegroupStatus, ResolveConflicts, Taint,
-    TaintEffect, VpcConfigRequest,
+    AccessScope, AccessScopeType, AmiTypes, AuthenticationMode, CapacityTypes, Cluster,
+    ClusterStatus, CreateAccessConfigRequest, Nodegroup, NodegroupScalingConfig, NodegroupStatus,
+    ResolveConflicts, Taint, TaintEffect, VpcConfigRequest,
 };
 use base64::Engine;
 
 use super::iam::Roles;
-use super::network::{Network, missing};
+use super::network::Network;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::sdk::{error_code, is_already_exists, is_not_found, sdk_error};
-use super::{Ctx, StepCounter, filter};
-use crate::naming::{self, GPU_NODE_LABEL, GPU_TAINT, LAB_KEY};
+use super::{Ctx, Found, StepCounter, filter};
+use crate::naming::{GPU_NODE_LABEL, GPU_TAINT, LAB_ID_KEY, LAB_KEY};
 use crate::plan::NODE_AMI_TYPE;
 use crate::provision::{ClusterAccess, ClusterAuth, ProvisionStatus, ResourceRef};
 use crate::spec::Capacity;
@@ -34,7 +34,65 @@ pub(crate) const CLUSTER_ADMIN_POLICY: &str =
     "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy";
 
 fn tags(ctx: &Ctx<'_>) -> HashMap<String, String> {
-    naming::aws_tags(&ctx.spec.spec).into_iter().collect()
+    ctx.tags().into_iter().collect()
+}
+
+fn owns(ctx: &Ctx<'_>, tags: Option<&HashMap<String, String>>) -> bool {
+    tags.is_some_and(|t| ctx.owns(t.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+}
+
+/// The cluster with the lab's name, and whether it is the lab's.
+pub(crate) async fn find_cluster(ctx: &Ctx<'_>, step: &str) -> Result<Found<Cluster>> {
+    match ctx
+        .c
+        .eks
+        .describe_cluster()
+        .name(&ctx.names.cluster)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(match out.cluster() {
+            None => Found::Absent,
+            Some(c) if owns(ctx, c.tags()) => Found::Ours(c.clone()),
+            Some(_) => Found::NotOurs,
+        }),
+        Err(e) if is_not_found(&e) => Ok(Found::Absent),
+        Err(e) => Err(sdk_error(step, e)),
+    }
+}
+
+/// The lab's node group in its cluster, and whether it is the lab's.
+pub(crate) async fn find_node_group(ctx: &Ctx<'_>, step: &str) -> Result<Found<Nodegroup>> {
+    match ctx
+        .c
+        .eks
+        .describe_nodegroup()
+        .cluster_name(&ctx.names.cluster)
+        .nodegroup_name(&ctx.names.node_group)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(match out.nodegroup() {
+            None => Found::Absent,
+            Some(n) if owns(ctx, n.tags()) => Found::Ours(n.clone()),
+            Some(_) => Found::NotOurs,
+        }),
+        Err(e) if is_not_found(&e) => Ok(Found::Absent),
+        Err(e) => Err(sdk_error(step, e)),
+    }
+}
+
+/// The error for an EKS cluster (or node group) of the lab's name without the lab's ID.
+pub(crate) fn not_ours(ctx: &Ctx<'_>, what: &str) -> Error {
+    Error::Ownership {
+        resource: what.into(),
+        message: format!(
+            "it exists without the tag {LAB_ID_KEY}={} (another tool's, or another machine's lab of the same name)",
+            ctx.id
+        ),
+        hint: "choose another lab name (--name); gpulab will neither use, change nor delete it"
+            .into(),
+    }
 }
 
 /// The IAM principal an access entry needs for `arn`: an assumed-role session
@@ -142,15 +200,40 @@ fn taint_effect(effect: &str) -> TaintEffect {
     }
 }
 
+/// Who may reach the cluster's API: the caller (made cluster admin) and from where.
+pub(crate) struct Access<'a> {
+    /// The caller's ARN, from STS.
+    pub(crate) caller: &'a str,
+    /// IPv4 ranges the public endpoint admits.
+    pub(crate) api_cidrs: &'a [String],
+}
+
+/// The ranges the endpoint should admit, given those it admits now (`current`): exactly the user's
+/// `access.api_cidrs` when set; otherwise the current ones plus this machine's address, so a laptop
+/// that moved networks gets in again without locking out a teammate. `None` when nothing changes.
+fn endpoint_cidrs(ctx: &Ctx<'_>, current: &[String], wanted: &[String]) -> Option<Vec<String>> {
+    let mut next: Vec<String> = if ctx.spec.spec.access.api_cidrs.is_empty() {
+        current.iter().chain(wanted).cloned().collect()
+    } else {
+        wanted.to_vec()
+    };
+    next.sort();
+    next.dedup();
+    let mut now = current.to_vec();
+    now.sort();
+    (next != now).then_some(next)
+}
+
 /// Create (or find) the cluster, the access entry, the addon and the node group, one step each.
 pub(crate) async fn converge(
     ctx: &Ctx<'_>,
     net: &Network,
     roles: &Roles,
-    caller: &str,
+    access: &Access<'_>,
     counter: &StepCounter,
     resources: &mut Vec<ResourceRef>,
 ) -> Result<()> {
+    let caller = access.caller;
     let eks = &ctx.c.eks;
     let spec = &ctx.spec.spec;
     let cluster = ctx.names.cluster.clone();
@@ -159,35 +242,26 @@ pub(crate) async fn converge(
     let step = super::PROVISION_STEPS[7];
     ctx.step(step, async {
         let mut done = true;
-        let existing = match eks.describe_cluster().name(&cluster).send().await {
-            Ok(out) => out.cluster().cloned(),
-            Err(e) if is_not_found(&e) => None,
-            Err(e) => return Err(sdk_error(step, e)),
-        };
-        match existing {
-            Some(c) => {
-                let ours = c
-                    .tags()
-                    .is_some_and(|t| t.get(LAB_KEY).map(String::as_str) == Some(ctx.lab()));
-                if !ours {
-                    return Err(Error::Provision {
-                        step: step.into(),
-                        message: format!(
-                            "an EKS cluster named {cluster} exists but does not carry the tag {LAB_KEY}={}",
-                            ctx.lab()
-                        ),
-                        hint: Some("choose another lab name".into()),
-                    });
-                }
+        let mut admitted = None;
+        match find_cluster(ctx, step).await? {
+            Found::NotOurs => return Err(not_ours(ctx, &format!("EKS cluster {cluster}"))),
+            Found::Ours(c) => {
+                admitted = Some(
+                    c.resources_vpc_config()
+                        .map(|v| v.public_access_cidrs().to_vec())
+                        .unwrap_or_default(),
+                );
                 if c.status() == Some(&ClusterStatus::Deleting) {
                     return Err(Error::Provision {
                         step: step.into(),
                         message: format!("cluster {cluster} is being deleted"),
-                        hint: Some("wait for `gpulab down` to finish, then rerun `gpulab up`".into()),
+                        hint: Some(
+                            "wait for `gpulab down` to finish, then rerun `gpulab up`".into(),
+                        ),
                     });
                 }
             }
-            None => {
+            Found::Absent => {
                 done = false;
                 let mut create = eks
                     .create_cluster()
@@ -199,6 +273,7 @@ pub(crate) async fn converge(
                             .security_group_ids(&net.security_group_id)
                             .endpoint_public_access(true)
                             .endpoint_private_access(true)
+                            .set_public_access_cidrs(Some(access.api_cidrs.to_vec()))
                             .build(),
                     )
                     .access_config(
@@ -214,26 +289,44 @@ pub(crate) async fn converge(
                 send_once_role_is_usable(ctx, step, || create.clone().send()).await?;
             }
         }
-        ctx.wait(
-            step,
-            &format!("EKS cluster {cluster} to become ACTIVE"),
-            ctx.waits.cluster,
-            || async {
+        let become_active = format!("EKS cluster {cluster} to become ACTIVE");
+        let active = || {
+            ctx.wait(step, &become_active, ctx.waits.cluster, || async {
                 match cluster_status(ctx, step).await? {
                     Some(s) if s == "ACTIVE" => Ok(None),
                     Some(s) if s == "FAILED" => Err(Error::Provision {
                         step: step.into(),
                         message: format!("cluster {cluster} is FAILED"),
                         hint: Some(
-                            "see the cluster's health in the EKS console; `gpulab down` removes it".into(),
+                            "see the cluster's health in the EKS console; `gpulab down` removes it"
+                                .into(),
                         ),
                     }),
                     Some(s) => Ok(Some(format!("cluster status {s}"))),
                     None => Ok(Some("cluster not visible yet".into())),
                 }
-            },
-        )
-        .await?;
+            })
+        };
+        active().await?;
+        // A rerun from another network, or with other api_cidrs: the endpoint admits the new ranges.
+        if let Some(current) = admitted
+            && let Some(next) = endpoint_cidrs(ctx, &current, access.api_cidrs)
+        {
+            done = false;
+            eks.update_cluster_config()
+                .name(&cluster)
+                .resources_vpc_config(
+                    VpcConfigRequest::builder()
+                        .endpoint_public_access(true)
+                        .endpoint_private_access(true)
+                        .set_public_access_cidrs(Some(next))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error(step, e))?;
+            active().await?;
+        }
         Ok(((), done))
     })
     .await?;
@@ -247,79 +340,89 @@ pub(crate) async fn converge(
     // also covers a caller resuming a lab someone else's session created).
     let step = super::PROVISION_STEPS[8];
     let principal = principal_arn(caller);
-    ctx.step(step, async {
-        let mut done = true;
-        match eks
-            .create_access_entry()
-            .cluster_name(&cluster)
-            .principal_arn(&principal)
-            .set_tags(Some(tags(ctx)))
-            .send()
-            .await
-        {
-            Ok(_) => done = false,
-            Err(e) if is_already_exists(&e) => {}
-            Err(e) => return Err(sdk_error(step, e)),
-        }
-        match eks
-            .associate_access_policy()
-            .cluster_name(&cluster)
-            .principal_arn(&principal)
-            .policy_arn(CLUSTER_ADMIN_POLICY)
-            .access_scope(
-                AccessScope::builder()
-                    .r#type(AccessScopeType::Cluster)
-                    .build(),
-            )
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_already_exists(&e) => {}
-            Err(e) => return Err(sdk_error(step, e)),
-        }
-        Ok(((), done))
-    })
-    .await?;
-    resources.push(ResourceRef {
-        kind: "eks-access-entry".into(),
-        id: principal.clone(),
-    });
+    let entry_is_ours = ctx
+        .step(step, async {
+            let mut done = true;
+            match eks
+                .create_access_entry()
+                .cluster_name(&cluster)
+                .principal_arn(&principal)
+                .set_tags(Some(tags(ctx)))
+                .send()
+                .await
+            {
+                Ok(_) => done = false,
+                Err(e) if is_already_exists(&e) => {
+                    // The creator's own entry (bootstrapClusterCreatorAdminPermissions) is EKS's, and
+                    // already admin; an entry someone else made is theirs. Neither is changed.
+                    if !access_entry_is_ours(ctx, step, &principal).await? {
+                        return Ok((false, true));
+                    }
+                }
+                Err(e) => return Err(sdk_error(step, e)),
+            }
+            match eks
+                .associate_access_policy()
+                .cluster_name(&cluster)
+                .principal_arn(&principal)
+                .policy_arn(CLUSTER_ADMIN_POLICY)
+                .access_scope(
+                    AccessScope::builder()
+                        .r#type(AccessScopeType::Cluster)
+                        .build(),
+                )
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_already_exists(&e) => {}
+                Err(e) => return Err(sdk_error(step, e)),
+            }
+            Ok((true, done))
+        })
+        .await?;
+    if entry_is_ours {
+        resources.push(ResourceRef {
+            kind: "eks-access-entry".into(),
+            id: principal.clone(),
+        });
+    }
     counter.finished()?;
 
     // The EBS CSI driver. It becomes ACTIVE only once nodes run its pods, so it is not awaited.
     let step = super::PROVISION_STEPS[9];
-    ctx.step(step, async {
-        match eks
-            .describe_addon()
-            .cluster_name(&cluster)
-            .addon_name(EBS_CSI_ADDON)
-            .send()
-            .await
-        {
-            Ok(_) => return Ok(((), true)),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(sdk_error(step, e)),
-        }
-        match eks
-            .create_addon()
-            .cluster_name(&cluster)
-            .addon_name(EBS_CSI_ADDON)
-            .resolve_conflicts(ResolveConflicts::Overwrite)
-            .set_tags(Some(tags(ctx)))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(((), false)),
-            Err(e) if is_already_exists(&e) => Ok(((), true)),
-            Err(e) => Err(sdk_error(step, e)),
-        }
-    })
-    .await?;
-    resources.push(ResourceRef {
-        kind: "eks-addon".into(),
-        id: EBS_CSI_ADDON.into(),
-    });
+    let addon_is_ours = ctx
+        .step(step, async {
+            // One someone installed in the lab's cluster is used as it is (and goes with the cluster).
+            if let Some(ours) = addon_is_ours(ctx, step, EBS_CSI_ADDON).await? {
+                return Ok((ours, true));
+            }
+            match eks
+                .create_addon()
+                .cluster_name(&cluster)
+                .addon_name(EBS_CSI_ADDON)
+                .resolve_conflicts(ResolveConflicts::Overwrite)
+                .set_tags(Some(tags(ctx)))
+                .send()
+                .await
+            {
+                Ok(_) => Ok((true, false)),
+                Err(e) if is_already_exists(&e) => Ok((
+                    addon_is_ours(ctx, step, EBS_CSI_ADDON)
+                        .await?
+                        .unwrap_or(false),
+                    true,
+                )),
+                Err(e) => Err(sdk_error(step, e)),
+            }
+        })
+        .await?;
+    if addon_is_ours {
+        resources.push(ResourceRef {
+            kind: "eks-addon".into(),
+            id: EBS_CSI_ADDON.into(),
+        });
+    }
     counter.finished()?;
 
     // The GPU node group.
@@ -327,7 +430,11 @@ pub(crate) async fn converge(
     let ng = ctx.names.node_group.clone();
     ctx.step(step, async {
         let mut done = true;
-        if node_group_status(ctx, step).await?.is_none() {
+        let found = find_node_group(ctx, step).await?;
+        if matches!(found, Found::NotOurs) {
+            return Err(not_ours(ctx, &format!("EKS node group {ng}")));
+        }
+        if matches!(found, Found::Absent) {
             done = false;
             let nodes = &spec.nodes;
             let create = eks
@@ -352,6 +459,7 @@ pub(crate) async fn converge(
                 })
                 .labels(GPU_NODE_LABEL.0, GPU_NODE_LABEL.1)
                 .labels(LAB_KEY, ctx.lab())
+                .labels(LAB_ID_KEY, ctx.id.as_str())
                 .taints(
                     Taint::builder()
                         .key(GPU_TAINT.0)
@@ -372,6 +480,45 @@ pub(crate) async fn converge(
     });
     counter.finished()?;
     Ok(())
+}
+
+/// Whether addon `name` of the lab's cluster carries the lab's ID; `None` when it is not installed.
+pub(crate) async fn addon_is_ours(ctx: &Ctx<'_>, step: &str, name: &str) -> Result<Option<bool>> {
+    match ctx
+        .c
+        .eks
+        .describe_addon()
+        .cluster_name(&ctx.names.cluster)
+        .addon_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(owns(ctx, out.addon().and_then(|a| a.tags())))),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(sdk_error(step, e)),
+    }
+}
+
+/// Whether the access entry of `principal` in the lab's cluster carries the lab's ID (false when there
+/// is none).
+pub(crate) async fn access_entry_is_ours(
+    ctx: &Ctx<'_>,
+    step: &str,
+    principal: &str,
+) -> Result<bool> {
+    match ctx
+        .c
+        .eks
+        .describe_access_entry()
+        .cluster_name(&ctx.names.cluster)
+        .principal_arn(principal)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(owns(ctx, out.access_entry().and_then(|a| a.tags()))),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(sdk_error(step, e)),
+    }
 }
 
 /// Wait until the node group is ACTIVE (and, with `desired`, at that size).
@@ -448,28 +595,23 @@ async fn wait_node_group_active(ctx: &Ctx<'_>, step: &str, desired: Option<u32>)
     .await
 }
 
-/// How to reach the cluster: endpoint and CA from DescribeCluster, tokens made in-process.
-pub(crate) async fn access(ctx: &Ctx<'_>, _region: &str) -> Result<ClusterAccess> {
+/// How to reach the cluster: endpoint and CA from DescribeCluster, tokens made in-process. A cluster of
+/// the lab's name that is not the lab's is never reached: its pods are not the lab's workspace.
+pub(crate) async fn access(ctx: &Ctx<'_>) -> Result<ClusterAccess> {
     let step = "describe EKS cluster";
-    let out = match ctx
-        .c
-        .eks
-        .describe_cluster()
-        .name(&ctx.names.cluster)
-        .send()
-        .await
-    {
-        Ok(out) => out,
-        Err(e) if is_not_found(&e) => {
+    let cluster = match find_cluster(ctx, step).await? {
+        Found::Ours(cluster) => cluster,
+        Found::NotOurs => {
+            return Err(not_ours(ctx, &format!("EKS cluster {}", ctx.names.cluster)));
+        }
+        Found::Absent => {
             return Err(Error::Provision {
                 step: step.into(),
                 message: format!("no EKS cluster named {}", ctx.names.cluster),
                 hint: Some("run `gpulab up` first".into()),
             });
         }
-        Err(e) => return Err(sdk_error(step, e)),
     };
-    let cluster = out.cluster().ok_or_else(|| missing(step, "cluster"))?;
     let endpoint = cluster
         .endpoint()
         .ok_or_else(|| Error::Provision {
@@ -502,52 +644,48 @@ pub(crate) async fn access(ctx: &Ctx<'_>, _region: &str) -> Result<ClusterAccess
     })
 }
 
-/// What EKS and EC2 say of the lab now.
+/// What EKS and EC2 say of the lab now. A same-named cluster that is not the lab's is reported as such,
+/// and nothing of it is read further.
 pub(crate) async fn status(ctx: &Ctx<'_>) -> Result<ProvisionStatus> {
     let step = "read lab status";
-    let eks = &ctx.c.eks;
-    let (cluster, created_at) = match eks.describe_cluster().name(&ctx.names.cluster).send().await {
-        Ok(out) => {
-            let c = out.cluster();
-            (
-                c.and_then(|c| c.status())
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_else(|| "UNKNOWN".into()),
-                c.and_then(|c| c.created_at())
-                    .and_then(|t| SystemTime::try_from(*t).ok()),
+    let absent = |cluster: &str| ProvisionStatus {
+        cluster: cluster.into(),
+        node_group: "absent".into(),
+        nodes_running: 0,
+        created_at: None,
+    };
+    let cluster = match find_cluster(ctx, step).await? {
+        Found::Absent => return Ok(absent("absent")),
+        Found::NotOurs => {
+            return Ok(absent(&format!(
+                "not this lab's (a cluster named {} without {LAB_ID_KEY}={})",
+                ctx.names.cluster, ctx.id
+            )));
+        }
+        Found::Ours(cluster) => cluster,
+    };
+    let created_at = cluster
+        .created_at()
+        .and_then(|t| SystemTime::try_from(*t).ok());
+    let cluster = cluster
+        .status()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| "UNKNOWN".into());
+    let node_group = match find_node_group(ctx, step).await? {
+        Found::Ours(n) => {
+            let s = n.scaling_config();
+            format!(
+                "{} ({} of {}..{})",
+                n.status().map(|s| s.as_str()).unwrap_or("UNKNOWN"),
+                s.and_then(|s| s.desired_size()).unwrap_or(0),
+                s.and_then(|s| s.min_size()).unwrap_or(0),
+                s.and_then(|s| s.max_size()).unwrap_or(0),
             )
         }
-        Err(e) if is_not_found(&e) => ("absent".to_string(), None),
-        Err(e) => return Err(sdk_error(step, e)),
+        Found::NotOurs => "not this lab's".to_string(),
+        Found::Absent => "absent".to_string(),
     };
-    let node_group = if cluster == "absent" {
-        "absent".to_string()
-    } else {
-        match eks
-            .describe_nodegroup()
-            .cluster_name(&ctx.names.cluster)
-            .nodegroup_name(&ctx.names.node_group)
-            .send()
-            .await
-        {
-            Ok(out) => match out.nodegroup() {
-                Some(n) => {
-                    let s = n.scaling_config();
-                    format!(
-                        "{} ({} of {}..{})",
-                        n.status().map(|s| s.as_str()).unwrap_or("UNKNOWN"),
-                        s.and_then(|s| s.desired_size()).unwrap_or(0),
-                        s.and_then(|s| s.min_size()).unwrap_or(0),
-                        s.and_then(|s| s.max_size()).unwrap_or(0),
-                    )
-                }
-                None => "absent".to_string(),
-            },
-            Err(e) if is_not_found(&e) => "absent".to_string(),
-            Err(e) => return Err(sdk_error(step, e)),
-        }
-    };
-    let nodes_running = if node_group == "absent" {
+    let nodes_running = if node_group == "absent" || node_group == "not this lab's" {
         0
     } else {
         let out = ctx
@@ -588,12 +726,21 @@ pub(crate) async fn scale(ctx: &Ctx<'_>, desired: u32) -> Result<()> {
         });
     }
     ctx.step(&step, async {
-        if node_group_status(ctx, &step).await?.is_none() {
-            return Err(Error::Provision {
-                step: step.clone(),
-                message: format!("node group {} does not exist", ctx.names.node_group),
-                hint: Some("run `gpulab up` first".into()),
-            });
+        match find_node_group(ctx, &step).await? {
+            Found::Ours(_) => {}
+            Found::NotOurs => {
+                return Err(not_ours(
+                    ctx,
+                    &format!("EKS node group {}", ctx.names.node_group),
+                ));
+            }
+            Found::Absent => {
+                return Err(Error::Provision {
+                    step: step.clone(),
+                    message: format!("node group {} does not exist", ctx.names.node_group),
+                    hint: Some("run `gpulab up` first".into()),
+                });
+            }
         }
         // EKS refuses an update while the group is still changing.
         wait_node_group_active(ctx, &step, None).await?;

@@ -5,8 +5,8 @@ use aws_sdk_iam::types::Tag;
 use serde_json::json;
 
 use super::sdk::{is_already_exists, is_not_found, sdk_error};
-use super::{Ctx, StepCounter};
-use crate::naming::{self, LAB_KEY};
+use super::{Ctx, Found, StepCounter};
+use crate::naming::LAB_ID_KEY;
 use crate::plan::{CLUSTER_POLICY, NODE_ECR_PUSH_POLICY, NODE_POLICIES, node_ecr_push_policy};
 use crate::provision::ResourceRef;
 use crate::{Error, Result};
@@ -29,35 +29,27 @@ fn trust_policy(service: &str) -> String {
     .to_string()
 }
 
-/// `Some(arn)` of role `name` when it exists and is this lab's; an error when it exists but belongs to
-/// something else (gpulab never adopts a role it did not create).
-pub(crate) async fn find_role(ctx: &Ctx<'_>, step: &str, name: &str) -> Result<Option<String>> {
+/// Role `name` (its ARN), and whether it is this lab's.
+pub(crate) async fn find_role(ctx: &Ctx<'_>, step: &str, name: &str) -> Result<Found<String>> {
     match ctx.c.iam.get_role().role_name(name).send().await {
-        Ok(out) => {
-            let Some(role) = out.role() else {
-                return Ok(None);
-            };
-            let ours = role
-                .tags()
-                .iter()
-                .any(|t| t.key() == LAB_KEY && t.value() == ctx.lab());
-            if !ours {
-                return Err(Error::Provision {
-                    step: step.into(),
-                    message: format!(
-                        "IAM role {name} exists but does not carry the tag {LAB_KEY}={}",
-                        ctx.lab()
-                    ),
-                    hint: Some(
-                        "another tool or lab owns it: choose another lab name, or delete the role"
-                            .into(),
-                    ),
-                });
+        Ok(out) => Ok(match out.role() {
+            None => Found::Absent,
+            Some(role) if ctx.owns(role.tags().iter().map(|t| (t.key(), t.value()))) => {
+                Found::Ours(role.arn().to_string())
             }
-            Ok(Some(role.arn().to_string()))
-        }
-        Err(e) if is_not_found(&e) => Ok(None),
+            Some(_) => Found::NotOurs,
+        }),
+        Err(e) if is_not_found(&e) => Ok(Found::Absent),
         Err(e) => Err(sdk_error(step, e)),
+    }
+}
+
+/// The error for a role of the lab's name that is not the lab's: gpulab never adopts it.
+pub(crate) fn not_ours(ctx: &Ctx<'_>, name: &str) -> Error {
+    Error::Ownership {
+        resource: format!("IAM role {name}"),
+        message: format!("it exists without the tag {LAB_ID_KEY}={}", ctx.id),
+        hint: "another tool or lab made it: choose another lab name (--name), or delete the role yourself if it is an old one".into(),
     }
 }
 
@@ -71,10 +63,12 @@ async fn converge_role(
     let iam = &ctx.c.iam;
     let mut done = true;
     let arn = match find_role(ctx, step, name).await? {
-        Some(arn) => arn,
-        None => {
+        Found::Ours(arn) => arn,
+        Found::NotOurs => return Err(not_ours(ctx, name)),
+        Found::Absent => {
             done = false;
-            let tags: Vec<Tag> = naming::aws_tags(&ctx.spec.spec)
+            let tags: Vec<Tag> = ctx
+                .tags()
                 .into_iter()
                 .map(|(k, v)| Tag::builder().key(k).value(v).build())
                 .collect::<std::result::Result<_, _>>()
@@ -93,9 +87,12 @@ async fn converge_role(
                 .await
             {
                 Ok(out) => out.role().map(|r| r.arn().to_string()).unwrap_or_default(),
-                Err(e) if is_already_exists(&e) => find_role(ctx, step, name)
-                    .await?
-                    .ok_or_else(|| super::network::missing(step, "role"))?,
+                // Made between our look and our create: ours only if it carries our ID.
+                Err(e) if is_already_exists(&e) => match find_role(ctx, step, name).await? {
+                    Found::Ours(arn) => arn,
+                    Found::NotOurs => return Err(not_ours(ctx, name)),
+                    Found::Absent => return Err(super::network::missing(step, "role")),
+                },
                 Err(e) => return Err(sdk_error(step, e)),
             }
         }
@@ -181,15 +178,12 @@ pub(crate) async fn converge(
 }
 
 /// Delete role `name` if it is this lab's: instance profiles, attached and inline policies, the role.
-/// Returns whether it deleted anything.
+/// Returns whether it deleted anything; a role of that name that is not the lab's is not touched (the
+/// caller reports it, having looked with [`find_role`]).
 pub(crate) async fn delete_role(ctx: &Ctx<'_>, step: &str, name: &str) -> Result<bool> {
     let iam = &ctx.c.iam;
-    match find_role(ctx, step, name).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Ok(false),
-        // Not ours: leave it alone (the sweep does not list it either: it lacks the tag).
-        Err(Error::Provision { .. }) => return Ok(false),
-        Err(e) => return Err(e),
+    if !matches!(find_role(ctx, step, name).await?, Found::Ours(_)) {
+        return Ok(false);
     }
     let profiles = iam
         .list_instance_profiles_for_role()

@@ -1,18 +1,21 @@
 //! The EKS provisioner: a GPU cluster from the AWS APIs themselves (EC2, IAM, EKS, STS, Service Quotas,
 //! Resource Groups Tagging), with no eksctl, CloudFormation or aws CLI.
 //!
-//! Every step finds its resource by the lab's tags (or by its derived name) before creating it, so a
-//! `provision` stopped anywhere resumes without duplicates, and `teardown` deletes in dependency order,
-//! treating "already gone" as done, then sweeps for anything still carrying the lab's tag.
+//! Every step finds its resource by the lab's ID tag (or by its derived name, then checks the tag)
+//! before creating it, so a `provision` stopped anywhere resumes without duplicates, and `teardown`
+//! deletes in dependency order, treating "already gone" as done, then sweeps for anything still
+//! carrying the lab's ID. A resource with the lab's name but not its ID is never used, changed or
+//! deleted.
 //!
 //! ```no_run
 //! # async fn f(spec: &gpulab_core::spec::ValidSpec) -> gpulab_core::Result<()> {
 //! use gpulab_core::events::Silent;
+//! use gpulab_core::naming::LabId;
 //! use gpulab_core::provision::ClusterProvisioner;
 //! use gpulab_core::provision::aws::{AwsOptions, AwsProvisioner};
 //!
 //! let aws = AwsProvisioner::connect(spec, AwsOptions::default()).await;
-//! let provisioned = aws.provision(spec, &Silent).await?;
+//! let provisioned = aws.provision(spec, &LabId::generate()?, &Silent).await?;
 //! println!("{}", provisioned.access.endpoint);
 //! # Ok(()) }
 //! ```
@@ -36,17 +39,17 @@ use aws_config::SdkConfig;
 use aws_smithy_types::retry::RetryConfig;
 
 pub use kubeconfig::{exec_credential_json, kubeconfig_yaml, write_kubeconfig};
-pub use preflight::{QuotaCode, quota_code};
+pub use preflight::{CHECKIP_URL, QuotaCode, quota_code};
 pub use sdk::{AwsClients, SdkOptions, default_retry_config, https_client, load_sdk_config};
 // For the other AWS callers in the crate (`image::ecr`), so their errors read like these.
 pub(crate) use sdk::{error_code, sdk_error};
 pub use token::{EksTokenSource, eks_token, presigned_url};
 
 use crate::events::{Event, Reporter};
-use crate::naming::AwsNames;
+use crate::naming::{AwsNames, LabId};
 use crate::provision::{
     ClusterAccess, ClusterProvisioner, Preflight, ProvisionStatus, Provisioned, ResourceRef,
-    TeardownReport,
+    TagSearch, TeardownReport,
 };
 use crate::spec::ValidSpec;
 use crate::{Error, Result};
@@ -180,10 +183,16 @@ impl AwsProvisioner {
         }
     }
 
-    fn context<'a>(&'a self, spec: &'a ValidSpec, reporter: &'a dyn Reporter) -> Ctx<'a> {
+    fn context<'a>(
+        &'a self,
+        spec: &'a ValidSpec,
+        id: &'a LabId,
+        reporter: &'a dyn Reporter,
+    ) -> Ctx<'a> {
         Ctx {
             c: &self.clients,
             spec,
+            id,
             names: AwsNames::new(&spec.spec),
             reporter,
             waits: &self.options.waits,
@@ -191,10 +200,11 @@ impl AwsProvisioner {
     }
 }
 
-/// What every step needs: the clients, the spec, the names, the reporter.
+/// What every step needs: the clients, the spec, the lab's ID, the names, the reporter.
 pub(crate) struct Ctx<'a> {
     pub(crate) c: &'a AwsClients,
     pub(crate) spec: &'a ValidSpec,
+    pub(crate) id: &'a LabId,
     pub(crate) names: AwsNames,
     pub(crate) reporter: &'a dyn Reporter,
     pub(crate) waits: &'a WaitOptions,
@@ -203,6 +213,16 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     pub(crate) fn lab(&self) -> &str {
         &self.spec.spec.name
+    }
+
+    /// The tags of everything the lab creates.
+    pub(crate) fn tags(&self) -> std::collections::BTreeMap<String, String> {
+        crate::naming::aws_tags(&self.spec.spec, self.id)
+    }
+
+    /// Whether `tags` carry the lab's ID.
+    pub(crate) fn owns<'t>(&self, tags: impl Iterator<Item = (&'t str, &'t str)>) -> bool {
+        self.id.owns(tags)
     }
 
     /// Run `step`, reporting its start and end. The step returns its value and whether it found the
@@ -261,6 +281,16 @@ impl Ctx<'_> {
     }
 }
 
+/// What AWS has under one of the lab's names.
+pub(crate) enum Found<T> {
+    /// Nothing of that name.
+    Absent,
+    /// The lab's own: it carries the lab's ID.
+    Ours(T),
+    /// Someone else's: same name, not the lab's ID. Never adopted, changed or deleted.
+    NotOurs,
+}
+
 /// Counts finished steps and stops after the configured one (the crash-and-resume test hook).
 struct StepCounter {
     done: AtomicUsize,
@@ -286,13 +316,19 @@ impl ClusterProvisioner for AwsProvisioner {
 
     async fn preflight(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<Preflight> {
         self.check_region(spec)?;
-        let ctx = self.context(spec, reporter);
+        let unassigned = LabId::unassigned();
+        let ctx = self.context(spec, &unassigned, reporter);
         preflight::run(&ctx).await
     }
 
-    async fn provision(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<Provisioned> {
+    async fn provision(
+        &self,
+        spec: &ValidSpec,
+        id: &LabId,
+        reporter: &dyn Reporter,
+    ) -> Result<Provisioned> {
         self.check_region(spec)?;
-        let ctx = self.context(spec, reporter);
+        let ctx = self.context(spec, id, reporter);
         let counter = StepCounter {
             done: AtomicUsize::new(0),
             stop_after: self.options.stop_after_step,
@@ -300,40 +336,71 @@ impl ClusterProvisioner for AwsProvisioner {
         let mut resources: Vec<ResourceRef> = Vec::new();
         let caller = preflight::caller_identity(&ctx).await?;
         let zones = preflight::zones(&ctx).await?;
+        let api_cidrs = preflight::api_cidrs(&ctx, self.options.sdk.checkip_url.as_deref()).await?;
 
         let net = network::converge(&ctx, &zones, &counter, &mut resources).await?;
         let roles = iam::converge(&ctx, &counter, &mut resources).await?;
-        eks::converge(&ctx, &net, &roles, &caller, &counter, &mut resources).await?;
+        let access = eks::Access {
+            caller: &caller,
+            api_cidrs: &api_cidrs,
+        };
+        eks::converge(&ctx, &net, &roles, &access, &counter, &mut resources).await?;
 
-        let access = eks::access(&ctx, &self.region).await?;
-        Ok(Provisioned { access, resources })
+        let access = eks::access(&ctx).await?;
+        Ok(Provisioned {
+            access,
+            resources,
+            binding: None,
+        })
     }
 
-    async fn access(&self, spec: &ValidSpec) -> Result<ClusterAccess> {
+    async fn access(&self, spec: &ValidSpec, id: &LabId) -> Result<ClusterAccess> {
         self.check_region(spec)?;
         let silent = crate::events::Silent;
-        let ctx = self.context(spec, &silent);
-        eks::access(&ctx, &self.region).await
+        let ctx = self.context(spec, id, &silent);
+        eks::access(&ctx).await
     }
 
-    async fn status(&self, spec: &ValidSpec) -> Result<ProvisionStatus> {
+    async fn status(&self, spec: &ValidSpec, id: &LabId) -> Result<ProvisionStatus> {
         self.check_region(spec)?;
         let silent = crate::events::Silent;
-        let ctx = self.context(spec, &silent);
+        let ctx = self.context(spec, id, &silent);
         eks::status(&ctx).await
     }
 
-    async fn scale(&self, spec: &ValidSpec, desired: u32, reporter: &dyn Reporter) -> Result<()> {
+    async fn scale(
+        &self,
+        spec: &ValidSpec,
+        id: &LabId,
+        desired: u32,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
         self.check_region(spec)?;
-        let ctx = self.context(spec, reporter);
+        let ctx = self.context(spec, id, reporter);
         eks::scale(&ctx, desired).await
     }
 
-    async fn teardown(&self, spec: &ValidSpec, reporter: &dyn Reporter) -> Result<TeardownReport> {
+    async fn teardown(
+        &self,
+        spec: &ValidSpec,
+        id: &LabId,
+        reporter: &dyn Reporter,
+    ) -> Result<TeardownReport> {
         self.check_region(spec)?;
-        let ctx = self.context(spec, reporter);
+        let ctx = self.context(spec, id, reporter);
         teardown::run(&ctx).await
     }
+}
+
+/// Labs named as `spec`'s in its region, found by their tags and names (for `gpulab down --find-by-tag`
+/// when the local state is lost): each lab ID with what carries it, and what has the lab's names without
+/// any gpulab ID. Reads only.
+pub async fn find_by_tag(spec: &ValidSpec, options: AwsOptions) -> Result<TagSearch> {
+    let aws = AwsProvisioner::connect(spec, options).await;
+    let unassigned = LabId::unassigned();
+    let silent = crate::events::Silent;
+    let ctx = aws.context(spec, &unassigned, &silent);
+    teardown::find_by_tag(&ctx).await
 }
 
 /// The EKS token source of a lab, for callers that have a provisioner but no [`ClusterAccess`] yet.
@@ -361,7 +428,10 @@ pub(crate) fn filter(name: &str, values: &[&str]) -> aws_sdk_ec2::types::Filter 
         .build()
 }
 
-/// The EC2 filter that selects the lab's resources.
-pub(crate) fn lab_filter(lab: &str) -> aws_sdk_ec2::types::Filter {
-    filter(&format!("tag:{}", crate::naming::LAB_KEY), &[lab])
+/// The EC2 filter that selects lab `id`'s resources.
+pub(crate) fn lab_filter(id: &LabId) -> aws_sdk_ec2::types::Filter {
+    filter(
+        &format!("tag:{}", crate::naming::LAB_ID_KEY),
+        &[id.as_str()],
+    )
 }

@@ -9,7 +9,6 @@ use aws_sdk_ec2::types::{
 
 use super::sdk::{is_already_exists, sdk_error};
 use super::{Ctx, StepCounter, filter, lab_filter};
-use crate::naming::{self, MANAGED_KEY};
 use crate::plan::{SUBNET_CIDRS, VPC_CIDR};
 use crate::provision::ResourceRef;
 use crate::{Error, Result};
@@ -31,7 +30,7 @@ fn tag_spec(
     name: &str,
     extra: &[(String, String)],
 ) -> TagSpecification {
-    let mut tags: BTreeMap<String, String> = naming::aws_tags(&ctx.spec.spec);
+    let mut tags: BTreeMap<String, String> = ctx.tags();
     tags.insert("Name".into(), name.into());
     for (k, v) in extra {
         tags.insert(k.clone(), v.clone());
@@ -46,22 +45,17 @@ fn tag_spec(
         .build()
 }
 
-fn managed_filter() -> aws_sdk_ec2::types::Filter {
-    filter(&format!("tag:{MANAGED_KEY}"), &["true"])
-}
-
 fn on() -> AttributeBooleanValue {
     AttributeBooleanValue::builder().value(true).build()
 }
 
-/// The lab's VPCs (normally one), by tag, sorted by id.
+/// The lab's VPCs (normally one), by its ID tag, sorted by id. Everything inside them is the lab's.
 pub(crate) async fn find_vpcs(ctx: &Ctx<'_>, step: &str) -> Result<Vec<String>> {
     let out = ctx
         .c
         .ec2
         .describe_vpcs()
-        .filters(lab_filter(ctx.lab()))
-        .filters(managed_filter())
+        .filters(lab_filter(ctx.id))
         .send()
         .await
         .map_err(|e| sdk_error(step, e))?;
@@ -205,8 +199,7 @@ pub(crate) async fn converge(
         .step(step, async {
             let out = ec2
                 .describe_internet_gateways()
-                .filters(lab_filter(&lab))
-                .filters(managed_filter())
+                .filters(lab_filter(ctx.id))
                 .send()
                 .await
                 .map_err(|e| sdk_error(step, e))?;
@@ -269,7 +262,7 @@ pub(crate) async fn converge(
             let out = ec2
                 .describe_route_tables()
                 .filters(filter("vpc-id", &[&vpc_id]))
-                .filters(lab_filter(&lab))
+                .filters(lab_filter(ctx.id))
                 .send()
                 .await
                 .map_err(|e| sdk_error(step, e))?;

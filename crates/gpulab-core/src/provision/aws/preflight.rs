@@ -192,6 +192,73 @@ fn unreadable(ctx: &Ctx<'_>, code: QuotaCode, why: &str) -> Result<Option<QuotaC
     Ok(None)
 }
 
+/// AWS's "what is my address" service: it answers with the public IPv4 address a request came from,
+/// the one the EKS endpoint will see.
+pub const CHECKIP_URL: &str = "https://checkip.amazonaws.com";
+
+/// The public IPv4 address this machine reaches AWS from, asked of `url` ([`CHECKIP_URL`] unless
+/// overridden): the address the cluster's API endpoint admits when `access.api_cidrs` is empty.
+pub(crate) async fn caller_address(url: &str) -> Result<std::net::Ipv4Addr> {
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let step = "find this machine's public address";
+    let fail = |message: String| {
+        Error::Provision {
+        step: step.into(),
+        message,
+        hint: Some(
+            "set access.api_cidrs (--api-cidr) to the address range you reach AWS from, e.g. 203.0.113.7/32".into(),
+        ),
+    }
+    };
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| fail(format!("load the system's CA certificates: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, http_body_util::Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build(https);
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| fail(format!("{url} is not a URL: {e}")))?;
+    let ask = async {
+        let response = client
+            .get(uri)
+            .await
+            .map_err(|e| fail(format!("ask {url}: {e}")))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| fail(format!("read {url}'s answer: {e}")))?
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body).trim().to_string();
+        if !status.is_success() {
+            return Err(fail(format!("{url} answered HTTP {status}")));
+        }
+        text.parse()
+            .map_err(|_| fail(format!("{url} answered {text:?}, not an IPv4 address")))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(15), ask)
+        .await
+        .map_err(|_| fail(format!("{url} did not answer within 15 s")))?
+}
+
+/// The IPv4 ranges the cluster's public API endpoint admits: `access.api_cidrs`, else this machine's
+/// public address (a /32).
+pub(crate) async fn api_cidrs(ctx: &Ctx<'_>, checkip_url: Option<&str>) -> Result<Vec<String>> {
+    let explicit = &ctx.spec.spec.access.api_cidrs;
+    if !explicit.is_empty() {
+        return Ok(explicit.iter().map(|n| n.trunc().to_string()).collect());
+    }
+    let address = caller_address(checkip_url.unwrap_or(CHECKIP_URL)).await?;
+    Ok(vec![format!("{address}/32")])
+}
+
 /// The whole preflight.
 pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<Preflight> {
     let identity = caller_identity(ctx).await?;
@@ -206,6 +273,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<Preflight> {
     let inner = Ctx {
         c: ctx.c,
         spec: ctx.spec,
+        id: ctx.id,
         names: ctx.names.clone(),
         reporter: &capture,
         waits: ctx.waits,

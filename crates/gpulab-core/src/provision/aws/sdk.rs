@@ -44,6 +44,9 @@ pub struct SdkOptions {
     pub endpoint_url: Option<String>,
     /// An endpoint for Service Quotas alone (tests serve it from wiremock: moto has no EC2 quotas).
     pub service_quotas_endpoint_url: Option<String>,
+    /// Where to ask for this machine's public address instead of AWS's checkip service
+    /// ([`super::CHECKIP_URL`]); tests serve it beside moto.
+    pub checkip_url: Option<String>,
     /// Fixed credentials instead of the default chain (env, profiles, SSO, instance metadata).
     pub credentials: Option<Credentials>,
     /// The SDK's retry settings.
@@ -56,6 +59,7 @@ impl Default for SdkOptions {
             profile: None,
             endpoint_url: None,
             service_quotas_endpoint_url: None,
+            checkip_url: None,
             credentials: None,
             retry: default_retry_config(),
         }

@@ -2,19 +2,24 @@
 //! still carries the lab's tag (or the `kubernetes.io/cluster/<name>` tag Kubernetes puts on the
 //! volumes and load balancers it creates).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_sdk_resourcegroupstagging::types::TagFilter;
 
-use super::eks::{cluster_status, node_group_status};
+use super::eks::{
+    access_entry_is_ours, addon_is_ours, cluster_status, find_cluster, find_node_group,
+    node_group_status,
+};
+use super::iam::find_role;
 use super::network::{cluster_tag_key, find_vpcs};
 use super::sdk::{error_code, is_already_exists, is_not_found, sdk_error};
-use super::{Ctx, filter, lab_filter};
+use super::{Ctx, Found, filter, lab_filter};
 use crate::events::Event;
-use crate::naming::LAB_KEY;
-use crate::provision::{ResourceRef, TeardownReport};
+use crate::image::ecr::RepositoryDeletion;
+use crate::naming::{LAB_ID_KEY, LAB_KEY, LabId};
+use crate::provision::{LeftAlone, ResourceRef, TagSearch, TeardownReport};
 use crate::{Error, Result};
 
 fn r(kind: &str, id: &str) -> ResourceRef {
@@ -62,45 +67,78 @@ impl Failures {
     }
 }
 
+// The steps' futures are boxed: each holds many SDK calls, and inline they made `run`'s stack frame
+// too large for a 2 MiB thread in debug builds (measured: 660 KiB for `run` alone).
 pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
     let mut deleted: Vec<ResourceRef> = Vec::new();
+    let mut left_alone: Vec<LeftAlone> = Vec::new();
     let mut failures = Failures(Vec::new());
 
+    // The cluster decides for what lives in it: in a cluster of the lab's name that is not the lab's,
+    // gpulab deletes nothing (not its node group, addons or access entries either).
     let step = "delete GPU node group";
+    let mut cluster_is_ours = false;
     failures
         .step(ctx, step, async {
-            let found = delete_node_group(ctx, step).await?;
-            if found {
-                deleted.push(r("eks-nodegroup", &ctx.names.node_group));
+            match find_cluster(ctx, step).await? {
+                Found::Absent => return Ok(true),
+                Found::NotOurs => {
+                    left_alone.push(alone(
+                        "eks-cluster",
+                        &ctx.names.cluster,
+                        &format!("it lacks {LAB_ID_KEY}={}; its node groups, addons and access entries are left alone too", ctx.id),
+                    ));
+                    return Ok(true);
+                }
+                Found::Ours(_) => cluster_is_ours = true,
             }
-            Ok(!found)
+            match find_node_group(ctx, step).await? {
+                Found::Absent => Ok(true),
+                Found::NotOurs => {
+                    left_alone.push(alone(
+                        "eks-nodegroup",
+                        &ctx.names.node_group,
+                        &format!("it lacks {LAB_ID_KEY}={}", ctx.id),
+                    ));
+                    Ok(true)
+                }
+                Found::Ours(_) => {
+                    let found = Box::pin(delete_node_group(ctx, step)).await?;
+                    if found {
+                        deleted.push(r("eks-nodegroup", &ctx.names.node_group));
+                    }
+                    Ok(!found)
+                }
+            }
         })
         .await?;
 
-    let step = "delete addons and access entries";
-    failures
-        .step(ctx, step, async {
-            let n = delete_addons_and_access(ctx, step, &mut deleted).await?;
-            Ok(n == 0)
-        })
-        .await?;
+    if cluster_is_ours {
+        let step = "delete addons and access entries";
+        failures
+            .step(ctx, step, async {
+                let n = Box::pin(delete_addons_and_access(ctx, step, &mut deleted)).await?;
+                Ok(n == 0)
+            })
+            .await?;
 
-    let step = "delete EKS cluster";
-    failures
-        .step(ctx, step, async {
-            let found = delete_cluster(ctx, step).await?;
-            if found {
-                deleted.push(r("eks-cluster", &ctx.names.cluster));
-            }
-            Ok(!found)
-        })
-        .await?;
+        let step = "delete EKS cluster";
+        failures
+            .step(ctx, step, async {
+                let found = Box::pin(delete_cluster(ctx, step)).await?;
+                if found {
+                    deleted.push(r("eks-cluster", &ctx.names.cluster));
+                }
+                Ok(!found)
+            })
+            .await?;
+    }
 
     let step = "delete network";
     failures
         .step(ctx, step, async {
             let before = deleted.len();
-            delete_network(ctx, step, &mut deleted).await?;
+            Box::pin(delete_network(ctx, step, &mut deleted)).await?;
             Ok(deleted.len() == before)
         })
         .await?;
@@ -110,9 +148,19 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
         .step(ctx, step, async {
             let mut any = false;
             for name in [&ctx.names.node_role, &ctx.names.cluster_role] {
-                if super::iam::delete_role(ctx, step, name).await? {
-                    deleted.push(r("iam-role", name));
-                    any = true;
+                match find_role(ctx, step, name).await? {
+                    Found::Absent => {}
+                    Found::NotOurs => left_alone.push(alone(
+                        "iam-role",
+                        name,
+                        &format!("it lacks {LAB_ID_KEY}={}", ctx.id),
+                    )),
+                    Found::Ours(_) => {
+                        if Box::pin(super::iam::delete_role(ctx, step, name)).await? {
+                            deleted.push(r("iam-role", name));
+                            any = true;
+                        }
+                    }
                 }
             }
             Ok(!any)
@@ -124,11 +172,23 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
         .step(ctx, step, async {
             let ecr = crate::image::ecr::EcrClient::new(&ctx.c.config)?;
             let name = crate::image::repository_name(ctx.spec);
-            let found = ecr.delete_repository(&name).await?;
-            if found {
-                deleted.push(r("ecr-repository", &name));
-            }
-            Ok(!found)
+            Ok(
+                match Box::pin(ecr.delete_owned_repository(&name, ctx.id)).await? {
+                    RepositoryDeletion::Deleted => {
+                        deleted.push(r("ecr-repository", &name));
+                        false
+                    }
+                    RepositoryDeletion::NotOurs => {
+                        left_alone.push(alone(
+                            "ecr-repository",
+                            &name,
+                            &format!("it lacks {LAB_ID_KEY}={}", ctx.id),
+                        ));
+                        true
+                    }
+                    RepositoryDeletion::Absent => true,
+                },
+            )
         })
         .await?;
 
@@ -136,15 +196,25 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
     failures
         .step(ctx, step, async {
             let before = deleted.len();
-            delete_volumes(ctx, step, &mut deleted).await?;
+            Box::pin(delete_volumes(ctx, step, &mut deleted, &mut left_alone)).await?;
             Ok(deleted.len() == before)
         })
         .await?;
 
     let step = "list leftovers";
     let leftovers = ctx
-        .step(step, async { Ok((sweep(ctx, step).await?, false)) })
+        .step(step, async {
+            Ok((Box::pin(sweep(ctx, step, &mut left_alone)).await?, false))
+        })
         .await?;
+    // The sweep names by ARN ("eks:cluster") what the steps named by kind ("eks-cluster").
+    let mut seen = BTreeSet::new();
+    left_alone.retain(|a| seen.insert((a.resource.kind.replace(':', "-"), a.resource.id.clone())));
+    for thing in &left_alone {
+        ctx.reporter.report(Event::Warning {
+            message: thing.to_string(),
+        });
+    }
     if !failures.0.is_empty() && !leftovers.is_empty() {
         let names: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
         return Err(Error::Provision {
@@ -160,7 +230,18 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
             ),
         });
     }
-    Ok(TeardownReport { deleted, leftovers })
+    Ok(TeardownReport {
+        deleted,
+        leftovers,
+        left_alone,
+    })
+}
+
+fn alone(kind: &str, id: &str, reason: &str) -> LeftAlone {
+    LeftAlone {
+        resource: r(kind, id),
+        reason: reason.into(),
+    }
 }
 
 async fn delete_node_group(ctx: &Ctx<'_>, step: &str) -> Result<bool> {
@@ -215,6 +296,10 @@ async fn delete_addons_and_access(
         Err(e) => return Err(sdk_error(step, e)),
     };
     for addon in addons {
+        // Only the lab's own; the rest go with the lab's cluster.
+        if addon_is_ours(ctx, step, &addon).await? != Some(true) {
+            continue;
+        }
         match eks
             .delete_addon()
             .cluster_name(cluster)
@@ -236,6 +321,9 @@ async fn delete_addons_and_access(
         Err(e) => return Err(sdk_error(step, e)),
     };
     for principal in entries {
+        if !access_entry_is_ours(ctx, step, &principal).await? {
+            continue;
+        }
         match eks
             .delete_access_entry()
             .cluster_name(cluster)
@@ -348,7 +436,6 @@ macro_rules! try_delete {
 
 async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef>) -> Result<()> {
     let ec2 = &ctx.c.ec2;
-    let lab = ctx.lab();
     for vpc in find_vpcs(ctx, step).await? {
         let vpc_f = || filter("vpc-id", &[&vpc]);
 
@@ -546,7 +633,7 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
     // Gateways created but never attached (a run stopped between the two calls).
     let out = ec2
         .describe_internet_gateways()
-        .filters(lab_filter(lab))
+        .filters(lab_filter(ctx.id))
         .send()
         .await
         .map_err(|e| sdk_error(step, e))?;
@@ -585,32 +672,55 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
 }
 
 /// Delete the lab's EBS volumes that nothing uses any more (the `/workspace` volume once its claim is
-/// gone): tagged with the lab, or with the cluster's Kubernetes tag.
-async fn delete_volumes(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef>) -> Result<()> {
+/// gone): those carrying the lab's ID, which the lab's StorageClass puts on every volume it provisions.
+/// Detached volumes that carry only the cluster's Kubernetes tag (`kubernetes.io/cluster/<name>`) are a
+/// same-named cluster's, or were made through a StorageClass that is not the lab's: left alone.
+async fn delete_volumes(
+    ctx: &Ctx<'_>,
+    step: &str,
+    deleted: &mut Vec<ResourceRef>,
+    left_alone: &mut Vec<LeftAlone>,
+) -> Result<()> {
     let ec2 = &ctx.c.ec2;
-    let mut ids = BTreeSet::new();
-    for f in [
-        lab_filter(ctx.lab()),
-        filter("tag-key", &[&cluster_tag_key(&ctx.names.cluster)]),
-    ] {
-        let out = ec2
-            .describe_volumes()
-            .filters(f)
-            .filters(filter("status", &["available"]))
-            .send()
-            .await
-            .map_err(|e| sdk_error(step, e))?;
-        ids.extend(
-            out.volumes()
-                .iter()
-                .filter_map(|v| v.volume_id().map(str::to_owned)),
-        );
-    }
-    for id in ids {
-        match ec2.delete_volume().volume_id(&id).send().await {
-            Ok(_) => deleted.push(r("ebs-volume", &id)),
+    let available = || filter("status", &["available"]);
+    let ours = ec2
+        .describe_volumes()
+        .filters(lab_filter(ctx.id))
+        .filters(available())
+        .send()
+        .await
+        .map_err(|e| sdk_error(step, e))?;
+    for id in ours.volumes().iter().filter_map(|v| v.volume_id()) {
+        match ec2.delete_volume().volume_id(id).send().await {
+            Ok(_) => deleted.push(r("ebs-volume", id)),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(sdk_error(step, e)),
+        }
+    }
+    let same_cluster_name = ec2
+        .describe_volumes()
+        .filters(filter("tag-key", &[&cluster_tag_key(&ctx.names.cluster)]))
+        .filters(available())
+        .send()
+        .await
+        .map_err(|e| sdk_error(step, e))?;
+    for volume in same_cluster_name.volumes() {
+        let tags = volume
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?, t.value()?)));
+        if let Some(id) = volume.volume_id()
+            && !ctx.owns(tags)
+        {
+            left_alone.push(alone(
+                "ebs-volume",
+                id,
+                &format!(
+                    "it carries {} but not {LAB_ID_KEY}={}; if it holds data you no longer need, delete it in the EC2 console",
+                    cluster_tag_key(&ctx.names.cluster),
+                    ctx.id
+                ),
+            ));
         }
     }
     Ok(())
@@ -636,48 +746,63 @@ fn from_arn(arn: &str) -> ResourceRef {
     r("arn", arn)
 }
 
-/// Everything still carrying the lab's tag or the cluster's Kubernetes tag: the Resource Groups Tagging
-/// API (EC2, EKS, ELB, …), plus IAM and EKS by name (the tagging API does not cover IAM roles).
-pub(crate) async fn sweep(ctx: &Ctx<'_>, step: &str) -> Result<Vec<ResourceRef>> {
+/// Everything still carrying the lab's ID: the Resource Groups Tagging API (EC2, EKS, ELB, ECR, ...),
+/// plus IAM and EKS by name (the tagging API does not cover IAM roles). What carries the lab's name tag
+/// but another ID (another machine's lab of the same name) is added to `left_alone`.
+pub(crate) async fn sweep(
+    ctx: &Ctx<'_>,
+    step: &str,
+    left_alone: &mut Vec<LeftAlone>,
+) -> Result<Vec<ResourceRef>> {
     let mut seen = BTreeSet::new();
     let mut left = Vec::new();
-    let filters = [
-        TagFilter::builder().key(LAB_KEY).values(ctx.lab()).build(),
-        TagFilter::builder()
-            .key(cluster_tag_key(&ctx.names.cluster))
-            .build(),
-    ];
-    for f in filters {
-        let mut token: Option<String> = None;
-        loop {
-            let out = ctx
-                .c
-                .tagging
-                .get_resources()
-                .tag_filters(f.clone())
-                .set_pagination_token(token.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error(step, e))?;
-            for m in out.resource_tag_mapping_list() {
-                if let Some(arn) = m.resource_arn()
-                    && seen.insert(arn.to_string())
-                {
-                    left.push(from_arn(arn));
-                }
+    let by_name = TagFilter::builder().key(LAB_KEY).values(ctx.lab()).build();
+    let mut token: Option<String> = None;
+    loop {
+        let out = ctx
+            .c
+            .tagging
+            .get_resources()
+            .tag_filters(by_name.clone())
+            .set_pagination_token(token.take())
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        for m in out.resource_tag_mapping_list() {
+            let Some(arn) = m.resource_arn() else {
+                continue;
+            };
+            if !seen.insert(arn.to_string()) {
+                continue;
             }
-            match out.pagination_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => break,
+            let ours = ctx.owns(m.tags().iter().map(|t| (t.key(), t.value())));
+            if ours {
+                left.push(from_arn(arn));
+            } else {
+                let other = m
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == LAB_ID_KEY)
+                    .map(|t| format!("another lab of the same name, ID {}", t.value()))
+                    .unwrap_or_else(|| format!("it lacks {LAB_ID_KEY}"));
+                let resource = from_arn(arn);
+                left_alone.push(LeftAlone {
+                    reason: other,
+                    resource,
+                });
             }
+        }
+        match out.pagination_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
         }
     }
     for name in [&ctx.names.cluster_role, &ctx.names.node_role] {
-        if super::iam::find_role(ctx, step, name).await?.is_some() {
+        if matches!(find_role(ctx, step, name).await?, Found::Ours(_)) {
             left.push(r("iam-role", name));
         }
     }
-    if cluster_status(ctx, step).await?.is_some()
+    if matches!(find_cluster(ctx, step).await?, Found::Ours(_))
         && !left
             .iter()
             .any(|x| x.kind == "eks:cluster" && x.id == ctx.names.cluster)
@@ -685,6 +810,78 @@ pub(crate) async fn sweep(ctx: &Ctx<'_>, step: &str) -> Result<Vec<ResourceRef>>
         left.push(r("eks-cluster", &ctx.names.cluster));
     }
     Ok(left)
+}
+
+/// Labs of the context's name, by their tags (see [`super::find_by_tag`]).
+pub(crate) async fn find_by_tag(ctx: &Ctx<'_>) -> Result<TagSearch> {
+    let step = "find the lab by its tags";
+    let mut labs: BTreeMap<LabId, Vec<ResourceRef>> = BTreeMap::new();
+    let mut not_gpulab = Vec::new();
+    let mut file = |resource: ResourceRef, id: Option<&str>| match id.map(LabId::parse) {
+        Some(Ok(id)) => labs.entry(id).or_default().push(resource),
+        _ => not_gpulab.push(resource),
+    };
+    // Everything the tagging API covers (EC2, EKS, ECR, ELB), by the lab's name tag.
+    let by_name = TagFilter::builder().key(LAB_KEY).values(ctx.lab()).build();
+    let mut token: Option<String> = None;
+    loop {
+        let out = ctx
+            .c
+            .tagging
+            .get_resources()
+            .tag_filters(by_name.clone())
+            .set_pagination_token(token.take())
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        for m in out.resource_tag_mapping_list() {
+            if let Some(arn) = m.resource_arn() {
+                let id = m.tags().iter().find(|t| t.key() == LAB_ID_KEY);
+                file(from_arn(arn), id.map(|t| t.value()));
+            }
+        }
+        match out.pagination_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    // The cluster, by name (a cluster another tool made carries no gpulab tag at all).
+    if let Ok(out) = ctx
+        .c
+        .eks
+        .describe_cluster()
+        .name(&ctx.names.cluster)
+        .send()
+        .await
+        && let Some(cluster) = out.cluster()
+    {
+        let id = cluster.tags().and_then(|t| t.get(LAB_ID_KEY));
+        file(r("eks-cluster", &ctx.names.cluster), id.map(String::as_str));
+    }
+    // IAM roles, which the tagging API does not cover.
+    for name in [&ctx.names.cluster_role, &ctx.names.node_role] {
+        match ctx.c.iam.get_role().role_name(name).send().await {
+            Ok(out) => {
+                if let Some(role) = out.role() {
+                    let id = role.tags().iter().find(|t| t.key() == LAB_ID_KEY);
+                    file(r("iam-role", name), id.map(|t| t.value()));
+                }
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(sdk_error(step, e)),
+        }
+    }
+    // The same resource may be found by its tag and by its name.
+    for resources in labs.values_mut() {
+        let mut seen = BTreeSet::new();
+        resources.retain(|x| seen.insert((x.kind.replace(':', "-"), x.id.clone())));
+    }
+    let mut seen = BTreeSet::new();
+    not_gpulab.retain(|x| seen.insert((x.kind.replace(':', "-"), x.id.clone())));
+    Ok(TagSearch {
+        labs: labs.into_iter().collect(),
+        not_gpulab,
+    })
 }
 
 #[cfg(test)]
