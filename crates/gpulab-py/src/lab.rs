@@ -773,7 +773,7 @@ impl GpuReport {
         let failures = self.report.failures().count();
         format!(
             "GpuReport({}, {} checks, {})",
-            self.report.instance,
+            self.report.instance.as_deref().unwrap_or("this machine"),
             self.report.checks.len(),
             if failures == 0 {
                 "passed".to_string()
