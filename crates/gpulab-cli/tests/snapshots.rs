@@ -514,6 +514,10 @@ fn input_errors() {
             "error_test_python_not_on_path",
             &["test", "--local", "--python", "no-such-python-here"],
         ),
+        (
+            "error_test_python_not_python",
+            &["test", "--local", "--python", "/bin/sh"],
+        ),
     ];
     for (name, args) in cases {
         let out = snapshot(name, &lab, args);

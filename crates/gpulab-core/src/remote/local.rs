@@ -29,7 +29,11 @@ impl LocalExec {
     }
 }
 
-/// How a shell reports a command it could not start: 127 for one not found, 126 for one it may not run.
+/// Linux's ENOEXEC: a file the kernel cannot run (not a program, or one for another machine).
+const ENOEXEC: i32 = 8;
+
+/// How a shell reports a command it could not start: 127 for one not found, 126 for one it may not or
+/// cannot run.
 fn spawn_failure(program: &str, error: &std::io::Error) -> Option<(i32, String)> {
     match error.kind() {
         std::io::ErrorKind::NotFound => Some((
@@ -41,6 +45,10 @@ fn spawn_failure(program: &str, error: &std::io::Error) -> Option<(i32, String)>
         std::io::ErrorKind::PermissionDenied => Some((
             126,
             format!("gpulab: {program}: permission denied (not executable)\n"),
+        )),
+        _ if cfg!(target_os = "linux") && error.raw_os_error() == Some(ENOEXEC) => Some((
+            126,
+            format!("gpulab: {program}: cannot execute: not a program this machine can run\n"),
         )),
         _ => None,
     }
@@ -511,6 +519,23 @@ mod tests {
             String::from_utf8_lossy(&out.stderr).contains("gpulab-no-such-program: not found"),
             "{out:?}"
         );
+        // An executable file that is no program: 126, as a shell says "cannot execute".
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, [0u8, 1, 2, 3]).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&text, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let out = exec
+                .exec(ExecRequest {
+                    argv: vec![text.display().to_string()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(out.status, ExitStatus::Code(126), "{out:?}");
+        }
 
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
