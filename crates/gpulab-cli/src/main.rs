@@ -66,7 +66,7 @@ enum Command {
     /// Run a command in the workspace, e.g. `gpulab exec -- nvidia-smi`.
     Exec(commands::lab::ExecArgs),
     /// Validate the GPUs: nvidia-smi, PyTorch matmul and memory bandwidth against the datasheet, NCCL, vLLM.
-    Test(commands::lab::TestArgs),
+    Test(commands::test::TestArgs),
     /// vLLM in the workspace: `serve MODEL` (OpenAI-compatible API on localhost), `bench`, `stop`, `logs`.
     #[command(subcommand)]
     Vllm(commands::vllm::VllmCommand),
@@ -121,7 +121,7 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => Err(e),
         },
-        Command::Test(args) => match block_on(commands::lab::test(global, &args, &printer)) {
+        Command::Test(args) => match block_on(commands::test::test(global, &args, &printer)) {
             Ok(code) => return ExitCode::from(code as u8),
             Err(e) => Err(e),
         },

@@ -9,7 +9,7 @@
 //! so a new command fails here until its snapshot is accepted), every input-validation error with its
 //! exit code, the lab commands on a lab that does not exist, and a whole lab against the Kubernetes
 //! emulator as an existing cluster (`up`, `status`, `cost`, `ls`, `exec`, `cp`, `ssh-config`,
-//! `stop`/`start`, `test`, `vllm logs`, `slurm setup`, `down`). Not covered: the interactive or
+//! `stop`/`start`, `test`, `vllm logs`, `slurm setup`, `down`), and `test --local` on this machine. Not covered: the interactive or
 //! long-running `ssh`, `forward`, `jupyter` and `vllm serve`, `vllm bench`/`stop`, `slurm run`, and
 //! anything on AWS (`up`, `image build`).
 //!
@@ -511,6 +511,18 @@ fn input_errors() {
             "error_image_build_bad_spec",
             &["image", "build", "--region", "us-west-9"],
         ),
+        (
+            "error_test_local_with_name",
+            &["test", "--local", "--name", "dev"],
+        ),
+        (
+            "error_test_python_not_on_path",
+            &["test", "--local", "--python", "no-such-python-here"],
+        ),
+        (
+            "error_test_python_not_python",
+            &["test", "--local", "--python", "/bin/sh"],
+        ),
     ];
     for (name, args) in cases {
         let out = snapshot(name, &lab, args);
@@ -558,6 +570,17 @@ fn input_errors() {
         let out = snapshot(name, &malformed, args);
         assert_eq!(out.status.code(), Some(2), "{name}");
     }
+    // --python names a file that is not a program: refused before anything runs, naming the flag.
+    let not_a_program = LabDir::new();
+    std::fs::write(not_a_program.work().join("python"), "").unwrap();
+    let out = snapshot(
+        "error_test_python_not_executable",
+        &not_a_program,
+        &["test", "--local", "--python", "./python"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+
     let unknown_key = LabDir::new();
     unknown_key.write_config("[nodes]\ninstance = \"g5.xlarge\"\n");
     snapshot("error_unknown_config_key", &unknown_key, &["plan"]);
@@ -569,6 +592,36 @@ fn input_errors() {
         &["plan", "--config", &path.display().to_string()],
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `gpulab test --local` on this machine, which has no GPU: one line per check says what is missing,
+/// and the exit code is that of a failed `gpulab test`. Snapshot only where the machine is bare (see
+/// [`host_is_bare`]); elsewhere only the exit code is checked.
+#[test]
+fn test_local() {
+    let lab = LabDir::new();
+    let args = ["test", "--local", "--no-vllm"];
+    if !host_is_bare() {
+        let out = run(&lab, &args);
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+        return;
+    }
+    let out = snapshot("test_local_no_gpu", &lab, &args);
+    assert_eq!(out.status.code(), Some(1));
+    let out = snapshot(
+        "test_local_no_gpu_json",
+        &lab,
+        &["test", "--local", "--no-vllm", "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["instance"], serde_json::Value::Null);
+    for check in report["checks"].as_array().expect("checks") {
+        assert!(
+            ["unavailable", "skipped"].contains(&check["status"].as_str().unwrap_or("")),
+            "a check passed or failed without a GPU: {check}"
+        );
+    }
 }
 
 /// Whether this machine gives the emulated workspace exactly what the GPU-dependent snapshots expect:

@@ -372,7 +372,7 @@ pub async fn bench(exec: &dyn RemoteExec, options: &BenchOptions) -> Result<Benc
     if let Some(prompt) = &options.prompt {
         env.push(("GPULAB_BENCH_PROMPT".into(), prompt.clone()));
     }
-    let value = run_python_json(exec, BENCH_SCRIPT, env, options.timeout)
+    let value = run_python_json(exec, BENCH_SCRIPT, None, env, options.timeout)
         .await?
         .map_err(|why| Error::Remote {
             message: format!("vLLM benchmark: {why}"),

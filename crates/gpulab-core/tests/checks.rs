@@ -1,9 +1,10 @@
-//! The GPU validation suite run for real through the API server's exec on the Kubernetes emulator. The
-//! emulator runs commands on this machine, which has no GPU, no nvidia-smi and no PyTorch: the report must
-//! say so and fail, never pass.
+//! The GPU validation suite run for real: through the API server's exec on the Kubernetes emulator, and
+//! on this machine (`gpulab test --local`) through `LocalExec`. The emulator runs commands on this
+//! machine too, which has no GPU, no nvidia-smi and no PyTorch: the report must say so and fail, never
+//! pass.
 
 use gpulab_core::catalog;
-use gpulab_core::checks::{CheckOptions, CheckStatus, run_gpu_checks};
+use gpulab_core::checks::{CheckOptions, CheckStatus, run_gpu_checks, run_local_gpu_checks};
 use gpulab_core::remote::api_server::ApiServerExec;
 use gpulab_testkit::LabDir;
 use gpulab_testkit::kube::KubeEmulator;
@@ -187,6 +188,15 @@ fn fake_python_env(gpus: u32, hub: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// [`fake_python_env`] with the stand-in nvidia-smi first on the scripts' PATH.
+fn fake_gpu_env(gpus: u32, hub: &str) -> Vec<(String, String)> {
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_python/bin");
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut env = fake_python_env(gpus, hub);
+    env.push(("PATH".into(), format!("{}:{path}", bin.display())));
+    env
+}
+
 #[tokio::test]
 async fn the_scripts_run_end_to_end_against_stand_in_libraries() {
     if have("nvidia-smi") {
@@ -270,4 +280,148 @@ async fn the_scripts_run_end_to_end_against_stand_in_libraries() {
         (Some("ok"), Some(16 * 64))
     );
     assert!(report.nccl.is_none());
+}
+
+#[tokio::test]
+async fn on_this_machine_without_a_gpu_each_check_says_so() {
+    if have("nvidia-smi") || python_has("torch") {
+        eprintln!("this machine has nvidia-smi or PyTorch; the test is about one without");
+        return;
+    }
+    let options = CheckOptions {
+        repeats: 3,
+        ..Default::default()
+    };
+    let report = run_local_gpu_checks(&options).await.unwrap();
+    assert!(!report.passed(), "{:#?}", report.checks);
+    assert_eq!(
+        (report.instance.as_deref(), report.gpu_model.as_deref()),
+        (None, None)
+    );
+    assert_eq!(report.expected_gpus, 0);
+    let detail = |name: &str| {
+        let c = report
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name}: {:#?}", report.checks));
+        (c.status, c.detail.as_str())
+    };
+    assert_eq!(
+        detail("nvidia-smi"),
+        (
+            CheckStatus::Unavailable,
+            "nvidia-smi not found on PATH: no NVIDIA driver on this machine, or its utilities are not on PATH"
+        )
+    );
+    assert_eq!(detail("pytorch cuda").0, CheckStatus::Unavailable);
+    assert!(detail("pytorch cuda").1.contains("No module named 'torch'"));
+    assert_eq!(
+        detail("nccl all-reduce"),
+        (
+            CheckStatus::Skipped,
+            "no GPU visible: nothing to all-reduce across"
+        )
+    );
+    assert_eq!(detail("vllm generate").0, CheckStatus::Unavailable);
+    assert!(report.checks.iter().all(|c| c.status != CheckStatus::Pass));
+
+    // No Python at all: the same lines, each saying so.
+    let options = CheckOptions {
+        python: Some("/nonexistent/python3".into()),
+        vllm_model: None,
+        ..options
+    };
+    let report = run_local_gpu_checks(&options).await.unwrap();
+    assert!(!report.passed());
+    let smi = &report.checks[0];
+    assert!(
+        smi.detail.starts_with(
+            "nvidia-smi check: no Python to run it: gpulab: /nonexistent/python3: not found"
+        ),
+        "{}",
+        smi.detail
+    );
+}
+
+#[tokio::test]
+async fn on_this_machine_the_scripts_run_end_to_end_with_telemetry() {
+    if have("nvidia-smi") {
+        eprintln!("this machine has nvidia-smi; the test is about one without");
+        return;
+    }
+    // Stand-ins for nvidia-smi and PyTorch, two "Fake GPU"s: the gpulab catalog has no such model,
+    // so every figure is measured, none judged; the control flow and output formats are the real ones.
+    let options = CheckOptions {
+        repeats: 3,
+        vllm_model: None,
+        env: fake_gpu_env(2, "offline"),
+        ..Default::default()
+    };
+    let report = run_local_gpu_checks(&options).await.unwrap();
+    let status = |name: &str| {
+        report
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name}: {:#?}", report.checks))
+            .status
+    };
+    assert!(report.passed(), "{:#?}", report.checks);
+    assert_eq!(
+        (report.expected_gpus, report.gpu_model.as_deref()),
+        (2, None)
+    );
+    assert_eq!(status("nvidia-smi"), CheckStatus::Pass);
+    assert!(
+        report.checks[0]
+            .detail
+            .ends_with("2× Fake GPU 0 (16384 MiB), Fake GPU 1 (16384 MiB); not in gpulab's catalog: figures are measured, not judged"),
+        "{}",
+        report.checks[0].detail
+    );
+    // nvidia-smi's state (through the newer throttle-reasons field name), and each figure's telemetry.
+    let state = &report.nvidia_smi.state;
+    assert_eq!(state.len(), 2);
+    assert_eq!(
+        (
+            state[1].power_limit_w,
+            state[1].throttle_reasons,
+            state[1].mig
+        ),
+        (Some(400.0), Some(4), Some(false))
+    );
+    for i in 0..2 {
+        assert_eq!(
+            status(&format!("matmul fp16 gpu{i}")),
+            CheckStatus::Measured
+        );
+        assert_eq!(
+            status(&format!("memory bandwidth gpu{i}")),
+            CheckStatus::Measured
+        );
+        let device = &report.torch.devices[i];
+        let telemetry = device.matmul[0].telemetry.as_ref().expect("telemetry");
+        assert!(telemetry.samples >= 1, "{telemetry:?}");
+        assert_eq!(
+            (
+                telemetry.sm_clock_mhz,
+                telemetry.power_limit_w,
+                telemetry.throttle_reasons
+            ),
+            (Some(1410.0), Some(400.0), Some(4))
+        );
+        let detail = &report
+            .checks
+            .iter()
+            .find(|c| c.name == format!("matmul fp32 gpu{i}"))
+            .unwrap()
+            .detail;
+        assert!(
+            detail
+                .contains("; SM 1410/1410 MHz, 250/400 W, 45 C, throttled: power cap; not judged"),
+            "{detail}"
+        );
+    }
+    assert_eq!(status("nccl all-reduce"), CheckStatus::Pass);
 }

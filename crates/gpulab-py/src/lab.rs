@@ -405,10 +405,13 @@ impl PyLab {
     /// Run the GPU validation suite in the workspace (nvidia-smi, PyTorch matmul and bandwidth, NCCL with
     /// two or more GPUs, a vLLM smoke test with `vllm_model`, or none) and judge it against the node
     /// type's datasheet.
+    ///
+    /// `python` is the interpreter in the workspace (a path or a name on its PATH); by default the
+    /// workspace's venv, else `python3`.
     // The text signature spells out DEFAULT_VLLM_MODEL, for introspection and the stubs.
     #[pyo3(
-        signature = (vllm_model=Some(DEFAULT_VLLM_MODEL.to_string()), nccl=true, repeats=10, expected_gpus=None),
-        text_signature = "(self, /, vllm_model='facebook/opt-125m', nccl=True, repeats=10, expected_gpus=None)"
+        signature = (vllm_model=Some(DEFAULT_VLLM_MODEL.to_string()), nccl=true, repeats=10, expected_gpus=None, python=None),
+        text_signature = "(self, /, vllm_model='facebook/opt-125m', nccl=True, repeats=10, expected_gpus=None, python=None)"
     )]
     fn test_gpu(
         &self,
@@ -417,12 +420,14 @@ impl PyLab {
         nccl: bool,
         repeats: u32,
         expected_gpus: Option<u32>,
+        python: Option<String>,
     ) -> PyResult<GpuReport> {
         let options = CheckOptions {
             expected_gpus: expected_gpus.or(Some(self.lab.spec().spec.workspace.gpus)),
             repeats,
             nccl,
             vllm_model,
+            python,
             ..Default::default()
         };
         let report = self.with_remote(py, None, move |lab, remote, _| async move {
@@ -647,6 +652,50 @@ pub(crate) fn labs<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
     to_python(py, &labs)
 }
 
+/// Run the GPU validation suite on this machine, with no lab and no cluster (`gpulab test --local`):
+/// nvidia-smi, PyTorch matmul and bandwidth, NCCL with two or more GPUs, a vLLM smoke test with
+/// `vllm_model` (or none), each GPU judged against the datasheet of the model nvidia-smi names.
+///
+/// `python` is the interpreter with PyTorch that runs the checks (a path, or a name on the PATH); by
+/// default the one running this code, `sys.executable`. Without a GPU every check says so and the
+/// report does not pass; nothing is raised.
+#[pyfunction]
+#[pyo3(
+    signature = (python=None, vllm_model=Some(DEFAULT_VLLM_MODEL.to_string()), nccl=true, repeats=10, expected_gpus=None),
+    text_signature = "(python=None, vllm_model='facebook/opt-125m', nccl=True, repeats=10, expected_gpus=None)"
+)]
+pub(crate) fn test_local(
+    py: Python<'_>,
+    python: Option<PathBuf>,
+    vllm_model: Option<String>,
+    nccl: bool,
+    repeats: u32,
+    expected_gpus: Option<u32>,
+) -> PyResult<GpuReport> {
+    let python = match python {
+        Some(path) => path,
+        None => py.import("sys")?.getattr("executable")?.extract()?,
+    };
+    let given = python.display().to_string();
+    let python = gpulab_core::checks::resolve_python(&given).map_err(|problem| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "python={given:?}: {problem}; give the Python that has PyTorch"
+        ))
+    })?;
+    let options = CheckOptions {
+        expected_gpus,
+        repeats,
+        nccl,
+        vllm_model,
+        python: Some(python.display().to_string()),
+        ..Default::default()
+    };
+    let report = wait(py, None, move |_| async move {
+        gpulab_core::checks::run_local_gpu_checks(&options).await
+    })?;
+    Ok(GpuReport { report })
+}
+
 /// How a command in the workspace ended, and what it printed.
 #[pyclass(module = "gpulab._gpulab", frozen, get_all)]
 pub(crate) struct ExecResult {
@@ -750,7 +799,7 @@ impl Forward {
     }
 }
 
-/// What `test_gpu` found: the tools' answers and a verdict per check.
+/// What `test_gpu` or `test_local` found: the tools' answers and a verdict per check.
 #[pyclass(module = "gpulab._gpulab", frozen)]
 pub(crate) struct GpuReport {
     report: CoreGpuReport,
@@ -779,7 +828,7 @@ impl GpuReport {
         let failures = self.report.failures().count();
         format!(
             "GpuReport({}, {} checks, {})",
-            self.report.instance,
+            self.report.instance.as_deref().unwrap_or("this machine"),
             self.report.checks.len(),
             if failures == 0 {
                 "passed".to_string()

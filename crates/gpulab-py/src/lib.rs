@@ -113,6 +113,7 @@ fn _gpulab(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan, m)?)?;
     m.add_function(wrap_pyfunction!(catalog, m)?)?;
     m.add_function(wrap_pyfunction!(lab::labs, m)?)?;
+    m.add_function(wrap_pyfunction!(lab::test_local, m)?)?;
     m.add_class::<lab::PyLab>()?;
     m.add_class::<lab::ExecResult>()?;
     m.add_class::<lab::Forward>()?;

@@ -59,6 +59,7 @@ pub(crate) fn run(
                     format!("{:.0}", g.fp16_dense_tflops),
                     format!("{:.1}", g.fp32_tflops),
                     format!("{:.0}", g.memory_bandwidth_gbs),
+                    g.tdp_watts.to_string(),
                 ]
             })
             .collect();
@@ -71,6 +72,7 @@ pub(crate) fn run(
                 "FP16 TFLOP/S",
                 "FP32 TFLOP/S",
                 "GB/S",
+                "MAX W",
             ],
             &rows,
         ));

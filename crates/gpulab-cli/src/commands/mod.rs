@@ -7,4 +7,5 @@ pub(crate) mod image;
 pub(crate) mod lab;
 pub(crate) mod plan;
 pub(crate) mod slurm;
+pub(crate) mod test;
 pub(crate) mod vllm;

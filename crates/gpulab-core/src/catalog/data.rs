@@ -24,105 +24,221 @@ into aws/karpenter-provider-aws); us-west-2 and eu-west-1: H1 2025 (SkyPilot AWS
 June-2025 P4/P5 price cut) for G and P3 types, P4d/P5 there estimated (marked unverified)";
 
 /// GPU models and the NVIDIA datasheet figures the validation suite compares against. Tensor figures
-/// are dense (NVIDIA's starred figures with 2:4 sparsity are halved).
+/// are dense: NVIDIA's datasheets for Ampere and newer print the figure with 2:4 structured sparsity
+/// (marked "*" or "with sparsity"), which no dense matmul can reach, so it is halved here. Every figure
+/// is at the GPU's maximum boost clock; `tdp_watts` is the board's maximum power, which a busy GPU runs
+/// into before it reaches that clock on the power-capped parts (T4, L4). The figure each field takes from
+/// its source is named in the comment above it.
 pub(super) const GPUS: &[GpuModel] = &[
     GpuModel {
         id: "t4",
         name: "NVIDIA T4",
         architecture: "Turing",
+        form_factor: "PCIe",
         memory_gib: 16,
-        // Turing has no bf16 and no structured sparsity: 65 is the mixed-precision fp16 tensor peak.
+        // Datasheet: Mixed Precision (FP16/FP32) 65 TFLOPS; Turing has no bf16 and no sparsity.
         fp16_dense_tflops: 65.0,
+        // Datasheet: Single-Precision 8.1 TFLOPS.
         fp32_tflops: 8.1,
+        // Datasheet: 16 GB GDDR6, 320+ GB/s.
         memory_bandwidth_gbs: 320.0,
+        // Datasheet: Max Power Consumption 70 watts.
+        tdp_watts: 70,
+        smi_names: &["Tesla T4"],
         source: "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/tesla-t4/t4-tensor-core-datasheet-951643.pdf \
-                 (65 TFLOPS mixed-precision fp16, 8.1 TFLOPS fp32, 16 GB GDDR6 at 320+ GB/s)",
+                 (65 TFLOPS mixed-precision fp16, 8.1 TFLOPS fp32, 16 GB GDDR6 at 320+ GB/s, 70 W)",
     },
     GpuModel {
         id: "a10g",
         name: "NVIDIA A10G",
         architecture: "Ampere",
+        form_factor: "PCIe",
         memory_gib: 24,
         // unverified: NVIDIA publishes no A10G datasheet. 70 dense fp16/bf16 TFLOPS is Baseten's figure
         // (the A10 datasheet says 125 dense); AWS does not publish a tensor rate for the A10G.
         fp16_dense_tflops: 70.0,
         // unverified: A10 datasheet value; the A10G's higher boost clock gives about 31.5 (Baseten).
         fp32_tflops: 31.2,
+        // A10 datasheet: 24 GB GDDR6, 600 GB/s; AWS's g5 page says the same for the A10G.
         memory_bandwidth_gbs: 600.0,
+        // unverified: the power limit nvidia-smi shows on g5 instances (the A10 datasheet says 150 W).
+        tdp_watts: 300,
+        smi_names: &["NVIDIA A10G"],
         source: "No public NVIDIA A10G datasheet. Memory (24 GB GDDR6) and bandwidth (600 GB/s) as the A10: \
                  https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf and \
                  https://aws.amazon.com/ec2/instance-types/g5/ ; the A10G is an AWS-only variant of the same \
                  GA102 part with a lower tensor rate than the A10's 125 dense TFLOPS: 70 dense fp16/bf16 per \
-                 https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/ ; fp32 is the A10 figure",
+                 https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/ ; fp32 is the A10 figure; \
+                 300 W is the power limit nvidia-smi reports on g5",
     },
     GpuModel {
         id: "l4",
         name: "NVIDIA L4",
         architecture: "Ada Lovelace",
+        form_factor: "PCIe",
         memory_gib: 24,
+        // Datasheet: FP16 242 TFLOPS*, BF16 242 TFLOPS*, * with sparsity: dense 121.
         fp16_dense_tflops: 121.0,
+        // Datasheet: FP32 30.3 TFLOPS.
         fp32_tflops: 30.3,
+        // Datasheet: 24 GB GDDR6, 300 GB/s.
         memory_bandwidth_gbs: 300.0,
+        // Datasheet: Max thermal design power (TDP) 72 W.
+        tdp_watts: 72,
+        smi_names: &["NVIDIA L4"],
         source: "https://resources.nvidia.com/en-us-data-center-overview/l4-gpu-datasheet \
                  (https://www.nvidia.com/en-us/data-center/l4/): 242 fp16/bf16 TFLOPS is with sparsity, \
-                 dense = 121; 30.3 TFLOPS fp32; 24 GB GDDR6 at 300 GB/s",
+                 dense = 121; 30.3 TFLOPS fp32; 24 GB GDDR6 at 300 GB/s; 72 W",
     },
     GpuModel {
         id: "l40s",
         name: "NVIDIA L40S",
         architecture: "Ada Lovelace",
+        form_factor: "PCIe",
         memory_gib: 48,
+        // Datasheet: BF16 / FP16 Tensor Core 362.05 | 733* TFLOPS (dense | sparse).
         fp16_dense_tflops: 362.05,
+        // Datasheet: FP32 91.6 TFLOPS.
         fp32_tflops: 91.6,
+        // Datasheet: 48 GB GDDR6 with ECC, 864 GB/s.
         memory_bandwidth_gbs: 864.0,
+        // Datasheet: Max Power Consumption 350 W.
+        tdp_watts: 350,
+        smi_names: &["NVIDIA L40S"],
         source: "https://resources.nvidia.com/en-us-l40s/l40s-datasheet-28413 \
-                 (bf16/fp16 tensor 362.05 dense | 733 sparse; 91.6 TFLOPS fp32; 48 GB GDDR6 at 864 GB/s)",
+                 (bf16/fp16 tensor 362.05 dense | 733 sparse; 91.6 TFLOPS fp32; 48 GB GDDR6 at 864 GB/s; 350 W)",
     },
     GpuModel {
         id: "v100",
         name: "NVIDIA V100 SXM2 16GB",
         architecture: "Volta",
+        form_factor: "SXM",
         memory_gib: 16,
-        // Volta has no bf16: 125 is the fp16 tensor peak (no sparsity on Volta).
+        // Datasheet (V100 SXM2): Tensor Performance 125 TFLOPS; Volta has no bf16 and no sparsity.
         fp16_dense_tflops: 125.0,
+        // Datasheet: Single-Precision 15.7 TFLOPS.
         fp32_tflops: 15.7,
+        // Datasheet: Memory Bandwidth 900 GB/sec.
         memory_bandwidth_gbs: 900.0,
+        // Datasheet: Max Power Consumption 300 WATTS.
+        tdp_watts: 300,
+        smi_names: &["Tesla V100-SXM2-16GB"],
         source: "https://images.nvidia.com/content/technologies/volta/pdf/volta-v100-datasheet-update-us-1165301-r5.pdf \
-                 (V100 SXM2: 125 TFLOPS tensor, 15.7 TFLOPS fp32, 900 GB/s HBM2; p3 uses the 16 GB part)",
+                 (V100 SXM2: 125 TFLOPS tensor, 15.7 TFLOPS fp32, 900 GB/s HBM2, 300 W; p3 uses the 16 GB part)",
     },
     GpuModel {
         id: "v100-32gb",
         name: "NVIDIA V100 SXM2 32GB",
         architecture: "Volta",
+        form_factor: "SXM",
         memory_gib: 32,
+        // As the 16 GB part: the same datasheet gives one column for both SXM2 memory sizes.
         fp16_dense_tflops: 125.0,
         fp32_tflops: 15.7,
         memory_bandwidth_gbs: 900.0,
+        tdp_watts: 300,
+        smi_names: &["Tesla V100-SXM2-32GB"],
         source: "https://images.nvidia.com/content/technologies/volta/pdf/volta-v100-datasheet-update-us-1165301-r5.pdf \
-                 (V100 SXM2 32 GB, as in p3dn.24xlarge: same compute and bandwidth as the 16 GB part)",
+                 (V100 SXM2 32 GB, as in p3dn.24xlarge: same compute, bandwidth and power as the 16 GB part)",
     },
     GpuModel {
         id: "a100",
         name: "NVIDIA A100 40GB SXM",
         architecture: "Ampere",
+        form_factor: "SXM",
         memory_gib: 40,
+        // Datasheet: BFLOAT16 / FP16 Tensor Core 312 TFLOPS | 624 TFLOPS* (dense | sparse).
         fp16_dense_tflops: 312.0,
+        // Datasheet: FP32 19.5 TFLOPS.
         fp32_tflops: 19.5,
+        // Datasheet (A100 40GB SXM column): GPU Memory Bandwidth 1,555 GB/s.
         memory_bandwidth_gbs: 1555.0,
+        // Datasheet (SXM): Max Thermal Design Power (TDP) 400W.
+        tdp_watts: 400,
+        smi_names: &["NVIDIA A100-SXM4-40GB"],
         source: "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf \
-                 (A100 40GB SXM: bf16/fp16 tensor 312 dense | 624 sparse; 19.5 TFLOPS fp32; 1,555 GB/s HBM2)",
+                 (A100 40GB SXM: bf16/fp16 tensor 312 dense | 624 sparse; 19.5 TFLOPS fp32; 1,555 GB/s HBM2; 400 W)",
+    },
+    GpuModel {
+        id: "a100-80gb",
+        name: "NVIDIA A100 80GB SXM",
+        architecture: "Ampere",
+        form_factor: "SXM",
+        memory_gib: 80,
+        // Datasheet: BFLOAT16 / FP16 Tensor Core 312 TFLOPS | 624 TFLOPS*, as the 40 GB part.
+        fp16_dense_tflops: 312.0,
+        // Datasheet: FP32 19.5 TFLOPS.
+        fp32_tflops: 19.5,
+        // Datasheet (A100 80GB SXM column): GPU Memory Bandwidth 2,039 GB/s (HBM2e).
+        memory_bandwidth_gbs: 2039.0,
+        // Datasheet (SXM): Max Thermal Design Power (TDP) 400W.
+        tdp_watts: 400,
+        smi_names: &["NVIDIA A100-SXM4-80GB"],
+        source: "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf \
+                 (A100 80GB SXM: bf16/fp16 tensor 312 dense | 624 sparse; 19.5 TFLOPS fp32; 2,039 GB/s HBM2e; 400 W)",
     },
     GpuModel {
         id: "h100",
         name: "NVIDIA H100 80GB SXM",
         architecture: "Hopper",
+        form_factor: "SXM",
         memory_gib: 80,
+        // Datasheet (H100 SXM): BFLOAT16 / FP16 Tensor Core 1,979 teraFLOPS*, * with sparsity; the
+        // Hopper whitepaper's dense figure is 989.4.
         fp16_dense_tflops: 989.4,
+        // Datasheet: FP32 67 teraFLOPS.
         fp32_tflops: 67.0,
+        // Datasheet: GPU memory 80GB, GPU memory bandwidth 3.35TB/s.
         memory_bandwidth_gbs: 3350.0,
+        // Datasheet: Max thermal design power (TDP) Up to 700W (configurable).
+        tdp_watts: 700,
+        smi_names: &["NVIDIA H100 80GB HBM3"],
         source: "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet \
                  (H100 SXM: 1,979 bf16/fp16 TFLOPS is with sparsity; dense 989.4 per the NVIDIA H100 \
-                 (Hopper) architecture whitepaper; 67 TFLOPS fp32; 80 GB HBM3 at 3.35 TB/s)",
+                 (Hopper) architecture whitepaper; 67 TFLOPS fp32; 80 GB HBM3 at 3.35 TB/s; up to 700 W)",
+    },
+    GpuModel {
+        id: "h200",
+        name: "NVIDIA H200 SXM",
+        architecture: "Hopper",
+        form_factor: "SXM",
+        memory_gib: 141,
+        // Datasheet (H200 SXM): BFLOAT16 / FP16 Tensor Core 1,979 TFLOPS*, * with sparsity: the same
+        // GH100 compute as the H100 SXM, so the same dense 989.4.
+        fp16_dense_tflops: 989.4,
+        // Datasheet: FP32 67 TFLOPS.
+        fp32_tflops: 67.0,
+        // Datasheet: GPU Memory 141GB, GPU Memory Bandwidth 4.8TB/s (HBM3e).
+        memory_bandwidth_gbs: 4800.0,
+        // Datasheet: Max Thermal Design Power (TDP) Up to 700W (configurable).
+        tdp_watts: 700,
+        smi_names: &["NVIDIA H200"],
+        source: "https://www.nvidia.com/en-us/data-center/h200/ (H200 datasheet, SXM column: 1,979 bf16/fp16 \
+                 TFLOPS is with sparsity, dense 989.4 as the H100 SXM; 67 TFLOPS fp32; 141 GB HBM3e at 4.8 TB/s; \
+                 up to 700 W)",
+    },
+    GpuModel {
+        id: "b200",
+        name: "NVIDIA B200",
+        architecture: "Blackwell",
+        form_factor: "SXM",
+        memory_gib: 180,
+        // HGX B200 datasheet, per 8 GPUs: FP16/BF16 Tensor Core 36 PFLOPS with sparsity: 4.5 sparse,
+        // 2.25 dense per GPU (the Blackwell architecture technical brief gives the same 2.25 dense).
+        fp16_dense_tflops: 2250.0,
+        // HGX B200 datasheet: FP32 600 TFLOPS per 8 GPUs: 75 per GPU. (The technical brief says 80
+        // at 1,000 W; the lower figure is kept, so that a healthy GPU is never judged against too high a peak.)
+        fp32_tflops: 75.0,
+        // HGX B200 datasheet: Total GPU memory 1.4 TB (180 GB per GPU) and memory bandwidth 64 TB/s
+        // per 8 GPUs: 8 TB/s per GPU (HBM3e).
+        memory_bandwidth_gbs: 8000.0,
+        // Blackwell architecture technical brief: HGX B200 at 1,000 W per GPU.
+        tdp_watts: 1000,
+        smi_names: &["NVIDIA B200"],
+        source: "https://www.nvidia.com/en-us/data-center/hgx/ (HGX B200, 8 GPUs: 36 PFLOPS fp16/bf16 with \
+                 sparsity, 600 TFLOPS fp32, 1.4 TB HBM3e at 64 TB/s) and \
+                 https://resources.nvidia.com/en-us-blackwell-architecture (per GPU at 1,000 W: 2.25 PFLOPS \
+                 dense fp16/bf16)",
     },
 ];
 

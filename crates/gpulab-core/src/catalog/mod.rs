@@ -24,6 +24,9 @@ pub struct GpuModel {
     pub name: &'static str,
     /// Architecture, e.g. "Turing".
     pub architecture: &'static str,
+    /// How the board is attached: "SXM" (NVLink baseboard) or "PCIe" (a card). The same chip as a PCIe
+    /// card has lower clocks, power and often bandwidth, so one is never judged by the other's figures.
+    pub form_factor: &'static str,
     /// Memory of one GPU, GiB as sold (16 for a T4).
     pub memory_gib: u32,
     /// Dense (no sparsity) fp16/bf16 tensor-core matmul peak, TFLOP/s; for GPUs without bf16, the fp16 figure.
@@ -32,8 +35,62 @@ pub struct GpuModel {
     pub fp32_tflops: f64,
     /// Memory bandwidth, GB/s (10^9 bytes).
     pub memory_bandwidth_gbs: f64,
+    /// The board's maximum power (TDP), W: the power cap a busy GPU runs into.
+    pub tdp_watts: u32,
+    /// The product names nvidia-smi and PyTorch print for this model, e.g. "Tesla T4".
+    pub smi_names: &'static [&'static str],
     /// Where the figures come from (datasheet URL), plus a note when derived.
     pub source: &'static str,
+}
+
+impl GpuModel {
+    /// The model's name as it appears, as one word, in nvidia-smi's product names: "T4", "A10G", "H100",
+    /// "V100" (for both V100 sizes).
+    pub fn token(&self) -> String {
+        self.id
+            .split('-')
+            .next()
+            .unwrap_or(self.id)
+            .to_ascii_uppercase()
+    }
+
+    /// True when a GPU that nvidia-smi (or PyTorch) calls `name` is of this model: its product name
+    /// has [`Self::token`] as a whole word, so an "NVIDIA L40S" is not an L4 and an "NVIDIA A100" not an
+    /// A10G.
+    pub fn matches_name(&self, name: &str) -> bool {
+        let token = self.token();
+        name_words(name).any(|w| w == token)
+    }
+}
+
+/// The upper-case words of a product name: "NVIDIA A100-SXM4-40GB" → NVIDIA, A100, SXM4, 40GB.
+fn name_words(name: &str) -> impl Iterator<Item = String> + '_ {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_uppercase)
+}
+
+/// The catalog's model of a GPU that nvidia-smi (or PyTorch) calls `name`, with `memory_mib` of memory
+/// where known. An exact product name ([`GpuModel::smi_names`]) wins; otherwise the model whose
+/// [`GpuModel::token`] is a word of the name, whose form factor fits (a name with "PCIe" or "NVL" in it
+/// is a card, never an SXM part) and whose memory is closest. `None` for a GPU the catalog does not
+/// have (an H100 PCIe, an A10, an RTX 4090): its figures are then measured but not judged.
+pub fn identify_gpu(name: &str, memory_mib: Option<u64>) -> Option<&'static GpuModel> {
+    let trimmed = name.trim();
+    if let Some(exact) = gpus()
+        .iter()
+        .find(|g| g.smi_names.iter().any(|n| n.eq_ignore_ascii_case(trimmed)))
+    {
+        return Some(exact);
+    }
+    let card = name_words(trimmed).any(|w| w == "PCIE" || w == "NVL");
+    gpus()
+        .iter()
+        .filter(|g| g.matches_name(trimmed) && !(card && g.form_factor == "SXM"))
+        .min_by_key(|g| match memory_mib {
+            Some(mib) => (u64::from(g.memory_gib) * 1024).abs_diff(mib),
+            None => 0,
+        })
 }
 
 /// One EC2 instance type with GPUs, as stored in the catalog.
@@ -255,6 +312,14 @@ mod tests {
         let h100 = gpu("H100").unwrap();
         assert!(h100.fp16_dense_tflops > 900.0 && h100.fp16_dense_tflops < 1000.0);
         assert!(gpu("t4").unwrap().fp16_dense_tflops < 70.0);
+        assert_eq!(
+            gpu("h200").unwrap().fp16_dense_tflops,
+            h100.fp16_dense_tflops
+        );
+        assert!(
+            gpu("b200").unwrap().fp16_dense_tflops < 2500.0,
+            "4,500 is B200's sparse figure"
+        );
         for g in gpus() {
             assert!(
                 g.fp16_dense_tflops > g.fp32_tflops,
@@ -263,6 +328,69 @@ mod tests {
             );
             assert!(g.source.contains("https://"), "{}: no cited source", g.id);
         }
+    }
+
+    #[test]
+    fn every_gpu_has_a_power_cap_a_form_factor_and_names_that_find_it() {
+        for g in gpus() {
+            assert!(g.tdp_watts >= 70 && g.tdp_watts <= 1000, "{}", g.id);
+            assert!(["SXM", "PCIe"].contains(&g.form_factor), "{}", g.id);
+            assert!(!g.smi_names.is_empty(), "{}", g.id);
+            for name in g.smi_names {
+                assert!(g.matches_name(name), "{}: {name}", g.id);
+                assert_eq!(identify_gpu(name, None).map(|m| m.id), Some(g.id), "{name}");
+            }
+        }
+        for id in [
+            "t4",
+            "a10g",
+            "l4",
+            "l40s",
+            "v100",
+            "a100",
+            "a100-80gb",
+            "h100",
+            "h200",
+            "b200",
+        ] {
+            assert!(gpu(id).is_some(), "{id} missing");
+        }
+    }
+
+    #[test]
+    fn gpus_are_identified_by_their_product_names() {
+        let id = |name: &str, mib: Option<u64>| identify_gpu(name, mib).map(|g| g.id);
+        // Exact names, as nvidia-smi prints them (memory in MiB as it reports it).
+        assert_eq!(id("NVIDIA H100 80GB HBM3", Some(81559)), Some("h100"));
+        assert_eq!(id("NVIDIA H200", Some(143771)), Some("h200"));
+        assert_eq!(id("NVIDIA B200", Some(183359)), Some("b200"));
+        assert_eq!(id("Tesla V100-SXM2-32GB", Some(32768)), Some("v100-32gb"));
+        assert_eq!(id("  nvidia a100-sxm4-80gb ", None), Some("a100-80gb"));
+        // Not an exact name: the model's word, the form factor and the closest memory decide.
+        assert_eq!(id("NVIDIA A100 80GB HBM2e", Some(81920)), Some("a100-80gb"));
+        assert_eq!(id("NVIDIA A100 40GB", Some(40960)), Some("a100"));
+        assert_eq!(
+            id("Tesla V100-SXM2 (engineering sample)", Some(16384)),
+            Some("v100")
+        );
+        // A card is not judged by its SXM sibling's figures; a near name is not the model.
+        assert_eq!(id("NVIDIA H100 PCIe", Some(81559)), None);
+        assert_eq!(id("NVIDIA H100 NVL", Some(95830)), None);
+        assert_eq!(id("NVIDIA A100-PCIE-40GB", Some(40960)), None);
+        assert_eq!(id("NVIDIA L40", Some(46068)), None);
+        assert_eq!(id("NVIDIA A10", Some(23028)), None);
+        assert_eq!(id("NVIDIA GH200 480GB", Some(97871)), None);
+        assert_eq!(id("NVIDIA GeForce RTX 4090", Some(24564)), None);
+        assert_eq!(id("", None), None);
+        // Whole words only: an L40S is not an L4, an A100 not an A10G.
+        assert!(!gpu("l4").unwrap().matches_name("NVIDIA L40S"));
+        assert!(gpu("l4").unwrap().matches_name("NVIDIA L4"));
+        assert!(!gpu("a10g").unwrap().matches_name("NVIDIA A100-SXM4-40GB"));
+        assert!(
+            gpu("v100-32gb")
+                .unwrap()
+                .matches_name("Tesla V100-SXM2-16GB")
+        );
     }
 
     #[test]

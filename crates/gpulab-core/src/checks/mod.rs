@@ -1,43 +1,42 @@
-//! The GPU validation suite behind `gpulab test` and `Lab::test_gpu`.
+//! The GPU validation suite behind `gpulab test`, `gpulab test --local` and `Lab::test_gpu`.
 //!
-//! gpulab ships its own Python scripts into the workspace (embedded in the binary, piped to `python -`
-//! through [`RemoteExec::exec`]'s standard input; the image need not have them). Each prints one line
-//! `GPULAB_JSON <document>`:
+//! gpulab ships its own Python scripts (embedded in the binary, piped to `python -` through
+//! [`RemoteExec::exec`]'s standard input; the machine need not have them). The same scripts run in a
+//! lab's workspace ([`run_gpu_checks`], over the API server or SSH) and on the machine gpulab runs on
+//! ([`run_local_gpu_checks`], through [`LocalExec`](crate::remote::local::LocalExec)). Each prints one
+//! line `GPULAB_JSON <document>`:
 //!
 //! - `nvidia_smi.py`: nvidia-smi's GPU list (`--query-gpu` CSV) and summary, parsed here into the driver
-//!   and CUDA versions and each GPU's name, memory, UUID and PCI bus id;
+//!   and CUDA versions and each GPU's name, memory, UUID and PCI bus id; each GPU's clocks, power,
+//!   temperature, throttle reasons, MIG and compute mode at rest; the processes using the GPUs;
 //! - `torch_bench.py`: whether PyTorch sees CUDA, each device, and per device a matmul benchmark (fp16,
 //!   bf16 on Ampere and newer, fp32 without TF32; a warm-up, CUDA-event timing, the median of the
-//!   repeats; the size is the largest of 16384/8192/4096 that fits a quarter of the free memory and
-//!   takes at most 0.2 s per product) and a device-to-device copy bandwidth test (1 GiB, read + write);
+//!   repeats of at least 100 ms each; the size is the largest of 16384/8192/4096 that fits a quarter of
+//!   the free memory and takes at most 0.2 s per product) and a device-to-device copy bandwidth test
+//!   (1 GiB, read + write), each with nvidia-smi's clocks, power and throttle reasons sampled every
+//!   100 ms while it ran ([`Telemetry`]);
 //! - `nccl.py`: with two or more GPUs, an NCCL all-reduce (256 MiB of fp32, one process per GPU through
 //!   `torch.distributed`), checked for the right sum, reported as algorithm and bus bandwidth;
 //! - `vllm_smoke.py`: load a small model (default `facebook/opt-125m`) in vLLM, generate, report output
 //!   tokens per second; a model that cannot be downloaded is its own outcome,
 //!   [`CheckStatus::ModelUnavailable`].
 //!
-//! # Thresholds
+//! # What the figures are judged against
 //!
-//! Measured figures are compared with the catalog's datasheet figures for the instance's GPU
-//! ([`GpuModel`]): a benchmark passes when `measured / datasheet >= fraction`. The fractions
-//! ([`Thresholds::for_gpu`]) are set from what healthy GPUs reach with cuBLAS and a plain copy:
-//!
-//! | check                 | default | power-capped T4 / L4 | why |
-//! |-----------------------|---------|----------------------|-----|
-//! | matmul fp16/bf16      | 0.50    | 0.30                 | large cuBLAS GEMMs reach 60–80 % of the dense tensor peak on A100/H100; the 70 W T4 and 72 W L4 throttle their clocks under tensor load and reach 30–45 % |
-//! | matmul fp32 (no TF32) | 0.40    | 0.30                 | Ampere/Ada's "doubled" fp32 peak is reached only ~50–60 % by SGEMM; a throttled T4 gets ~50 % |
-//! | memory bandwidth      | 0.60    | 0.60                 | a device-to-device copy reaches 70–90 % of the datasheet bandwidth on every GPU in the catalog |
-//!
-//! A sick GPU (wrong clocks, a PCIe-throttled or ECC-degraded part, a GPU shared with another process)
-//! lands well below these; a healthy one clears them with room. NCCL all-reduce has no catalog figure
-//! (it depends on NVLink/PCIe topology), so it passes when it completes with the right sum and its bus
-//! bandwidth is reported.
+//! Each measurement is reported as a fraction of its datasheet peak (the catalog's [`GpuModel`]: the
+//! lab's instance type's GPU, or on this machine the model nvidia-smi and PyTorch name, see
+//! [`catalog::identify_gpu`](crate::catalog::identify_gpu)), and passes when that fraction reaches the
+//! GPU's threshold ([`Thresholds::for_gpu`], where the fractions and the reasons for them are set out).
+//! A GPU the catalog does not have (a GeForce card, an H100 PCIe) is measured but not judged:
+//! [`CheckStatus::Measured`].
 //!
 //! A check whose tool is missing (no nvidia-smi, no PyTorch, no CUDA, no vLLM) is
 //! [`CheckStatus::Unavailable`] with the reason, and counts as a failure: a report never passes without
 //! the measurements.
 
+mod local;
 mod smi;
+mod verdict;
 
 use std::time::Duration;
 
@@ -45,12 +44,19 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::catalog::{GpuModel, InstanceType};
+use crate::catalog::InstanceType;
 use crate::remote::{ExecRequest, RemoteExec};
 
+pub use local::{find_python, resolve_python, run_local_gpu_checks};
 pub use smi::{
-    QUERY_FIELDS, SmiGpu, SmiInfo, parse as parse_nvidia_smi, parse_list as parse_nvidia_smi_list,
+    QUERY_FIELDS, STATE_FIELDS, SmiGpu, SmiInfo, SmiProcess, SmiState, parse as parse_nvidia_smi,
+    parse_list as parse_nvidia_smi_list, parse_processes as parse_nvidia_smi_processes,
+    parse_state as parse_nvidia_smi_state, throttle_reason_names,
 };
+pub use verdict::{Reference, Thresholds, supports_bf16};
+
+#[cfg(doc)]
+use crate::catalog::GpuModel;
 
 /// The nvidia-smi script, as shipped into the workspace.
 pub const NVIDIA_SMI_SCRIPT: &str = include_str!("scripts/nvidia_smi.py");
@@ -75,7 +81,8 @@ else echo 'gpulab: no python3 in the workspace' >&2; exit 127; fi; exec \"$PY\" 
 /// What `run_gpu_checks` runs, and how strictly it judges.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckOptions {
-    /// GPUs the workspace should see; `None` means every GPU of the instance.
+    /// GPUs that should be visible; `None` means every GPU of the instance (in a lab) or every GPU
+    /// PyTorch sees (on this machine).
     pub expected_gpus: Option<u32>,
     /// Timed repeats per benchmark (the median is reported); at least 3.
     pub repeats: u32,
@@ -85,6 +92,10 @@ pub struct CheckOptions {
     pub vllm_model: Option<String>,
     /// Pass fractions; `None` uses [`Thresholds::for_gpu`].
     pub thresholds: Option<Thresholds>,
+    /// The Python (with PyTorch, and vLLM for its test) that runs the scripts: a path, or a name looked
+    /// up on the PATH where the scripts run. `None`: in a workspace, its venv's Python, else `python3`;
+    /// on this machine, [`find_python`].
+    pub python: Option<String>,
     /// Time limit for each of the nvidia-smi, PyTorch and NCCL scripts.
     pub script_timeout: Duration,
     /// Time limit for the vLLM smoke test (a download and a model load).
@@ -102,45 +113,12 @@ impl Default for CheckOptions {
             nccl: true,
             vllm_model: Some(DEFAULT_VLLM_MODEL.into()),
             thresholds: None,
+            python: None,
             script_timeout: Duration::from_secs(600),
             vllm_timeout: Duration::from_secs(900),
             env: Vec::new(),
         }
     }
-}
-
-/// The fractions of the datasheet figures a benchmark must reach to pass (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Thresholds {
-    /// fp16 and bf16 matmul, against [`GpuModel::fp16_dense_tflops`].
-    pub matmul_fp16: f64,
-    /// fp32 matmul without TF32, against [`GpuModel::fp32_tflops`].
-    pub matmul_fp32: f64,
-    /// Device-to-device copy, against [`GpuModel::memory_bandwidth_gbs`].
-    pub bandwidth: f64,
-}
-
-impl Thresholds {
-    /// The fractions for `gpu`: the defaults, lower matmul fractions for the power-capped T4 and L4.
-    pub fn for_gpu(gpu: &GpuModel) -> Self {
-        match gpu.id {
-            "t4" | "l4" => Thresholds {
-                matmul_fp16: 0.30,
-                matmul_fp32: 0.30,
-                bandwidth: 0.60,
-            },
-            _ => Thresholds {
-                matmul_fp16: 0.50,
-                matmul_fp32: 0.40,
-                bandwidth: 0.60,
-            },
-        }
-    }
-}
-
-/// Whether a GPU model has bf16 (Ampere and newer; not Turing's T4 or Volta's V100).
-pub fn supports_bf16(gpu: &GpuModel) -> bool {
-    !matches!(gpu.architecture, "Turing" | "Volta" | "Pascal")
 }
 
 /// How one check ended.
@@ -158,6 +136,9 @@ pub enum CheckStatus {
     /// The vLLM smoke test could not download its model (no network and no cached copy); says nothing
     /// about the GPU, so it does not fail the report.
     ModelUnavailable,
+    /// It ran, but the catalog has no datasheet figure for this GPU (a GeForce card, an H100 PCIe), so
+    /// the figure is reported and not judged; it does not fail the report.
+    Measured,
 }
 
 impl CheckStatus {
@@ -175,6 +156,7 @@ impl CheckStatus {
             CheckStatus::Unavailable => "UNAVAILABLE",
             CheckStatus::Skipped => "skipped",
             CheckStatus::ModelUnavailable => "no model",
+            CheckStatus::Measured => "measured",
         }
     }
 }
@@ -186,16 +168,24 @@ pub struct Check {
     pub name: String,
     /// How it ended.
     pub status: CheckStatus,
-    /// The figures or the reason, in words.
+    /// The figures or the reason, in words: what was measured, the datasheet peak, the fraction and
+    /// what passes, and the clocks, power and throttle reasons while it ran.
     pub detail: String,
     /// The measured figure, for benchmarks.
     pub measured: Option<f64>,
     /// The datasheet figure it was compared with.
     pub expected: Option<f64>,
+    /// `measured / expected`.
+    #[serde(default)]
+    pub fraction: Option<f64>,
     /// The fraction of `expected` needed to pass.
     pub threshold: Option<f64>,
     /// Unit of `measured` and `expected`: "TFLOP/s", "GB/s", "tokens/s".
     pub unit: Option<String>,
+    /// For a measured figure, what a low one usually means; for a failed one, what this run's clocks,
+    /// power and neighbours suggest first.
+    #[serde(default)]
+    pub hint: Option<String>,
 }
 
 impl Check {
@@ -206,43 +196,16 @@ impl Check {
             detail: detail.into(),
             measured: None,
             expected: None,
+            fraction: None,
             threshold: None,
             unit: None,
-        }
-    }
-
-    fn against(
-        name: String,
-        measured: f64,
-        expected: f64,
-        threshold: f64,
-        unit: &str,
-        extra: &str,
-    ) -> Self {
-        let ratio = measured / expected;
-        let status = if ratio >= threshold {
-            CheckStatus::Pass
-        } else {
-            CheckStatus::Fail
-        };
-        Check {
-            name,
-            status,
-            detail: format!(
-                "{measured:.1} {unit} = {:.0}% of {expected} (needs {:.0}%){extra}",
-                ratio * 100.0,
-                threshold * 100.0
-            ),
-            measured: Some(measured),
-            expected: Some(expected),
-            threshold: Some(threshold),
-            unit: Some(unit.into()),
+            hint: None,
         }
     }
 }
 
 /// nvidia-smi's view, or why there is none.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct NvidiaSmiReport {
     /// nvidia-smi ran and answered.
     pub available: bool,
@@ -250,6 +213,12 @@ pub struct NvidiaSmiReport {
     pub error: Option<String>,
     /// The parsed answer.
     pub info: Option<SmiInfo>,
+    /// Each GPU's clocks, power, temperature, throttle reasons and MIG mode before the benchmarks.
+    #[serde(default)]
+    pub state: Vec<SmiState>,
+    /// The processes nvidia-smi lists on the GPUs before the benchmarks.
+    #[serde(default)]
+    pub processes: Vec<SmiProcess>,
 }
 
 /// The raw document of `nvidia_smi.py`.
@@ -259,6 +228,10 @@ struct SmiRaw {
     error: Option<String>,
     query: Option<String>,
     summary: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    apps: Option<String>,
 }
 
 impl NvidiaSmiReport {
@@ -269,28 +242,68 @@ impl NvidiaSmiReport {
                 available: true,
                 error: None,
                 info: Some(info),
+                ..Default::default()
             },
             Err(e) => NvidiaSmiReport::unavailable(e),
         }
+    }
+
+    /// This report with each GPU's state ([`STATE_FIELDS`] CSV, then the throttle reasons) and the
+    /// processes on the GPUs (`--query-compute-apps` CSV) as nvidia-smi printed them.
+    pub fn with_state(mut self, state: &str, processes: &str) -> Self {
+        self.state = smi::parse_state(state);
+        self.processes = smi::parse_processes(processes);
+        self
     }
 
     fn unavailable(reason: impl Into<String>) -> Self {
         NvidiaSmiReport {
             available: false,
             error: Some(reason.into()),
-            info: None,
+            ..Default::default()
         }
     }
 
     fn from_raw(raw: SmiRaw) -> Self {
         match (raw.available, raw.query) {
-            (true, Some(query)) => Self::from_outputs(&query, raw.summary.as_deref().unwrap_or("")),
+            (true, Some(query)) => Self::from_outputs(&query, raw.summary.as_deref().unwrap_or(""))
+                .with_state(
+                    raw.state.as_deref().unwrap_or(""),
+                    raw.apps.as_deref().unwrap_or(""),
+                ),
             _ => Self::unavailable(
                 raw.error
                     .unwrap_or_else(|| "nvidia-smi gave no answer".into()),
             ),
         }
     }
+}
+
+/// What nvidia-smi said about a GPU while one benchmark ran on it: sampled every 100 ms, the medians
+/// of the samples taken while kernels ran (the hottest temperature), and every throttle reason seen.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Telemetry {
+    /// Samples taken while the benchmark ran; 0 when nvidia-smi could not be asked (see `error`).
+    pub samples: u32,
+    /// Why there are no samples.
+    pub error: Option<String>,
+    /// SM clock, MHz.
+    pub sm_clock_mhz: Option<f64>,
+    /// The highest SM clock the GPU allows (its boost clock), MHz.
+    pub max_sm_clock_mhz: Option<f64>,
+    /// Memory clock, MHz.
+    pub mem_clock_mhz: Option<f64>,
+    /// Power draw, W (nvidia-smi's own average over its sample period).
+    pub power_w: Option<f64>,
+    /// The power limit in force, W.
+    pub power_limit_w: Option<f64>,
+    /// The highest GPU temperature seen, °C.
+    pub temperature_c: Option<f64>,
+    /// Share of time a kernel ran, %.
+    pub utilization_pct: Option<f64>,
+    /// Every throttle reason seen while it ran, except "idle" (see [`throttle_reason_names`]).
+    pub throttle_reasons: Option<u64>,
 }
 
 /// One matmul measurement.
@@ -304,6 +317,9 @@ pub struct MatmulResult {
     pub median_ms: f64,
     /// 2n³ / time, TFLOP/s.
     pub tflops: f64,
+    /// The GPU's clocks, power and throttle reasons while it ran, where nvidia-smi could say.
+    #[serde(default)]
+    pub telemetry: Option<Telemetry>,
 }
 
 /// One device-to-device copy measurement.
@@ -315,6 +331,9 @@ pub struct BandwidthResult {
     pub median_ms: f64,
     /// Bytes read plus written per second, GB/s.
     pub gbs: f64,
+    /// The GPU's clocks, power and throttle reasons while it ran, where nvidia-smi could say.
+    #[serde(default)]
+    pub telemetry: Option<Telemetry>,
 }
 
 /// One CUDA device as PyTorch sees it, with its measurements.
@@ -324,6 +343,9 @@ pub struct TorchDevice {
     pub index: u32,
     /// Device name.
     pub name: String,
+    /// Its UUID (nvidia-smi's, without the `GPU-` prefix), where PyTorch reports it.
+    #[serde(default)]
+    pub uuid: Option<String>,
     /// Total memory, bytes.
     pub memory_bytes: u64,
     /// Compute capability, [major, minor].
@@ -407,14 +429,16 @@ pub struct VllmSmokeReport {
 /// Everything `gpulab test` found: the tools' answers and one [`Check`] per line of the verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuReport {
-    /// The instance type the figures were compared against.
-    pub instance: String,
-    /// Its GPU model's name.
-    pub gpu_model: String,
-    /// GPUs the workspace should see.
+    /// The lab's instance type the figures were compared against; `None` when the checks ran on this
+    /// machine (`gpulab test --local`).
+    pub instance: Option<String>,
+    /// The catalog GPU model the figures were compared against; `None` when there was no GPU to see, or
+    /// it is not in the catalog.
+    pub gpu_model: Option<String>,
+    /// GPUs that should be visible.
     pub expected_gpus: u32,
-    /// The pass fractions applied.
-    pub thresholds: Thresholds,
+    /// The pass fractions applied; `None` with no GPU model to judge against.
+    pub thresholds: Option<Thresholds>,
     /// nvidia-smi's answer.
     pub nvidia_smi: NvidiaSmiReport,
     /// PyTorch's answer.
@@ -428,26 +452,23 @@ pub struct GpuReport {
 }
 
 impl GpuReport {
-    /// Judge the tools' answers against `instance`'s catalog figures.
+    /// Judge the tools' answers against `reference` (a lab's instance type, or the GPU found here).
     pub fn assess(
-        instance: &InstanceType,
-        expected_gpus: u32,
-        thresholds: Thresholds,
+        reference: &Reference,
         nvidia_smi: NvidiaSmiReport,
         torch: TorchReport,
         nccl: Option<NcclReport>,
         vllm: Option<VllmSmokeReport>,
     ) -> Self {
-        let gpu = instance.gpu_model();
-        let mut checks = vec![smi_check(gpu, expected_gpus, &nvidia_smi)];
-        checks.extend(torch_checks(gpu, expected_gpus, thresholds, &torch));
-        checks.push(nccl_check(expected_gpus, &torch, nccl.as_ref()));
-        checks.push(vllm_check(vllm.as_ref()));
+        let mut checks = vec![verdict::smi_check(reference, &nvidia_smi)];
+        checks.extend(verdict::torch_checks(reference, &nvidia_smi, &torch));
+        checks.push(verdict::nccl_check(reference, &torch, nccl.as_ref()));
+        checks.push(verdict::vllm_check(vllm.as_ref()));
         GpuReport {
-            instance: instance.name.into(),
-            gpu_model: gpu.name.into(),
-            expected_gpus,
-            thresholds,
+            instance: reference.instance.map(|i| i.name.to_string()),
+            gpu_model: reference.gpu.map(|g| g.name.to_string()),
+            expected_gpus: reference.expected_gpus,
+            thresholds: reference.thresholds(),
             nvidia_smi,
             torch,
             nccl,
@@ -479,298 +500,58 @@ impl GpuReport {
             })
             .collect()
     }
-}
 
-/// The catalog's name for a GPU model, as it appears in nvidia-smi's product names ("T4", "A10G", "H100").
-fn model_token(gpu: &GpuModel) -> String {
-    gpu.id
-        .split('-')
-        .next()
-        .unwrap_or(gpu.id)
-        .to_ascii_uppercase()
-}
-
-fn smi_check(gpu: &GpuModel, expected: u32, report: &NvidiaSmiReport) -> Check {
-    const NAME: &str = "nvidia-smi";
-    let info = match (&report.info, report.available) {
-        (Some(info), true) => info,
-        _ => {
-            let why = report
-                .error
-                .as_deref()
-                .unwrap_or("nvidia-smi gave no answer");
-            return Check::new(NAME, CheckStatus::Unavailable, why);
-        }
-    };
-    let found = info.gpus.len() as u32;
-    let versions = format!(
-        "driver {}, CUDA {}",
-        info.driver_version.as_deref().unwrap_or("?"),
-        info.cuda_version.as_deref().unwrap_or("?")
-    );
-    if found < expected {
-        return Check::new(
-            NAME,
-            CheckStatus::Fail,
-            format!("{found} GPU(s) visible, expected {expected} ({versions})"),
-        );
-    }
-    let token = model_token(gpu);
-    if let Some(other) = info
-        .gpus
-        .iter()
-        .find(|g| !g.name.to_ascii_uppercase().contains(&token))
-    {
-        return Check::new(
-            NAME,
-            CheckStatus::Fail,
-            format!(
-                "GPU {} is a {}, expected {}",
-                other.index, other.name, gpu.name
-            ),
-        );
-    }
-    let names: Vec<String> = info
-        .gpus
-        .iter()
-        .map(|g| format!("{} ({} MiB)", g.name, g.memory_mib))
-        .collect();
-    Check::new(
-        NAME,
-        CheckStatus::Pass,
-        format!("{versions}; {found}× {}", dedup_join(&names)),
-    )
-}
-
-fn dedup_join(items: &[String]) -> String {
-    let mut unique: Vec<&String> = Vec::new();
-    for item in items {
-        if !unique.contains(&item) {
-            unique.push(item);
-        }
-    }
-    unique
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn torch_checks(gpu: &GpuModel, expected: u32, t: Thresholds, torch: &TorchReport) -> Vec<Check> {
-    const NAME: &str = "pytorch cuda";
-    let benchmarks = [
-        "matmul fp16",
-        "matmul bf16",
-        "matmul fp32",
-        "memory bandwidth",
-    ];
-    let unusable = if !torch.available {
-        Some(
-            torch
-                .error
-                .clone()
-                .unwrap_or_else(|| "PyTorch is missing".into()),
-        )
-    } else if !torch.cuda_available {
-        Some(
-            torch
-                .error
-                .clone()
-                .unwrap_or_else(|| "PyTorch sees no CUDA device".into()),
-        )
-    } else {
-        None
-    };
-    if let Some(why) = unusable {
-        let mut checks = vec![Check::new(NAME, CheckStatus::Unavailable, why.clone())];
-        checks.extend(benchmarks.iter().map(|b| {
-            Check::new(
-                *b,
-                CheckStatus::Unavailable,
-                format!("needs PyTorch with CUDA: {why}"),
-            )
-        }));
-        return checks;
-    }
-    let found = torch.devices.len() as u32;
-    let version = format!(
-        "torch {} (CUDA {})",
-        torch.torch_version.as_deref().unwrap_or("?"),
-        torch.cuda_build.as_deref().unwrap_or("?")
-    );
-    let names: Vec<String> = torch.devices.iter().map(|d| d.name.clone()).collect();
-    let mut checks = vec![if found < expected {
-        Check::new(
-            NAME,
-            CheckStatus::Fail,
-            format!("{version}: {found} device(s), expected {expected}"),
-        )
-    } else {
-        Check::new(
-            NAME,
-            CheckStatus::Pass,
-            format!("{version}: {found}× {}", dedup_join(&names)),
-        )
-    }];
-    for d in &torch.devices {
-        let device_error = |what: &str| {
-            d.errors
+    /// For a person reading the table: one line per kind of measured figure saying what a low one
+    /// usually means, then what this run suggests for each check that failed. Empty when nothing was
+    /// measured (no GPU, no PyTorch).
+    pub fn explanations(&self) -> Vec<String> {
+        let mut lines: Vec<String> = Vec::new();
+        for kind in verdict::HINTS {
+            if self
+                .checks
                 .iter()
-                .find(|e| e.starts_with(what))
-                .cloned()
-                .unwrap_or_else(|| format!("{what}: no result"))
-        };
-        for (label, dtype, expected_tflops, fraction) in [
-            ("fp16", "float16", gpu.fp16_dense_tflops, t.matmul_fp16),
-            ("bf16", "bfloat16", gpu.fp16_dense_tflops, t.matmul_fp16),
-            ("fp32", "float32", gpu.fp32_tflops, t.matmul_fp32),
-        ] {
-            let name = format!("matmul {label} gpu{}", d.index);
-            let result = d.matmul.iter().find(|m| m.dtype == dtype);
-            checks.push(match result {
-                Some(m) => Check::against(
-                    name,
-                    m.tflops,
-                    expected_tflops,
-                    fraction,
-                    "TFLOP/s",
-                    &format!(", n={}", m.n),
-                ),
-                None if dtype == "bfloat16"
-                    && d.capability.first().is_some_and(|major| *major < 8) =>
-                {
-                    Check::new(
-                        name,
-                        CheckStatus::Skipped,
-                        format!(
-                            "no bf16 on compute capability {}",
-                            d.capability
-                                .iter()
-                                .map(u32::to_string)
-                                .collect::<Vec<_>>()
-                                .join(".")
-                        ),
-                    )
-                }
-                None => Check::new(
-                    name,
-                    CheckStatus::Fail,
-                    device_error(&format!("matmul {dtype}")),
-                ),
-            });
-        }
-        let name = format!("memory bandwidth gpu{}", d.index);
-        checks.push(match &d.bandwidth {
-            Some(b) => Check::against(
-                name,
-                b.gbs,
-                gpu.memory_bandwidth_gbs,
-                t.bandwidth,
-                "GB/s",
-                &format!(", {} MiB copy", b.bytes >> 20),
-            ),
-            None => Check::new(name, CheckStatus::Fail, device_error("bandwidth")),
-        });
-    }
-    checks
-}
-
-fn nccl_check(expected: u32, torch: &TorchReport, nccl: Option<&NcclReport>) -> Check {
-    const NAME: &str = "nccl all-reduce";
-    let gpus = expected.max(torch.devices.len() as u32);
-    let Some(n) = nccl else {
-        let why = if gpus < 2 {
-            "one GPU: nothing to all-reduce across"
-        } else {
-            "not run"
-        };
-        return Check::new(NAME, CheckStatus::Skipped, why);
-    };
-    if !n.available {
-        let why = n.error.as_deref().unwrap_or("PyTorch with NCCL is missing");
-        return Check::new(NAME, CheckStatus::Unavailable, why);
-    }
-    if let Some(e) = &n.error {
-        return Check::new(NAME, CheckStatus::Fail, e.clone());
-    }
-    if n.correct != Some(true) {
-        return Check::new(
-            NAME,
-            CheckStatus::Fail,
-            "the all-reduce returned a wrong sum",
-        );
-    }
-    let (Some(busbw), Some(algbw)) = (n.busbw_gbs, n.algbw_gbs) else {
-        return Check::new(NAME, CheckStatus::Fail, "no bandwidth reported");
-    };
-    let mut check = Check::new(
-        NAME,
-        CheckStatus::Pass,
-        format!(
-            "bus bandwidth {busbw:.1} GB/s (algorithm {algbw:.1} GB/s) over {} GPUs, {} MiB, NCCL {}",
-            n.world_size.unwrap_or(0),
-            n.bytes.unwrap_or(0) >> 20,
-            n.nccl_version.as_deref().unwrap_or("?")
-        ),
-    );
-    check.measured = Some(busbw);
-    check.unit = Some("GB/s".into());
-    check
-}
-
-fn vllm_check(vllm: Option<&VllmSmokeReport>) -> Check {
-    const NAME: &str = "vllm generate";
-    let Some(v) = vllm else {
-        return Check::new(NAME, CheckStatus::Skipped, "turned off");
-    };
-    let model = v.model.as_deref().unwrap_or("?");
-    if !v.available {
-        let why = v.error.as_deref().unwrap_or("vLLM is missing");
-        return Check::new(NAME, CheckStatus::Unavailable, why);
-    }
-    match v.outcome.as_deref() {
-        Some("ok") => match v.tokens_per_s {
-            Some(rate) => {
-                let mut check = Check::new(
-                    NAME,
-                    CheckStatus::Pass,
-                    format!(
-                        "{rate:.0} tokens/s ({} tokens, {} prompts) with {model}, vLLM {}",
-                        v.output_tokens.unwrap_or(0),
-                        v.prompts.unwrap_or(0),
-                        v.vllm_version.as_deref().unwrap_or("?")
-                    ),
-                );
-                check.measured = Some(rate);
-                check.unit = Some("tokens/s".into());
-                check
+                .any(|c| c.name.starts_with(kind.prefix) && c.measured.is_some())
+            {
+                lines.push(format!("{}: {}", kind.prefix, kind.hint));
             }
-            None => Check::new(NAME, CheckStatus::Fail, "generated no tokens"),
-        },
-        Some("model_unavailable") => Check::new(
-            NAME,
-            CheckStatus::ModelUnavailable,
-            v.error
-                .clone()
-                .unwrap_or_else(|| format!("could not download {model}")),
-        ),
-        _ => Check::new(
-            NAME,
-            CheckStatus::Fail,
-            v.error.clone().unwrap_or_else(|| "vLLM failed".into()),
-        ),
+        }
+        for check in self.checks.iter().filter(|c| c.status == CheckStatus::Fail) {
+            if let Some(hint) = &check.hint
+                && !verdict::HINTS.iter().any(|k| k.hint == hint.as_str())
+            {
+                lines.push(format!("{}: {hint}", check.name));
+            }
+        }
+        lines
     }
 }
 
-/// Run `script` with the workspace's Python (fed on standard input) and return its JSON document, or why
+/// Where the scripts run, for the words of their messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// A lab's workspace pod.
+    Workspace,
+    /// The machine gpulab runs on.
+    Local,
+}
+
+/// Run `script` with `python` (a path or a name on the PATH where it runs; `None`: the workspace's
+/// Python, its venv's else `python3`), fed on standard input, and return its JSON document, or why
 /// there is none (no Python, a crash, a timeout). Transport failures are errors.
 pub(crate) async fn run_python_json(
     exec: &dyn RemoteExec,
     script: &str,
+    python: Option<&str>,
     env: Vec<(String, String)>,
     timeout: Duration,
 ) -> Result<std::result::Result<serde_json::Value, String>> {
-    let mut request = ExecRequest::shell(PYTHON_LAUNCHER);
+    let mut request = match python {
+        Some(python) => ExecRequest {
+            argv: vec![python.to_string(), "-".to_string()],
+            ..Default::default()
+        },
+        None => ExecRequest::shell(PYTHON_LAUNCHER),
+    };
     request.stdin = Some(script.as_bytes().to_vec());
     request.env = env;
     request.timeout = Some(timeout);
@@ -806,7 +587,7 @@ fn parse_script_output(
         trimmed[start..].to_string()
     };
     Err(match code {
-        127 => format!("no Python in the workspace: {tail}"),
+        126 | 127 => format!("no Python to run it: {tail}"),
         124 | 137 => format!("timed out or killed (exit {code}): {tail}"),
         _ => format!("the script exited with {code} and no result: {tail}"),
     })
@@ -816,108 +597,143 @@ fn decode<T: DeserializeOwned>(value: serde_json::Value) -> std::result::Result<
     serde_json::from_value(value).map_err(|e| format!("unexpected script output: {e}"))
 }
 
-async fn run_script<T: DeserializeOwned>(
-    exec: &dyn RemoteExec,
-    script: &str,
-    env: Vec<(String, String)>,
-    timeout: Duration,
-) -> Result<std::result::Result<T, String>> {
-    Ok(run_python_json(exec, script, env, timeout)
+/// The suite's scripts, run one after another through one transport.
+struct Runner<'a> {
+    exec: &'a dyn RemoteExec,
+    options: &'a CheckOptions,
+    place: Place,
+}
+
+impl Runner<'_> {
+    async fn script<T: DeserializeOwned>(
+        &self,
+        script: &str,
+        own_env: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> Result<std::result::Result<T, String>> {
+        let mut env = self.options.env.clone();
+        if self.place == Place::Local {
+            env.push(("GPULAB_PLACE".into(), "local".into()));
+        }
+        env.extend(own_env);
+        Ok(run_python_json(
+            self.exec,
+            script,
+            self.options.python.as_deref(),
+            env,
+            timeout,
+        )
         .await?
         .and_then(decode))
+    }
+
+    /// nvidia-smi, then PyTorch: what the GPUs are.
+    async fn inventory(&self) -> Result<(NvidiaSmiReport, TorchReport)> {
+        let options = self.options;
+        let smi = match self
+            .script::<SmiRaw>(NVIDIA_SMI_SCRIPT, vec![], options.script_timeout)
+            .await?
+        {
+            Ok(raw) => NvidiaSmiReport::from_raw(raw),
+            Err(why) => NvidiaSmiReport::unavailable(format!("nvidia-smi check: {why}")),
+        };
+        let repeats = (
+            "GPULAB_REPEATS".to_string(),
+            options.repeats.max(3).to_string(),
+        );
+        let torch = self
+            .script::<TorchReport>(TORCH_SCRIPT, vec![repeats], options.script_timeout)
+            .await?
+            .unwrap_or_else(|why| TorchReport {
+                error: Some(format!("PyTorch check: {why}")),
+                ..Default::default()
+            });
+        Ok((smi, torch))
+    }
+
+    /// The all-reduce and the vLLM smoke test, then the verdict against `reference`.
+    async fn finish(
+        &self,
+        reference: Reference,
+        smi: NvidiaSmiReport,
+        torch: TorchReport,
+    ) -> Result<GpuReport> {
+        let options = self.options;
+        let multi = reference.expected_gpus >= 2 || torch.devices.len() >= 2;
+        let nccl = if options.nccl && multi {
+            // The script stops its workers a little before the transport's limit would cut it off.
+            let own = vec![
+                (
+                    "GPULAB_REPEATS".to_string(),
+                    options.repeats.max(3).to_string(),
+                ),
+                (
+                    "GPULAB_NCCL_TIMEOUT".to_string(),
+                    (options.script_timeout.as_secs() * 9 / 10)
+                        .max(1)
+                        .to_string(),
+                ),
+            ];
+            Some(
+                self.script::<NcclReport>(NCCL_SCRIPT, own, options.script_timeout)
+                    .await?
+                    .unwrap_or_else(|why| NcclReport {
+                        error: Some(format!("NCCL check: {why}")),
+                        ..Default::default()
+                    }),
+            )
+        } else {
+            None
+        };
+        let vllm = match &options.vllm_model {
+            Some(model) => {
+                let mut own = vec![("GPULAB_VLLM_MODEL".to_string(), model.clone())];
+                let bf16 = match reference.gpu {
+                    Some(gpu) => supports_bf16(gpu),
+                    None => torch
+                        .devices
+                        .first()
+                        .is_none_or(|d| d.capability.first().is_some_and(|major| *major >= 8)),
+                };
+                if !bf16 {
+                    own.push(("GPULAB_VLLM_DTYPE".into(), "half".into()));
+                }
+                Some(
+                    self.script::<VllmSmokeReport>(VLLM_SCRIPT, own, options.vllm_timeout)
+                        .await?
+                        .unwrap_or_else(|why| VllmSmokeReport {
+                            model: Some(model.clone()),
+                            outcome: Some("error".into()),
+                            error: Some(format!("vLLM check: {why}")),
+                            ..Default::default()
+                        }),
+                )
+            }
+            None => None,
+        };
+        Ok(GpuReport::assess(&reference, smi, torch, nccl, vllm))
+    }
 }
 
 /// Run the validation suite in the workspace behind `exec` and judge it against `instance`'s GPU.
 /// A missing tool makes its checks [`CheckStatus::Unavailable`]; only a failing transport is an error.
 pub async fn run_gpu_checks(
     exec: &dyn RemoteExec,
-    instance: &InstanceType,
+    instance: &'static InstanceType,
     options: &CheckOptions,
 ) -> Result<GpuReport> {
-    let gpu = instance.gpu_model();
-    let expected = options.expected_gpus.unwrap_or(instance.gpu_count);
-    let thresholds = options
-        .thresholds
-        .unwrap_or_else(|| Thresholds::for_gpu(gpu));
-    let repeats = (
-        "GPULAB_REPEATS".to_string(),
-        options.repeats.max(3).to_string(),
-    );
-    let with_env = |own: Vec<(String, String)>| -> Vec<(String, String)> {
-        options.env.iter().cloned().chain(own).collect()
-    };
-
-    let smi = match run_script::<SmiRaw>(
+    let runner = Runner {
         exec,
-        NVIDIA_SMI_SCRIPT,
-        with_env(vec![]),
-        options.script_timeout,
+        options,
+        place: Place::Workspace,
+    };
+    let (smi, torch) = runner.inventory().await?;
+    let reference = Reference::instance(
+        instance,
+        options.expected_gpus.unwrap_or(instance.gpu_count),
     )
-    .await?
-    {
-        Ok(raw) => NvidiaSmiReport::from_raw(raw),
-        Err(why) => NvidiaSmiReport::unavailable(format!("nvidia-smi check: {why}")),
-    };
-    let torch = run_script::<TorchReport>(
-        exec,
-        TORCH_SCRIPT,
-        with_env(vec![repeats.clone()]),
-        options.script_timeout,
-    )
-    .await?
-    .unwrap_or_else(|why| TorchReport {
-        error: Some(format!("PyTorch check: {why}")),
-        ..Default::default()
-    });
-    let multi = expected >= 2 || torch.devices.len() >= 2;
-    let nccl = if options.nccl && multi {
-        let timeout = (
-            "GPULAB_NCCL_TIMEOUT".to_string(),
-            options.script_timeout.as_secs().to_string(),
-        );
-        Some(
-            run_script::<NcclReport>(
-                exec,
-                NCCL_SCRIPT,
-                with_env(vec![repeats, timeout]),
-                options.script_timeout,
-            )
-            .await?
-            .unwrap_or_else(|why| NcclReport {
-                error: Some(format!("NCCL check: {why}")),
-                ..Default::default()
-            }),
-        )
-    } else {
-        None
-    };
-    let vllm = match &options.vllm_model {
-        Some(model) => {
-            let mut own = vec![("GPULAB_VLLM_MODEL".to_string(), model.clone())];
-            if !supports_bf16(gpu) {
-                own.push(("GPULAB_VLLM_DTYPE".into(), "half".into()));
-            }
-            Some(
-                run_script::<VllmSmokeReport>(
-                    exec,
-                    VLLM_SCRIPT,
-                    with_env(own),
-                    options.vllm_timeout,
-                )
-                .await?
-                .unwrap_or_else(|why| VllmSmokeReport {
-                    model: Some(model.clone()),
-                    outcome: Some("error".into()),
-                    error: Some(format!("vLLM check: {why}")),
-                    ..Default::default()
-                }),
-            )
-        }
-        None => None,
-    };
-    Ok(GpuReport::assess(
-        instance, expected, thresholds, smi, torch, nccl, vllm,
-    ))
+    .with_thresholds(options.thresholds);
+    runner.finish(reference, smi, torch).await
 }
 
 #[cfg(test)]

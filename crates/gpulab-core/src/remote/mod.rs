@@ -1,5 +1,6 @@
 //! Remote execution in the workspace: run commands, copy files, open tunnels to the pod's ports. Two
-//! transports implement it: the Kubernetes API server (exec and port-forward, like `kubectl`) and SSH.
+//! transports implement it: the Kubernetes API server (exec and port-forward, like `kubectl`) and SSH; a
+//! third, [`local::LocalExec`], runs the same calls on this machine (`gpulab test --local`).
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use crate::{Error, Result};
 pub mod api_server;
 pub mod forward;
 pub mod glob;
+pub mod local;
 pub mod ssh;
 pub mod ssh_config;
 pub mod terminal;

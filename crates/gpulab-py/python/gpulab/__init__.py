@@ -9,6 +9,8 @@
     >>> print(lab.exec("nvidia-smi").stdout)
     >>> lab.down()
 
+    >>> gpulab.test_local().rows                # the same GPU checks on this machine, no lab needed
+
 Everything here wraps the Rust core that the `gpulab` command uses, so settings, validation, errors and
 costs are the same in both. Long calls release the GIL and run on one shared background runtime, so
 they work inside Jupyter's running event loop; `await lab.up_async()` and the other `*_async` methods
@@ -34,6 +36,7 @@ from gpulab._gpulab import (
     catalog,
     labs,
     plan,
+    test_local,
 )
 from gpulab._progress import NotebookProgress, print_progress
 
@@ -58,4 +61,5 @@ __all__ = [
     "labs",
     "plan",
     "print_progress",
+    "test_local",
 ]

@@ -13,6 +13,7 @@ __all__ = [
     "plan",
     "catalog",
     "labs",
+    "test_local",
     "Lab",
     "ExecResult",
     "Forward",
@@ -76,6 +77,15 @@ def catalog(
 def labs() -> List[Dict[str, Any]]:
     """Every lab on this machine, as `gpulab ls` lists them."""
 
+def test_local(
+    python: Optional[_Path] = None,
+    vllm_model: Optional[str] = "facebook/opt-125m",
+    nccl: bool = True,
+    repeats: int = 10,
+    expected_gpus: Optional[int] = None,
+) -> GpuReport:
+    """Run the GPU validation suite on this machine, with no lab (`gpulab test --local`)."""
+
 @final
 class ExecResult:
     """How a command in the workspace ended, and what it printed."""
@@ -111,7 +121,7 @@ class Forward:
 
 @final
 class GpuReport:
-    """What `test_gpu` found: the tools' answers and a verdict per check."""
+    """What `test_gpu` or `test_local` found: the tools' answers and a verdict per check."""
 
     @property
     def passed(self) -> bool: ...
@@ -159,6 +169,7 @@ class Lab:
         nccl: bool = True,
         repeats: int = 10,
         expected_gpus: Optional[int] = None,
+        python: Optional[str] = None,
     ) -> GpuReport: ...
     def slurm_setup(self, install_missing: bool = True) -> Dict[str, Any]: ...
     def vllm_serve(self, model: str, port: int = 8000, wait: bool = True, timeout: float = 900.0) -> Dict[str, Any]: ...

@@ -105,6 +105,8 @@ backends = _Backends()
 class _Props:
     def __init__(self, i):
         self.name = "Fake GPU %d" % i
+        # As the fake nvidia-smi (bin/) names GPU i, without its "GPU-" prefix, as PyTorch prints it.
+        self.uuid = "fa4e0000-0000-0000-0000-%012d" % i
         self.total_memory = 16 << 30
         self.major, self.minor = 8, 0
         self.multi_processor_count = 1
