@@ -14,9 +14,7 @@ use ipnet::IpNet;
 /// encrypted SSH key that ssh-agent does not hold.
 pub(crate) fn lab_options() -> gpulab_core::LabOptions {
     gpulab_core::LabOptions {
-        ssh_passphrase: Some(std::sync::Arc::new(
-            gpulab_core::remote::terminal::prompt_passphrase,
-        )),
+        ssh_passphrase: Some(std::sync::Arc::new(crate::terminal::prompt_passphrase)),
         ..Default::default()
     }
 }

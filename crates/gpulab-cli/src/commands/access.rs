@@ -43,7 +43,7 @@ pub(crate) async fn ssh(global: &GlobalArgs, args: &SshArgs) -> gpulab_core::Res
         (_, true) => Some(false),
         _ => None,
     };
-    let status = gpulab_core::remote::terminal::interactive_session(&session, command, tty).await?;
+    let status = crate::terminal::interactive_session(&session, command, tty).await?;
     Ok(status.shell_code())
 }
 
