@@ -445,10 +445,6 @@ fn input_errors() {
         ("error_no_subcommand", &[]),
         ("error_unknown_shell", &["completions", "fish2"]),
         ("error_exec_without_command", &["exec"]),
-        (
-            "error_kubeconfig_without_context",
-            &["up", "--kubeconfig", "kc"],
-        ),
         ("error_ssh_t_and_big_t", &["ssh", "-t", "-T"]),
         (
             "error_catalog_gpus_with_filter",
