@@ -187,6 +187,16 @@ impl Lab {
         })
     }
 
+    /// The lab of `spec`'s name as recorded on this machine (with its recorded spec and provider), or,
+    /// when there is no record, a new AWS lab of `spec` (for `image build` before the first `up`). An
+    /// unreadable record is an error.
+    pub async fn open(spec: ValidSpec, options: LabOptions) -> Result<Lab> {
+        match Lab::find(&spec.spec.name, options.clone()).await? {
+            Some(lab) => Ok(lab),
+            None => Lab::new(spec, Provider::Aws, options).await,
+        }
+    }
+
     /// Look in AWS for labs named as `spec`'s whose local state is gone: what carries the lab's name
     /// tag, grouped by lab ID, and what has the lab's names without any gpulab ID. Changes nothing.
     #[cfg(feature = "aws")]
