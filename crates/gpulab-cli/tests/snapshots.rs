@@ -655,7 +655,7 @@ fn lab_on_an_existing_cluster() {
     emu.write_kubeconfig(&kubeconfig)
         .expect("write the kubeconfig");
     let kubeconfig = kubeconfig.display().to_string();
-    let pod_dir = emu.pod_dir("gpulab", "gpu-dev-pod");
+    let pod_dir = emu.pod_dir("gpulab", "gpu-dev-pod-0");
     let lab_snapshot = |name: &str, args: &[&str]| -> Output {
         let out = run(&user, args);
         let text =

@@ -408,12 +408,14 @@ impl Lab {
         state.mark_done(steps::WORKSPACE);
         self.dir.save(&state)?;
 
-        let timeout = self
-            .options
-            .ready_timeout
-            .unwrap_or(Duration::from_secs(20 * 60));
         let workspace = KubeWorkspace
-            .wait_ready(&client, &self.spec, &self.id, timeout, reporter)
+            .wait_ready(
+                &client,
+                &self.spec,
+                &self.id,
+                self.ready_timeout(),
+                reporter,
+            )
             .await?;
         state.host_public_key = workspace.host_public_key.clone();
         state.mark_done(steps::READY);
@@ -738,7 +740,9 @@ impl Lab {
         .await
     }
 
-    /// Resize the GPU node group; 0 stops the GPU bill and keeps the cluster and `/workspace`.
+    /// Resize the GPU node group; 0 stops the GPU bill and keeps the cluster and `/workspace`. Back
+    /// above 0 (`start`), it waits until the workspace's StatefulSet has its pod ready again on the new
+    /// node, with the same `/workspace`.
     pub async fn scale(&self, desired: u32, reporter: &dyn Reporter) -> Result<()> {
         let _lock = self.lock()?;
         self.provisioner
@@ -748,7 +752,27 @@ impl Lab {
             state.set_nodes(desired, SystemTime::now());
             self.dir.save(&state)?;
         }
+        if desired > 0 {
+            let client = self.client().await?;
+            KubeWorkspace
+                .wait_ready(
+                    &client,
+                    &self.spec,
+                    &self.id,
+                    self.ready_timeout(),
+                    reporter,
+                )
+                .await?;
+        }
         Ok(())
+    }
+
+    /// How long to wait for the workspace pod (default 20 minutes: a first start pulls a CUDA image and
+    /// installs packages).
+    fn ready_timeout(&self) -> Duration {
+        self.options
+            .ready_timeout
+            .unwrap_or(Duration::from_secs(20 * 60))
     }
 
     /// Remove everything the lab made: first, through the cluster, what owns cloud resources (the
