@@ -18,8 +18,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use layer::{
-    AccessLayer, DevicePluginLayer, ENV_VARS, NodesLayer, OPTIONS, SpecInputs, SpecLayer,
-    WorkspaceLayer, config_file_candidates, field_option, option_field,
+    AccessLayer, DevicePluginLayer, ENV_VARS, NodesLayer, OPTIONS, OptionError, SpecInputs,
+    SpecLayer, WorkspaceLayer, config_file_candidates, field_option, option_field,
 };
 pub use quantity::Quantity;
 pub use validate::{SshKey, ValidSpec};
