@@ -41,12 +41,24 @@ pub enum Event {
         done: u64,
         /// The total, when known.
         total: Option<u64>,
+        /// What `done` and `total` count.
+        unit: Unit,
     },
     /// Something the user should know that does not stop the work.
     Warning {
         /// The warning.
         message: String,
     },
+}
+
+/// What an [`Event::Progress`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unit {
+    /// Bytes, of a copy or a stream.
+    Bytes,
+    /// Things of the step's own kind (connections of a forward, parts of a step).
+    Items,
 }
 
 /// Receives progress events. Implementations must be cheap: events arrive on the hot path of waits and
@@ -103,6 +115,7 @@ impl<'a> ByteProgress<'a> {
             step: self.step.clone(),
             done: self.done,
             total: self.total,
+            unit: Unit::Bytes,
         });
     }
 }
