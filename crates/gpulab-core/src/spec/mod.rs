@@ -212,6 +212,8 @@ pub enum Source {
     Flag(String),
     /// A keyword argument of the Python API, e.g. `node_type=`.
     Argument(String),
+    /// A method of the Rust [`crate::LabBuilder`], e.g. `.node_type()`.
+    Method(String),
 }
 
 impl fmt::Display for Source {
@@ -222,6 +224,7 @@ impl fmt::Display for Source {
             Source::Env(var) => write!(f, "env {var}"),
             Source::Flag(flag) => write!(f, "flag {flag}"),
             Source::Argument(arg) => write!(f, "argument {arg}"),
+            Source::Method(method) => write!(f, "method {method}"),
         }
     }
 }
