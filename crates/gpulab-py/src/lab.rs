@@ -30,31 +30,31 @@ pub(crate) struct PyLab {
     jupyter: Mutex<Option<ForwardHandle>>,
 }
 
-/// The progress callback to use: the one given, none for `False`, else the default display
-/// (`gpulab._progress.default_progress()`: a notebook display inside Jupyter, nothing elsewhere).
+/// The progress callback for a `progress=` argument (`gpulab._progress.callback_for`): the callable
+/// given; none for `False`; a notebook display in Jupyter for `None` and `True`, and for `True` lines on
+/// stdout elsewhere. Anything else is a `TypeError`.
 fn progress_callback<'py>(
     py: Python<'py>,
     progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    match progress {
-        Some(p) if p.is_instance_of::<pyo3::types::PyBool>() => {
-            if p.is_truthy()? {
-                Ok(Some(
-                    py.import("gpulab._progress")?
-                        .call_method0("print_progress")?,
-                ))
-            } else {
-                Ok(None)
-            }
+    let progress = progress.unwrap_or_else(|| py.None().into_bound(py));
+    let callback = py
+        .import("gpulab._progress")?
+        .call_method1("callback_for", (progress,))?;
+    Ok((!callback.is_none()).then_some(callback))
+}
+
+/// Tell a progress callback that its call is over (`finish(ok)`, when it has that method), so a display
+/// marks what was in flight done or failed; the call's own error wins over the callback's.
+fn finish_progress<T>(progress: Option<&Bound<'_, PyAny>>, result: PyResult<T>) -> PyResult<T> {
+    let finished = match progress {
+        Some(callback) if callback.hasattr("finish").unwrap_or(false) => {
+            callback.call_method1("finish", (result.is_ok(),)).map(drop)
         }
-        Some(p) => Ok(Some(p)),
-        None => {
-            let default = py
-                .import("gpulab._progress")?
-                .call_method0("default_progress")?;
-            Ok((!default.is_none()).then_some(default))
-        }
-    }
+        _ => Ok(()),
+    };
+    let value = result?;
+    finished.map(|()| value)
 }
 
 fn seconds(value: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
@@ -180,8 +180,8 @@ impl PyLab {
     }
 
     /// Bring the lab up, or finish bringing it up; returns the report as a dict. `progress` is called
-    /// with each event as a dict (`False`: no progress; default: a display in Jupyter, nothing
-    /// elsewhere).
+    /// with each event as a dict (`False`: no progress; `True`: a display in Jupyter, lines elsewhere;
+    /// default: a display in Jupyter, nothing elsewhere).
     #[pyo3(signature = (progress=None))]
     fn up<'py>(
         &self,
@@ -192,8 +192,8 @@ impl PyLab {
         let lab = self.lab.clone();
         let report = wait(py, progress.as_ref(), move |reporter| async move {
             lab.up(reporter.as_ref()).await
-        })?;
-        to_python(py, &report)
+        });
+        to_python(py, &finish_progress(progress.as_ref(), report)?)
     }
 
     /// The lab as the provider and the cluster see it, and its bill, as a dict.
@@ -224,8 +224,8 @@ impl PyLab {
         let lab = self.lab.clone();
         let report = wait(py, progress.as_ref(), move |reporter| async move {
             lab.down(reporter.as_ref()).await
-        })?;
-        to_python(py, &report)
+        });
+        to_python(py, &finish_progress(progress.as_ref(), report)?)
     }
 
     /// Run a command in the workspace: a string runs with `bash -lc`, a list runs as it is. `stdin` (str
@@ -575,8 +575,8 @@ impl PyLab {
         let progress = progress_callback(py, progress)?;
         let stats = self.with_lab(py, progress.as_ref(), move |lab, reporter| async move {
             lab.remote().await?.copy(direction, reporter.as_ref()).await
-        })?;
-        to_python(py, &stats)
+        });
+        to_python(py, &finish_progress(progress.as_ref(), stats)?)
     }
 }
 
