@@ -6,13 +6,14 @@
 
 use gpulab_core::events::Recorder;
 use gpulab_core::naming::KubeNames;
+use gpulab_core::plan::SUBNET_CIDRS;
 use gpulab_core::provision::aws::{AwsClients, load_sdk_config};
 use gpulab_core::remote::ExecRequest;
-use gpulab_core::spec::SpecLayer;
+use gpulab_core::spec::{AccessLayer, AccessMode, SpecLayer};
 use gpulab_core::{Lab, Provider};
 use gpulab_testkit::LabDir;
 use gpulab_testkit::clouds::EmulatedClouds;
-use gpulab_testkit::kube::KubeEmulator;
+use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
 
 /// The pods in `namespace` whose label `key` is `value`, as (name, node, phase, ready).
 fn pods(
@@ -50,20 +51,27 @@ fn pods(
 }
 
 async fn lab_up(name: &str) -> (LabDir, EmulatedClouds, Lab) {
+    let (user, clouds, lab) = lab_in_clouds(name).await;
+    lab.up(&Recorder::default()).await.expect("up");
+    (user, clouds, lab)
+}
+
+/// A lab of `name` in fresh emulated clouds, not yet up.
+async fn lab_in_clouds(name: &str) -> (LabDir, EmulatedClouds, Lab) {
+    lab_of(SpecLayer {
+        name: Some(name.into()),
+        ..Default::default()
+    })
+    .await
+}
+
+/// A lab of `layer` in fresh emulated clouds, not yet up.
+async fn lab_of(layer: SpecLayer) -> (LabDir, EmulatedClouds, Lab) {
     let user = LabDir::new().with_default_key();
     let clouds = EmulatedClouds::start(&user.home()).await.unwrap();
-    let spec = user
-        .inputs(SpecLayer {
-            name: Some(name.into()),
-            ..Default::default()
-        })
-        .resolve()
-        .unwrap()
-        .validate()
-        .unwrap();
+    let spec = user.inputs(layer).resolve().unwrap().validate().unwrap();
     let options = clouds.lab_options(user.gpulab_home());
     let lab = Lab::new(spec, Provider::Aws, options).await.unwrap();
-    lab.up(&Recorder::default()).await.expect("up");
     (user, clouds, lab)
 }
 
@@ -214,6 +222,152 @@ async fn the_workspace_comes_back_after_stop_start_and_a_replaced_node() {
     lab.down(&Recorder::default()).await.expect("down");
 }
 
+/// Defect 5: the zones. The account is opted in to the Los Angeles Local Zone, which offers g4dn and
+/// sorts first (`us-west-2-lax-1a`); EKS cannot put a control plane there, and here it also has no
+/// control-plane capacity in us-west-2a (UnsupportedAvailabilityZoneException, naming the zones it
+/// accepts). The lab keeps to standard zones and moves its subnets where EKS accepts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subnets_avoid_local_zones_and_move_where_eks_accepts_a_control_plane() {
+    let (user, clouds, lab) = lab_in_clouds("zonelab").await;
+    clouds.world.zones.refuse_control_plane_in("us-west-2a");
+    let events = Recorder::default();
+    lab.up(&events).await.expect("up");
+
+    let config = load_sdk_config("us-west-2", &lab_sdk(&clouds, &user)).await;
+    let c = AwsClients::new(&config, None);
+    let subnets = c
+        .ec2
+        .describe_subnets()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:Name")
+                .values("zonelab-public-1")
+                .values("zonelab-public-2")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut zones: Vec<(String, String)> = subnets
+        .subnets()
+        .iter()
+        .map(|s| {
+            (
+                s.cidr_block().unwrap().to_string(),
+                s.availability_zone().unwrap().to_string(),
+            )
+        })
+        .collect();
+    zones.sort();
+    assert_eq!(
+        zones,
+        [
+            (SUBNET_CIDRS[0].to_string(), "us-west-2c".to_string()),
+            (SUBNET_CIDRS[1].to_string(), "us-west-2b".to_string()),
+        ],
+        "no Local Zone, no refused zone: the nodes' subnet made again in the next zone offering g4dn.xlarge"
+    );
+    let warnings: Vec<String> = events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            gpulab_core::events::Event::Warning { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("us-west-2a")),
+        "{warnings:?}"
+    );
+    // The nodes, and so the volume, follow the node group's subnet.
+    let names = KubeNames::new(&lab.spec().spec);
+    let claim = clouds
+        .kube
+        .object("persistentvolumeclaims", &names.namespace, &names.volume)
+        .unwrap();
+    let volume = clouds
+        .kube
+        .object(
+            "persistentvolumes",
+            "",
+            claim["spec"]["volumeName"].as_str().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+            [0],
+        "us-west-2c"
+    );
+
+    lab.down(&Recorder::default()).await.expect("down");
+}
+
+/// A lab whose SSH port is public through a LoadBalancer Service, up.
+async fn load_balancer_lab(name: &str) -> (LabDir, EmulatedClouds, Lab) {
+    let (user, clouds, lab) = lab_of(SpecLayer {
+        name: Some(name.into()),
+        access: AccessLayer {
+            mode: Some(AccessMode::LoadBalancer),
+            allowed_cidrs: Some(vec!["203.0.113.7/32".parse().unwrap()]),
+            api_cidrs: None,
+        },
+        ..Default::default()
+    })
+    .await;
+    lab.up(&Recorder::default()).await.expect("up");
+    let balancers = clouds.world.load_balancers.load_balancers();
+    assert_eq!(balancers.len(), 1, "{balancers:?}");
+    let tags = &balancers[0].1;
+    for tag in [
+        ("gpulab.io/lab-id".to_string(), lab.id().to_string()),
+        (format!("kubernetes.io/cluster/{name}"), "owned".to_string()),
+    ] {
+        assert!(tags.contains(&tag), "{tag:?} not in {tags:?}");
+    }
+    (user, clouds, lab)
+}
+
+/// Defect 6, with the cluster: the Service's finalizer holds it until the cloud provider has deleted
+/// its NLB, and `down` waits for that (and for the EBS volume) before the nodes go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_lets_the_cluster_delete_its_load_balancer() {
+    let (_user, clouds, lab) = load_balancer_lab("lblab").await;
+    let names = KubeNames::new(&lab.spec().spec);
+    let service = clouds
+        .kube
+        .object("services", &names.namespace, &names.load_balancer)
+        .unwrap();
+    assert_eq!(
+        service["metadata"]["finalizers"],
+        serde_json::json!(["service.kubernetes.io/load-balancer-cleanup"])
+    );
+    let report = lab.down(&Recorder::default()).await.expect("down");
+    assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
+    assert!(clouds.world.load_balancers.load_balancers().is_empty());
+    assert!(
+        !report.deleted.iter().any(|r| r.kind == "elb-load-balancer"),
+        "the cluster deleted it, not the sweep: {:?}",
+        report.deleted
+    );
+}
+
+/// Defect 6, without the cluster: the API server does not answer at `down`, so nothing in the cluster
+/// deletes the NLB, and it would outlive the lab (keeping its VPC). Teardown finds it by the lab's ID
+/// (which the Service's annotation put on it) and deletes it before the network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_deletes_a_load_balancer_the_cluster_could_not() {
+    let (_user, clouds, lab) = load_balancer_lab("lbgone").await;
+    clouds.kube.fail_next(u64::MAX);
+    let report = lab.down(&Recorder::default()).await.expect("down");
+    assert!(clouds.world.load_balancers.load_balancers().is_empty());
+    assert!(
+        report.deleted.iter().any(|r| r.kind == "elb-load-balancer"),
+        "{:?}",
+        report.deleted
+    );
+    assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
+}
+
 fn lab_sdk(clouds: &EmulatedClouds, user: &LabDir) -> gpulab_core::provision::aws::SdkOptions {
     clouds.lab_options(user.gpulab_home()).aws.sdk
 }
@@ -236,4 +390,56 @@ fn urlencoding_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `status` says what in the cluster keeps the workspace from getting ready: here an EBS CSI driver
+/// that is registered but whose controller does not run, so the claim waits for an external provisioner
+/// (the event the persistent volume controller records on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_volume_provisioner_that_keeps_the_workspace_waiting() {
+    let user = LabDir::new().with_default_key();
+    let emu = KubeEmulator::start().await.unwrap();
+    let cluster = emu.handle();
+    cluster.behave_as_eks();
+    cluster.add_node(NodeSpec::gpu("gpu-node").in_zone("us-west-2a"));
+    cluster.create(
+        "csidrivers",
+        serde_json::json!({"metadata": {"name": "ebs.csi.aws.com"}, "spec": {"attachRequired": true}}),
+    );
+    let kubeconfig = user.home().join("cluster.kubeconfig");
+    emu.write_kubeconfig(&kubeconfig).unwrap();
+    let spec = user
+        .inputs(SpecLayer {
+            name: Some("waiting".into()),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap()
+        .validate()
+        .unwrap();
+    let options = gpulab_core::LabOptions {
+        home: Some(user.gpulab_home()),
+        ready_timeout: Some(std::time::Duration::from_secs(6)),
+        ..Default::default()
+    };
+    let provider = Provider::Existing {
+        kubeconfig: Some(kubeconfig),
+        context: Some("gpulab-emulator".into()),
+    };
+    let lab = Lab::new(spec, provider, options).await.unwrap();
+    lab.up(&Recorder::default())
+        .await
+        .expect_err("the volume never comes");
+    let status = lab.status().await.unwrap();
+    let problem = status
+        .cluster
+        .and_then(|c| c.workspace)
+        .and_then(|w| w.problem)
+        .unwrap_or_default();
+    assert!(
+        problem.contains("the volume's provisioner says ExternalProvisioning")
+            && problem.contains("ebs.csi.aws.com"),
+        "{problem}"
+    );
+    lab.down(&Recorder::default()).await.expect("down");
 }

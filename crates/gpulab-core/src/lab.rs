@@ -26,7 +26,7 @@ use crate::remote::{ExecRequest, ExecStreams, ExitStatus, RemoteExec};
 use crate::spec::{ResolvedSpec, SshKey, ValidSpec};
 use crate::state::{LabDir, LabLock, LabState, gpulab_home, list_labs};
 use crate::status::{ClusterStatus, cluster_status};
-use crate::workspace::{KubeWorkspace, VolumeClass, WorkspaceInfo, WorkspaceManager};
+use crate::workspace::{CloudRelease, KubeWorkspace, VolumeClass, WorkspaceInfo, WorkspaceManager};
 use crate::{Error, Result, slurm, vllm};
 
 /// How long an image build may take: CUDA, PyTorch and vLLM make a large image.
@@ -788,6 +788,7 @@ impl Lab {
         match self.client().await {
             Ok(client) => {
                 let removed = step(reporter, "remove the workspace and device plugin", async {
+                    let release = CloudRelease::find(&client, &self.spec, false).await?;
                     let mut found = KubeWorkspace
                         .delete(&client, &self.spec, &self.id, false)
                         .await?;
@@ -796,6 +797,19 @@ impl Lab {
                             .remove(&client, &self.spec, &self.id)
                             .await?,
                     );
+                    // The cluster's controllers delete the load balancer and the EBS volume; the
+                    // nodes they run on must outlive that.
+                    if !release
+                        .wait(&client, &self.spec, RELEASE_TIMEOUT, reporter)
+                        .await?
+                    {
+                        reporter.report(Event::Warning {
+                            message: format!(
+                                "the cluster had not released the load balancer and volume after {} s; teardown deletes them by the lab's tags",
+                                RELEASE_TIMEOUT.as_secs()
+                            ),
+                        });
+                    }
                     Ok(found)
                 })
                 .await;
@@ -964,6 +978,10 @@ fn provider_mismatch(name: &str, recorded: &Provider) -> Error {
         ),
     }
 }
+
+/// How long `down` waits for the cluster to delete the workspace's load balancer and EBS volume (an
+/// NLB takes a minute or two).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Run `work` as a reported step.
 async fn step<T>(

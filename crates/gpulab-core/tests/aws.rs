@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
@@ -812,26 +813,39 @@ async fn existing_cluster_is_reached_through_its_kubeconfig() {
     assert!(err.to_string().contains("does not answer"), "{err}");
 }
 
+/// The nodes need one standard zone offering their type; the control plane's second subnet may go in
+/// any other zone of the region (p5 and p6 types are often offered in one zone only).
 #[tokio::test]
-async fn preflight_needs_two_zones_offering_the_node_type() {
-    let env = Env::start_with(Vec::new(), |req: &ProxyRequest| {
+async fn preflight_needs_a_zone_offering_the_node_type() {
+    let offered_in_one = Arc::new(AtomicBool::new(true));
+    let switch = offered_in_one.clone();
+    let env = Env::start_with(Vec::new(), move |req: &ProxyRequest| {
+        let items = if switch.load(Ordering::SeqCst) {
+            "<item><instanceType>g4dn.xlarge</instanceType><locationType>availability-zone</locationType><location>us-west-2c</location></item>"
+        } else {
+            ""
+        };
         (req.operation == "DescribeInstanceTypeOfferings").then(|| ProxyResponse {
             status: 200,
             headers: vec![("content-type".into(), "text/xml".into())],
-            body: b"<DescribeInstanceTypeOfferingsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>1</requestId><instanceTypeOfferingSet><item><instanceType>g4dn.xlarge</instanceType><locationType>availability-zone</locationType><location>us-west-2c</location></item></instanceTypeOfferingSet></DescribeInstanceTypeOfferingsResponse>".to_vec(),
+            body: format!("<DescribeInstanceTypeOfferingsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>1</requestId><instanceTypeOfferingSet>{items}</instanceTypeOfferingSet></DescribeInstanceTypeOfferingsResponse>").into_bytes(),
         })
     })
     .await;
     let spec = spec(2);
     let aws = env.aws(&spec).await;
+    let preflight = aws.preflight(&spec, &Silent).await.unwrap();
+    assert_eq!(preflight.zones, ["us-west-2c"]);
+
+    offered_in_one.store(false, Ordering::SeqCst);
     let err = aws.preflight(&spec, &Silent).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Provision { .. }), "{text}");
-    assert!(text.contains("1 availability zone(s)"), "{text}");
     assert!(
-        text.contains("us-west-2c") && text.contains("needs subnets in two"),
+        text.contains("g4dn.xlarge is not offered in any availability zone of us-west-2"),
         "{text}"
     );
+    assert!(text.contains("gpulab catalog --region"), "{text}");
     // provision checks it too, before creating anything.
     assert!(aws.provision(&spec, &lab_id(), &Silent).await.is_err());
     assert_eq!(counts(aws.clients(), &env.gaps).await["vpc"], 0);

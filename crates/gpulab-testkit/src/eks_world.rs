@@ -31,7 +31,9 @@ use serde_json::{Value, json};
 
 use crate::fault_proxy::{Intercept, ProxyRequest, ProxyResponse};
 use crate::kube::{KubeHandle, NodeSpec};
+use crate::load_balancers::EmulatedLoadBalancers;
 use crate::moto::{EksGaps, subnet_zones};
+use crate::zones::ZoneWorld;
 
 /// The service account annotation the emulated Pod Identity agent sets once an association exists (a
 /// test-side mark standing in for the credentials the agent would serve).
@@ -57,6 +59,10 @@ struct World {
 /// EKS's side effects on the emulated cluster, in front of [`EksGaps`] (which answers the EKS calls
 /// moto lacks).
 pub struct EksWorld {
+    /// The region's zones as the account sees them (Local Zones, control-plane capacity).
+    pub zones: ZoneWorld,
+    /// The NLBs the cluster's service controller keeps in moto for LoadBalancer Services.
+    pub load_balancers: Arc<EmulatedLoadBalancers>,
     gaps: Arc<EksGaps>,
     kube: KubeHandle,
     moto: SocketAddr,
@@ -66,7 +72,11 @@ pub struct EksWorld {
 impl EksWorld {
     /// The world of the cluster behind `kube`, with AWS in moto at `moto`.
     pub fn new(gaps: Arc<EksGaps>, kube: KubeHandle, moto: SocketAddr) -> Self {
+        let load_balancers = Arc::new(EmulatedLoadBalancers::new(moto));
+        kube.set_load_balancers(load_balancers.clone());
         EksWorld {
+            zones: ZoneWorld::new(moto),
+            load_balancers,
             gaps,
             kube,
             moto,
@@ -177,9 +187,20 @@ impl EksWorld {
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let mut world = self.world.lock().expect("eks world lock");
         match (req.method.as_str(), p.as_slice()) {
-            ("POST", ["clusters"]) if body["bootstrapSelfManagedAddons"] != json!(false) => {
-                self.system_workloads();
+            ("POST", ["clusters"]) => {
+                let subnets = body["resourcesVpcConfig"]["subnetIds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect();
+                self.load_balancers
+                    .cluster_created(body["name"].as_str().unwrap_or_default(), subnets);
+                if body["bootstrapSelfManagedAddons"] != json!(false) {
+                    self.system_workloads();
+                }
             }
+            ("DELETE", ["clusters", cluster]) => self.load_balancers.cluster_deleted(cluster),
             ("POST", ["clusters", cluster, "node-groups"]) => {
                 let name = body["nodegroupName"]
                     .as_str()
@@ -420,6 +441,9 @@ impl EksWorld {
 
 impl Intercept for EksWorld {
     fn handle(&self, req: &ProxyRequest) -> Option<ProxyResponse> {
+        if let Some(answer) = self.zones.handle(req) {
+            return Some(answer);
+        }
         if req.service != "eks" {
             return None;
         }

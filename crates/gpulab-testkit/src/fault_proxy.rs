@@ -74,6 +74,15 @@ impl ProxyResponse {
         }
     }
 
+    /// A Query-protocol (EC2) answer: HTTP 200 with an XML body.
+    pub fn xml(body: String) -> Self {
+        ProxyResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "text/xml;charset=UTF-8".into())],
+            body: body.into_bytes(),
+        }
+    }
+
     /// A REST-JSON error named by `x-amzn-ErrorType`, as EKS sends them.
     pub fn rest_error(status: u16, error_type: &str, message: &str) -> Self {
         let mut r = Self::json(status, &serde_json::json!({ "message": message }));

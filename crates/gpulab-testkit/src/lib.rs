@@ -4,9 +4,11 @@
 pub mod clouds;
 pub mod eks_world;
 pub mod fault_proxy;
+pub mod load_balancers;
 pub mod moto;
 pub mod ready_lab;
 pub mod sshd;
+pub mod zones;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -90,7 +90,8 @@ impl fmt::Display for LeftAlone {
 pub struct Preflight {
     /// The caller's identity, e.g. an IAM ARN, or the kubeconfig user.
     pub identity: String,
-    /// Availability zones offering the node type (EKS needs subnets in two).
+    /// Standard availability zones offering the node type (the GPU nodes go in one of them; the
+    /// control plane's second subnet may be in any other zone of the region).
     pub zones: Vec<String>,
     /// The GPU vCPU quota and what the node group needs, where the provider has quotas.
     pub quota: Option<QuotaCheck>,

@@ -318,7 +318,11 @@ impl WorkspaceManager for KubeWorkspace {
                 Some(_) if info.phase == "Running" => last_setup_line(&pods, &names.pod).await,
                 _ => None,
             };
-            info.problem = Some(diagnose(pod.as_ref(), &info, setup_progress));
+            let mut problem = diagnose(pod.as_ref(), &info, setup_progress);
+            if let Some(cause) = cluster_cause(client, &names, &info).await {
+                problem = format!("{problem}; {cause}");
+            }
+            info.problem = Some(problem);
         }
         Ok(info)
     }
@@ -479,6 +483,64 @@ fn diagnose(pod: Option<&Pod>, info: &WorkspaceInfo, setup_progress: Option<Stri
     }
 }
 
+/// What in the cluster keeps a workspace that is not ready from getting there, when it is not the pod
+/// itself: the volume's provisioner (its last warning event on the claim, e.g. the EBS CSI driver's
+/// `ProvisioningFailed` for want of credentials), or cluster DNS (CoreDNS pods exist and none is
+/// ready, so the setup cannot resolve package mirrors). Best effort: `None` when nothing is found or
+/// the cluster cannot be read.
+async fn cluster_cause(
+    client: &kube::Client,
+    names: &KubeNames,
+    info: &WorkspaceInfo,
+) -> Option<String> {
+    use k8s_openapi::api::core::v1::Event as KubeEvent;
+    use kube::api::ListParams;
+
+    if let Some((_, false)) = &info.volume {
+        let events: Api<KubeEvent> = Api::namespaced(client.clone(), &names.namespace);
+        let about_claim = ListParams::default().fields(&format!(
+            "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={}",
+            names.volume
+        ));
+        let list = events.list(&about_claim).await.ok()?;
+        let last = list
+            .items
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.reason.as_deref(),
+                    Some("ProvisioningFailed" | "ExternalProvisioning")
+                )
+            })
+            .max_by_key(|e| e.metadata.resource_version.clone().unwrap_or_default())?;
+        return Some(format!(
+            "the volume's provisioner says {}: {} (is the EBS CSI driver running, with its Pod Identity association?)",
+            last.reason.as_deref().unwrap_or_default(),
+            last.message.as_deref().unwrap_or_default()
+        ));
+    }
+    if info.phase == "Running" {
+        let system: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+        let dns = system
+            .list(&ListParams::default().labels("k8s-app=kube-dns"))
+            .await
+            .ok()?;
+        let ready = dns.items.iter().any(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        });
+        if !dns.items.is_empty() && !ready {
+            return Some(format!(
+                "cluster DNS is down: none of {} CoreDNS pods is ready, so the setup cannot reach package mirrors (`kubectl -n kube-system get pods -l k8s-app=kube-dns`; CoreDNS stays Pending when every node has a taint it does not tolerate)",
+                dns.items.len()
+            ));
+        }
+    }
+    None
+}
+
 /// Problems that waiting will not fix.
 fn fatal_problem(info: &WorkspaceInfo) -> Option<Error> {
     let problem = info.problem.as_deref()?;
@@ -507,5 +569,79 @@ mod tests {
         let token = generate_token().unwrap();
         assert_eq!(token.len(), 64);
         assert_ne!(generate_token().unwrap(), token);
+    }
+}
+
+/// What deleting the workspace set going in the cloud: the LoadBalancer Service's load balancer (the
+/// Service stays, behind its finalizer, until the cloud provider deleted it) and the volume's EBS volume
+/// (its PersistentVolume stays until the CSI driver deleted it). Read before the delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloudRelease {
+    /// The LoadBalancer Service's name, when the lab has one.
+    pub load_balancer: Option<String>,
+    /// The PersistentVolume bound to the workspace's claim, when the claim goes too.
+    pub volume: Option<String>,
+}
+
+impl CloudRelease {
+    /// What the lab's workspace holds in the cloud now.
+    pub async fn find(client: &kube::Client, spec: &ValidSpec, keep_volume: bool) -> Result<Self> {
+        let names = KubeNames::new(&spec.spec);
+        let services: Api<Service> = Api::namespaced(client.clone(), &names.namespace);
+        let load_balancer = get_opt(&services, &names.load_balancer)
+            .await?
+            .map(|_| names.load_balancer.clone());
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &names.namespace);
+        let volume = match keep_volume {
+            true => None,
+            false => get_opt(&claims, &names.volume)
+                .await?
+                .and_then(|c| c.spec?.volume_name),
+        };
+        Ok(CloudRelease {
+            load_balancer,
+            volume,
+        })
+    }
+
+    /// Wait until the cloud resources are released (the Service and the PersistentVolume gone), so the
+    /// nodes running the cloud provider's and the CSI driver's controllers outlive the work. `Ok(false)`
+    /// when `timeout` passed first: teardown's sweep deletes what is left by the lab's tags.
+    pub async fn wait(
+        &self,
+        client: &kube::Client,
+        spec: &ValidSpec,
+        timeout: Duration,
+        reporter: &dyn Reporter,
+    ) -> Result<bool> {
+        let names = KubeNames::new(&spec.spec);
+        let services: Api<Service> = Api::namespaced(client.clone(), &names.namespace);
+        let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+        let started = Instant::now();
+        loop {
+            let mut pending = Vec::new();
+            if let Some(name) = &self.load_balancer
+                && get_opt(&services, name).await?.is_some()
+            {
+                pending.push(format!("the load balancer of Service {name}"));
+            }
+            if let Some(name) = &self.volume
+                && get_opt(&volumes, name).await?.is_some()
+            {
+                pending.push(format!("the EBS volume of {name}"));
+            }
+            if pending.is_empty() {
+                return Ok(true);
+            }
+            if started.elapsed() >= timeout {
+                return Ok(false);
+            }
+            reporter.report(Event::Waiting {
+                step: "release the load balancer and volume".into(),
+                on: pending.join(" and "),
+                elapsed: started.elapsed(),
+            });
+            tokio::time::sleep(Duration::from_secs(2).min(MAX_POLL)).await;
+        }
     }
 }

@@ -100,6 +100,10 @@ fn string_data(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
     )
 }
 
+/// The Service annotation whose `k=v,…` tags the AWS cloud provider puts on a load balancer it makes.
+pub const LOAD_BALANCER_TAGS_ANNOTATION: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-additional-resource-tags";
+
 /// Every object of lab `id`'s workspace, in the order they are applied, with `/workspace` on a volume of
 /// `class`.
 pub fn manifests(
@@ -222,11 +226,24 @@ pub fn manifests(
     }));
     if spec.spec.access.mode == AccessMode::LoadBalancer {
         let mut metadata = meta(&names.load_balancer, true);
-        // The in-tree AWS cloud provider makes an NLB with this; without it, a Classic ELB.
-        metadata.annotations = Some(BTreeMap::from([(
-            "service.beta.kubernetes.io/aws-load-balancer-type".into(),
-            "nlb".into(),
-        )]));
+        // The in-tree AWS cloud provider makes an NLB with the type annotation (without it, a Classic
+        // ELB), and puts the additional tags on it and its target groups (cloud-provider-aws,
+        // aws_loadbalancer.go), so `down` finds and deletes them by the lab's ID even when the
+        // cluster is gone.
+        let tags = [
+            (LAB_KEY, spec.spec.name.as_str()),
+            (LAB_ID_KEY, id.as_str()),
+            (MANAGED_KEY, "true"),
+        ]
+        .map(|(k, v)| format!("{k}={v}"))
+        .join(",");
+        metadata.annotations = Some(BTreeMap::from([
+            (
+                "service.beta.kubernetes.io/aws-load-balancer-type".into(),
+                "nlb".into(),
+            ),
+            (LOAD_BALANCER_TAGS_ANNOTATION.into(), tags),
+        ]));
         objects.push(KubeObject::Service(Service {
             metadata,
             spec: Some(ServiceSpec {

@@ -16,8 +16,8 @@ use crate::naming::LabId;
 use crate::provision::LeftAlone;
 use crate::spec::ValidSpec;
 
-pub use manager::{KubeWorkspace, generate_host_key, generate_token};
-pub use manifests::{SETUP_SCRIPT, WorkspaceSecrets, manifests};
+pub use manager::{CloudRelease, KubeWorkspace, generate_host_key, generate_token};
+pub use manifests::{LOAD_BALANCER_TAGS_ANNOTATION, SETUP_SCRIPT, WorkspaceSecrets, manifests};
 
 /// The ports the workspace serves.
 pub mod ports {

@@ -327,7 +327,24 @@ pub struct KubeHandle {
     nodes_added: Arc<AtomicU64>,
 }
 
+/// The cloud behind LoadBalancer Services: what the cloud provider's service controller does for
+/// them (for EKS, an NLB per Service; see `crate::load_balancers`).
+pub trait LoadBalancerCloud: Send + Sync {
+    /// Make (or find) the load balancer of `service` and return its DNS name.
+    fn ensure(&self, service: &Value) -> String;
+    /// Delete the load balancer of `service`, if there is one.
+    fn delete(&self, service: &Value);
+}
+
 impl KubeHandle {
+    /// From now on, LoadBalancer Services get their load balancers from `cloud` (made when the Service
+    /// is, deleted before the Service goes, through the service controller's finalizer).
+    pub fn set_load_balancers(&self, cloud: Arc<dyn LoadBalancerCloud>) {
+        let mut st = self.inner.lock();
+        st.load_balancers = Some(cloud);
+        sim::reconcile(&mut st);
+    }
+
     /// From now on behave as an EKS cluster does: names resolve only while a CoreDNS pod is ready (a pod
     /// with a readiness probe that needs them stays unready without), EBS volumes are made only by a
     /// running EBS CSI controller that has AWS credentials, and each volume is pinned to the zone of the

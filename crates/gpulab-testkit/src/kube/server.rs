@@ -976,6 +976,18 @@ fn delete(
             gone["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             Ok(gone)
         }
+        // With finalizers, deletion only marks the object; it goes when they are all removed.
+        _ if obj["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty()) =>
+        {
+            if obj["metadata"].get("deletionTimestamp").is_some() {
+                return Ok(obj);
+            }
+            let mut marked = obj;
+            marked["metadata"]["deletionTimestamp"] = json!(now());
+            Ok(st.update(res, marked))
+        }
         _ => {
             let gone = st.remove(res, ns, name).unwrap_or(obj);
             let mut details =

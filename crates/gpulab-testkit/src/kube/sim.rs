@@ -847,22 +847,53 @@ fn ebs_csi_can_provision(
     ))
 }
 
-/// The cloud load-balancer controller: LoadBalancer services get an ingress hostname.
+/// The finalizer the service controller puts on a LoadBalancer Service, so the Service stays until its
+/// load balancer is deleted (kubernetes/kubernetes, pkg/controller/service/controller.go,
+/// `servicehelper.LoadBalancerCleanupFinalizer`).
+const LB_FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+
+/// The cloud provider's service controller: a LoadBalancer Service gets the finalizer and a load
+/// balancer (from the test's cloud when it plays one, else a made-up name); a Service being deleted, or
+/// no longer of that type, loses its load balancer and then the finalizer.
 fn services(st: &mut State) {
     for svc in st.list(SERVICE, None) {
         let lb = svc["spec"]["type"] == "LoadBalancer";
+        let deleting = svc["metadata"].get("deletionTimestamp").is_some();
+        let finalizers: Vec<Value> = arr(&svc["metadata"]["finalizers"]).to_vec();
+        let guarded = finalizers.iter().any(|f| f == LB_FINALIZER);
         let has = !arr(&svc["status"]["loadBalancer"]["ingress"]).is_empty();
-        if lb == has {
+        let mut s2 = svc.clone();
+        if (deleting || !lb) && (guarded || has) {
+            if let Some(cloud) = st.load_balancers.clone() {
+                cloud.delete(&svc);
+            }
+            s2["metadata"]["finalizers"] = json!(
+                finalizers
+                    .into_iter()
+                    .filter(|f| f != LB_FINALIZER)
+                    .collect::<Vec<_>>()
+            );
+            if !deleting {
+                s2["status"]["loadBalancer"] = json!({});
+            }
+        } else if lb && !deleting && !(guarded && has) {
+            let hostname = match st.load_balancers.clone() {
+                Some(cloud) => cloud.ensure(&svc),
+                None => {
+                    let id: String = meta(&svc, "uid").chars().filter(|c| *c != '-').collect();
+                    let n = st.random() % 1_000_000_000;
+                    format!("a{id}-{n}.us-west-2.elb.amazonaws.com")
+                }
+            };
+            if !guarded {
+                let mut with = finalizers;
+                with.push(json!(LB_FINALIZER));
+                s2["metadata"]["finalizers"] = json!(with);
+            }
+            s2["status"]["loadBalancer"] = json!({"ingress": [{"hostname": hostname}]});
+        } else {
             continue;
         }
-        let mut s2 = svc.clone();
-        s2["status"]["loadBalancer"] = if lb {
-            let id: String = meta(&svc, "uid").chars().filter(|c| *c != '-').collect();
-            let n = st.random() % 1_000_000_000;
-            json!({"ingress": [{"hostname": format!("a{id}-{n}.us-west-2.elb.amazonaws.com")}]})
-        } else {
-            json!({})
-        };
         st.update(SERVICE, s2);
     }
 }
@@ -1224,6 +1255,9 @@ fn collect_garbage(st: &mut State) {
         .iter()
         .map(|n| meta(n, "name").to_string())
         .collect();
+    // On EKS a released volume goes only when the EBS CSI controller can delete it (DeleteVolume needs
+    // the same running, credentialed controller as CreateVolume); until then its PV stays `Released`.
+    let volumes_deletable = !st.eks || ebs_csi_can_provision(st, "", "").is_ok();
     let doomed: Vec<(usize, String, String)> = st
         .objects
         .iter()
@@ -1238,7 +1272,8 @@ fn collect_garbage(st: &mut State) {
             let released = *res == PV
                 && claim.is_string()
                 && !uids.contains(s(claim))
-                && o["spec"]["persistentVolumeReclaimPolicy"] == "Delete";
+                && o["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+                && volumes_deletable;
             orphan || released || on_a_gone_node
         })
         .map(|(k, _)| k.clone())

@@ -143,6 +143,9 @@ pub(crate) struct State {
     /// Whether the cluster behaves as EKS does (see `KubeHandle::behave_as_eks`): cluster DNS from
     /// CoreDNS pods, EBS volumes only through a credentialed EBS CSI controller, zonal volumes.
     pub(crate) eks: bool,
+    /// The cloud behind LoadBalancer Services, when a test plays one (see
+    /// `KubeHandle::set_load_balancers`).
+    pub(crate) load_balancers: Option<Arc<dyn super::LoadBalancerCloud>>,
 }
 
 /// The current time as a Kubernetes timestamp.
@@ -170,6 +173,7 @@ impl State {
             applied: HashMap::new(),
             unpullable: Vec::new(),
             eks: false,
+            load_balancers: None,
         }
     }
 
@@ -303,8 +307,17 @@ impl State {
         {
             obj["metadata"]["generation"] = json!(g + 1);
         }
-        self.objects.insert(key, obj.clone());
+        // An object being deleted goes once its last finalizer is removed (Kubernetes API concepts,
+        // "Finalizers").
+        let finalized = obj["metadata"].get("deletionTimestamp").is_some()
+            && obj["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty());
+        self.objects.insert(key.clone(), obj.clone());
         self.emit(res, "MODIFIED", obj.clone(), Some(old));
+        if finalized {
+            return self.remove(res, &key.1, &key.2).unwrap_or(obj);
+        }
         obj
     }
 

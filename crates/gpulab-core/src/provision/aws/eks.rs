@@ -12,7 +12,9 @@ use aws_sdk_eks::types::{
 use base64::Engine;
 
 use super::iam::Roles;
-use super::network::{Network, missing};
+use super::network::{self, Network, missing};
+use super::preflight::Zones;
+use aws_sdk_eks::operation::create_cluster::CreateClusterError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -193,24 +195,27 @@ pub(crate) async fn node_group_status(ctx: &Ctx<'_>, step: &str) -> Result<Optio
     }
 }
 
-/// Send a create call, tolerating "already exists", and retrying while EKS refuses a role created
-/// seconds ago (IAM is eventually consistent: a new role can take a few seconds to be assumable).
+/// Send a create call, retrying while EKS does not yet accept a new IAM role; an "already exists"
+/// counts as done. `Ok(Some(zones))` when EKS refused a zone of the subnets and named the ones it
+/// accepts (`UnsupportedAvailabilityZoneException`, CreateCluster only).
 async fn send_once_role_is_usable<F, Fut, T, E>(
     ctx: &Ctx<'_>,
     step: &str,
     mut send: F,
-) -> Result<()>
+) -> Result<Option<Vec<String>>>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let refused = std::sync::Mutex::new(None);
     ctx.wait(
         step,
         "the new IAM role to become usable",
         IAM_PROPAGATION,
         || {
             let fut = send();
+            let refused = &refused;
             async move {
                 match fut.await {
                     Ok(_) => Ok(None),
@@ -225,12 +230,35 @@ where
                             ProvideErrorMetadata::message(&e).unwrap_or_default()
                         )))
                     }
-                    Err(e) => Err(sdk_error(step, e)),
+                    Err(e) => match unsupported_zones(&e) {
+                        Some(valid) => {
+                            *refused.lock().expect("refused zones") = Some(valid);
+                            Ok(None)
+                        }
+                        None => Err(sdk_error(step, e)),
+                    },
                 }
             }
         },
     )
-    .await
+    .await?;
+    Ok(refused.into_inner().expect("refused zones"))
+}
+
+/// The zones EKS accepts, when it refused the cluster's subnets for their zone: it names them in
+/// `validZones` (EKS API reference, UnsupportedAvailabilityZoneException), e.g. when `us-east-1e` has
+/// no control-plane capacity.
+fn unsupported_zones<E>(e: &SdkError<E, HttpResponse>) -> Option<Vec<String>>
+where
+    E: std::error::Error + 'static,
+{
+    let service: &(dyn std::error::Error + 'static) = e.as_service_error()?;
+    match service.downcast_ref::<CreateClusterError>()? {
+        CreateClusterError::UnsupportedAvailabilityZoneException(refusal) => {
+            Some(refusal.valid_zones().to_vec())
+        }
+        _ => None,
+    }
 }
 
 /// Who may reach the cluster's API: the caller (made cluster admin) and from where.
@@ -257,10 +285,37 @@ fn endpoint_cidrs(ctx: &Ctx<'_>, current: &[String], wanted: &[String]) -> Optio
     (next != now).then_some(next)
 }
 
+/// EKS refused a zone of the lab's subnets for the control plane and named those it accepts (`valid`):
+/// remake the subnets outside them in accepted zones (the network's steps run again; all but the
+/// subnets are found as they are) and say so.
+async fn move_subnets(
+    ctx: &Ctx<'_>,
+    net: &mut Network,
+    zones: &mut Zones,
+    valid: &[String],
+    resources: &mut Vec<ResourceRef>,
+) -> Result<()> {
+    zones.keep_only(valid);
+    let dropped = network::drop_subnets_outside(ctx, &net.vpc_id, valid).await?;
+    ctx.reporter.report(Event::Warning {
+        message: format!(
+            "EKS cannot place the control plane in {} now; moving the lab's subnets to zones it accepts ({})",
+            dropped.join(", "),
+            valid.join(", ")
+        ),
+    });
+    let mut remade = Vec::new();
+    *net = network::converge(ctx, zones, &StepCounter::unlimited(), &mut remade).await?;
+    resources.retain(|r| r.kind != "subnet");
+    resources.extend(remade.into_iter().filter(|r| r.kind == "subnet"));
+    Ok(())
+}
+
 /// Create (or find) the cluster, the access entry, the addon and the node group, one step each.
 pub(crate) async fn converge(
     ctx: &Ctx<'_>,
-    net: &Network,
+    net: &mut Network,
+    zones: &mut Zones,
     roles: &Roles,
     access: &Access<'_>,
     counter: &StepCounter,
@@ -296,30 +351,49 @@ pub(crate) async fn converge(
             }
             Found::Absent => {
                 done = false;
-                let mut create = eks
-                    .create_cluster()
-                    .name(&cluster)
-                    .role_arn(&roles.cluster)
-                    .resources_vpc_config(
-                        VpcConfigRequest::builder()
-                            .set_subnet_ids(Some(net.subnet_ids.clone()))
-                            .security_group_ids(&net.security_group_id)
-                            .endpoint_public_access(true)
-                            .endpoint_private_access(true)
-                            .set_public_access_cidrs(Some(access.api_cidrs.to_vec()))
-                            .build(),
-                    )
-                    .access_config(
-                        CreateAccessConfigRequest::builder()
-                            .authentication_mode(AuthenticationMode::ApiAndConfigMap)
-                            .bootstrap_cluster_creator_admin_permissions(true)
-                            .build(),
-                    )
-                    .set_tags(Some(tags(ctx)));
-                if let Some(version) = &spec.kubernetes_version {
-                    create = create.version(version);
+                let mut moved = false;
+                loop {
+                    let mut create = eks
+                        .create_cluster()
+                        .name(&cluster)
+                        .role_arn(&roles.cluster)
+                        .resources_vpc_config(
+                            VpcConfigRequest::builder()
+                                .set_subnet_ids(Some(net.subnet_ids.clone()))
+                                .security_group_ids(&net.security_group_id)
+                                .endpoint_public_access(true)
+                                .endpoint_private_access(true)
+                                .set_public_access_cidrs(Some(access.api_cidrs.to_vec()))
+                                .build(),
+                        )
+                        .access_config(
+                            CreateAccessConfigRequest::builder()
+                                .authentication_mode(AuthenticationMode::ApiAndConfigMap)
+                                .bootstrap_cluster_creator_admin_permissions(true)
+                                .build(),
+                        )
+                        .set_tags(Some(tags(ctx)));
+                    if let Some(version) = &spec.kubernetes_version {
+                        create = create.version(version);
+                    }
+                    let Some(valid) =
+                        send_once_role_is_usable(ctx, step, || create.clone().send()).await?
+                    else {
+                        break;
+                    };
+                    if moved {
+                        return Err(Error::Provision {
+                            step: step.into(),
+                            message: format!(
+                                "EKS refused the zones of the lab's subnets twice; it accepts {}",
+                                valid.join(", ")
+                            ),
+                            hint: Some("rerun `gpulab up` later, or choose another region".into()),
+                        });
+                    }
+                    moved = true;
+                    move_subnets(ctx, net, zones, &valid, resources).await?;
                 }
-                send_once_role_is_usable(ctx, step, || create.clone().send()).await?;
             }
         }
         let become_active = format!("EKS cluster {cluster} to become ACTIVE");

@@ -23,6 +23,7 @@
 mod eks;
 mod iam;
 pub mod kubeconfig;
+mod load_balancers;
 mod network;
 mod preflight;
 mod sdk;
@@ -360,6 +361,14 @@ struct StepCounter {
 }
 
 impl StepCounter {
+    /// A counter that never stops the run (for steps run a second time).
+    fn unlimited() -> Self {
+        StepCounter {
+            done: AtomicUsize::new(0),
+            stop_after: None,
+        }
+    }
+
     fn finished(&self) -> Result<()> {
         let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
         if self.stop_after == Some(n) {
@@ -397,16 +406,25 @@ impl ClusterProvisioner for AwsProvisioner {
         };
         let mut resources: Vec<ResourceRef> = Vec::new();
         let caller = preflight::caller_identity(&ctx).await?;
-        let zones = preflight::zones(&ctx).await?;
+        let mut zones = preflight::zones(&ctx).await?;
         let api_cidrs = preflight::api_cidrs(&ctx, self.options.sdk.checkip_url.as_deref()).await?;
 
-        let net = network::converge(&ctx, &zones, &counter, &mut resources).await?;
+        let mut net = network::converge(&ctx, &zones, &counter, &mut resources).await?;
         let roles = iam::converge(&ctx, &counter, &mut resources).await?;
         let access = eks::Access {
             caller: &caller,
             api_cidrs: &api_cidrs,
         };
-        eks::converge(&ctx, &net, &roles, &access, &counter, &mut resources).await?;
+        eks::converge(
+            &ctx,
+            &mut net,
+            &mut zones,
+            &roles,
+            &access,
+            &counter,
+            &mut resources,
+        )
+        .await?;
 
         let access = eks::access(&ctx).await?;
         Ok(Provisioned {

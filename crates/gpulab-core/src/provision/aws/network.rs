@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, IpPermission, ResourceType, Tag, TagSpecification, UserIdGroupPair,
+    AttributeBooleanValue, IpPermission, ResourceType, Subnet, Tag, TagSpecification,
+    UserIdGroupPair,
 };
 
+use super::preflight::Zones;
 use super::sdk::{is_already_exists, sdk_error};
 use super::{Ctx, ProvisionStep, StepCounter, filter, lab_filter};
 use crate::plan::{SUBNET_CIDRS, VPC_CIDR};
@@ -15,6 +17,8 @@ use crate::{Error, Result};
 
 /// What the EKS steps need from the network.
 pub(crate) struct Network {
+    pub(crate) vpc_id: String,
+    /// The public subnets; the first is in a zone that offers the node type (the node group's).
     pub(crate) subnet_ids: Vec<String>,
     pub(crate) security_group_id: String,
 }
@@ -68,10 +72,48 @@ pub(crate) async fn find_vpcs(ctx: &Ctx<'_>, step: &str) -> Result<Vec<String>> 
     Ok(ids)
 }
 
+/// Delete the lab's subnets in `vpc_id` that lie outside `valid` (the zones EKS named when it refused
+/// one for the control plane), so that the next [`converge`] makes them again in zones it accepts. The
+/// cluster was not created, so nothing runs in them yet. Returns the zones of the subnets deleted.
+pub(crate) async fn drop_subnets_outside(
+    ctx: &Ctx<'_>,
+    vpc_id: &str,
+    valid: &[String],
+) -> Result<Vec<String>> {
+    let step = ProvisionStep::Subnets.name();
+    let out = ctx
+        .c
+        .ec2
+        .describe_subnets()
+        .filters(filter("vpc-id", &[vpc_id]))
+        .filters(lab_filter(ctx.id))
+        .send()
+        .await
+        .map_err(|e| sdk_error(step, e))?;
+    let mut dropped = Vec::new();
+    for subnet in out.subnets() {
+        let (Some(id), Some(zone)) = (subnet.subnet_id(), subnet.availability_zone()) else {
+            continue;
+        };
+        if valid.iter().any(|v| v == zone) {
+            continue;
+        }
+        ctx.c
+            .ec2
+            .delete_subnet()
+            .subnet_id(id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        dropped.push(zone.to_string());
+    }
+    Ok(dropped)
+}
+
 /// Create (or find) every network resource, one step each.
 pub(crate) async fn converge(
     ctx: &Ctx<'_>,
-    zones: &[String],
+    zones: &Zones,
     counter: &StepCounter,
     resources: &mut Vec<ResourceRef>,
 ) -> Result<Network> {
@@ -133,18 +175,35 @@ pub(crate) async fn converge(
                 .await
                 .map_err(|e| sdk_error(step, e))?;
             let existing = out.subnets().to_vec();
+            let found: Vec<Option<&Subnet>> = SUBNET_CIDRS
+                .iter()
+                .map(|cidr| existing.iter().find(|s| s.cidr_block() == Some(cidr)))
+                .collect();
+            // Zones already taken by the lab's subnets; a new one goes in another zone (the first
+            // subnet, the node group's, in a zone offering the node type).
+            let mut taken: Vec<String> = found
+                .iter()
+                .flatten()
+                .filter_map(|s| s.availability_zone().map(str::to_owned))
+                .collect();
             let mut ids = Vec::new();
             let mut all_existed = true;
             for (i, cidr) in SUBNET_CIDRS.iter().enumerate() {
-                let found = existing.iter().find(|s| s.cidr_block() == Some(cidr));
-                let (id, public) = match found {
+                let (id, public) = match found[i] {
                     Some(s) => (
                         s.subnet_id().unwrap_or_default().to_string(),
                         s.map_public_ip_on_launch() == Some(true),
                     ),
                     None => {
                         all_existed = false;
-                        let zone = zones.get(i).ok_or_else(|| missing(step, "a second zone"))?;
+                        let zone = if i == 0 {
+                            zones.offering.iter().find(|z| !taken.contains(z))
+                        } else {
+                            zones.all().find(|z| !taken.contains(z))
+                        }
+                        .ok_or_else(|| missing(step, "a free availability zone"))?
+                        .clone();
+                        taken.push(zone.clone());
                         let extra = [
                             ("kubernetes.io/role/elb".to_string(), "1".to_string()),
                             (cluster_tag_key(&ctx.names.cluster), "shared".to_string()),
@@ -153,7 +212,7 @@ pub(crate) async fn converge(
                             .create_subnet()
                             .vpc_id(&vpc_id)
                             .cidr_block(*cidr)
-                            .availability_zone(zone)
+                            .availability_zone(&zone)
                             .tag_specifications(tag_spec(
                                 ctx,
                                 ResourceType::Subnet,
@@ -432,6 +491,7 @@ pub(crate) async fn converge(
     counter.finished()?;
 
     Ok(Network {
+        vpc_id: vpc_id.clone(),
         subnet_ids,
         security_group_id: sg_id,
     })

@@ -55,11 +55,79 @@ pub(crate) async fn caller_identity(ctx: &Ctx<'_>) -> Result<String> {
     Ok(out.arn().unwrap_or_default().to_string())
 }
 
-/// The availability zones offering the node type, sorted; an error when fewer than two do.
-pub(crate) async fn zones(ctx: &Ctx<'_>) -> Result<Vec<String>> {
+/// The zones a lab may put its subnets in: the region's standard availability zones (Local Zones and
+/// Wavelength Zones left out: EKS's control plane cannot use them, and they sort first by name, e.g.
+/// `us-west-2-lax-1a`), split by whether they offer the node type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Zones {
+    /// Zones offering the node type, sorted: the node group's subnet goes in the first.
+    pub(crate) offering: Vec<String>,
+    /// The other zones, sorted: enough for the control plane's second subnet.
+    pub(crate) other: Vec<String>,
+}
+
+impl Zones {
+    /// Every zone, those offering the node type first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &String> {
+        self.offering.iter().chain(&self.other)
+    }
+
+    /// Keep only the zones in `valid` (those EKS named when it refused one).
+    pub(crate) fn keep_only(&mut self, valid: &[String]) {
+        self.offering.retain(|z| valid.contains(z));
+        self.other.retain(|z| valid.contains(z));
+    }
+
+    /// Enough for a lab: a zone for the nodes, and two zones in all.
+    fn check(&self, instance: &str, region: &str, step: &str) -> Result<()> {
+        if !self.offering.is_empty() && self.offering.len() + self.other.len() >= 2 {
+            return Ok(());
+        }
+        let message = if self.offering.is_empty() {
+            format!(
+                "{instance} is not offered in any availability zone of {region} that the lab can use"
+            )
+        } else {
+            format!(
+                "{region} has only one availability zone the lab can use ({}); EKS needs subnets in two",
+                self.offering.join(", ")
+            )
+        };
+        Err(Error::Provision {
+            step: step.into(),
+            message,
+            hint: Some(format!(
+                "choose another region or node type: `gpulab catalog --region <region>` lists what is offered; `aws ec2 describe-instance-type-offerings --location-type availability-zone --filters Name=instance-type,Values={instance} --region {region}` checks one"
+            )),
+        })
+    }
+}
+
+/// The region's standard availability zones that are available, and which of them offer the node type
+/// (DescribeAvailabilityZones with `zone-type=availability-zone`, DescribeInstanceTypeOfferings).
+pub(crate) async fn zones(ctx: &Ctx<'_>) -> Result<Zones> {
     let instance = ctx.spec.instance.name;
     let step = "check instance type offerings";
-    let mut zones = Vec::new();
+    let out = ctx
+        .c
+        .ec2
+        .describe_availability_zones()
+        .filters(filter("zone-type", &["availability-zone"]))
+        .filters(filter("state", &["available"]))
+        .send()
+        .await
+        .map_err(|e| sdk_error(step, e))?;
+    // The filter is the API's; the check on each zone keeps a Local Zone out should a filter be ignored.
+    let mut standard: Vec<String> = out
+        .availability_zones()
+        .iter()
+        .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
+        .filter_map(|z| z.zone_name().map(str::to_owned))
+        .collect();
+    standard.sort();
+    standard.dedup();
+
+    let mut offered = Vec::new();
     let mut next: Option<String> = None;
     loop {
         let out = ctx
@@ -72,7 +140,7 @@ pub(crate) async fn zones(ctx: &Ctx<'_>) -> Result<Vec<String>> {
             .send()
             .await
             .map_err(|e| sdk_error(step, e))?;
-        zones.extend(
+        offered.extend(
             out.instance_type_offerings()
                 .iter()
                 .filter_map(|o| o.location().map(str::to_owned)),
@@ -82,26 +150,9 @@ pub(crate) async fn zones(ctx: &Ctx<'_>) -> Result<Vec<String>> {
             _ => break,
         }
     }
-    zones.sort();
-    zones.dedup();
-    if zones.len() < 2 {
-        return Err(Error::Provision {
-            step: step.into(),
-            message: format!(
-                "{instance} is offered in {} availability zone(s) of {} ({}); EKS needs subnets in two",
-                zones.len(),
-                ctx.spec.spec.region,
-                if zones.is_empty() {
-                    "none".to_string()
-                } else {
-                    zones.join(", ")
-                }
-            ),
-            hint: Some(format!(
-                "choose another region or node type: `gpulab catalog --region <region>` lists what is offered; `aws ec2 describe-instance-type-offerings --location-type availability-zone --filters Name=instance-type,Values={instance} --region <region>` checks one"
-            )),
-        });
-    }
+    let (offering, other) = standard.into_iter().partition(|z| offered.contains(z));
+    let zones = Zones { offering, other };
+    zones.check(instance, &ctx.spec.spec.region, step)?;
     Ok(zones)
 }
 
@@ -262,7 +313,7 @@ pub(crate) async fn api_cidrs(ctx: &Ctx<'_>, checkip_url: Option<&str>) -> Resul
 /// The whole preflight.
 pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<Preflight> {
     let identity = caller_identity(ctx).await?;
-    let zones = zones(ctx).await?;
+    let zones = zones(ctx).await?.offering;
     let warnings = std::sync::Mutex::new(Vec::new());
     let capture = |event: Event| {
         if let Event::Warning { message } = &event {

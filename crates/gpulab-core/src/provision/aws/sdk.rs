@@ -102,6 +102,9 @@ pub struct AwsClients {
     pub quotas: aws_sdk_servicequotas::Client,
     /// Resource Groups Tagging: the sweep after teardown.
     pub tagging: aws_sdk_resourcegroupstagging::Client,
+    /// Elastic Load Balancing v2: the workspace's load balancer, deleted by teardown when the cluster
+    /// could not delete it (the LoadBalancer Service's NLB and its target groups).
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
 }
 
 impl AwsClients {
@@ -119,6 +122,7 @@ impl AwsClients {
             sts: aws_sdk_sts::Client::new(config),
             quotas: aws_sdk_servicequotas::Client::from_conf(quotas.build()),
             tagging: aws_sdk_resourcegroupstagging::Client::new(config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
         }
     }
 }

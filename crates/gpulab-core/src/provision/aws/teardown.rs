@@ -134,6 +134,20 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
             .await?;
     }
 
+    let step = "delete load balancers";
+    failures
+        .step(ctx, step, async {
+            let any = Box::pin(super::load_balancers::delete_load_balancers(
+                ctx,
+                step,
+                &mut deleted,
+                &mut left_alone,
+            ))
+            .await?;
+            Ok(!any)
+        })
+        .await?;
+
     let step = "delete network";
     failures
         .step(ctx, step, async {
