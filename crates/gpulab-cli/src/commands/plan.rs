@@ -46,19 +46,17 @@ pub(crate) fn run(
 fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
     let s = &spec.spec;
     let i = plan.instance;
-    let gpu = i.gpu_model();
     printer.line(format!(
         "Plan for lab {} in {} ({})",
         plan.lab, plan.region, spec.region.location
     ));
     printer.line(format!(
-        "  GPU nodes  {} × {} ({}): {} × {} {} GiB, {} vCPUs, {} GiB memory",
+        "  GPU nodes  {} × {} ({}): {} {} GiB, {} vCPUs, {} GiB memory",
         s.nodes.desired,
         i.name,
         s.nodes.capacity,
-        i.gpu_count,
-        gpu.name,
-        gpu.memory_gib,
+        i.gpu_summary(),
+        i.gpu_memory_gib(),
         i.vcpus,
         i.memory_gib
     ));
