@@ -70,6 +70,11 @@ fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
         spec.volume_size,
         s.workspace.image
     ));
+    let budget = gpulab_core::capacity::node_budget(i);
+    printer.line(format!(
+        "  Node room  {} allocatable per node after kubelet's reservations; system pods request {}; {} kept for an image build; {} for workspaces (\"auto\" takes its GPUs' share)",
+        budget.allocatable, budget.system_pods, budget.image_build, budget.workspaces
+    ));
     let access = match s.access.mode {
         AccessMode::PortForward => {
             "SSH and Jupyter through the Kubernetes API server; no public ports".to_string()

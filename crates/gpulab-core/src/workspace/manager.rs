@@ -435,6 +435,8 @@ fn diagnose(pod: Option<&Pod>, info: &WorkspaceInfo, setup_progress: Option<Stri
         let message = condition.message.clone().unwrap_or_default();
         let advice = if message.contains(&format!("Insufficient {GPU_RESOURCE}")) {
             "no node has a free GPU: the device plugin may not have advertised the GPUs yet, or another pod holds them (`gpulab status`)"
+        } else if message.contains("Insufficient cpu") || message.contains("Insufficient memory") {
+            "it asks for more CPU or memory than the node has left beside kubelet's reservations and the system pods: lower workspace.cpu / workspace.memory, or leave them \"auto\" (`gpulab plan` shows what a node leaves)"
         } else if message.contains("untolerated taint") {
             "the only nodes are tainted against this pod; GPU nodes need the toleration gpulab adds"
         } else if message.contains("node affinity/selector") {
