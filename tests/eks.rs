@@ -5,6 +5,7 @@
 //! working while every test passed against a cluster that agreed with gpulab.
 
 use gpulab_core::events::Recorder;
+use gpulab_core::image::{KanikoBuild, kaniko_job};
 use gpulab_core::naming::KubeNames;
 use gpulab_core::plan::SUBNET_CIDRS;
 use gpulab_core::provision::aws::{AwsClients, load_sdk_config};
@@ -302,6 +303,62 @@ async fn subnets_avoid_local_zones_and_move_where_eks_accepts_a_control_plane() 
     lab.down(&Recorder::default()).await.expect("down");
 }
 
+/// Defect 7: "auto" sized the workspace as if a node gave pods all but 500m of its CPU. On EKS kubelet
+/// keeps its reservations and every node runs aws-node, kube-proxy, the Pod Identity agent, the EBS CSI
+/// node plugin, and here also both CoreDNS replicas and both EBS CSI controllers (each with its
+/// sidecars), so on a g4dn.xlarge the workspace stayed Pending ("Insufficient cpu"). And an in-cluster
+/// image build (kaniko) must still schedule beside the auto-sized workspace on that one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_sized_workspace_and_an_image_build_fit_beside_the_system_pods() {
+    let (_user, clouds, lab) = lab_up("fitlab").await;
+    let emu = &clouds.kube;
+    assert_eq!(lab.spec().instance.name, "g4dn.xlarge");
+    let nodes = clouds.world.nodes("fitlab", "fitlab-gpu");
+    assert_eq!(nodes.len(), 1);
+    let node = emu.object("nodes", "", &nodes[0]).unwrap();
+    // The AMI's reservations, as Karpenter's instance-type reference lists them for a g4dn.xlarge.
+    assert_eq!(node["status"]["allocatable"]["cpu"], "3920m", "{node}");
+    assert_eq!(node["status"]["allocatable"]["memory"], "14481Mi", "{node}");
+    assert_eq!(node["status"]["allocatable"]["pods"], "29", "{node}");
+
+    let names = KubeNames::new(&lab.spec().spec);
+    let workspace = emu.object("pods", &names.namespace, &names.pod).unwrap();
+    assert_eq!(workspace["status"]["phase"], "Running", "{workspace}");
+    assert_eq!(workspace["spec"]["nodeName"], nodes[0].as_str());
+
+    // The build's pod, as the Job controller makes it from the Job's template.
+    let build = KanikoBuild::for_spec(
+        lab.spec(),
+        lab.id(),
+        "FROM nvidia/cuda:12.4.1-base-ubuntu22.04\n".into(),
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com/fitlab:latest".into(),
+    );
+    let job = serde_json::to_value(kaniko_job(&build)).unwrap();
+    let template = &job["spec"]["template"];
+    let mut pod = serde_json::json!({
+        "metadata": template["metadata"].clone(),
+        "spec": template["spec"].clone(),
+    });
+    pod["metadata"]["name"] = serde_json::json!(format!("{}-abcde", build.name));
+    pod["metadata"]["namespace"] = serde_json::json!(build.namespace);
+    emu.handle().create("pods", pod);
+    let placed = wait_for(|| {
+        let pod = emu.object("pods", &build.namespace, &format!("{}-abcde", build.name))?;
+        let scheduled = pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "PodScheduled")?
+            .clone();
+        Some((pod["spec"]["nodeName"].clone(), scheduled))
+    })
+    .await;
+    assert_eq!(placed.1["status"], "True", "the build's pod: {placed:?}");
+    assert_eq!(placed.0, nodes[0].as_str(), "beside the workspace");
+
+    lab.down(&Recorder::default()).await.expect("down");
+}
+
 /// A lab whose SSH port is public through a LoadBalancer Service, up.
 async fn load_balancer_lab(name: &str) -> (LabDir, EmulatedClouds, Lab) {
     let (user, clouds, lab) = lab_of(SpecLayer {
@@ -368,6 +425,18 @@ async fn down_deletes_a_load_balancer_the_cluster_could_not() {
     assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
 }
 
+/// `check` until it gives a value (the emulator schedules in the background), for at most 30 s.
+async fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing came in 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 fn lab_sdk(clouds: &EmulatedClouds, user: &LabDir) -> gpulab_core::provision::aws::SdkOptions {
     clouds.lab_options(user.gpulab_home()).aws.sdk
 }
@@ -430,6 +499,13 @@ async fn status_names_the_volume_provisioner_that_keeps_the_workspace_waiting() 
     lab.up(&Recorder::default())
         .await
         .expect_err("the volume never comes");
+    wait_for(|| {
+        emu.objects("events", "gpulab")
+            .iter()
+            .any(|e| e["reason"] == "ExternalProvisioning")
+            .then_some(())
+    })
+    .await;
     let status = lab.status().await.unwrap();
     let problem = status
         .cluster

@@ -58,6 +58,7 @@
 
 pub mod addon;
 mod builder;
+pub mod capacity;
 pub mod catalog;
 pub mod checks;
 pub mod cluster;

@@ -54,7 +54,9 @@ impl ServeConfig {
     pub fn for_gpu(model: impl Into<String>, instance: &InstanceType, gpus: u32) -> Self {
         let gpu = instance.gpu_model();
         let gpus = gpus.max(1);
-        let total_gib = gpu.memory_gib * gpus;
+        // A slice of a GPU (g6f) has its share of the memory.
+        let gpu_gib = instance.gpu_memory_gib();
+        let total_gib = gpu_gib * gpus;
         let max_model_len = match total_gib {
             0..=16 => 2048,
             17..=24 => 4096,
@@ -67,7 +69,7 @@ impl ServeConfig {
             port: DEFAULT_PORT,
             dtype: if supports_bf16(gpu) { "auto" } else { "half" }.into(),
             tensor_parallel_size: gpus,
-            gpu_memory_utilization: if gpu.memory_gib <= 16 { 0.85 } else { 0.90 },
+            gpu_memory_utilization: if gpu_gib <= 16 { 0.85 } else { 0.90 },
             max_model_len,
             extra_args: Vec::new(),
         }

@@ -675,22 +675,48 @@ async fn quota_server(code: &str, value: f64) -> MockServer {
 #[tokio::test]
 async fn preflight_checks_identity_zones_and_quota() {
     let env = Env::start(Vec::new()).await;
-    // g4dn.xlarge has 4 vCPUs; nodes.max = 2 needs 8.
+    // g4dn.xlarge has 4 vCPUs; nodes.desired = 1 needs 4, nodes.max = 2 needs 8.
     let spec = spec(2);
+    assert_eq!((spec.spec.nodes.desired, spec.spec.nodes.max), (1, 2));
 
-    let short = quota_server("L-DB2E81BA", 4.0).await;
+    // Short of the nodes `up` starts: an error.
+    let short = quota_server("L-DB2E81BA", 2.0).await;
     let aws = AwsProvisioner::connect(&spec, env.options(Some(short.uri()))).await;
     let err = aws.preflight(&spec, &Silent).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Provision { .. }), "{text}");
     for needle in [
         "L-DB2E81BA",
-        "allows 4 vCPUs",
-        "needs 8",
+        "allows 2 vCPUs",
+        "nodes.desired = 1) needs 4",
         "aws service-quotas request-service-quota-increase --service-code ec2 --quota-code L-DB2E81BA --desired-value 8",
         "console.aws.amazon.com/servicequotas",
+        "Or lower nodes.desired",
     ] {
         assert!(text.contains(needle), "{needle:?} missing in: {text}");
+    }
+
+    // Enough for nodes.desired but not nodes.max: `up` goes on, with a warning that scaling stops.
+    let tight = quota_server("L-DB2E81BA", 4.0).await;
+    let aws = AwsProvisioner::connect(&spec, env.options(Some(tight.uri()))).await;
+    let pre = aws.preflight(&spec, &Silent).await.unwrap();
+    let quota = pre.quota.expect("quota checked");
+    assert_eq!(
+        (quota.limit_vcpus, quota.needed_vcpus, quota.max_vcpus),
+        (4.0, 4.0, 8.0)
+    );
+    assert_eq!(pre.warnings.len(), 1, "{:?}", pre.warnings);
+    for needle in [
+        "allows 4 vCPUs",
+        "not for nodes.max = 2 (8)",
+        "scaling beyond 1 node of g4dn.xlarge will be refused",
+        "--quota-code L-DB2E81BA --desired-value 8",
+    ] {
+        assert!(
+            pre.warnings[0].contains(needle),
+            "{needle:?} missing in: {}",
+            pre.warnings[0]
+        );
     }
 
     let enough = quota_server("L-DB2E81BA", 64.0).await;
@@ -701,7 +727,7 @@ async fn preflight_checks_identity_zones_and_quota() {
     let quota = pre.quota.expect("quota checked");
     assert_eq!(quota.quota_code, "L-DB2E81BA");
     assert_eq!(quota.limit_vcpus, 64.0);
-    assert_eq!(quota.needed_vcpus, 8.0);
+    assert_eq!((quota.needed_vcpus, quota.max_vcpus), (4.0, 8.0));
     assert!(pre.warnings.is_empty(), "{:?}", pre.warnings);
 
     // moto has no EC2 quotas: the check is skipped with a warning, not an error.

@@ -22,6 +22,10 @@
 //!   through an EKS Pod Identity association (served by the `eks-pod-identity-agent` addon) or an IRSA
 //!   role annotation: on AL2023 managed nodes IMDSv2's hop limit is 1, so pods cannot use the node role
 //!   (EKS user guide, "Store an application in EBS": "the driver requires IAM permissions").
+//! - Requests: every system container carries the requests of its upstream manifest (cited where each
+//!   is made), and a node's allocatable is what kubelet leaves after the EKS AMI's reservations
+//!   (`Kubelet`), so a workspace that asks for more than is left stays Pending with the
+//!   scheduler's "Insufficient cpu", as on EKS.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,6 +42,45 @@ use crate::zones::ZoneWorld;
 /// The service account annotation the emulated Pod Identity agent sets once an association exists (a
 /// test-side mark standing in for the credentials the agent would serve).
 pub const POD_IDENTITY_MARK: &str = "testkit.gpulab.io/pod-identity-role";
+
+/// What kubelet on an EKS AL2023 node reports, as nodeadm configures it (awslabs/amazon-eks-ami,
+/// `nodeadm/internal/kubelet/config.go`): `kubeReserved.cpu` 6% of the first core, 1% of the second,
+/// 0.5% of the third and fourth, 0.25% of each core above (`getCPUMillicoresToReserve`);
+/// `kubeReserved.memory` 11 MiB × maxPods + 255 MiB (`getMemoryMebibytesToReserve`), maxPods the VPC
+/// CNI's ENI limit (`CalcMaxPods`); `evictionHard` `memory.available: 100Mi`. Memory capacity is the
+/// kernel's `MemTotal`, some 7.5% below the instance's nominal memory (Karpenter's
+/// `VM_MEMORY_OVERHEAD_PERCENT` default). Written out here rather than taken from gpulab-core, so that
+/// the world does not agree with the code by construction; on a g4dn.xlarge it gives the 3920m CPU
+/// and 14481Mi that Karpenter's instance-type reference lists.
+struct Kubelet {
+    memory_mib: u64,
+    allocatable_cpu_millis: u64,
+    allocatable_memory_mib: u64,
+}
+
+impl Kubelet {
+    fn of(cpus: u32, memory_gib: f64, max_pods: u32) -> Self {
+        let millis = u64::from(cpus) * 1000;
+        let mut reserved_cpu = 0;
+        for (start, end, hundredths_of_percent) in [
+            (0, 1000, 600),
+            (1000, 2000, 100),
+            (2000, 4000, 50),
+            (4000, u64::MAX, 25),
+        ] {
+            if millis > start {
+                reserved_cpu += (millis.min(end) - start) * hundredths_of_percent / 10_000;
+            }
+        }
+        let memory_mib = (memory_gib * 1024.0 * 0.925) as u64;
+        let reserved_memory = 11 * u64::from(max_pods) + 255 + 100;
+        Kubelet {
+            memory_mib,
+            allocatable_cpu_millis: millis - reserved_cpu,
+            allocatable_memory_mib: memory_mib - reserved_memory,
+        }
+    }
+}
 
 /// One managed node group as the cluster sees it.
 #[derive(Debug, Clone)]
@@ -129,14 +172,17 @@ impl EksWorld {
         let (third, fourth) = (address / 250, 10 + address % 250);
         let name = format!("ip-10-0-{third}-{fourth}.{region}.compute.internal");
         let instance = gpulab_core::catalog::instance(&group.instance_type);
-        let (cpus, memory_gib, gpus) = instance
-            .map(|i| (i.vcpus, i.memory_gib, i.gpu_count))
-            .unwrap_or((4, 16.0, 1));
+        let (cpus, memory_gib, gpus, max_pods) = instance
+            .map(|i| (i.vcpus, i.memory_gib, i.gpu_count, i.max_pods))
+            .unwrap_or((4, 16.0, 1, 29));
+        let kubelet = Kubelet::of(cpus, memory_gib, max_pods);
         let mut node = NodeSpec::cpu(&name)
-            .with_capacity(
-                &cpus.to_string(),
-                &format!("{}Mi", (memory_gib * 1024.0) as u64),
+            .with_capacity(&cpus.to_string(), &format!("{}Mi", kubelet.memory_mib))
+            .with_allocatable(
+                &format!("{}m", kubelet.allocatable_cpu_millis),
+                &format!("{}Mi", kubelet.allocatable_memory_mib),
             )
+            .with_max_pods(max_pods)
             .with_gpus(u64::from(gpus))
             .in_zone(zone)
             .with_label("node.kubernetes.io/instance-type", &group.instance_type)
@@ -326,36 +372,54 @@ impl EksWorld {
                 },
             }),
         );
-        for (name, image) in [
-            (
-                "kube-proxy",
-                "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/kube-proxy:v1.33.0-minimal-eksbuild.2",
-            ),
-            (
-                "aws-node",
-                "602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon-k8s-cni:v1.19.5-eksbuild.1",
-            ),
-        ] {
-            self.kube.create(
-                "daemonsets",
-                json!({
-                    "metadata": {"name": name, "namespace": "kube-system", "labels": {"k8s-app": name}},
-                    "spec": {
-                        "selector": {"matchLabels": {"k8s-app": name}},
-                        "template": {
-                            "metadata": {"labels": {"k8s-app": name}},
-                            "spec": {
-                                "priorityClassName": "system-node-critical",
-                                "hostNetwork": true,
-                                "tolerations": [{"operator": "Exists"}],
-                                "containers": [{"name": name, "image": image,
-                                    "resources": {"requests": {"cpu": if name == "aws-node" { "25m" } else { "100m" }}}}],
-                            },
+        let ecr = "602401143452.dkr.ecr.us-west-2.amazonaws.com";
+        // kube-proxy: EKS's DaemonSet requests 100m CPU and nothing else (`kubectl -n kube-system get ds
+        // kube-proxy -o yaml`, as kubernetes/kubernetes cluster/addons/kube-proxy sets it).
+        self.daemon_set(
+            "kube-proxy",
+            json!([]),
+            json!([{"name": "kube-proxy", "image": format!("{ecr}/eks/kube-proxy:v1.33.0-minimal-eksbuild.2"),
+                "resources": {"requests": {"cpu": "100m"}}}]),
+        );
+        // aws-node: the VPC CNI and its network policy agent, each requesting the chart's 25m CPU, and
+        // an init container that installs the CNI binaries (aws/amazon-vpc-cni-k8s
+        // charts/aws-vpc-cni/values.yaml `resources.requests.cpu: 25m`; templates/daemonset.yaml gives
+        // `aws-eks-nodeagent` and the init container `default .Values.resources`).
+        let cni = format!("{ecr}/amazon-k8s-cni:v1.19.5-eksbuild.1");
+        self.daemon_set(
+            "aws-node",
+            json!([{"name": "aws-vpc-cni-init", "image": format!("{ecr}/amazon-k8s-cni-init:v1.19.5-eksbuild.1"),
+                "resources": {"requests": {"cpu": "25m"}}}]),
+            json!([
+                {"name": "aws-node", "image": cni, "resources": {"requests": {"cpu": "25m"}}},
+                {"name": "aws-eks-nodeagent", "image": format!("{ecr}/amazon/aws-network-policy-agent:v1.2.1-eksbuild.1"),
+                    "resources": {"requests": {"cpu": "25m"}}},
+            ]),
+        );
+    }
+
+    /// A kube-system DaemonSet named `name` (label `k8s-app`), on every node whatever its taints, as
+    /// EKS's own system DaemonSets are.
+    fn daemon_set(&self, name: &str, init_containers: Value, containers: Value) {
+        self.kube.create(
+            "daemonsets",
+            json!({
+                "metadata": {"name": name, "namespace": "kube-system", "labels": {"k8s-app": name}},
+                "spec": {
+                    "selector": {"matchLabels": {"k8s-app": name}},
+                    "template": {
+                        "metadata": {"labels": {"k8s-app": name}},
+                        "spec": {
+                            "priorityClassName": "system-node-critical",
+                            "hostNetwork": true,
+                            "tolerations": [{"operator": "Exists"}],
+                            "initContainers": init_containers,
+                            "containers": containers,
                         },
                     },
-                }),
-            );
-        }
+                },
+            }),
+        );
     }
 
     /// The EBS CSI addon's workloads; its controller's service account gets credentials once a Pod
@@ -370,6 +434,14 @@ impl EksWorld {
             json!({"metadata": {"name": "ebs.csi.aws.com"}, "spec": {"attachRequired": true, "podInfoOnMount": false}}),
         );
         let image = "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/aws-ebs-csi-driver:v1.44.0";
+        let controller_container = |name: &str, image: &str| {
+            json!({"name": name, "image": image,
+                "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}, "limits": {"memory": "256Mi"}}})
+        };
+        let sidecar = |name: &str, image: &str| {
+            json!({"name": name, "image": image,
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}}})
+        };
         self.kube.create(
             "deployments",
             json!({
@@ -386,8 +458,19 @@ impl EksWorld {
                                 {"key": "CriticalAddonsOnly", "operator": "Exists"},
                                 {"effect": "NoExecute", "operator": "Exists", "tolerationSeconds": 300},
                             ],
-                            "containers": [{"name": "ebs-plugin", "image": image,
-                                "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}, "limits": {"memory": "256Mi"}}}],
+                            // kubernetes-sigs/aws-ebs-csi-driver charts/aws-ebs-csi-driver:
+                            // values.yaml `controller.resources` (10m, 40Mi; limit 256Mi), which
+                            // templates/controller.yaml also gives csi-provisioner, csi-attacher and
+                            // csi-resizer (`default .Values.controller.resources ...`); the liveness
+                            // probe's default is 10m, 32Mi. csi-snapshotter runs only where the
+                            // snapshot CRDs exist, which a new EKS cluster lacks.
+                            "containers": [
+                                controller_container("ebs-plugin", image),
+                                controller_container("csi-provisioner", "public.ecr.aws/csi-components/csi-provisioner:v5.3.0-eksbuild.4"),
+                                controller_container("csi-attacher", "public.ecr.aws/csi-components/csi-attacher:v4.9.0-eksbuild.4"),
+                                controller_container("csi-resizer", "public.ecr.aws/csi-components/csi-resizer:v1.14.0-eksbuild.4"),
+                                sidecar("liveness-probe", "public.ecr.aws/csi-components/livenessprobe:v2.16.0-eksbuild.5"),
+                            ],
                         },
                     },
                 },
@@ -404,8 +487,14 @@ impl EksWorld {
                         "spec": {
                             "priorityClassName": "system-node-critical",
                             "tolerations": [{"operator": "Exists"}],
-                            "containers": [{"name": "ebs-plugin", "image": image,
-                                "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}}}],
+                            // values.yaml `node.resources` (10m, 40Mi); templates/_node.tpl's
+                            // sidecar defaults (10m, 32Mi; limit 32Mi).
+                            "containers": [
+                                {"name": "ebs-plugin", "image": image,
+                                    "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}, "limits": {"memory": "256Mi"}}},
+                                sidecar("node-driver-registrar", "public.ecr.aws/csi-components/csi-node-driver-registrar:v2.14.0-eksbuild.4"),
+                                sidecar("liveness-probe", "public.ecr.aws/csi-components/livenessprobe:v2.16.0-eksbuild.5"),
+                            ],
                         },
                     },
                 },
@@ -428,9 +517,13 @@ impl EksWorld {
                             "priorityClassName": "system-node-critical",
                             "hostNetwork": true,
                             "tolerations": [{"operator": "Exists"}],
+                            // aws/eks-pod-identity-agent charts/eks-pod-identity-agent: values.yaml
+                            // `resources: {}` (no requests) for the agent; its init container
+                            // sets up the link-local address.
+                            "initContainers": [{"name": "eks-pod-identity-agent-init",
+                                "image": "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/eks-pod-identity-agent:v0.1.29"}],
                             "containers": [{"name": "eks-pod-identity-agent",
-                                "image": "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/eks-pod-identity-agent:v0.1.29",
-                                "resources": {"requests": {"cpu": "25m"}}}],
+                                "image": "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/eks-pod-identity-agent:v0.1.29"}],
                         },
                     },
                 },

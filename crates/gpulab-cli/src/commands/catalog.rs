@@ -123,11 +123,7 @@ pub(crate) fn run(
             let i = r.instance;
             vec![
                 i.name.into(),
-                format!(
-                    "{} × {}",
-                    i.gpu_count,
-                    r.gpu_model.name.trim_start_matches("NVIDIA ")
-                ),
+                i.gpu_summary(),
                 format!("{} GiB", i.total_gpu_memory_gib()),
                 i.vcpus.to_string(),
                 format!("{} GiB", i.memory_gib),

@@ -46,19 +46,17 @@ pub(crate) fn run(
 fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
     let s = &spec.spec;
     let i = plan.instance;
-    let gpu = i.gpu_model();
     printer.line(format!(
         "Plan for lab {} in {} ({})",
         plan.lab, plan.region, spec.region.location
     ));
     printer.line(format!(
-        "  GPU nodes  {} × {} ({}): {} × {} {} GiB, {} vCPUs, {} GiB memory",
+        "  GPU nodes  {} × {} ({}): {} {} GiB, {} vCPUs, {} GiB memory",
         s.nodes.desired,
         i.name,
         s.nodes.capacity,
-        i.gpu_count,
-        gpu.name,
-        gpu.memory_gib,
+        i.gpu_summary(),
+        i.gpu_memory_gib(),
         i.vcpus,
         i.memory_gib
     ));
@@ -71,6 +69,11 @@ fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
         spec.memory,
         spec.volume_size,
         s.workspace.image
+    ));
+    let budget = gpulab_core::capacity::node_budget(i);
+    printer.line(format!(
+        "  Node room  {} allocatable per node after kubelet's reservations; system pods request {}; {} kept for an image build; {} for workspaces (\"auto\" takes its GPUs' share)",
+        budget.allocatable, budget.system_pods, budget.image_build, budget.workspaces
     ));
     let access = match s.access.mode {
         AccessMode::PortForward => {

@@ -3,7 +3,7 @@ use super::{GpuModel, InstanceType};
 // Catalog figures: GPU datasheet numbers and EC2 GPU instance types with on-demand Linux prices.
 //
 // Price sources (see `PRICES_AS_OF`):
-// - us-east-1, every row: the AWS Price List API snapshot that AWS embeds in Karpenter,
+// - us-east-1, every row present before 2026-08: the AWS Price List API snapshot that AWS embeds in Karpenter,
 //   `aws/karpenter-provider-aws` `pkg/providers/pricing/zz_generated.pricing_aws.go`, header
 //   "generated at 2026-01-19T13:23:24Z for us-east-1". It has the June-2025 P4/P5 cuts (p4d 21.957642,
 //   p5.48xlarge 55.04) and p5.4xlarge.
@@ -14,14 +14,22 @@ use super::{GpuModel, InstanceType};
 //   g4dn/g5/g6/g6e/p3/p3dn row). P4d/P5 prices outside us-east-1 are marked `unverified`.
 // - Region availability outside us-east-1 is as of that SkyPilot snapshot (H1 2025): it had no g6, g6e
 //   or p5 rows for eu-west-1, so eu-west-1 is left out of those rows.
+// - g6f, gr6, p4de, p5en and p6-b200 (added 2026-08), us-east-1: the same Karpenter price list, regenerated
+//   "at 2026-07-20T13:44:30Z for us-east-1"; elsewhere marked `unverified` in each row.
 //
 // Instance shapes (GPUs, vCPUs, memory) are EC2 DescribeInstanceTypes figures as carried by the same
-// SkyPilot catalog, except p5.4xlarge (see its row).
+// SkyPilot catalog, except p5.4xlarge (see its row) and the rows added 2026-08, whose shapes come from
+// Karpenter's generated instance-type reference (website/content/en/preview/reference/instance-types.md
+// in aws/karpenter-provider-aws, itself from DescribeInstanceTypes). `max_pods` is the VPC CNI's
+// `misc/eni-max-pods.txt` (aws/amazon-vpc-cni-k8s, 2026-08-11), which the EKS AMI's nodeadm computes
+// the same way (nodeadm/internal/kubelet/eni_max_pods.go).
 
 /// When the on-demand prices below were taken, and from where.
 pub(super) const PRICES_AS_OF: &str = "us-east-1: 2026-01-19 (AWS Price List API, via the table generated \
 into aws/karpenter-provider-aws); us-west-2 and eu-west-1: H1 2025 (SkyPilot AWS catalog, before the \
-June-2025 P4/P5 price cut) for G and P3 types, P4d/P5 there estimated (marked unverified)";
+June-2025 P4/P5 price cut) for G and P3 types, P4d/P5 there estimated (marked unverified); g6f, gr6, p4de, \
+p5en, p6-b200: us-east-1 2026-07-20 (the same price list, regenerated), us-west-2 assumed equal (unverified); \
+p5e: not priced";
 
 /// GPU models and the NVIDIA datasheet figures the validation suite compares against. Tensor figures
 /// are dense: NVIDIA's datasheets for Ampere and newer print the figure with 2:4 structured sparsity
@@ -247,58 +255,91 @@ pub(super) const GPUS: &[GpuModel] = &[
 #[rustfmt::skip]
 pub(super) const INSTANCES: &[InstanceType] = &[
     // g4dn: NVIDIA T4.
-    InstanceType { name: "g4dn.xlarge", gpu: "t4", gpu_count: 1, vcpus: 4, memory_gib: 16.0, prices: &[("us-east-1", 0.526), ("us-west-2", 0.526), ("eu-west-1", 0.587)] },
-    InstanceType { name: "g4dn.2xlarge", gpu: "t4", gpu_count: 1, vcpus: 8, memory_gib: 32.0, prices: &[("us-east-1", 0.752), ("us-west-2", 0.752), ("eu-west-1", 0.838)] },
-    InstanceType { name: "g4dn.4xlarge", gpu: "t4", gpu_count: 1, vcpus: 16, memory_gib: 64.0, prices: &[("us-east-1", 1.204), ("us-west-2", 1.204), ("eu-west-1", 1.342)] },
-    InstanceType { name: "g4dn.8xlarge", gpu: "t4", gpu_count: 1, vcpus: 32, memory_gib: 128.0, prices: &[("us-east-1", 2.176), ("us-west-2", 2.176), ("eu-west-1", 2.426)] },
-    InstanceType { name: "g4dn.12xlarge", gpu: "t4", gpu_count: 4, vcpus: 48, memory_gib: 192.0, prices: &[("us-east-1", 3.912), ("us-west-2", 3.912), ("eu-west-1", 4.362)] },
-    InstanceType { name: "g4dn.16xlarge", gpu: "t4", gpu_count: 1, vcpus: 64, memory_gib: 256.0, prices: &[("us-east-1", 4.352), ("us-west-2", 4.352), ("eu-west-1", 4.853)] },
-    InstanceType { name: "g4dn.metal", gpu: "t4", gpu_count: 8, vcpus: 96, memory_gib: 384.0, prices: &[("us-east-1", 7.824), ("us-west-2", 7.824), ("eu-west-1", 8.724)] },
+    InstanceType { name: "g4dn.xlarge", gpu: "t4", gpu_count: 1, gpu_divisor: 1, vcpus: 4, memory_gib: 16.0, max_pods: 29, prices: &[("us-east-1", 0.526), ("us-west-2", 0.526), ("eu-west-1", 0.587)] },
+    InstanceType { name: "g4dn.2xlarge", gpu: "t4", gpu_count: 1, gpu_divisor: 1, vcpus: 8, memory_gib: 32.0, max_pods: 29, prices: &[("us-east-1", 0.752), ("us-west-2", 0.752), ("eu-west-1", 0.838)] },
+    InstanceType { name: "g4dn.4xlarge", gpu: "t4", gpu_count: 1, gpu_divisor: 1, vcpus: 16, memory_gib: 64.0, max_pods: 29, prices: &[("us-east-1", 1.204), ("us-west-2", 1.204), ("eu-west-1", 1.342)] },
+    InstanceType { name: "g4dn.8xlarge", gpu: "t4", gpu_count: 1, gpu_divisor: 1, vcpus: 32, memory_gib: 128.0, max_pods: 58, prices: &[("us-east-1", 2.176), ("us-west-2", 2.176), ("eu-west-1", 2.426)] },
+    InstanceType { name: "g4dn.12xlarge", gpu: "t4", gpu_count: 4, gpu_divisor: 1, vcpus: 48, memory_gib: 192.0, max_pods: 234, prices: &[("us-east-1", 3.912), ("us-west-2", 3.912), ("eu-west-1", 4.362)] },
+    InstanceType { name: "g4dn.16xlarge", gpu: "t4", gpu_count: 1, gpu_divisor: 1, vcpus: 64, memory_gib: 256.0, max_pods: 58, prices: &[("us-east-1", 4.352), ("us-west-2", 4.352), ("eu-west-1", 4.853)] },
+    InstanceType { name: "g4dn.metal", gpu: "t4", gpu_count: 8, gpu_divisor: 1, vcpus: 96, memory_gib: 384.0, max_pods: 737, prices: &[("us-east-1", 7.824), ("us-west-2", 7.824), ("eu-west-1", 8.724)] },
     // g5: NVIDIA A10G.
-    InstanceType { name: "g5.xlarge", gpu: "a10g", gpu_count: 1, vcpus: 4, memory_gib: 16.0, prices: &[("us-east-1", 1.006), ("us-west-2", 1.006), ("eu-west-1", 1.123)] },
-    InstanceType { name: "g5.2xlarge", gpu: "a10g", gpu_count: 1, vcpus: 8, memory_gib: 32.0, prices: &[("us-east-1", 1.212), ("us-west-2", 1.212), ("eu-west-1", 1.35296)] },
-    InstanceType { name: "g5.4xlarge", gpu: "a10g", gpu_count: 1, vcpus: 16, memory_gib: 64.0, prices: &[("us-east-1", 1.624), ("us-west-2", 1.624), ("eu-west-1", 1.81287)] },
-    InstanceType { name: "g5.8xlarge", gpu: "a10g", gpu_count: 1, vcpus: 32, memory_gib: 128.0, prices: &[("us-east-1", 2.448), ("us-west-2", 2.448), ("eu-west-1", 2.73271)] },
-    InstanceType { name: "g5.12xlarge", gpu: "a10g", gpu_count: 4, vcpus: 48, memory_gib: 192.0, prices: &[("us-east-1", 5.672), ("us-west-2", 5.672), ("eu-west-1", 6.33167)] },
-    InstanceType { name: "g5.16xlarge", gpu: "a10g", gpu_count: 1, vcpus: 64, memory_gib: 256.0, prices: &[("us-east-1", 4.096), ("us-west-2", 4.096), ("eu-west-1", 4.57237)] },
-    InstanceType { name: "g5.24xlarge", gpu: "a10g", gpu_count: 4, vcpus: 96, memory_gib: 384.0, prices: &[("us-east-1", 8.144), ("us-west-2", 8.144), ("eu-west-1", 9.09117)] },
-    InstanceType { name: "g5.48xlarge", gpu: "a10g", gpu_count: 8, vcpus: 192, memory_gib: 768.0, prices: &[("us-east-1", 16.288), ("us-west-2", 16.288), ("eu-west-1", 18.18233)] },
+    InstanceType { name: "g5.xlarge", gpu: "a10g", gpu_count: 1, gpu_divisor: 1, vcpus: 4, memory_gib: 16.0, max_pods: 58, prices: &[("us-east-1", 1.006), ("us-west-2", 1.006), ("eu-west-1", 1.123)] },
+    InstanceType { name: "g5.2xlarge", gpu: "a10g", gpu_count: 1, gpu_divisor: 1, vcpus: 8, memory_gib: 32.0, max_pods: 58, prices: &[("us-east-1", 1.212), ("us-west-2", 1.212), ("eu-west-1", 1.35296)] },
+    InstanceType { name: "g5.4xlarge", gpu: "a10g", gpu_count: 1, gpu_divisor: 1, vcpus: 16, memory_gib: 64.0, max_pods: 234, prices: &[("us-east-1", 1.624), ("us-west-2", 1.624), ("eu-west-1", 1.81287)] },
+    InstanceType { name: "g5.8xlarge", gpu: "a10g", gpu_count: 1, gpu_divisor: 1, vcpus: 32, memory_gib: 128.0, max_pods: 234, prices: &[("us-east-1", 2.448), ("us-west-2", 2.448), ("eu-west-1", 2.73271)] },
+    InstanceType { name: "g5.12xlarge", gpu: "a10g", gpu_count: 4, gpu_divisor: 1, vcpus: 48, memory_gib: 192.0, max_pods: 737, prices: &[("us-east-1", 5.672), ("us-west-2", 5.672), ("eu-west-1", 6.33167)] },
+    InstanceType { name: "g5.16xlarge", gpu: "a10g", gpu_count: 1, gpu_divisor: 1, vcpus: 64, memory_gib: 256.0, max_pods: 234, prices: &[("us-east-1", 4.096), ("us-west-2", 4.096), ("eu-west-1", 4.57237)] },
+    InstanceType { name: "g5.24xlarge", gpu: "a10g", gpu_count: 4, gpu_divisor: 1, vcpus: 96, memory_gib: 384.0, max_pods: 737, prices: &[("us-east-1", 8.144), ("us-west-2", 8.144), ("eu-west-1", 9.09117)] },
+    InstanceType { name: "g5.48xlarge", gpu: "a10g", gpu_count: 8, gpu_divisor: 1, vcpus: 192, memory_gib: 768.0, max_pods: 345, prices: &[("us-east-1", 16.288), ("us-west-2", 16.288), ("eu-west-1", 18.18233)] },
     // g6: NVIDIA L4. Not offered in eu-west-1 in the SkyPilot snapshot (it was in eu-central-1, eu-north-1,
     // eu-west-2 and eu-west-3).
-    InstanceType { name: "g6.xlarge", gpu: "l4", gpu_count: 1, vcpus: 4, memory_gib: 16.0, prices: &[("us-east-1", 0.8048), ("us-west-2", 0.8048)] },
-    InstanceType { name: "g6.2xlarge", gpu: "l4", gpu_count: 1, vcpus: 8, memory_gib: 32.0, prices: &[("us-east-1", 0.9776), ("us-west-2", 0.9776)] },
-    InstanceType { name: "g6.4xlarge", gpu: "l4", gpu_count: 1, vcpus: 16, memory_gib: 64.0, prices: &[("us-east-1", 1.3232), ("us-west-2", 1.3232)] },
-    InstanceType { name: "g6.8xlarge", gpu: "l4", gpu_count: 1, vcpus: 32, memory_gib: 128.0, prices: &[("us-east-1", 2.0144), ("us-west-2", 2.0144)] },
-    InstanceType { name: "g6.12xlarge", gpu: "l4", gpu_count: 4, vcpus: 48, memory_gib: 192.0, prices: &[("us-east-1", 4.6016), ("us-west-2", 4.6016)] },
-    InstanceType { name: "g6.16xlarge", gpu: "l4", gpu_count: 1, vcpus: 64, memory_gib: 256.0, prices: &[("us-east-1", 3.3968), ("us-west-2", 3.3968)] },
-    InstanceType { name: "g6.24xlarge", gpu: "l4", gpu_count: 4, vcpus: 96, memory_gib: 384.0, prices: &[("us-east-1", 6.6752), ("us-west-2", 6.6752)] },
-    InstanceType { name: "g6.48xlarge", gpu: "l4", gpu_count: 8, vcpus: 192, memory_gib: 768.0, prices: &[("us-east-1", 13.3504), ("us-west-2", 13.3504)] },
+    InstanceType { name: "g6.xlarge", gpu: "l4", gpu_count: 1, gpu_divisor: 1, vcpus: 4, memory_gib: 16.0, max_pods: 58, prices: &[("us-east-1", 0.8048), ("us-west-2", 0.8048)] },
+    InstanceType { name: "g6.2xlarge", gpu: "l4", gpu_count: 1, gpu_divisor: 1, vcpus: 8, memory_gib: 32.0, max_pods: 58, prices: &[("us-east-1", 0.9776), ("us-west-2", 0.9776)] },
+    InstanceType { name: "g6.4xlarge", gpu: "l4", gpu_count: 1, gpu_divisor: 1, vcpus: 16, memory_gib: 64.0, max_pods: 234, prices: &[("us-east-1", 1.3232), ("us-west-2", 1.3232)] },
+    InstanceType { name: "g6.8xlarge", gpu: "l4", gpu_count: 1, gpu_divisor: 1, vcpus: 32, memory_gib: 128.0, max_pods: 234, prices: &[("us-east-1", 2.0144), ("us-west-2", 2.0144)] },
+    InstanceType { name: "g6.12xlarge", gpu: "l4", gpu_count: 4, gpu_divisor: 1, vcpus: 48, memory_gib: 192.0, max_pods: 234, prices: &[("us-east-1", 4.6016), ("us-west-2", 4.6016)] },
+    InstanceType { name: "g6.16xlarge", gpu: "l4", gpu_count: 1, gpu_divisor: 1, vcpus: 64, memory_gib: 256.0, max_pods: 737, prices: &[("us-east-1", 3.3968), ("us-west-2", 3.3968)] },
+    InstanceType { name: "g6.24xlarge", gpu: "l4", gpu_count: 4, gpu_divisor: 1, vcpus: 96, memory_gib: 384.0, max_pods: 737, prices: &[("us-east-1", 6.6752), ("us-west-2", 6.6752)] },
+    InstanceType { name: "g6.48xlarge", gpu: "l4", gpu_count: 8, gpu_divisor: 1, vcpus: 192, memory_gib: 768.0, max_pods: 737, prices: &[("us-east-1", 13.3504), ("us-west-2", 13.3504)] },
+    // g6f: a slice of an NVIDIA L4 through NVIDIA vGPU (the GRID driver, which the EKS AL2023 NVIDIA AMI
+    // installs for G6f), one device to the pod: g6f.large and .xlarge an eighth (2861 MiB of GPU memory),
+    // .2xlarge a quarter, .4xlarge half. Shapes: Karpenter's generated instance-type reference
+    // (aws/karpenter-provider-aws website/content/en/preview/reference/instance-types.md, from EC2
+    // DescribeInstanceTypes, which reports the slice's memory but a GPU count of 0).
+    // unverified: us-west-2 prices assumed equal to us-east-1 (G prices are the same in both for every
+    // other G row here); us-east-1 from the Karpenter price list of 2026-07-20.
+    InstanceType { name: "g6f.large", gpu: "l4", gpu_count: 1, gpu_divisor: 8, vcpus: 2, memory_gib: 8.0, max_pods: 20, prices: &[("us-east-1", 0.202), ("us-west-2", 0.202)] },
+    InstanceType { name: "g6f.xlarge", gpu: "l4", gpu_count: 1, gpu_divisor: 8, vcpus: 4, memory_gib: 16.0, max_pods: 58, prices: &[("us-east-1", 0.2375), ("us-west-2", 0.2375)] },
+    InstanceType { name: "g6f.2xlarge", gpu: "l4", gpu_count: 1, gpu_divisor: 4, vcpus: 8, memory_gib: 32.0, max_pods: 58, prices: &[("us-east-1", 0.475), ("us-west-2", 0.475)] },
+    InstanceType { name: "g6f.4xlarge", gpu: "l4", gpu_count: 1, gpu_divisor: 2, vcpus: 16, memory_gib: 64.0, max_pods: 234, prices: &[("us-east-1", 0.95), ("us-west-2", 0.95)] },
     // g6e: NVIDIA L40S. Not offered in eu-west-1 in the SkyPilot snapshot (Europe: eu-central-1 and
     // eu-north-1 only).
-    InstanceType { name: "g6e.xlarge", gpu: "l40s", gpu_count: 1, vcpus: 4, memory_gib: 32.0, prices: &[("us-east-1", 1.861), ("us-west-2", 1.861)] },
-    InstanceType { name: "g6e.2xlarge", gpu: "l40s", gpu_count: 1, vcpus: 8, memory_gib: 64.0, prices: &[("us-east-1", 2.24208), ("us-west-2", 2.24208)] },
-    InstanceType { name: "g6e.4xlarge", gpu: "l40s", gpu_count: 1, vcpus: 16, memory_gib: 128.0, prices: &[("us-east-1", 3.00424), ("us-west-2", 3.00424)] },
-    InstanceType { name: "g6e.8xlarge", gpu: "l40s", gpu_count: 1, vcpus: 32, memory_gib: 256.0, prices: &[("us-east-1", 4.52856), ("us-west-2", 4.52856)] },
-    InstanceType { name: "g6e.12xlarge", gpu: "l40s", gpu_count: 4, vcpus: 48, memory_gib: 384.0, prices: &[("us-east-1", 10.49264), ("us-west-2", 10.49264)] },
-    InstanceType { name: "g6e.16xlarge", gpu: "l40s", gpu_count: 1, vcpus: 64, memory_gib: 512.0, prices: &[("us-east-1", 7.57719), ("us-west-2", 7.57719)] },
-    InstanceType { name: "g6e.24xlarge", gpu: "l40s", gpu_count: 4, vcpus: 96, memory_gib: 768.0, prices: &[("us-east-1", 15.06559), ("us-west-2", 15.06559)] },
-    InstanceType { name: "g6e.48xlarge", gpu: "l40s", gpu_count: 8, vcpus: 192, memory_gib: 1536.0, prices: &[("us-east-1", 30.13118), ("us-west-2", 30.13118)] },
+    InstanceType { name: "g6e.xlarge", gpu: "l40s", gpu_count: 1, gpu_divisor: 1, vcpus: 4, memory_gib: 32.0, max_pods: 58, prices: &[("us-east-1", 1.861), ("us-west-2", 1.861)] },
+    InstanceType { name: "g6e.2xlarge", gpu: "l40s", gpu_count: 1, gpu_divisor: 1, vcpus: 8, memory_gib: 64.0, max_pods: 58, prices: &[("us-east-1", 2.24208), ("us-west-2", 2.24208)] },
+    InstanceType { name: "g6e.4xlarge", gpu: "l40s", gpu_count: 1, gpu_divisor: 1, vcpus: 16, memory_gib: 128.0, max_pods: 234, prices: &[("us-east-1", 3.00424), ("us-west-2", 3.00424)] },
+    InstanceType { name: "g6e.8xlarge", gpu: "l40s", gpu_count: 1, gpu_divisor: 1, vcpus: 32, memory_gib: 256.0, max_pods: 234, prices: &[("us-east-1", 4.52856), ("us-west-2", 4.52856)] },
+    InstanceType { name: "g6e.12xlarge", gpu: "l40s", gpu_count: 4, gpu_divisor: 1, vcpus: 48, memory_gib: 384.0, max_pods: 292, prices: &[("us-east-1", 10.49264), ("us-west-2", 10.49264)] },
+    InstanceType { name: "g6e.16xlarge", gpu: "l40s", gpu_count: 1, gpu_divisor: 1, vcpus: 64, memory_gib: 512.0, max_pods: 737, prices: &[("us-east-1", 7.57719), ("us-west-2", 7.57719)] },
+    InstanceType { name: "g6e.24xlarge", gpu: "l40s", gpu_count: 4, gpu_divisor: 1, vcpus: 96, memory_gib: 768.0, max_pods: 492, prices: &[("us-east-1", 15.06559), ("us-west-2", 15.06559)] },
+    InstanceType { name: "g6e.48xlarge", gpu: "l40s", gpu_count: 8, gpu_divisor: 1, vcpus: 192, memory_gib: 1536.0, max_pods: 492, prices: &[("us-east-1", 30.13118), ("us-west-2", 30.13118)] },
+    // gr6: NVIDIA L4 with more memory per vCPU (8 GiB) than g6. Shapes from Karpenter's instance-type
+    // reference (as g6f); us-east-1 prices from the Karpenter price list of 2026-07-20.
+    // unverified: us-west-2 prices assumed equal to us-east-1.
+    InstanceType { name: "gr6.4xlarge", gpu: "l4", gpu_count: 1, gpu_divisor: 1, vcpus: 16, memory_gib: 128.0, max_pods: 234, prices: &[("us-east-1", 1.5392), ("us-west-2", 1.5392)] },
+    InstanceType { name: "gr6.8xlarge", gpu: "l4", gpu_count: 1, gpu_divisor: 1, vcpus: 32, memory_gib: 256.0, max_pods: 234, prices: &[("us-east-1", 2.4464), ("us-west-2", 2.4464)] },
     // p3: NVIDIA V100 SXM2 16 GB.
-    InstanceType { name: "p3.2xlarge", gpu: "v100", gpu_count: 1, vcpus: 8, memory_gib: 61.0, prices: &[("us-east-1", 3.06), ("us-west-2", 3.06), ("eu-west-1", 3.305)] },
-    InstanceType { name: "p3.8xlarge", gpu: "v100", gpu_count: 4, vcpus: 32, memory_gib: 244.0, prices: &[("us-east-1", 12.24), ("us-west-2", 12.24), ("eu-west-1", 13.22)] },
-    InstanceType { name: "p3.16xlarge", gpu: "v100", gpu_count: 8, vcpus: 64, memory_gib: 488.0, prices: &[("us-east-1", 24.48), ("us-west-2", 24.48), ("eu-west-1", 26.44)] },
+    InstanceType { name: "p3.2xlarge", gpu: "v100", gpu_count: 1, gpu_divisor: 1, vcpus: 8, memory_gib: 61.0, max_pods: 58, prices: &[("us-east-1", 3.06), ("us-west-2", 3.06), ("eu-west-1", 3.305)] },
+    InstanceType { name: "p3.8xlarge", gpu: "v100", gpu_count: 4, gpu_divisor: 1, vcpus: 32, memory_gib: 244.0, max_pods: 234, prices: &[("us-east-1", 12.24), ("us-west-2", 12.24), ("eu-west-1", 13.22)] },
+    InstanceType { name: "p3.16xlarge", gpu: "v100", gpu_count: 8, gpu_divisor: 1, vcpus: 64, memory_gib: 488.0, max_pods: 234, prices: &[("us-east-1", 24.48), ("us-west-2", 24.48), ("eu-west-1", 26.44)] },
     // p3dn: NVIDIA V100 SXM2 32 GB.
-    InstanceType { name: "p3dn.24xlarge", gpu: "v100-32gb", gpu_count: 8, vcpus: 96, memory_gib: 768.0, prices: &[("us-east-1", 31.212), ("us-west-2", 31.212), ("eu-west-1", 33.711)] },
+    InstanceType { name: "p3dn.24xlarge", gpu: "v100-32gb", gpu_count: 8, gpu_divisor: 1, vcpus: 96, memory_gib: 768.0, max_pods: 737, prices: &[("us-east-1", 31.212), ("us-west-2", 31.212), ("eu-west-1", 33.711)] },
     // p4d: NVIDIA A100 40 GB. us-east-1 is after the June-2025 cut (32.7726 -> 21.957642, exactly x0.67).
     // unverified: us-west-2 assumed equal to us-east-1 (they were equal before the cut, at 32.7726);
     // unverified: eu-west-1 estimated as the pre-cut 35.39655 x 0.67, not read from a post-cut source.
-    InstanceType { name: "p4d.24xlarge", gpu: "a100", gpu_count: 8, vcpus: 96, memory_gib: 1152.0, prices: &[("us-east-1", 21.957642), ("us-west-2", 21.957642), ("eu-west-1", 23.715689)] },
+    InstanceType { name: "p4d.24xlarge", gpu: "a100", gpu_count: 8, gpu_divisor: 1, vcpus: 96, memory_gib: 1152.0, max_pods: 737, prices: &[("us-east-1", 21.957642), ("us-west-2", 21.957642), ("eu-west-1", 23.715689)] },
+    // p4de: NVIDIA A100 80 GB. us-east-1 from the Karpenter price list of 2026-07-20 (after the June-2025
+    // P4 cut); shape from Karpenter's instance-type reference (96 vCPUs, 1152 GiB, 8 × 80 GiB).
+    // unverified: us-west-2 assumed equal to us-east-1, as for p4d.
+    InstanceType { name: "p4de.24xlarge", gpu: "a100-80gb", gpu_count: 8, gpu_divisor: 1, vcpus: 96, memory_gib: 1152.0, max_pods: 737, prices: &[("us-east-1", 27.44705), ("us-west-2", 27.44705)] },
     // p5: NVIDIA H100 80 GB. us-east-1 is after the June-2025 cut (p5.48xlarge 98.32 -> 55.04).
     // unverified: vCPUs/memory of p5.4xlarge (launched Aug 2025, after the SkyPilot snapshot) are from a
     // third-party table (16 vCPUs, 256 GiB), not read from the EC2 docs.
     // unverified: us-west-2 prices assumed equal to us-east-1 (p5 was priced the same in both before the
     // cut; p5.4xlarge is known to be offered in us-west-2). eu-west-1 left out: no p5 there in the
     // SkyPilot snapshot, and no post-cut source found for either size.
-    InstanceType { name: "p5.4xlarge", gpu: "h100", gpu_count: 1, vcpus: 16, memory_gib: 256.0, prices: &[("us-east-1", 6.88), ("us-west-2", 6.88)] },
-    InstanceType { name: "p5.48xlarge", gpu: "h100", gpu_count: 8, vcpus: 192, memory_gib: 2048.0, prices: &[("us-east-1", 55.04), ("us-west-2", 55.04)] },
+    InstanceType { name: "p5.4xlarge", gpu: "h100", gpu_count: 1, gpu_divisor: 1, vcpus: 16, memory_gib: 256.0, max_pods: 118, prices: &[("us-east-1", 6.88), ("us-west-2", 6.88)] },
+    InstanceType { name: "p5.48xlarge", gpu: "h100", gpu_count: 8, gpu_divisor: 1, vcpus: 192, memory_gib: 2048.0, max_pods: 100, prices: &[("us-east-1", 55.04), ("us-west-2", 55.04)] },
+    // p5e and p5en: NVIDIA H200 (141 GB). Shapes from Karpenter's instance-type reference (192 vCPUs,
+    // 2048 GiB, 8 × 144384 MiB); p5en has Intel Sapphire Rapids hosts and PCIe Gen5 where p5e has AMD.
+    // p5en us-east-1 from the Karpenter price list of 2026-07-20.
+    // unverified: p5en us-west-2 assumed equal to us-east-1.
+    // p5e.48xlarge has no price here: the us-east-1 price list has no p5e row (it is offered in us-east-2
+    // and us-west-2, mostly through EC2 Capacity Blocks), and no source for those regions was at hand.
+    // `plan` then says the price is unknown rather than guess.
+    InstanceType { name: "p5e.48xlarge", gpu: "h200", gpu_count: 8, gpu_divisor: 1, vcpus: 192, memory_gib: 2048.0, max_pods: 100, prices: &[] },
+    InstanceType { name: "p5en.48xlarge", gpu: "h200", gpu_count: 8, gpu_divisor: 1, vcpus: 192, memory_gib: 2048.0, max_pods: 198, prices: &[("us-east-1", 63.296), ("us-west-2", 63.296)] },
+    // p6-b200: NVIDIA B200. Shape from Karpenter's instance-type reference (192 vCPUs, 2048 GiB, 8 GPUs of
+    // 183359 MiB); us-east-1 from the Karpenter price list of 2026-07-20.
+    // unverified: us-west-2 assumed equal to us-east-1.
+    InstanceType { name: "p6-b200.48xlarge", gpu: "b200", gpu_count: 8, gpu_divisor: 1, vcpus: 192, memory_gib: 2048.0, max_pods: 198, prices: &[("us-east-1", 113.9328), ("us-west-2", 113.9328)] },
 ];

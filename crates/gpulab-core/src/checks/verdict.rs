@@ -144,9 +144,12 @@ impl Reference {
     }
 
     /// The model `device` is judged against: a lab's GPU for every device; on this machine, each
-    /// device's own (so a box with two kinds of GPU judges each by its datasheet).
+    /// device's own (so a box with two kinds of GPU judges each by its datasheet). A slice of a GPU
+    /// (a g6f's vGPU) shares the chip's time with others, so it is measured but never judged against the
+    /// whole chip's peaks.
     fn model_for(&self, device: &TorchDevice) -> Option<&'static GpuModel> {
         match self.instance {
+            Some(i) if i.is_fractional_gpu() => None,
             Some(_) => self.gpu,
             None => catalog::identify_gpu(&device.name, Some(device.memory_bytes >> 20)),
         }

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 
+use crate::capacity::IMAGE_BUILD;
 use crate::cluster::{Deletion, cluster_error, delete_owned};
 use crate::events::{Event, Reporter};
 use crate::naming::{GPU_TAINT, KubeNames, LAB_ID_KEY, LabId, kube_labels};
@@ -149,10 +150,16 @@ pub fn kaniko_job(build: &KanikoBuild) -> Job {
             mount("context", "/context"),
             mount("docker-config", "/kaniko/.docker"),
         ]),
+        // Requests are the scheduler's minimum: small enough to fit beside an "auto"-sized workspace on
+        // the lab's one node (which leaves exactly this free), and no limits, so the build may use any
+        // CPU and memory the workspace leaves idle.
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("1".into())),
-                ("memory".to_string(), Quantity("4Gi".into())),
+                ("cpu".to_string(), Quantity(IMAGE_BUILD.cpu_quantity())),
+                (
+                    "memory".to_string(),
+                    Quantity(IMAGE_BUILD.memory_quantity()),
+                ),
             ])),
             ..Default::default()
         }),

@@ -205,3 +205,36 @@ async fn docker_builds_need_a_daemon() {
         assert!(err.to_string().contains("docker"), "{err}");
     }
 }
+
+#[test]
+fn the_build_requests_what_auto_leaves_beside_the_workspace_and_sets_no_limits() {
+    let job = kaniko_job(&build());
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let resources = pod.containers[0].resources.clone().unwrap();
+    assert!(
+        resources.limits.is_none(),
+        "a build may burst: {resources:?}"
+    );
+    let requests = resources.requests.unwrap();
+    assert_eq!(requests["cpu"].0, "250m");
+    assert_eq!(requests["memory"].0, "1536Mi");
+
+    // On the default g4dn.xlarge, the auto-sized workspace (3100m, 12Gi) and the build fit together in
+    // what the node allocates beside the system pods.
+    let budget = crate::capacity::node_budget(crate::catalog::instance("g4dn.xlarge").unwrap());
+    let workspace = crate::capacity::Resources::new(3100, 12 * 1024);
+    assert!(
+        budget
+            .allocatable
+            .minus(budget.system_pods)
+            .fits(workspace.plus(crate::capacity::IMAGE_BUILD)),
+        "{budget:?}"
+    );
+    // The old 1 CPU / 4 GiB did not.
+    assert!(
+        !budget
+            .allocatable
+            .minus(budget.system_pods)
+            .fits(workspace.plus(crate::capacity::Resources::new(1000, 4096)))
+    );
+}

@@ -109,8 +109,11 @@ pub struct QuotaCheck {
     pub quota_code: String,
     /// vCPUs the account may run.
     pub limit_vcpus: f64,
-    /// vCPUs the node group needs at its maximum size.
+    /// vCPUs the node group needs at its desired size, as `up` starts it (short of these, `up` fails).
     pub needed_vcpus: f64,
+    /// vCPUs the node group needs at its maximum size (short of these, `up` warns that scaling up
+    /// will be refused).
+    pub max_vcpus: f64,
 }
 
 /// A resource a provider created or found, as recorded in the lab's state and listed by `down`.

@@ -106,10 +106,12 @@ fn defaults_are_the_original_scripts() {
         spec.provenance.source("nodes.instance_type"),
         Source::Default
     );
-    // "auto" sizes the pod to fit a g4dn.xlarge after Kubernetes' reservations; the original 4 CPU and
-    // 16Gi would never schedule on a node with 4 vCPUs and 16 GiB.
-    assert_eq!(spec.cpu.text, "3500m");
-    assert_eq!(spec.memory.text, "13Gi");
+    // "auto" sizes the pod to fit a g4dn.xlarge beside kubelet's reservations (3920m, 14481Mi
+    // allocatable), the system pods (480m, 628Mi) and an image build (250m, 1536Mi): 3190m and 12317Mi
+    // left, rounded down. The original 4 CPU and 16Gi would never schedule on it, nor would the
+    // earlier 3500m.
+    assert_eq!(spec.cpu.text, "3100m");
+    assert_eq!(spec.memory.text, "12Gi");
 }
 
 #[test]
@@ -311,7 +313,7 @@ fn a_workspace_cannot_ask_for_more_gpus_than_a_node_has() {
         .unwrap();
     assert_eq!(
         (spec.cpu.text.as_str(), spec.memory.text.as_str()),
-        ("23700m", "81Gi")
+        ("23500m", "86Gi")
     );
 }
 
@@ -331,7 +333,7 @@ fn pod_sizes_must_fit_the_node() {
     assert!(
         only_error(&errors, "workspace.memory")
             .allowed
-            .contains("13Gi")
+            .contains("up to 13853Mi")
     );
     let errors = m
         .validate(workspace(|w| {

@@ -8,16 +8,12 @@ use serde::Serialize;
 use super::{
     AUTO, AccessMode, FieldError, LabSpec, Provenance, Quantity, ResolvedSpec, SpecErrors,
 };
+use crate::capacity;
 use crate::catalog::{self, InstanceType, Region};
 
 /// Longest lab name: EKS allows 100 characters, but gpulab derives IAM role names (64 at most) and
 /// Kubernetes label values (63 at most) from it.
 const MAX_NAME_LEN: usize = 40;
-/// CPU kept back from pods on every node: kubelet's reservation plus the system DaemonSets.
-const RESERVED_CPU_MILLIS: u64 = 500;
-/// Fraction of node memory left for pods after kubelet's reservation, the eviction threshold and the
-/// system DaemonSets (EKS reserves 255 MiB + 11 MiB per possible pod).
-const USABLE_MEMORY_FRACTION: f64 = 0.85;
 /// Most nodes gpulab will plan; more is almost surely a typo with a large bill attached.
 const MAX_NODES: u32 = 100;
 
@@ -53,9 +49,11 @@ pub struct ValidSpec {
     pub region: &'static Region,
     /// The SSH key to authorise.
     pub ssh_key: SshKey,
-    /// CPU the pod requests (`workspace.cpu`, or its share of the node for "auto").
+    /// CPU the pod requests (`workspace.cpu`, or for "auto" its share of what the node leaves once
+    /// kubelet's reservations, the system pods and an image build are counted: [`capacity`]).
     pub cpu: Quantity,
-    /// Memory the pod requests and is limited to (`workspace.memory`, or its share for "auto").
+    /// Memory the pod requests and is limited to (`workspace.memory`, or its share for "auto", as for
+    /// `cpu`).
     pub memory: Quantity,
     /// Size of the `/workspace` volume.
     pub volume_size: Quantity,
@@ -316,21 +314,33 @@ impl Validator<'_> {
             return (None, None);
         }
         let share = f64::from(ws.gpus) / f64::from(instance.gpu_count);
-        let usable_cpu_millis = u64::from(instance.vcpus) * 1000 - RESERVED_CPU_MILLIS;
-        let usable_memory_gib = (instance.memory_gib * USABLE_MEMORY_FRACTION).floor() as u64;
+        // What the node's allocatable leaves once the system pods run (the most one pod can ask for),
+        // and what "auto" shares out: that, less room for an in-cluster image build.
+        let budget = capacity::node_budget(instance);
+        let max = budget.allocatable.minus(budget.system_pods);
+        let room = budget.workspaces;
+        let max_cpu = max.cpu_millis;
+        let max_memory_gib = max.memory_mib as f64 / 1024.0;
+        let why = format!(
+            "{} allocatable after kubelet's reservations, {} of it requested by the system pods",
+            budget.allocatable, budget.system_pods
+        );
 
         let cpu = if ws.cpu == AUTO {
             Some(Quantity::millicores(
-                ((usable_cpu_millis as f64 * share) as u64) / 100 * 100,
+                ((room.cpu_millis as f64 * share) as u64) / 100 * 100,
             ))
         } else {
             match Quantity::parse(&ws.cpu) {
-                Ok(q) if q.value * 1000.0 > usable_cpu_millis as f64 => {
+                Ok(q) if q.value * 1000.0 > max_cpu as f64 => {
                     self.fail(
                         "workspace.cpu",
                         &ws.cpu,
-                        &format!("more than {} can give a pod: it has {} vCPUs, about {usable_cpu_millis}m after Kubernetes' reservations", instance.name, instance.vcpus),
-                        &format!("up to {usable_cpu_millis}m, or \"auto\""),
+                        &format!(
+                            "more than {} can give a pod: it has {} vCPUs, {why}",
+                            instance.name, instance.vcpus
+                        ),
+                        &format!("up to {max_cpu}m, or \"auto\""),
                     );
                     None
                 }
@@ -339,7 +349,7 @@ impl Validator<'_> {
                         "workspace.cpu",
                         &ws.cpu,
                         "must be more than zero",
-                        &format!("up to {usable_cpu_millis}m, or \"auto\""),
+                        &format!("up to {max_cpu}m, or \"auto\""),
                     );
                     None
                 }
@@ -357,16 +367,19 @@ impl Validator<'_> {
         };
         let memory = if ws.memory == AUTO {
             Some(Quantity::gib(
-                ((usable_memory_gib as f64) * share).floor() as u64
+                (room.memory_mib as f64 * share / 1024.0).floor() as u64,
             ))
         } else {
             match Quantity::parse(&ws.memory) {
-                Ok(q) if q.as_gib() > usable_memory_gib as f64 => {
+                Ok(q) if q.as_gib() > max_memory_gib => {
                     self.fail(
                         "workspace.memory",
                         &ws.memory,
-                        &format!("more than {} can give a pod: it has {} GiB, about {usable_memory_gib} GiB after Kubernetes' reservations", instance.name, instance.memory_gib),
-                        &format!("up to {usable_memory_gib}Gi, or \"auto\""),
+                        &format!(
+                            "more than {} can give a pod: it has {} GiB, {why}",
+                            instance.name, instance.memory_gib
+                        ),
+                        &format!("up to {}Mi, or \"auto\"", max.memory_mib),
                     );
                     None
                 }
@@ -375,7 +388,7 @@ impl Validator<'_> {
                         "workspace.memory",
                         &ws.memory,
                         "too little to run PyTorch",
-                        &format!("1Gi to {usable_memory_gib}Gi, or \"auto\""),
+                        &format!("1Gi to {}Mi, or \"auto\"", max.memory_mib),
                     );
                     None
                 }

@@ -439,6 +439,8 @@ fn diagnose(pod: Option<&Pod>, info: &WorkspaceInfo, setup_progress: Option<Stri
         let message = condition.message.clone().unwrap_or_default();
         let advice = if message.contains(&format!("Insufficient {GPU_RESOURCE}")) {
             "no node has a free GPU: the device plugin may not have advertised the GPUs yet, or another pod holds them (`gpulab status`)"
+        } else if message.contains("Insufficient cpu") || message.contains("Insufficient memory") {
+            "it asks for more CPU or memory than the node has left beside kubelet's reservations and the system pods: lower workspace.cpu / workspace.memory, or leave them \"auto\" (`gpulab plan` shows what a node leaves)"
         } else if message.contains("untolerated taint") {
             "the only nodes are tainted against this pod; GPU nodes need the toleration gpulab adds"
         } else if message.contains("node affinity/selector") {
@@ -451,6 +453,9 @@ fn diagnose(pod: Option<&Pod>, info: &WorkspaceInfo, setup_progress: Option<Stri
             "the scheduler cannot place it"
         };
         return format!("not scheduled: {advice} ({message})");
+    }
+    if let Some((_, false)) = &info.volume {
+        return "waiting for the /workspace volume to be bound".into();
     }
     let waiting = status
         .container_statuses
@@ -473,10 +478,9 @@ fn diagnose(pod: Option<&Pod>, info: &WorkspaceInfo, setup_progress: Option<Stri
             other => format!("container waiting: {other} {message}"),
         };
     }
-    match (info.volume.as_ref(), setup_progress) {
-        (Some((_, false)), _) => "waiting for the /workspace volume to be bound".into(),
-        (_, Some(line)) => format!("setting up: {line}"),
-        _ if info.phase == "Running" => {
+    match setup_progress {
+        Some(line) => format!("setting up: {line}"),
+        None if info.phase == "Running" => {
             "setting up (the first start installs packages for 5-10 minutes)".into()
         }
         _ => format!("pod phase {}", info.phase),

@@ -156,6 +156,11 @@ pub struct NodeSpec {
     pub gpus: u64,
     /// Its availability zone (`topology.kubernetes.io/zone`).
     pub zone: String,
+    /// CPU and memory kubelet offers pods, when below capacity (kubelet's reservations); `None`:
+    /// all of it.
+    pub allocatable: Option<(String, String)>,
+    /// The most pods kubelet runs (its `maxPods`; 110 by default).
+    pub max_pods: u32,
 }
 
 impl NodeSpec {
@@ -172,6 +177,8 @@ impl NodeSpec {
             memory: "8Gi".into(),
             gpus: 0,
             zone: "us-west-2a".into(),
+            allocatable: None,
+            max_pods: 110,
         }
     }
 
@@ -196,6 +203,8 @@ impl NodeSpec {
             memory: "16Gi".into(),
             gpus: 1,
             zone: "us-west-2a".into(),
+            allocatable: None,
+            max_pods: 110,
         }
     }
 
@@ -209,6 +218,18 @@ impl NodeSpec {
     pub fn with_capacity(mut self, cpu: &str, memory: &str) -> Self {
         self.cpu = cpu.into();
         self.memory = memory.into();
+        self
+    }
+
+    /// With CPU and memory allocatable below capacity, as kubelet's reservations leave them.
+    pub fn with_allocatable(mut self, cpu: &str, memory: &str) -> Self {
+        self.allocatable = Some((cpu.into(), memory.into()));
+        self
+    }
+
+    /// Running at most `max_pods` pods.
+    pub fn with_max_pods(mut self, max_pods: u32) -> Self {
+        self.max_pods = max_pods;
         self
     }
 
@@ -268,9 +289,14 @@ impl NodeSpec {
             })
             .collect();
         let resources = json!({
-            "cpu": self.cpu, "memory": self.memory, "pods": "110", "ephemeral-storage": "104845292Ki",
-            "hugepages-1Gi": "0", "hugepages-2Mi": "0",
+            "cpu": self.cpu, "memory": self.memory, "pods": self.max_pods.to_string(),
+            "ephemeral-storage": "104845292Ki", "hugepages-1Gi": "0", "hugepages-2Mi": "0",
         });
+        let mut allocatable = resources.clone();
+        if let Some((cpu, memory)) = &self.allocatable {
+            allocatable["cpu"] = json!(cpu);
+            allocatable["memory"] = json!(memory);
+        }
         let t = now();
         let cond = |ty: &str, status: &str, reason: &str, message: &str| {
             json!({"type": ty, "status": status, "reason": reason, "message": message,
@@ -287,7 +313,7 @@ impl NodeSpec {
             "spec": spec,
             "status": {
                 "capacity": resources,
-                "allocatable": resources,
+                "allocatable": allocatable,
                 "conditions": [
                     cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
                     cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),

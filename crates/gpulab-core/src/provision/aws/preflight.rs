@@ -157,11 +157,14 @@ pub(crate) async fn zones(ctx: &Ctx<'_>) -> Result<Zones> {
 }
 
 /// The quota check: `Ok(Some)` with the numbers, `Ok(None)` when the quota could not be read (a
-/// warning is reported), or an error when the quota is short.
+/// warning is reported), or an error when the quota does not cover `nodes.desired`, the nodes `up`
+/// starts. When it covers those but not `nodes.max`, a warning says how far the group can scale.
 pub(crate) async fn quota(ctx: &Ctx<'_>) -> Result<Option<QuotaCheck>> {
     let spec = &ctx.spec.spec;
     let code = quota_code(ctx.spec.instance.quota_class(), spec.nodes.capacity);
-    let needed = f64::from(ctx.spec.instance.vcpus) * f64::from(spec.nodes.max);
+    let vcpus = f64::from(ctx.spec.instance.vcpus);
+    let needed = vcpus * f64::from(spec.nodes.desired);
+    let at_max = vcpus * f64::from(spec.nodes.max);
     let step = "check GPU vCPU quota";
     let applied = ctx
         .c
@@ -210,24 +213,42 @@ pub(crate) async fn quota(ctx: &Ctx<'_>) -> Result<Option<QuotaCheck>> {
         quota_code: code.code.to_string(),
         limit_vcpus: limit,
         needed_vcpus: needed,
+        max_vcpus: at_max,
     };
+    let region = &spec.region;
+    let instance = ctx.spec.instance;
+    let request = format!(
+        "request more with `aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {} --desired-value {at_max} --region {region}` (enough for nodes.max), or at https://{region}.console.aws.amazon.com/servicequotas/home/services/ec2/quotas/{} ; increases for GPU quotas can take a day",
+        code.code, code.code
+    );
     if limit < needed {
-        let region = &spec.region;
         return Err(Error::Provision {
             step: step.into(),
             message: format!(
-                "the quota \"{}\" ({}) allows {limit} vCPUs in {region}; {} × {} ({} vCPUs each, nodes.max = {}) needs {needed}",
+                "the quota \"{}\" ({}) allows {limit} vCPUs in {region}; {} × {} ({} vCPUs each, nodes.desired = {}) needs {needed}",
                 check.quota_name,
                 code.code,
-                spec.nodes.max,
-                ctx.spec.instance.name,
-                ctx.spec.instance.vcpus,
-                spec.nodes.max,
+                spec.nodes.desired,
+                instance.name,
+                instance.vcpus,
+                spec.nodes.desired,
             ),
-            hint: Some(format!(
-                "request more with `aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {} --desired-value {needed} --region {region}`, or at https://{region}.console.aws.amazon.com/servicequotas/home/services/ec2/quotas/{} ; increases for GPU quotas can take a day. Or lower nodes.max.",
-                code.code, code.code
-            )),
+            hint: Some(format!("{request}. Or lower nodes.desired.")),
+        });
+    }
+    if limit < at_max {
+        // Whole nodes the quota allows: EC2 refuses the node group's launches beyond them.
+        let nodes = (limit / vcpus).floor() as u64;
+        ctx.reporter.report(Event::Warning {
+            message: format!(
+                "the quota \"{}\" ({}) allows {limit} vCPUs in {region}: enough for nodes.desired = {} ({needed} vCPUs), but not for nodes.max = {} ({at_max}); scaling beyond {nodes} node{} of {} will be refused by EC2. To scale further, {request}",
+                check.quota_name,
+                code.code,
+                spec.nodes.desired,
+                spec.nodes.max,
+                if nodes == 1 { "" } else { "s" },
+                instance.name,
+            ),
         });
     }
     Ok(Some(check))
