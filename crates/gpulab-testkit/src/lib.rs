@@ -5,6 +5,7 @@ pub mod clouds;
 pub mod fault_proxy;
 pub mod moto;
 pub mod ready_lab;
+pub mod rootfs;
 pub mod sshd;
 
 use std::collections::BTreeMap;

@@ -66,6 +66,8 @@ pub struct WorkspaceLayer {
     pub volume_size: Option<String>,
     pub storage_class: Option<String>,
     pub jupyter: Option<bool>,
+    pub python_packages: Option<Vec<String>>,
+    pub apt_packages: Option<Vec<String>>,
     pub ssh_public_key: Option<PathBuf>,
 }
 
@@ -322,6 +324,8 @@ fn apply(
     fold!(set workspace.volume_size = workspace.volume_size, "workspace.volume_size");
     fold!(some workspace.storage_class = workspace.storage_class, "workspace.storage_class");
     fold!(set workspace.jupyter = workspace.jupyter, "workspace.jupyter");
+    fold!(some workspace.python_packages = workspace.python_packages, "workspace.python_packages");
+    fold!(some workspace.apt_packages = workspace.apt_packages, "workspace.apt_packages");
     fold!(some workspace.ssh_public_key = workspace.ssh_public_key, "workspace.ssh_public_key");
     fold!(set device_plugin.time_slicing_replicas = device_plugin.time_slicing_replicas, "device_plugin.time_slicing_replicas");
     fold!(set access.mode = access.mode, "access.mode");
@@ -353,6 +357,8 @@ pub(crate) const FIELDS: &[&str] = &[
     "workspace.volume_size",
     "workspace.storage_class",
     "workspace.jupyter",
+    "workspace.python_packages",
+    "workspace.apt_packages",
     "workspace.ssh_public_key",
     "device_plugin.time_slicing_replicas",
     "access.mode",

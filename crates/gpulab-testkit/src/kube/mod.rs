@@ -101,6 +101,7 @@
 //! - A device plugin config change only takes effect when the plugin pod is replaced (as in reality),
 //!   and its config is read from any key of the mounted config map, not only `CONFIG_FILE`'s.
 
+mod containers;
 mod patch;
 mod resources;
 mod select;
@@ -525,6 +526,26 @@ impl KubeEmulator {
             .bookmark_interval
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = every.max(Duration::from_millis(1));
+    }
+
+    /// Run the containers of pods with an image containing `image_contains` for real, from `rootfs`
+    /// (see [`crate::rootfs`]): the kubelet starts the pod's command in a fresh copy of the root, its
+    /// claims bound from host folders that outlive the pod ([`Self::volume_dir`]), its secrets and
+    /// config maps projected with their modes; the pod is ready when its TCP readiness probe connects;
+    /// exec and port-forward enter the container. Call once, before such pods are scheduled.
+    pub fn run_containers(&self, image_contains: &str, rootfs: crate::rootfs::RootFs) {
+        self.inner.lock().real = Some(containers::RealMode {
+            image_contains: image_contains.into(),
+        });
+        containers::spawn_runtime(self.inner.clone(), rootfs);
+    }
+
+    /// The host folder behind the PersistentVolume a claim is bound to, in the real-container mode.
+    pub fn volume_dir(&self, namespace: &str, claim: &str) -> Option<PathBuf> {
+        let volume = self.object("persistentvolumeclaims", namespace, claim)?["spec"]["volumeName"]
+            .as_str()?
+            .to_string();
+        Some(self.inner.sandbox.join("volumes").join(volume))
     }
 
     /// The sandbox directory where commands exec'd in the pod run (created on first exec).
