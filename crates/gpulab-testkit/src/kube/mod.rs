@@ -548,6 +548,15 @@ impl KubeEmulator {
         Some(self.inner.sandbox.join("volumes").join(volume))
     }
 
+    /// What `pods/log` returns for the pod now (a real container's output, or what the test set).
+    pub fn pod_log(&self, namespace: &str, pod: &str) -> Option<String> {
+        self.inner
+            .lock()
+            .logs
+            .get(&(namespace.to_string(), pod.to_string()))
+            .cloned()
+    }
+
     /// The sandbox directory where commands exec'd in the pod run (created on first exec).
     pub fn pod_dir(&self, namespace: &str, pod: &str) -> PathBuf {
         stream::pod_dir(&self.inner.sandbox, namespace, pod)

@@ -13,7 +13,6 @@
 //! address the test registered for that port; a failure to connect is written to the error stream.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
