@@ -299,7 +299,11 @@ fn each_gpu_generation_gets_its_pinned_stack() {
         value(&env, "GPULAB_TORCH_INDEX"),
         Some("https://download.pytorch.org/whl/cu128")
     );
-    assert!(value(&env, "GPULAB_PIP_PACKAGES").unwrap().starts_with("vllm==0.11.0 "));
+    assert!(
+        value(&env, "GPULAB_PIP_PACKAGES")
+            .unwrap()
+            .starts_with("vllm==0.11.0 ")
+    );
     assert_eq!(value(&env, "VLLM_ATTENTION_BACKEND"), Some("TRITON_ATTN"));
     assert_eq!(value(&env, "VLLM_USE_FLASHINFER_SAMPLER"), Some("0"));
 
@@ -312,4 +316,3 @@ fn each_gpu_generation_gets_its_pinned_stack() {
     assert_eq!(image, "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04");
     assert_eq!(value(&env, "VLLM_ATTENTION_BACKEND"), None);
 }
-

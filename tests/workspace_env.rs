@@ -54,7 +54,7 @@ fn argv(words: &[&str]) -> ExecRequest {
     }
 }
 
-/// A GET through a local forward to the workspace's Jupyter server; the body.
+/// A GET through a local forward to the workspace's Jupyter server; the body of a 200, else empty.
 async fn http_get(port: u16, path: &str) -> String {
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -66,13 +66,20 @@ async fn http_get(port: u16, path: &str) -> String {
         .await
         .expect("Jupyter answers")
         .unwrap();
+    // Empty while Jupyter is still starting (the forward connects, the pod's port refuses).
     let text = String::from_utf8_lossy(&response).into_owned();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string()
+    if !text.starts_with("HTTP/1.1 200") {
+        return String::new();
+    }
+    text.split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_workspace_runs_its_real_setup_with_one_python_everywhere_and_restarts_from_its_volume() {
+async fn the_workspace_runs_its_real_setup_with_one_python_everywhere_and_restarts_from_its_volume()
+{
     if let Some(why) = rootfs::missing_tools() {
         eprintln!("skipped: {why}");
         return;
@@ -88,7 +95,10 @@ async fn the_workspace_runs_its_real_setup_with_one_python_everywhere_and_restar
             root.size_bytes() >> 20,
             root.path.display()
         ),
-        None => eprintln!("Debian 12 root filesystem from the cache: {}", root.path.display()),
+        None => eprintln!(
+            "Debian 12 root filesystem from the cache: {}",
+            root.path.display()
+        ),
     }
 
     let emu = KubeEmulator::start().await.expect("start the emulator");
@@ -141,7 +151,10 @@ async fn the_workspace_runs_its_real_setup_with_one_python_everywhere_and_restar
     let venv = "/workspace/.venv";
 
     // 1. exec through the API server, no shell: `gpulab exec -- python -c ...`.
-    assert_eq!(run(&exec, argv(&["python", "-c", PRINT_PREFIX])).await, venv);
+    assert_eq!(
+        run(&exec, argv(&["python", "-c", PRINT_PREFIX])).await,
+        venv
+    );
     // ... and through a login shell, as the checks, vLLM and Slurm run their commands (Debian's
     // /etc/profile resets PATH: the profile.d file puts the venv back).
     let login = run(
@@ -153,9 +166,7 @@ async fn the_workspace_runs_its_real_setup_with_one_python_everywhere_and_restar
     .await;
     assert_eq!(
         login,
-        format!(
-            "{venv}\n{venv}/bin/pip\n/workspace/.cache/huggingface /workspace/.cache/triton"
-        )
+        format!("{venv}\n{venv}/bin/pip\n/workspace/.cache/huggingface /workspace/.cache/triton")
     );
 
     // 2. An SSH session (PAM's /etc/environment, then the login shell's profile), through the API
@@ -182,7 +193,11 @@ async fn the_workspace_runs_its_real_setup_with_one_python_everywhere_and_restar
     .expect("SSH into the workspace");
     assert_eq!(run(&ssh, argv(&["python", "-c", PRINT_PREFIX])).await, venv);
     assert_eq!(
-        run(&ssh, ExecRequest::shell(format!("python -c '{PRINT_PREFIX}'; echo $VLLM_CACHE_ROOT"))).await,
+        run(
+            &ssh,
+            ExecRequest::shell(format!("python -c '{PRINT_PREFIX}'; echo $VLLM_CACHE_ROOT"))
+        )
+        .await,
         format!("{venv}\n/workspace/.cache/vllm")
     );
 
@@ -199,7 +214,7 @@ async fn the_workspace_runs_its_real_setup_with_one_python_everywhere_and_restar
     .unwrap();
     let port = jupyter_forward.local_addr().port();
     let mut specs = String::new();
-    for _ in 0..60 {
+    for _ in 0..120 {
         // Jupyter starts in the background while sshd already answers.
         let probe = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
         if probe.is_ok() {
@@ -223,7 +238,13 @@ kc.execute_interactive('import sys; print(sys.prefix)', timeout=60, \
 output_hook=lambda m: out.append(m['content'].get('text', '')) if m['msg_type'] == 'stream' else None)\n\
 print(''.join(out).strip())\n\
 km.shutdown_kernel(now=True)\n";
-    let mut request = argv(&["/usr/bin/env", "-u", "PATH", "/workspace/.venv/bin/python", "-"]);
+    let mut request = argv(&[
+        "/usr/bin/env",
+        "-u",
+        "PATH",
+        "/workspace/.venv/bin/python",
+        "-",
+    ]);
     request.stdin = Some(kernel.as_bytes().to_vec());
     assert_eq!(run(&exec, request).await, venv);
 
@@ -253,7 +274,10 @@ km.shutdown_kernel(now=True)\n";
         .expect("the workspace comes back");
     let restart = started.elapsed();
     let exec = ApiServerExec::new(client.clone(), &names.namespace, &names.pod, None);
-    assert_eq!(run(&exec, argv(&["python", "-c", PRINT_PREFIX])).await, venv);
+    assert_eq!(
+        run(&exec, argv(&["python", "-c", PRINT_PREFIX])).await,
+        venv
+    );
     assert_eq!(
         run(&exec, ExecRequest::shell("cat \"$HF_HOME/hub/marker\"")).await,
         "model"
@@ -269,7 +293,10 @@ km.shutdown_kernel(now=True)\n";
         std::fs::read_dir(volume.join(".cache/apt/archives"))
             .unwrap()
             .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("openssh-server_")),
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("openssh-server_")),
         "no cached openssh-server .deb on the volume"
     );
     eprintln!(

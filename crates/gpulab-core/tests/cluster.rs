@@ -352,7 +352,10 @@ async fn a_deleted_image_fails_the_wait_at_once_with_its_name() {
         .wait_ready(&client, &spec, &id, Duration::from_secs(60), &Silent)
         .await
         .unwrap_err();
-    assert!(matches!(err, gpulab_core::Error::Workspace { .. }), "{err:?}");
+    assert!(
+        matches!(err, gpulab_core::Error::Workspace { .. }),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(text.contains(&spec.image), "{text}");
     assert!(text.contains("not found"), "{text}");

@@ -37,7 +37,9 @@ const BUILD_VERSION: u32 = 1;
 /// What keeps the real-root-filesystem mode from running here, in words (`None`: nothing).
 pub fn missing_tools() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
-        return Some("the real-root-filesystem mode needs root (bubblewrap's namespaces, nsenter)".into());
+        return Some(
+            "the real-root-filesystem mode needs root (bubblewrap's namespaces, nsenter)".into(),
+        );
     }
     let missing: Vec<String> = TOOLS
         .iter()
@@ -293,11 +295,14 @@ impl RootFs {
 /// Hand the container what the host uses to reach the package registries: its CA bundle (a proxy's
 /// authority may be in it) and pip's settings, minus local paths the container does not have.
 fn host_registry_settings(root: &Path) -> io::Result<()> {
-    let bundle = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
-        .into_iter()
-        .map(PathBuf::from)
-        .chain(std::env::var_os("SSL_CERT_FILE").map(PathBuf::from))
-        .find(|p| p.is_file());
+    let bundle = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .chain(std::env::var_os("SSL_CERT_FILE").map(PathBuf::from))
+    .find(|p| p.is_file());
     if let Some(bundle) = &bundle {
         // A local authority, so that update-ca-certificates in the container (ca-certificates'
         // postinst) keeps it in the bundle it regenerates.
@@ -325,9 +330,17 @@ fn host_registry_settings(root: &Path) -> io::Result<()> {
 /// The host's pip index settings: `PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`, `PIP_TRUSTED_HOST` and
 /// their `/etc/pip.conf` / `~/.config/pip/pip.conf` keys (the environment wins).
 fn pip_host_settings() -> Vec<(String, String)> {
-    let keys = ["index-url", "extra-index-url", "trusted-host", "timeout", "default-timeout"];
+    let keys = [
+        "index-url",
+        "extra-index-url",
+        "trusted-host",
+        "timeout",
+        "default-timeout",
+    ];
     let mut out: Vec<(String, String)> = Vec::new();
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     for file in [
         PathBuf::from("/etc/pip.conf"),
         home.join(".config/pip/pip.conf"),
@@ -462,7 +475,12 @@ impl Container {
             spec.working_dir.clone()
         };
         args.extend(["--chdir".into(), working_dir.clone()]);
-        args.extend(["--info-fd".into(), "3".into(), "--block-fd".into(), "4".into()]);
+        args.extend([
+            "--info-fd".into(),
+            "3".into(),
+            "--block-fd".into(),
+            "4".into(),
+        ]);
         args.push("--".into());
         args.extend(spec.argv.iter().cloned());
         let out = std::fs::File::create(&log)?;
@@ -560,7 +578,11 @@ impl Container {
 
     /// A command that runs `argv` in the container (all its namespaces and its root), with the
     /// container's environment plus `extra_env`, in its working directory: what the kubelet's exec does.
-    pub fn exec_command(&self, argv: &[String], extra_env: &[(String, String)]) -> tokio::process::Command {
+    pub fn exec_command(
+        &self,
+        argv: &[String],
+        extra_env: &[(String, String)],
+    ) -> tokio::process::Command {
         exec_in(self.pid, &self.env, &self.working_dir, argv, extra_env)
     }
 
@@ -609,14 +631,16 @@ pub(crate) fn exec_in(
     extra_env: &[(String, String)],
 ) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("nsenter");
+    // nsenter resolves `--wd=DIR` before it enters the mount namespace, so the container's shell
+    // changes directory once inside.
     cmd.arg(format!("--target={pid}"))
         .args(["--mount", "--uts", "--ipc", "--net", "--pid", "--root"])
-        .arg(format!("--wd={dir}"))
         .args(["--", "/usr/bin/env", "-i"]);
     for (k, v) in env.iter().chain(extra_env) {
         cmd.arg(format!("{k}={v}"));
     }
-    cmd.arg("--").args(argv);
+    cmd.args(["/bin/sh", "-c", r#"cd "$0" && exec "$@""#, dir])
+        .args(argv);
     cmd
 }
 

@@ -84,7 +84,11 @@ fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
         "  Software   {} (compute capability {}): {}{}; models in {}",
         gpu.architecture,
         stack.compute_capability,
-        if python.is_empty() { "no Python packages".to_string() } else { python.join(" ") },
+        if python.is_empty() {
+            "no Python packages".to_string()
+        } else {
+            python.join(" ")
+        },
         packages
             .torch_index
             .as_deref()

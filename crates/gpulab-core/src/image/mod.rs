@@ -18,7 +18,8 @@ use crate::spec::ValidSpec;
 
 /// System packages the image always installs: sshd, and Python with venv and headers (for packages
 /// that compile); the spec's `workspace.apt_packages` (the development tools by default) come on top.
-pub const BASE_APT_PACKAGES: &[&str] = &["openssh-server", "python3", "python3-venv", "python3-dev"];
+pub const BASE_APT_PACKAGES: &[&str] =
+    &["openssh-server", "python3", "python3-venv", "python3-dev"];
 
 /// The platform images are built for: the GPU nodes' (EKS GPU AMIs are x86_64).
 pub const PLATFORM: &str = "linux/amd64";
@@ -82,12 +83,16 @@ pub fn render_dockerfile(options: &ImageOptions) -> String {
         python.extend(["jupyterlab".to_string(), "ipykernel".to_string()]);
     }
     let pip = python.join(" ");
-    let mut imports: Vec<String> = options.torch.iter().filter_map(|p| python_module(p)).collect();
+    let mut imports: Vec<String> = options
+        .torch
+        .iter()
+        .filter_map(|p| python_module(p))
+        .collect();
     imports.extend(python.iter().filter_map(|p| python_module(p)));
     let torch = match (&options.torch, &options.torch_index) {
-        (Some(torch), Some(index)) => format!(
-            " \\\n && pip install --no-cache-dir --index-url {index} {torch}"
-        ),
+        (Some(torch), Some(index)) => {
+            format!(" \\\n && pip install --no-cache-dir --index-url {index} {torch}")
+        }
         (Some(torch), None) => format!(" \\\n && pip install --no-cache-dir {torch}"),
         _ => String::new(),
     };

@@ -24,7 +24,10 @@ fn the_image_is_built_for_the_gpu_nodes_platform() {
     // Defect: `docker build` without --platform builds for the laptop's architecture (arm64 on Apple
     // Silicon), and the pod fails on the GPU node with `exec format error`.
     let args = docker_build_args("repo:tag", "/ctx");
-    let at = args.iter().position(|a| *a == "--platform").expect("--platform");
+    let at = args
+        .iter()
+        .position(|a| *a == "--platform")
+        .expect("--platform");
     assert_eq!(args[at + 1], "linux/amd64");
     let job = kaniko_job(&build());
     let kaniko_args = job.spec.unwrap().template.spec.unwrap().containers[0]
@@ -41,13 +44,25 @@ fn the_dockerfile_installs_into_a_venv_and_bakes_no_environment_over_the_pods() 
     // Never the distribution's Python: `pip install --upgrade pip` into Ubuntu 24.04's system Python fails
     // ("Cannot uninstall pip ... installed by debian").
     assert!(!dockerfile.contains("python3 -m pip"), "{dockerfile}");
-    assert!(!dockerfile.contains("PIP_BREAK_SYSTEM_PACKAGES"), "{dockerfile}");
-    assert!(dockerfile.contains("RUN python3 -m venv /opt/venv"), "{dockerfile}");
-    assert!(dockerfile.contains("PATH=/opt/venv/bin:$PATH"), "{dockerfile}");
+    assert!(
+        !dockerfile.contains("PIP_BREAK_SYSTEM_PACKAGES"),
+        "{dockerfile}"
+    );
+    assert!(
+        dockerfile.contains("RUN python3 -m venv /opt/venv"),
+        "{dockerfile}"
+    );
+    assert!(
+        dockerfile.contains("PATH=/opt/venv/bin:$PATH"),
+        "{dockerfile}"
+    );
     // Nothing that overrides the pod: PIP_NO_CACHE_DIR would disable the workspace's pip cache on the
     // volume, NVIDIA_VISIBLE_DEVICES=all would expose GPUs the device plugin did not allocate.
     assert!(!dockerfile.contains("PIP_NO_CACHE_DIR"), "{dockerfile}");
-    assert!(!dockerfile.contains("NVIDIA_VISIBLE_DEVICES"), "{dockerfile}");
+    assert!(
+        !dockerfile.contains("NVIDIA_VISIBLE_DEVICES"),
+        "{dockerfile}"
+    );
     // The Jupyter kernel is the venv's.
     assert!(
         dockerfile.contains("python -m ipykernel install --sys-prefix --name python3"),
@@ -65,7 +80,9 @@ fn the_dockerfile_installs_into_a_venv_and_bakes_no_environment_over_the_pods() 
         dockerfile.contains("pip install --no-cache-dir torch==2.8.0 vllm==0.11.0 transformers accelerate jupyterlab ipykernel"),
         "{dockerfile}"
     );
-    assert!(dockerfile.contains("import torch, vllm, transformers, accelerate, jupyterlab, ipykernel"));
+    assert!(
+        dockerfile.contains("import torch, vllm, transformers, accelerate, jupyterlab, ipykernel")
+    );
     // Every tool the setup script's default package list brings is checked for.
     for tool in ["sshd", "git", "curl", "tmux", "htop", "vim", "rsync", "gcc"] {
         assert!(dockerfile.contains(&format!(" {tool}")), "{tool} missing");
@@ -81,7 +98,10 @@ fn the_dockerfile_installs_into_a_venv_and_bakes_no_environment_over_the_pods() 
     };
     let text = render_dockerfile(&pinned);
     assert!(text.contains("FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04\n"));
-    assert!(text.contains("pip install --no-cache-dir vllm==0.6.4 PyYAML\n"), "{text}");
+    assert!(
+        text.contains("pip install --no-cache-dir vllm==0.6.4 PyYAML\n"),
+        "{text}"
+    );
     assert!(text.contains("import vllm, yaml\""));
     assert!(text.contains("      slurm-wlm \\\n      munge \\\n"));
 }

@@ -179,17 +179,17 @@ impl ResolvedSpec {
                     self.spec.workspace.image.clone()
                 };
                 ValidSpec {
-                stack,
-                image,
-                spec: self.spec,
-                provenance: self.provenance,
-                instance,
-                region,
-                ssh_key,
-                cpu,
-                memory,
-                volume_size,
-            }
+                    stack,
+                    image,
+                    spec: self.spec,
+                    provenance: self.provenance,
+                    instance,
+                    region,
+                    ssh_key,
+                    cpu,
+                    memory,
+                    volume_size,
+                }
             }),
             _ => Err(SpecErrors(errors)),
         }

@@ -418,8 +418,7 @@ where
 /// The message of the pod's latest `Failed` event (a pull failure, in the kubelet's words).
 async fn pull_failure(client: &kube::Client, ns: &str, pod: &str) -> Option<String> {
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
-    let params =
-        kube::api::ListParams::default().fields(&format!("involvedObject.name={pod}"));
+    let params = kube::api::ListParams::default().fields(&format!("involvedObject.name={pod}"));
     let list = events.list(&params).await.ok()?;
     list.items
         .into_iter()

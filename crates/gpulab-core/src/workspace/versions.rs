@@ -72,10 +72,7 @@ pub const STACKS: &[Stack] = &[
         torch: "torch==2.7.1",
         torch_index: "https://download.pytorch.org/whl/cu126",
         vllm: "vllm==0.9.2",
-        env: &[
-            ("VLLM_USE_V1", "0"),
-            ("VLLM_ATTENTION_BACKEND", "XFORMERS"),
-        ],
+        env: &[("VLLM_USE_V1", "0"), ("VLLM_ATTENTION_BACKEND", "XFORMERS")],
         dtype: "float16",
         note: "sm_70: PyTorch's CUDA 12.6 wheels (the 12.8 ones have no Volta kernels), vLLM's V0 engine with xFormers",
     },
@@ -234,7 +231,10 @@ mod tests {
             assert!(s.vllm.contains("=="), "{s:?}");
             // A tag with a full CUDA version, never `latest` or a floating major.
             let tag = s.base_image.rsplit(':').next().unwrap();
-            assert!(tag.split('-').next().unwrap().split('.').count() == 3, "{s:?}");
+            assert!(
+                tag.split('-').next().unwrap().split('.').count() == 3,
+                "{s:?}"
+            );
         }
     }
 }

@@ -239,7 +239,10 @@ async fn start(
         .join(format!("{uid}-{serial}"));
     let (spec, probe) = {
         let st = inner.lock();
-        let Some(pod) = st.get(POD, ns, name).filter(|p| p["metadata"]["uid"] == json!(uid)) else {
+        let Some(pod) = st
+            .get(POD, ns, name)
+            .filter(|p| p["metadata"]["uid"] == json!(uid))
+        else {
             return Ok(None);
         };
         container_spec(&st, pod, &inner.sandbox, &dir)?

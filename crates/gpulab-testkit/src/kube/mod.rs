@@ -79,8 +79,10 @@
 //! - Authentication, authorization, admission webhooks, TLS (the server is plain `http://`).
 //! - SPDY for exec: `kubectl exec` and `kubectl cp` work over WebSocket (kubectl's default since
 //!   1.30), not through their SPDY fallback. `attach` is refused.
-//! - Exec runs on the host, not in a container: absolute paths, users and installed tools are the
-//!   host's; a TTY is not allocated (its output merges stderr into stdout; resize is ignored).
+//! - Exec runs on the host, not in a container (absolute paths, users and installed tools are the
+//!   host's), except for pods run for real ([`KubeEmulator::run_containers`]: a debootstrap root in
+//!   bubblewrap, see [`crate::rootfs`]); a TTY is not allocated (its output merges stderr into stdout;
+//!   resize is ignored).
 //! - Server-side apply is approximate: the applied configuration is merged (strategic-merge style) into
 //!   the object and fields the same manager applied before but no longer applies are removed; there is
 //!   no per-field ownership across managers, so no apply conflicts, and `force` is ignored.

@@ -21,9 +21,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
+use super::containers::Sandbox;
 use super::resources::{POD, RESOURCES};
 use super::server::{Body, Inner, Query, check_container, full};
-use super::containers::Sandbox;
 use super::spdy;
 use super::store::ApiError;
 use crate::rootfs;
@@ -146,7 +146,11 @@ pub(crate) fn serve(
         let dir = pod_dir(&inner.sandbox, &ns, &name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::new(500, "InternalError", format!("pod sandbox: {e}")))?;
-        let sandbox = inner.lock().sandboxes.get(&(ns.clone(), name.clone())).cloned();
+        let sandbox = inner
+            .lock()
+            .sandboxes
+            .get(&(ns.clone(), name.clone()))
+            .cloned();
         let opts = ExecOptions {
             sandbox,
             command,
@@ -309,21 +313,21 @@ where
         }
     };
     cmd.stdin(if o.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(if o.stdout {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(if o.stderr || o.tty {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .kill_on_drop(true);
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(if o.stdout {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stderr(if o.stderr || o.tty {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -496,7 +500,10 @@ pub(crate) fn target(st: &super::store::State, ns: &str, name: &str, port: u16) 
 }
 
 /// Connect to a port-forward target, with the kubelet's error text on failure.
-pub(crate) async fn dial(target: Option<&Target>, port: u16) -> Result<tokio::net::TcpStream, String> {
+pub(crate) async fn dial(
+    target: Option<&Target>,
+    port: u16,
+) -> Result<tokio::net::TcpStream, String> {
     match target {
         Some(Target::Addr(a)) => tokio::net::TcpStream::connect(a)
             .await
