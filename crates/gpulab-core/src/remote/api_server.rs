@@ -256,14 +256,7 @@ impl ApiServerExec {
         let (reader, writer) = tokio::io::duplex(1 << 20);
         let source = local.to_path_buf();
         let archive = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut builder = tar::Builder::new(tokio_util::io::SyncIoBridge::new(writer));
-            builder.follow_symlinks(false);
-            if source.is_dir() {
-                builder.append_dir_all(name_of(&source), &source)?;
-            } else {
-                builder.append_path_with_name(&source, name_of(&source))?;
-            }
-            builder.into_inner()?.shutdown()
+            archive(tokio_util::io::SyncIoBridge::new(writer), &source)?.shutdown()
         });
         let request = ExecRequest {
             argv: vec![
@@ -276,7 +269,10 @@ impl ApiServerExec {
             ],
             ..Default::default()
         };
-        let counted = ProgressReader::new(reader, "upload", Some(total), reporter);
+        // The progress counts the archive's bytes, headers and padding included: its total is theirs.
+        let size = archive_size(local)?;
+        let step = format!("upload {}", local.display());
+        let counted = ProgressReader::new(reader, step, Some(size), reporter);
         let mut stderr = Vec::new();
         let streams = ExecStreams {
             stdin: Some(Box::pin(counted)),
@@ -376,7 +372,7 @@ impl ApiServerExec {
             ..Default::default()
         };
         let mut stderr = Vec::new();
-        let progress = ProgressWriter::new(writer, "download", reporter);
+        let progress = ProgressWriter::new(writer, format!("download {remote}"), reporter);
         let streams = ExecStreams {
             stdin: None,
             stdout: Box::pin(progress),
@@ -412,6 +408,65 @@ fn name_of(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| ".".into())
+}
+
+/// `source` as a tar archive into `out`, named by its last component, symlinks kept as symlinks.
+fn archive<W: std::io::Write>(out: W, source: &Path) -> std::io::Result<W> {
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    if source.is_dir() {
+        builder.append_dir_all(name_of(source), source)?;
+    } else {
+        builder.append_path_with_name(source, name_of(source))?;
+    }
+    builder.into_inner()
+}
+
+/// The size of the archive [`archive`] writes for `source`, without reading the files: a 512-byte
+/// header per entry, before it a GNU long-name entry for a path (or link target) of over 100 bytes,
+/// each file's data padded to 512 bytes, and two zero blocks at the end.
+fn archive_size(source: &Path) -> Result<u64> {
+    const BLOCK: u64 = 512;
+    let padded = |n: u64| n.div_ceil(BLOCK) * BLOCK;
+    // A path or link target that does not fit the header's 100 bytes goes in an entry of its own.
+    let long = |name: &Path| {
+        let len = name.as_os_str().len() as u64;
+        if len > 100 {
+            BLOCK + padded(len + 1)
+        } else {
+            0
+        }
+    };
+    let read = |path: &Path| {
+        std::fs::symlink_metadata(path)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))
+    };
+    let root = Path::new(&name_of(source)).to_path_buf();
+    let mut size = 2 * BLOCK;
+    if !read(source)?.is_dir() {
+        return Ok(size + BLOCK + long(&root) + padded(read(source)?.len()));
+    }
+    // As tar's append_dir_all names them: the root with a trailing slash, the rest below it.
+    let mut stack = vec![(source.to_path_buf(), root.join(""))];
+    while let Some((path, name)) = stack.pop() {
+        let meta = read(&path)?;
+        size += BLOCK + long(&name);
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&path)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+                stack.push((entry.path(), name.join(entry.file_name())));
+            }
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            size += long(&target);
+        } else if meta.is_file() {
+            size += padded(meta.len());
+        }
+    }
+    Ok(size)
 }
 
 /// Files and bytes under `dir`.
@@ -472,7 +527,7 @@ struct ProgressReader<'a, R> {
 }
 
 impl<'a, R> ProgressReader<'a, R> {
-    fn new(inner: R, step: &'static str, total: Option<u64>, reporter: &'a dyn Reporter) -> Self {
+    fn new(inner: R, step: String, total: Option<u64>, reporter: &'a dyn Reporter) -> Self {
         ProgressReader {
             inner,
             progress: ByteProgress::new(reporter, step, total),
@@ -505,7 +560,7 @@ struct ProgressWriter<'a, W> {
 }
 
 impl<'a, W> ProgressWriter<'a, W> {
-    fn new(inner: W, step: &'static str, reporter: &'a dyn Reporter) -> Self {
+    fn new(inner: W, step: String, reporter: &'a dyn Reporter) -> Self {
         ProgressWriter {
             inner,
             progress: ByteProgress::new(reporter, step, None),
@@ -540,5 +595,37 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for ProgressWriter<'_, W> {
     ) -> std::task::Poll<std::io::Result<()>> {
         self.progress.finish();
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The upload's progress total is the archive's size, to the byte: files of every padding, empty
+    /// directories, paths and symlink targets over tar's 100 bytes.
+    #[test]
+    fn archive_size_is_the_size_of_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        let deep = root.join("a".repeat(60)).join("b".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        for (name, len) in [("zero", 0), ("one", 1), ("block", 512), ("more", 513)] {
+            std::fs::write(root.join(name), vec![7u8; len]).unwrap();
+        }
+        std::fs::write(deep.join("c".repeat(30)), b"deep").unwrap();
+        std::os::unix::fs::symlink("one", root.join("short-link")).unwrap();
+        std::os::unix::fs::symlink("x".repeat(120), root.join("long-link")).unwrap();
+
+        for source in [root.clone(), root.join("more"), deep.join("c".repeat(30))] {
+            let written = archive(Vec::new(), &source).unwrap();
+            assert_eq!(
+                archive_size(&source).unwrap(),
+                written.len() as u64,
+                "{}",
+                source.display()
+            );
+        }
     }
 }

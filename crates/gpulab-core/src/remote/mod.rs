@@ -19,7 +19,6 @@ pub mod glob;
 pub mod local;
 pub mod ssh;
 pub mod ssh_config;
-pub mod terminal;
 
 /// A command to run in the workspace.
 #[derive(Debug, Clone, PartialEq, Default)]

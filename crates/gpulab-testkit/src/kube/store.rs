@@ -146,6 +146,9 @@ pub(crate) struct State {
     pub(crate) to_start: Vec<(String, String, String)>,
     /// The running real containers, by (namespace, pod).
     pub(crate) sandboxes: HashMap<(String, String), super::containers::Sandbox>,
+    /// Whether the cluster behaves as EKS does (see `KubeHandle::behave_as_eks`): cluster DNS from
+    /// CoreDNS pods, EBS volumes only through a credentialed EBS CSI controller, zonal volumes.
+    pub(crate) eks: bool,
 }
 
 /// The current time as a Kubernetes timestamp.
@@ -175,6 +178,7 @@ impl State {
             real: None,
             to_start: Vec::new(),
             sandboxes: HashMap::new(),
+            eks: false,
         }
     }
 
