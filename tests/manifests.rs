@@ -7,6 +7,7 @@ use gpulab_core::spec::{
     AccessLayer, AccessMode, DevicePluginLayer, NodesLayer, SpecLayer, WorkspaceLayer,
 };
 use gpulab_testkit::LabDir;
+use k8s_openapi::api::core::v1::Container;
 
 /// Specs that exercise every optional object: the default, a LoadBalancer with time-slicing on a
 /// multi-GPU node, and a user-named StorageClass without Jupyter.
@@ -212,8 +213,8 @@ fn kubectl_decodes_every_manifest() {
     }
 }
 
-/// The workspace container of a spec on `instance_type`: its image and env.
-fn workspace_container(instance_type: &str) -> (String, Vec<(String, String)>, KubeObject) {
+/// The workspace container of a spec on `instance_type`, as its StatefulSet's pod template has it.
+fn workspace_container(instance_type: &str) -> Container {
     let lab = LabDir::new().with_default_key();
     let layer = SpecLayer {
         nodes: NodesLayer {
@@ -223,23 +224,27 @@ fn workspace_container(instance_type: &str) -> (String, Vec<(String, String)>, K
         ..Default::default()
     };
     let plan = Plan::new(&lab.inputs(layer).resolve().unwrap().validate().unwrap());
-    let pod = plan
+    let set = plan
         .kubernetes
         .iter()
-        .find(|o| matches!(o, KubeObject::Pod(_)))
-        .cloned()
-        .unwrap();
-    let KubeObject::Pod(p) = &pod else {
-        unreachable!()
-    };
-    let c = p.spec.as_ref().unwrap().containers[0].clone();
+        .find_map(|o| match o {
+            KubeObject::StatefulSet(set) => Some(set.clone()),
+            _ => None,
+        })
+        .expect("the workspace's StatefulSet");
+    set.spec.unwrap().template.spec.unwrap().containers[0].clone()
+}
+
+/// A container's image and its env as (name, value).
+fn image_and_env(c: &Container) -> (String, Vec<(String, String)>) {
     let env = c
         .env
-        .unwrap()
+        .clone()
+        .unwrap_or_default()
         .into_iter()
         .map(|e| (e.name, e.value.unwrap_or_default()))
         .collect();
-    (c.image.unwrap(), env, pod)
+    (c.image.clone().unwrap_or_default(), env)
 }
 
 fn value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -250,7 +255,7 @@ fn value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn exec_through_the_api_server_finds_the_venv_first() {
     // Defect: the venv was on PATH only in /etc/environment, which only PAM (sshd) reads; exec through
     // the API server got the image's PATH, and `python` was not the venv's.
-    let (_, env, _) = workspace_container("g4dn.xlarge");
+    let (_, env) = image_and_env(&workspace_container("g4dn.xlarge"));
     let path = value(&env, "PATH").expect("the pod sets PATH");
     assert!(path.starts_with("/workspace/.venv/bin:"), "{path}");
     // The CUDA images' own directories stay on it.
@@ -263,7 +268,8 @@ fn exec_through_the_api_server_finds_the_venv_first() {
 fn every_cache_is_on_the_volume_and_the_root_filesystem_is_requested() {
     // Defect: model downloads and compiled kernels went to the container's throwaway root filesystem,
     // filling the node's disk until DiskPressure evicted the pod; no ephemeral-storage request.
-    let (_, env, pod) = workspace_container("g4dn.xlarge");
+    let container = workspace_container("g4dn.xlarge");
+    let (_, env) = image_and_env(&container);
     for var in [
         "HF_HOME",
         "VLLM_CACHE_ROOT",
@@ -277,22 +283,14 @@ fn every_cache_is_on_the_volume_and_the_root_filesystem_is_requested() {
         let v = value(&env, var).unwrap_or_else(|| panic!("{var} is not set"));
         assert!(v.starts_with("/workspace/.cache"), "{var}={v}");
     }
-    let KubeObject::Pod(p) = pod else {
-        unreachable!()
-    };
-    let requests = p.spec.unwrap().containers[0]
-        .resources
-        .clone()
-        .unwrap()
-        .requests
-        .unwrap();
+    let requests = container.resources.unwrap().requests.unwrap();
     assert!(requests.contains_key("ephemeral-storage"), "{requests:?}");
 }
 
 #[test]
 fn each_gpu_generation_gets_its_pinned_stack() {
     // Defect: `pip install torch vllm` unpinned, one base image for all, nothing for Turing's backends.
-    let (image, env, _) = workspace_container("g4dn.xlarge"); // T4, Turing
+    let (image, env) = image_and_env(&workspace_container("g4dn.xlarge")); // T4, Turing
     assert_eq!(image, "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04");
     assert_eq!(value(&env, "GPULAB_TORCH"), Some("torch==2.8.0"));
     assert_eq!(
@@ -307,12 +305,12 @@ fn each_gpu_generation_gets_its_pinned_stack() {
     assert_eq!(value(&env, "VLLM_ATTENTION_BACKEND"), Some("TRITON_ATTN"));
     assert_eq!(value(&env, "VLLM_USE_FLASHINFER_SAMPLER"), Some("0"));
 
-    let (_, env, _) = workspace_container("p3.2xlarge"); // V100, Volta: no sm_70 in the cu128 wheels
+    let (_, env) = image_and_env(&workspace_container("p3.2xlarge")); // V100, Volta: no sm_70 in the cu128 wheels
     assert_eq!(
         value(&env, "GPULAB_TORCH_INDEX"),
         Some("https://download.pytorch.org/whl/cu126")
     );
-    let (image, env, _) = workspace_container("g5.xlarge"); // A10G, Ampere
+    let (image, env) = image_and_env(&workspace_container("g5.xlarge")); // A10G, Ampere
     assert_eq!(image, "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04");
     assert_eq!(value(&env, "VLLM_ATTENTION_BACKEND"), None);
 }
