@@ -132,8 +132,10 @@ async fn tick(inner: &Arc<Inner>, rootfs: &RootFs, running: &mut HashMap<String,
                     st.sandboxes.remove(&(r.ns.clone(), r.name.clone()));
                 }
             }
+            // Its root's copy is removed in the background: the replacement pod (a StatefulSet's, under
+            // the same name) starts without waiting for it, as a kubelet's does.
             if let Some(c) = r.container {
-                c.remove().await;
+                tokio::spawn(c.remove());
             }
         }
     }
