@@ -7,6 +7,7 @@ use gpulab_core::spec::{
     AccessLayer, AccessMode, DevicePluginLayer, NodesLayer, SpecLayer, WorkspaceLayer,
 };
 use gpulab_testkit::LabDir;
+use k8s_openapi::api::core::v1::Container;
 
 /// Specs that exercise every optional object: the default, a LoadBalancer with time-slicing on a
 /// multi-GPU node, and a user-named StorageClass without Jupyter.
@@ -210,4 +211,106 @@ fn kubectl_decodes_every_manifest() {
             .collect();
         assert_eq!(decoded, expected, "{name}");
     }
+}
+
+/// The workspace container of a spec on `instance_type`, as its StatefulSet's pod template has it.
+fn workspace_container(instance_type: &str) -> Container {
+    let lab = LabDir::new().with_default_key();
+    let layer = SpecLayer {
+        nodes: NodesLayer {
+            instance_type: Some(instance_type.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let plan = Plan::new(&lab.inputs(layer).resolve().unwrap().validate().unwrap());
+    let set = plan
+        .kubernetes
+        .iter()
+        .find_map(|o| match o {
+            KubeObject::StatefulSet(set) => Some(set.clone()),
+            _ => None,
+        })
+        .expect("the workspace's StatefulSet");
+    set.spec.unwrap().template.spec.unwrap().containers[0].clone()
+}
+
+/// A container's image and its env as (name, value).
+fn image_and_env(c: &Container) -> (String, Vec<(String, String)>) {
+    let env = c
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect();
+    (c.image.clone().unwrap_or_default(), env)
+}
+
+fn value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn exec_through_the_api_server_finds_the_venv_first() {
+    // Defect: the venv was on PATH only in /etc/environment, which only PAM (sshd) reads; exec through
+    // the API server got the image's PATH, and `python` was not the venv's.
+    let (_, env) = image_and_env(&workspace_container("g4dn.xlarge"));
+    let path = value(&env, "PATH").expect("the pod sets PATH");
+    assert!(path.starts_with("/workspace/.venv/bin:"), "{path}");
+    // The CUDA images' own directories stay on it.
+    assert!(path.contains(":/usr/local/cuda/bin:"), "{path}");
+    assert!(path.ends_with(":/usr/bin:/sbin:/bin"), "{path}");
+    assert_eq!(value(&env, "VIRTUAL_ENV"), Some("/workspace/.venv"));
+}
+
+#[test]
+fn every_cache_is_on_the_volume_and_the_root_filesystem_is_requested() {
+    // Defect: model downloads and compiled kernels went to the container's throwaway root filesystem,
+    // filling the node's disk until DiskPressure evicted the pod; no ephemeral-storage request.
+    let container = workspace_container("g4dn.xlarge");
+    let (_, env) = image_and_env(&container);
+    for var in [
+        "HF_HOME",
+        "VLLM_CACHE_ROOT",
+        "TRITON_CACHE_DIR",
+        "TORCHINDUCTOR_CACHE_DIR",
+        "PIP_CACHE_DIR",
+        "XDG_CACHE_HOME",
+        "TORCH_HOME",
+        "CUDA_CACHE_PATH",
+    ] {
+        let v = value(&env, var).unwrap_or_else(|| panic!("{var} is not set"));
+        assert!(v.starts_with("/workspace/.cache"), "{var}={v}");
+    }
+    let requests = container.resources.unwrap().requests.unwrap();
+    assert!(requests.contains_key("ephemeral-storage"), "{requests:?}");
+}
+
+#[test]
+fn each_gpu_generation_gets_its_pinned_stack() {
+    // Defect: `pip install torch vllm` unpinned, one base image for all, nothing for Turing's backends.
+    let (image, env) = image_and_env(&workspace_container("g4dn.xlarge")); // T4, Turing
+    assert_eq!(image, "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04");
+    assert_eq!(value(&env, "GPULAB_TORCH"), Some("torch==2.8.0"));
+    assert_eq!(
+        value(&env, "GPULAB_TORCH_INDEX"),
+        Some("https://download.pytorch.org/whl/cu128")
+    );
+    assert!(
+        value(&env, "GPULAB_PIP_PACKAGES")
+            .unwrap()
+            .starts_with("vllm==0.11.0 ")
+    );
+    assert_eq!(value(&env, "VLLM_ATTENTION_BACKEND"), Some("TRITON_ATTN"));
+    assert_eq!(value(&env, "VLLM_USE_FLASHINFER_SAMPLER"), Some("0"));
+
+    let (_, env) = image_and_env(&workspace_container("p3.2xlarge")); // V100, Volta: no sm_70 in the cu128 wheels
+    assert_eq!(
+        value(&env, "GPULAB_TORCH_INDEX"),
+        Some("https://download.pytorch.org/whl/cu126")
+    );
+    let (image, env) = image_and_env(&workspace_container("g5.xlarge")); // A10G, Ampere
+    assert_eq!(image, "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04");
+    assert_eq!(value(&env, "VLLM_ATTENTION_BACKEND"), None);
 }

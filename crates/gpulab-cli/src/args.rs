@@ -85,6 +85,14 @@ pub(crate) struct SpecArgs {
     /// Do not run Jupyter Lab in the workspace.
     #[arg(long)]
     no_jupyter: bool,
+    /// Python requirement for the workspace's venv (repeatable); replaces the version matrix's
+    /// defaults [default: PyTorch and vLLM pinned for the GPU generation, transformers, accelerate].
+    #[arg(long = "python-package", value_name = "REQUIREMENT")]
+    python_package: Vec<String>,
+    /// System package for the workspace besides sshd and Python (repeatable); replaces the defaults
+    /// [default: git, curl, tmux, htop, vim, rsync, build-essential].
+    #[arg(long = "apt-package", value_name = "PACKAGE")]
+    apt_package: Vec<String>,
     /// SSH public key to authorise [env: SSH_KEY] [default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub].
     #[arg(long, value_name = "PATH")]
     ssh_key: Option<PathBuf>,
@@ -125,6 +133,8 @@ fn flag_source(field: &str) -> Source {
         "workspace.jupyter" => "--no-jupyter".to_string(),
         "access.allowed_cidrs" => "--allow-cidr".to_string(),
         "access.api_cidrs" => "--api-cidr".to_string(),
+        "workspace.python_packages" => "--python-package".to_string(),
+        "workspace.apt_packages" => "--apt-package".to_string(),
         "tags" => "--tag".to_string(),
         _ => format!(
             "--{}",
@@ -144,6 +154,7 @@ impl SpecArgs {
             let cidrs: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
             (!cidrs.is_empty()).then(|| cidrs.into())
         };
+        let texts = |items: &[String]| (!items.is_empty()).then(|| items.to_vec().into());
         let options = [
             ("name", text(&self.name)),
             ("region", text(&self.region)),
@@ -163,6 +174,8 @@ impl SpecArgs {
             ("volume_size", text(&self.volume_size)),
             ("storage_class", text(&self.storage_class)),
             ("jupyter", self.no_jupyter.then_some(Value::Bool(false))),
+            ("python_packages", texts(&self.python_package)),
+            ("apt_packages", texts(&self.apt_package)),
             (
                 "ssh_key",
                 self.ssh_key
@@ -265,7 +278,7 @@ mod tests {
         let flags = "gpulab --name n --region r --kubernetes-version 1.33 --node-type t \
                      --min-nodes 1 --desired-nodes 1 --max-nodes 1 --spot --disk 20 --namespace ns \
                      --pod-name p --image i --gpus 1 --cpu 1 --memory 1Gi --volume-size 1Gi \
-                     --storage-class s --no-jupyter --ssh-key /k --time-slicing 2 \
+                     --storage-class s --no-jupyter --python-package p --apt-package a --ssh-key /k --time-slicing 2 \
                      --access load-balancer --allow-cidr 10.0.0.0/8 --api-cidr 198.51.100.0/24 \
                      --tag k=v";
         let probe = <Probe as clap::Parser>::try_parse_from(flags.split_whitespace()).unwrap();

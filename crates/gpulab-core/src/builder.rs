@@ -143,6 +143,20 @@ impl LabBuilder {
         self.set("jupyter", jupyter)
     }
 
+    /// The Python requirements the workspace installs into its venv, replacing the version matrix's
+    /// defaults (`--python-package`, repeated); PyTorch only if the list names `torch`.
+    pub fn python_packages<S: AsRef<str>>(self, packages: impl IntoIterator<Item = S>) -> Self {
+        let packages: Vec<Value> = packages.into_iter().map(|p| p.as_ref().into()).collect();
+        self.set("python_packages", packages)
+    }
+
+    /// The system packages the workspace installs besides sshd and Python, replacing the default
+    /// development tools (`--apt-package`, repeated).
+    pub fn apt_packages<S: AsRef<str>>(self, packages: impl IntoIterator<Item = S>) -> Self {
+        let packages: Vec<Value> = packages.into_iter().map(|p| p.as_ref().into()).collect();
+        self.set("apt_packages", packages)
+    }
+
     /// The SSH public key to authorise (`--ssh-key`).
     pub fn ssh_key(self, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref().to_string_lossy().into_owned();
@@ -350,6 +364,7 @@ mod tests {
                 "spot" | "jupyter" => serde_json::json!(true),
                 "access" => serde_json::json!("load-balancer"),
                 "allowed_cidrs" | "api_cidrs" => serde_json::json!(["10.0.0.0/8"]),
+                "python_packages" | "apt_packages" => serde_json::json!(["x"]),
                 "tags" => serde_json::json!({"k": "v"}),
                 _ => serde_json::json!("x"),
             };

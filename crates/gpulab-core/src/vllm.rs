@@ -124,7 +124,10 @@ impl ServeConfig {
         format!(
             r#"set -eu
 mkdir -p /workspace/.gpulab
-if [ -s {PID_FILE} ] && kill -0 "$(cat {PID_FILE})" 2>/dev/null; then
+# The pid file is on the volume and outlives the pod: after a restart the number may belong to another
+# process, so it counts only if that process is vLLM's server.
+if [ -s {PID_FILE} ] && kill -0 "$(cat {PID_FILE})" 2>/dev/null \
+  && tr '\0' ' ' <"/proc/$(cat {PID_FILE})/cmdline" 2>/dev/null | grep -q 'vllm'; then
   echo "running $(cat {PID_FILE})"; exit 0
 fi
 if [ -x /workspace/.venv/bin/vllm ]; then export PATH=/workspace/.venv/bin:$PATH; fi
@@ -216,7 +219,7 @@ pub async fn is_ready(exec: &dyn RemoteExec, port: u16) -> Result<bool> {
 pub async fn is_running(exec: &dyn RemoteExec) -> Result<bool> {
     let output = exec
         .exec(ExecRequest::shell(format!(
-            "[ -s {PID_FILE} ] && kill -0 \"$(cat {PID_FILE})\" 2>/dev/null"
+            "[ -s {PID_FILE} ] && kill -0 \"$(cat {PID_FILE})\" 2>/dev/null && tr '\\0' ' ' <\"/proc/$(cat {PID_FILE})/cmdline\" | grep -q vllm"
         )))
         .await?;
     Ok(output.status.success())
@@ -267,7 +270,10 @@ pub async fn stop(exec: &dyn RemoteExec) -> Result<bool> {
     let script = format!(
         r#"[ -s {PID_FILE} ] || {{ echo none; exit 0; }}
 pid=$(cat {PID_FILE})
-if ! kill -0 "$pid" 2>/dev/null; then rm -f {PID_FILE}; echo none; exit 0; fi
+# A pid from before a restart may now be another process: never signal one that is not vLLM's.
+if ! kill -0 "$pid" 2>/dev/null || ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q vllm; then
+  rm -f {PID_FILE}; echo none; exit 0
+fi
 kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
 for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
 kill -0 "$pid" 2>/dev/null && {{ kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"; }}

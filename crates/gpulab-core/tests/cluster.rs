@@ -331,6 +331,37 @@ async fn an_unpullable_image_is_reported() {
 }
 
 #[tokio::test]
+async fn a_deleted_image_fails_the_wait_at_once_with_its_name() {
+    // A CUDA tag past its support window is deleted from the registry: the pull fails with "not found"
+    // ("manifest unknown"), and waiting the full timeout for it helps no one.
+    let emu = KubeEmulator::start().await.unwrap();
+    emu.add_node(NodeSpec::gpu("gpu-1"));
+    let (_home, spec) = test_spec(SpecLayer::default());
+    emu.fail_image_pulls(&spec.image);
+    let id = LabId::generate().unwrap();
+    let client = emu.client();
+    NvidiaDevicePlugin
+        .install(&client, &spec, &id, &Silent)
+        .await
+        .unwrap();
+    KubeWorkspace
+        .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
+        .await
+        .unwrap();
+    let err = KubeWorkspace
+        .wait_ready(&client, &spec, &id, Duration::from_secs(60), &Silent)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, gpulab_core::Error::Workspace { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&spec.image), "{text}");
+    assert!(text.contains("not found"), "{text}");
+}
+
+#[tokio::test]
 async fn exec_returns_output_exit_codes_and_takes_stdin() {
     let (_emu, _home, _spec, _id, exec) = ready_lab().await;
     let out = exec

@@ -260,7 +260,7 @@ async fn a_pod_stuck_pending_is_reported_with_its_reason() {
         .install(&client, &spec, &id, &Silent)
         .await
         .unwrap();
-    emu.fail_image_pulls(&spec.spec.workspace.image);
+    emu.fail_image_pulls(&spec.image);
     KubeWorkspace
         .apply(&client, &spec, &id, &VolumeClass::Lab, &Silent)
         .await

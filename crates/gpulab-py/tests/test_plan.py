@@ -27,7 +27,7 @@ def test_default_plan_costs_what_the_cli_says():
     assert plan["region"] == "us-west-2"
     assert 0.64 < plan["cost"]["per_hour"] < 0.66
     kinds = {obj["kind"] for obj in plan["kubernetes"]}
-    assert {"DaemonSet", "Pod", "PersistentVolumeClaim", "Secret"} <= kinds
+    assert {"DaemonSet", "StatefulSet", "PersistentVolumeClaim", "Secret"} <= kinds
 
 
 def test_keyword_arguments_override_files_and_environment(isolated, monkeypatch):
@@ -76,7 +76,7 @@ def test_paths_and_none_are_arguments_too(isolated):
     key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdwdWxhYi10ZXN0LWtleS1ub3QtcmVhbC0xMjM0NTY3 test\n")
     lab = gpulab.Lab(ssh_key=key, image=None)
     assert lab.spec["workspace"]["ssh_public_key"] == str(key)
-    assert lab.spec["workspace"]["image"].startswith("nvidia/cuda:")
+    assert lab.spec["workspace"]["image"] == "auto"  # the version matrix picks the CUDA image
 
 
 def test_catalog_filters():

@@ -7,6 +7,7 @@ pub mod fault_proxy;
 pub mod load_balancers;
 pub mod moto;
 pub mod ready_lab;
+pub mod rootfs;
 pub mod sshd;
 pub mod zones;
 

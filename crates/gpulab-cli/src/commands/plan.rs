@@ -68,13 +68,41 @@ fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
         spec.cpu,
         spec.memory,
         spec.volume_size,
-        s.workspace.image
+        spec.image
     ));
     let budget = gpulab_core::capacity::node_budget(i);
     printer.line(format!(
         "  Node room  {} allocatable per node after kubelet's reservations; system pods request {}; {} kept for an image build; {} for workspaces (\"auto\" takes its GPUs' share)",
         budget.allocatable, budget.system_pods, budget.image_build, budget.workspaces
     ));
+    // The versions the workspace will get: the matrix's for this GPU generation, or the user's list.
+    let packages = gpulab_core::workspace::versions::WorkspacePackages::for_spec(spec);
+    let stack = spec.stack;
+    let mut python: Vec<String> = packages.torch.iter().cloned().collect();
+    python.extend(packages.python.iter().cloned());
+    if s.workspace.jupyter {
+        python.push("jupyterlab".into());
+    }
+    printer.line(format!(
+        "  Software   {} (compute capability {}): {}{}; models in {}",
+        i.gpu_model().architecture,
+        stack.compute_capability,
+        if python.is_empty() {
+            "no Python packages".to_string()
+        } else {
+            python.join(" ")
+        },
+        packages
+            .torch_index
+            .as_deref()
+            .map(|i| format!(" (PyTorch from {i})"))
+            .unwrap_or_default(),
+        stack.dtype
+    ));
+    if !stack.env.is_empty() {
+        let env: Vec<String> = stack.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        printer.line(format!("  Settings   {}", env.join(" ")));
+    }
     let access = match s.access.mode {
         AccessMode::PortForward => {
             "SSH and Jupyter through the Kubernetes API server; no public ports".to_string()

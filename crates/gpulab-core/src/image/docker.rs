@@ -76,6 +76,21 @@ async fn docker(args: &[&str], stdin: Option<&[u8]>, context: &str) -> Result<()
     })
 }
 
+/// `docker build`'s arguments for `image` from the context `dir`: for [`super::PLATFORM`] whatever the
+/// machine (an arm64 laptop would otherwise build an image that fails on the GPU node with
+/// `exec format error`), with fresh base layers.
+pub fn docker_build_args<'a>(image: &'a str, dir: &'a str) -> Vec<&'a str> {
+    vec![
+        "build",
+        "--platform",
+        super::PLATFORM,
+        "--pull",
+        "-t",
+        image,
+        dir,
+    ]
+}
+
 /// Build `dockerfile` as `image` with the local docker daemon, log in to the registry when given
 /// credentials, and push.
 pub async fn build_with_docker(
@@ -99,7 +114,7 @@ pub async fn build_with_docker(
         for (step, args, stdin) in [
             (
                 "docker build",
-                vec!["build", "--pull", "-t", image, dir_arg.as_str()],
+                docker_build_args(image, dir_arg.as_str()),
                 None,
             ),
             (

@@ -135,6 +135,7 @@ pub fn kaniko_job(build: &KanikoBuild) -> Job {
             "--dockerfile=/context/Dockerfile".into(),
             "--context=dir:///context".into(),
             format!("--destination={}", build.destination),
+            format!("--custom-platform={}", super::PLATFORM),
             // The CUDA and PyTorch layers are large: uncompressed caching and redo snapshots keep
             // kaniko's memory use down.
             "--compressed-caching=false".into(),

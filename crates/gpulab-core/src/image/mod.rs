@@ -11,7 +11,7 @@ mod docker;
 pub mod ecr;
 mod kaniko;
 
-pub use docker::{RegistryLogin, build_with_docker, docker_available};
+pub use docker::{RegistryLogin, build_with_docker, docker_available, docker_build_args};
 pub use kaniko::{
     KANIKO_IMAGE, KanikoBuild, build_in_cluster, kaniko_config_map, kaniko_job,
     kaniko_service_account,
@@ -19,85 +19,125 @@ pub use kaniko::{
 
 use crate::spec::ValidSpec;
 
-/// Python packages the image installs; vLLM first, as it pins the PyTorch it needs.
-pub const DEFAULT_PYTHON_PACKAGES: &[&str] =
-    &["vllm", "torch", "transformers", "accelerate", "jupyterlab"];
+/// System packages the image always installs: sshd, and Python with venv and headers (for packages
+/// that compile); the spec's `workspace.apt_packages` (the development tools by default) come on top.
+pub const BASE_APT_PACKAGES: &[&str] =
+    &["openssh-server", "python3", "python3-venv", "python3-dev"];
 
-/// System packages the image installs: sshd, Python, and the tools the setup script checks for.
-pub const DEFAULT_APT_PACKAGES: &[&str] = &[
-    "openssh-server",
-    "python3",
-    "python3-venv",
-    "python3-pip",
-    "python3-dev",
-    "git",
-    "curl",
-    "tmux",
-    "htop",
-    "vim",
-    "rsync",
-    "build-essential",
-    "ca-certificates",
-];
+/// The platform images are built for: the GPU nodes' (EKS GPU AMIs are x86_64).
+pub const PLATFORM: &str = "linux/amd64";
+
+/// Where the image's Python environment lives: a venv, never the distribution's Python (Ubuntu 24.04's
+/// pip refuses to touch it, and its own packages would be shadowed).
+pub const IMAGE_VENV: &str = "/opt/venv";
 
 /// What goes into the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageOptions {
-    /// The base image: a CUDA image (the spec's workspace image by default).
+    /// The base image: a CUDA image (the lab's workspace image by default: the version matrix's for its
+    /// GPU generation).
     pub base_image: String,
     /// System packages.
     pub apt_packages: Vec<String>,
-    /// Python packages (pip requirement strings; pin versions here, e.g. `vllm==0.6.4`).
+    /// The PyTorch requirement, installed first from `torch_index` (`None`: no PyTorch).
+    pub torch: Option<String>,
+    /// The wheel index of that PyTorch build.
+    pub torch_index: Option<String>,
+    /// Other Python packages (pip requirements; pin versions here, e.g. `vllm==0.11.0`).
     pub python_packages: Vec<String>,
+    /// Jupyter Lab and its kernel, registered from the venv.
+    pub jupyter: bool,
     /// Also install Slurm and munge (for `gpulab slurm setup` without a download).
     pub slurm: bool,
 }
 
 impl ImageOptions {
-    /// The defaults on `spec`'s workspace image.
+    /// What `spec`'s workspace gets: its image, its packages (the version matrix's by default).
     pub fn for_spec(spec: &ValidSpec) -> Self {
-        Self::on_base(&spec.spec.workspace.image)
-    }
-
-    /// The defaults on `base_image`.
-    pub fn on_base(base_image: &str) -> Self {
+        let packages = crate::workspace::versions::WorkspacePackages::for_spec(spec);
         ImageOptions {
-            base_image: base_image.into(),
-            apt_packages: DEFAULT_APT_PACKAGES.iter().map(|s| s.to_string()).collect(),
-            python_packages: DEFAULT_PYTHON_PACKAGES
+            base_image: spec.image.clone(),
+            apt_packages: BASE_APT_PACKAGES
                 .iter()
                 .map(|s| s.to_string())
+                .chain(packages.apt)
                 .collect(),
+            torch: packages.torch,
+            torch_index: packages.torch_index,
+            python_packages: packages.python,
+            jupyter: spec.spec.workspace.jupyter,
             slurm: false,
         }
     }
 }
 
-/// The workspace Dockerfile.
+/// The workspace Dockerfile. Everything Python goes into [`IMAGE_VENV`], whose `bin` leads `PATH`;
+/// nothing is baked into the environment that would override the pod's (no `PIP_NO_CACHE_DIR`, which
+/// would disable the workspace's pip cache; no `NVIDIA_VISIBLE_DEVICES`, which the device plugin sets
+/// to the GPUs it allocated).
 pub fn render_dockerfile(options: &ImageOptions) -> String {
     let mut apt = options.apt_packages.clone();
     if options.slurm {
         apt.extend(["slurm-wlm".to_string(), "munge".to_string()]);
     }
     let apt = apt.join(" \\\n      ");
-    let pip = options.python_packages.join(" ");
-    let imports: Vec<String> = options
-        .python_packages
+    let mut python = options.python_packages.clone();
+    if options.jupyter {
+        python.extend(["jupyterlab".to_string(), "ipykernel".to_string()]);
+    }
+    let pip = python.join(" ");
+    let mut imports: Vec<String> = options
+        .torch
         .iter()
         .filter_map(|p| python_module(p))
         .collect();
+    imports.extend(python.iter().filter_map(|p| python_module(p)));
+    let torch = match (&options.torch, &options.torch_index) {
+        (Some(torch), Some(index)) => {
+            format!(" \\\n && pip install --no-cache-dir --index-url {index} {torch}")
+        }
+        (Some(torch), None) => format!(" \\\n && pip install --no-cache-dir {torch}"),
+        _ => String::new(),
+    };
+    // The same requirement again, so the resolver keeps the build installed above.
+    let keep_torch = options
+        .torch
+        .as_ref()
+        .map(|t| format!("{t} "))
+        .unwrap_or_default();
+    let kernel = if options.jupyter {
+        " \\\n && python -m ipykernel install --sys-prefix --name python3 --display-name \"Python 3 (gpulab venv)\""
+    } else {
+        ""
+    };
+    let tools: Vec<&str> = [
+        ("openssh-server", "sshd"),
+        ("git", "git"),
+        ("curl", "curl"),
+        ("tmux", "tmux"),
+        ("htop", "htop"),
+        ("vim", "vim"),
+        ("rsync", "rsync"),
+        ("build-essential", "gcc"),
+    ]
+    .iter()
+    .filter(|(package, _)| options.apt_packages.iter().any(|p| p == package))
+    .map(|(_, tool)| *tool)
+    .collect();
+    let check_imports = if imports.is_empty() {
+        String::new()
+    } else {
+        format!("python -c \"import {}\" \\\n && ", imports.join(", "))
+    };
     format!(
-        r#"# The gpulab workspace image, rendered by `gpulab image build`. It holds everything the workspace setup
-# script looks for, so a pod started from it installs nothing; the setup script still configures SSH and
-# Jupyter on every start.
+        r#"# The gpulab workspace image, rendered by `gpulab image build` (built for linux/amd64). It holds everything
+# the workspace setup script looks for, so a pod started from it installs nothing; the setup script still
+# configures SSH and Jupyter on every start, and the workspace's venv on /workspace sees this image's.
 FROM {base}
 
 ENV DEBIAN_FRONTEND=noninteractive \
-    PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_BREAK_SYSTEM_PACKAGES=1 \
     PYTHONUNBUFFERED=1 \
-    NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 RUN apt-get update \
@@ -106,20 +146,23 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /run/sshd
 
-# Into the system Python: the workspace's venv on /workspace is created with --system-site-packages and
-# sees these, so the setup script finds them and installs nothing.
-RUN python3 -m pip install --upgrade pip \
- && python3 -m pip install {pip}
+# Python in a venv of its own, never the distribution's (whose pip is Debian's, and on Ubuntu 24.04
+# refuses to change). PyTorch first, from the index of the CUDA build this GPU generation needs.
+ENV VIRTUAL_ENV={venv} \
+    PATH={venv}/bin:$PATH
+RUN python3 -m venv {venv} \
+ && pip install --no-cache-dir --upgrade pip{torch} \
+ && pip install --no-cache-dir {keep_torch}{pip}{kernel}
 
 # Fail the build, not the first pod start, when something is missing.
-RUN python3 -c "import {imports}" \
- && for tool in sshd git curl tmux htop vim rsync gcc; do command -v "$tool" >/dev/null || {{ echo "missing $tool"; exit 1; }}; done
+RUN {check_imports}for tool in {tools}; do command -v "$tool" >/dev/null || {{ echo "missing $tool"; exit 1; }}; done
 
 WORKDIR /workspace
 EXPOSE 22 8888
 "#,
         base = options.base_image,
-        imports = imports.join(", "),
+        venv = IMAGE_VENV,
+        tools = tools.join(" "),
     )
 }
 

@@ -67,6 +67,8 @@ pub struct WorkspaceLayer {
     pub volume_size: Option<String>,
     pub storage_class: Option<String>,
     pub jupyter: Option<bool>,
+    pub python_packages: Option<Vec<String>>,
+    pub apt_packages: Option<Vec<String>>,
     pub ssh_public_key: Option<PathBuf>,
 }
 
@@ -353,6 +355,8 @@ fn apply(
     fold!(set workspace.volume_size = workspace.volume_size, "workspace.volume_size");
     fold!(some workspace.storage_class = workspace.storage_class, "workspace.storage_class");
     fold!(set workspace.jupyter = workspace.jupyter, "workspace.jupyter");
+    fold!(some workspace.python_packages = workspace.python_packages, "workspace.python_packages");
+    fold!(some workspace.apt_packages = workspace.apt_packages, "workspace.apt_packages");
     fold!(some workspace.ssh_public_key = workspace.ssh_public_key, "workspace.ssh_public_key");
     fold!(set device_plugin.time_slicing_replicas = device_plugin.time_slicing_replicas, "device_plugin.time_slicing_replicas");
     fold!(set access.mode = access.mode, "access.mode");
@@ -384,6 +388,8 @@ pub(crate) const FIELDS: &[&str] = &[
     "workspace.volume_size",
     "workspace.storage_class",
     "workspace.jupyter",
+    "workspace.python_packages",
+    "workspace.apt_packages",
     "workspace.ssh_public_key",
     "device_plugin.time_slicing_replicas",
     "access.mode",
@@ -413,6 +419,8 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("volume_size", "workspace.volume_size"),
     ("storage_class", "workspace.storage_class"),
     ("jupyter", "workspace.jupyter"),
+    ("python_packages", "workspace.python_packages"),
+    ("apt_packages", "workspace.apt_packages"),
     ("ssh_key", "workspace.ssh_public_key"),
     ("time_slicing", "device_plugin.time_slicing_replicas"),
     ("access", "access.mode"),
@@ -515,6 +523,7 @@ const COUNT: &str = "a whole number, 0 or more";
 const FLAG: &str = "true or false";
 const PATH: &str = "a file path";
 const ACCESS: &str = "\"port-forward\" or \"load-balancer\"";
+const PACKAGES: &str = "a list of package names, e.g. [\"transformers\", \"datasets==3.0.0\"]";
 const CIDRS: &str = "a list of address ranges, e.g. [\"203.0.113.7/32\"]";
 const TAGS: &str = "a map of text keys to text values, e.g. {\"team\": \"ml\"}";
 
@@ -580,6 +589,8 @@ impl SpecLayer {
             "volume_size" => self.workspace.volume_size = check.text()?,
             "storage_class" => self.workspace.storage_class = check.text()?,
             "jupyter" => self.workspace.jupyter = check.flag()?,
+            "python_packages" => self.workspace.python_packages = check.texts(PACKAGES)?,
+            "apt_packages" => self.workspace.apt_packages = check.texts(PACKAGES)?,
             "ssh_key" => {
                 self.workspace.ssh_public_key = check.text_as(PATH)?.map(PathBuf::from);
             }
@@ -657,6 +668,23 @@ impl Check<'_> {
             serde_json::Value::Bool(flag) => Ok(Some(*flag)),
             _ => Err(self.invalid("not true or false", FLAG)),
         }
+    }
+
+    fn texts(&self, allowed: &'static str) -> Result<Option<Vec<String>>, OptionError> {
+        let items = match self.value {
+            serde_json::Value::Null => return Ok(None),
+            serde_json::Value::Array(items) => items,
+            _ => return Err(self.invalid("not a list", allowed)),
+        };
+        items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| self.invalid(&format!("{item} is not text"), allowed))
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     fn cidrs(&self) -> Result<Option<Vec<IpNet>>, OptionError> {

@@ -30,8 +30,9 @@ pub const DEFAULT_NAME: &str = "gpu-learning-cluster";
 pub const DEFAULT_REGION: &str = "us-west-2";
 /// The GPU node type when none is given: one NVIDIA T4, the cheapest GPU on EC2.
 pub const DEFAULT_INSTANCE_TYPE: &str = "g4dn.xlarge";
-/// The workspace image when none is given: NVIDIA's CUDA development image; the setup script adds the rest.
-pub const DEFAULT_IMAGE: &str = "nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04";
+/// The workspace image when none is given: "auto", the CUDA development image of the version matrix
+/// for the node's GPU generation ([`crate::workspace::versions`]); the setup script adds the rest.
+pub const DEFAULT_IMAGE: &str = AUTO;
 /// The value of `workspace.cpu` and `workspace.memory` that sizes the pod to fit its share of the node.
 pub const AUTO: &str = "auto";
 
@@ -91,7 +92,8 @@ pub struct WorkspaceSpec {
     pub namespace: String,
     /// The pod's name (the original scripts' `POD_NAME`).
     pub pod_name: String,
-    /// Container image.
+    /// Container image; "auto" takes the CUDA base image of the version matrix for the node's GPU
+    /// generation.
     pub image: String,
     /// GPUs the pod requests.
     pub gpus: u32,
@@ -105,6 +107,15 @@ pub struct WorkspaceSpec {
     pub storage_class: Option<String>,
     /// Run Jupyter Lab on port 8888, with a random token.
     pub jupyter: bool,
+    /// Python packages installed into the workspace's venv (pip requirements); `None` takes the version
+    /// matrix's pinned PyTorch and vLLM for the node's GPU generation, plus transformers and accelerate.
+    /// With a list, PyTorch is installed (from the matrix's wheel index) only if the list names `torch`.
+    #[serde(default)]
+    pub python_packages: Option<Vec<String>>,
+    /// System packages besides sshd and Python (Debian/Ubuntu names); `None` takes the development tools
+    /// (git, curl, tmux, htop, vim, rsync, build-essential).
+    #[serde(default)]
+    pub apt_packages: Option<Vec<String>>,
     /// SSH public key to authorise (a private key's path works too: its `.pub` twin is used). `None`
     /// takes the first of `~/.ssh/id_ed25519.pub`, `~/.ssh/id_ecdsa.pub`, `~/.ssh/id_rsa.pub`, and
     /// generates an ed25519 key at `up` when there is none.
@@ -165,6 +176,8 @@ impl Default for LabSpec {
                 volume_size: "50Gi".into(),
                 storage_class: None,
                 jupyter: true,
+                python_packages: None,
+                apt_packages: None,
                 ssh_public_key: None,
             },
             device_plugin: DevicePluginSpec {

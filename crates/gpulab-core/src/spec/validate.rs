@@ -57,6 +57,10 @@ pub struct ValidSpec {
     pub memory: Quantity,
     /// Size of the `/workspace` volume.
     pub volume_size: Quantity,
+    /// The software stack for the node's GPU generation (base image, PyTorch, vLLM, settings).
+    pub stack: &'static crate::workspace::versions::Stack,
+    /// The workspace image: `workspace.image`, or the stack's base image for "auto".
+    pub image: String,
 }
 
 impl ResolvedSpec {
@@ -122,7 +126,7 @@ impl ResolvedSpec {
                 "workspace.image",
                 image,
                 "not an image reference",
-                "e.g. nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04 or an ECR URI",
+                "\"auto\" (the version matrix's CUDA image), e.g. nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04, or an ECR URI",
             );
         }
         if let Some(class) = &spec.workspace.storage_class {
@@ -165,15 +169,25 @@ impl ResolvedSpec {
                 Some(memory),
                 Some(volume_size),
                 Some(ssh_key),
-            ) => Ok(ValidSpec {
-                spec: self.spec,
-                provenance: self.provenance,
-                instance,
-                region,
-                ssh_key,
-                cpu,
-                memory,
-                volume_size,
+            ) => Ok({
+                let stack = crate::workspace::versions::stack_for(instance);
+                let image = if self.spec.workspace.image == AUTO {
+                    stack.base_image.to_string()
+                } else {
+                    self.spec.workspace.image.clone()
+                };
+                ValidSpec {
+                    stack,
+                    image,
+                    spec: self.spec,
+                    provenance: self.provenance,
+                    instance,
+                    region,
+                    ssh_key,
+                    cpu,
+                    memory,
+                    volume_size,
+                }
             }),
             _ => Err(SpecErrors(errors)),
         }

@@ -319,6 +319,13 @@ impl WorkspaceManager for KubeWorkspace {
                 _ => None,
             };
             let mut problem = diagnose(pod.as_ref(), &info, setup_progress);
+            // The kubelet's ImagePullBackOff says only "Back-off pulling image"; why the pull failed
+            // (the image does not exist, access denied) is in its last `Failed` event.
+            if problem.starts_with("cannot pull the image")
+                && let Some(why) = pull_failure(client, ns, &names.pod).await
+            {
+                problem = format!("{problem}; the last pull: {why}");
+            }
             if let Some(cause) = cluster_cause(client, &names, &info).await {
                 problem = format!("{problem}; {cause}");
             }
@@ -410,6 +417,33 @@ where
         Err(e) => Err(cluster_error(&format!("read {name}"), e)),
     }
 }
+
+/// The message of the pod's latest `Failed` event (a pull failure, in the kubelet's words).
+async fn pull_failure(client: &kube::Client, ns: &str, pod: &str) -> Option<String> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    let params = kube::api::ListParams::default().fields(&format!("involvedObject.name={pod}"));
+    let list = events.list(&params).await.ok()?;
+    list.items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Failed"))
+        .filter_map(|e| Some((e.last_timestamp.clone(), e.message?)))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, message)| message)
+}
+
+/// Pull failures that waiting cannot fix: the image or tag does not exist (a CUDA tag past its
+/// support window is deleted from the registry: "manifest unknown"), or the node may not read it.
+const PERMANENT_PULL_FAILURES: &[&str] = &[
+    "not found",
+    "manifest unknown",
+    "NotFound",
+    "repository does not exist",
+    "pull access denied",
+    "unauthorized",
+    "403 Forbidden",
+    "InvalidImageName",
+    "no match for platform",
+];
 
 /// The last line the setup script logged, to show what a running but unready pod is doing.
 async fn last_setup_line(pods: &Api<Pod>, pod: &str) -> Option<String> {
@@ -554,9 +588,14 @@ fn fatal_problem(info: &WorkspaceInfo) -> Option<Error> {
             hint: None,
         });
     }
-    (problem.contains("InvalidImageName")).then(|| Error::Workspace {
-        message: problem.to_string(),
-        hint: Some("fix workspace.image and run `gpulab up` again".into()),
+    let pull = problem.starts_with("cannot pull the image");
+    (pull && PERMANENT_PULL_FAILURES.iter().any(|m| problem.contains(m))).then(|| {
+        Error::Workspace {
+            message: problem.to_string(),
+            hint: Some(
+                "the image or its tag does not exist (or the node may not read it): fix workspace.image (\"auto\" takes the version matrix's current CUDA image, `gpulab plan` shows it) and run `gpulab up` again".into(),
+            ),
+        }
     })
 }
 

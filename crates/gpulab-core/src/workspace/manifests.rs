@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::versions::WorkspacePackages;
 use super::{VolumeClass, ports};
 use crate::manifest::KubeObject;
 use crate::naming::{
@@ -36,6 +37,31 @@ const WORKSPACE_DIR: &str = "/workspace";
 const SETUP_DIR: &str = "/opt/gpulab";
 const AUTHORIZED_KEYS_DIR: &str = "/etc/gpulab/ssh-keys";
 const HOST_KEY_DIR: &str = "/etc/gpulab/ssh-host";
+
+/// The workspace's venv, on the volume: every way in resolves `python` to it.
+pub const VENV: &str = "/workspace/.venv";
+/// Where every cache lives, on the volume.
+pub const CACHE_DIR: &str = "/workspace/.cache";
+/// The cache variables the pod (and every way into it) gets.
+pub const CACHE_ENV: &[(&str, &str)] = &[
+    ("XDG_CACHE_HOME", "/workspace/.cache"),
+    ("PIP_CACHE_DIR", "/workspace/.cache/pip"),
+    ("HF_HOME", "/workspace/.cache/huggingface"),
+    ("VLLM_CACHE_ROOT", "/workspace/.cache/vllm"),
+    ("TRITON_CACHE_DIR", "/workspace/.cache/triton"),
+    ("TORCHINDUCTOR_CACHE_DIR", "/workspace/.cache/torchinductor"),
+    ("TORCH_HOME", "/workspace/.cache/torch"),
+    ("CUDA_CACHE_PATH", "/workspace/.cache/nv"),
+];
+/// The pod's ephemeral-storage request.
+pub const EPHEMERAL_STORAGE: &str = "10Gi";
+
+/// The pod's PATH: the workspace's venv, a prebuilt image's /opt/venv, then NVIDIA's CUDA images' PATH.
+pub fn workspace_path() -> String {
+    format!(
+        "{VENV}/bin:/opt/venv/bin:/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    )
+}
 
 /// The secret material of a workspace. `up` generates the host key and the token once and keeps them;
 /// a plan shows placeholders instead.
@@ -318,13 +344,31 @@ fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
     };
     // NVIDIA_VISIBLE_DEVICES is deliberately not set: the device plugin sets it to the GPUs it allocated,
     // and "all" (as the original manifest had it) would expose every GPU of the node to this pod.
+    let packages = WorkspacePackages::for_spec(spec);
     let mut env = vec![
+        // One environment for every way in: exec through the API server gets the container's, and the
+        // setup script hands the same to login shells, SSH sessions, Jupyter and Slurm jobs. The venv
+        // comes first on PATH (the image's PATH is not visible here, so it is given in full: the CUDA
+        // images' own, with /opt/venv of a `gpulab image build` image after the workspace's venv).
+        env_value("PATH", &workspace_path()),
+        env_value("VIRTUAL_ENV", VENV),
+        env_value("GPULAB_VENV", VENV),
         env_value("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"),
         env_value("GPULAB_JUPYTER", if ws.jupyter { "1" } else { "0" }),
         // Jupyter is reached through the API server's port-forward (or an SSH tunnel), which connects to
         // the pod's loopback: it need not listen anywhere else, load balancer or not.
         env_value("GPULAB_JUPYTER_IP", "127.0.0.1"),
+        env_value("GPULAB_APT_PACKAGES", &packages.apt.join(" ")),
+        env_value("GPULAB_PIP_PACKAGES", &packages.python.join(" ")),
     ];
+    if let (Some(torch), Some(index)) = (&packages.torch, &packages.torch_index) {
+        env.push(env_value("GPULAB_TORCH", torch));
+        env.push(env_value("GPULAB_TORCH_INDEX", index));
+    }
+    // Every cache on the volume: models, compiled kernels and wheels survive restarts, and large models
+    // do not fill the node's root disk (DiskPressure would evict the pod).
+    env.extend(CACHE_ENV.iter().map(|(k, v)| env_value(k, v)));
+    env.extend(spec.stack.env.iter().map(|(k, v)| env_value(k, v)));
     let mut ports_list = vec![ContainerPort {
         name: Some("ssh".into()),
         container_port: ports::SSH.into(),
@@ -379,7 +423,7 @@ fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
             automount_service_account_token: Some(false),
             containers: vec![Container {
                 name: "workspace".into(),
-                image: Some(ws.image.clone()),
+                image: Some(spec.image.clone()),
                 command: Some(vec!["/bin/bash".into(), format!("{SETUP_DIR}/setup.sh")]),
                 working_dir: Some(WORKSPACE_DIR.into()),
                 env: Some(env),
@@ -387,6 +431,9 @@ fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
                 resources: Some(ResourceRequirements {
                     requests: Some(BTreeMap::from([
                         ("cpu".into(), quantity(&spec.cpu.text)),
+                        // The root filesystem holds only what the setup installs with apt (the caches
+                        // are on the volume); the request keeps the pod off a node without room.
+                        ("ephemeral-storage".into(), quantity(EPHEMERAL_STORAGE)),
                         ("memory".into(), quantity(&spec.memory.text)),
                         (GPU_RESOURCE.into(), gpus.clone()),
                     ])),

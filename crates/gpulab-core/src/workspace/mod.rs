@@ -4,6 +4,7 @@
 
 mod manager;
 mod manifests;
+pub mod versions;
 
 use std::time::Duration;
 
@@ -17,7 +18,10 @@ use crate::provision::LeftAlone;
 use crate::spec::ValidSpec;
 
 pub use manager::{CloudRelease, KubeWorkspace, generate_host_key, generate_token};
-pub use manifests::{LOAD_BALANCER_TAGS_ANNOTATION, SETUP_SCRIPT, WorkspaceSecrets, manifests};
+pub use manifests::{
+    CACHE_DIR, CACHE_ENV, EPHEMERAL_STORAGE, LOAD_BALANCER_TAGS_ANNOTATION, SETUP_SCRIPT, VENV,
+    WorkspaceSecrets, manifests, workspace_path,
+};
 
 /// The ports the workspace serves.
 pub mod ports {

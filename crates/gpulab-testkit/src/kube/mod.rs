@@ -79,8 +79,10 @@
 //! - Authentication, authorization, admission webhooks, TLS (the server is plain `http://`).
 //! - SPDY for exec: `kubectl exec` and `kubectl cp` work over WebSocket (kubectl's default since
 //!   1.30), not through their SPDY fallback. `attach` is refused.
-//! - Exec runs on the host, not in a container: absolute paths, users and installed tools are the
-//!   host's; a TTY is not allocated (its output merges stderr into stdout; resize is ignored).
+//! - Exec runs on the host, not in a container (absolute paths, users and installed tools are the
+//!   host's), except for pods run for real ([`KubeEmulator::run_containers`]: a debootstrap root in
+//!   bubblewrap, see [`crate::rootfs`]); a TTY is not allocated (its output merges stderr into stdout;
+//!   resize is ignored).
 //! - Server-side apply is approximate: the applied configuration is merged (strategic-merge style) into
 //!   the object and fields the same manager applied before but no longer applies are removed; there is
 //!   no per-field ownership across managers, so no apply conflicts, and `force` is ignored.
@@ -101,6 +103,7 @@
 //! - A device plugin config change only takes effect when the plugin pod is replaced (as in reality),
 //!   and its config is read from any key of the mounted config map, not only `CONFIG_FILE`'s.
 
+mod containers;
 mod patch;
 mod resources;
 mod select;
@@ -678,6 +681,35 @@ impl KubeEmulator {
             .bookmark_interval
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = every.max(Duration::from_millis(1));
+    }
+
+    /// Run the containers of pods with an image containing `image_contains` for real, from `rootfs`
+    /// (see [`crate::rootfs`]): the kubelet starts the pod's command in a fresh copy of the root, its
+    /// claims bound from host folders that outlive the pod ([`Self::volume_dir`]), its secrets and
+    /// config maps projected with their modes; the pod is ready when its TCP readiness probe connects;
+    /// exec and port-forward enter the container. Call once, before such pods are scheduled.
+    pub fn run_containers(&self, image_contains: &str, rootfs: crate::rootfs::RootFs) {
+        self.inner.lock().real = Some(containers::RealMode {
+            image_contains: image_contains.into(),
+        });
+        containers::spawn_runtime(self.inner.clone(), rootfs);
+    }
+
+    /// The host folder behind the PersistentVolume a claim is bound to, in the real-container mode.
+    pub fn volume_dir(&self, namespace: &str, claim: &str) -> Option<PathBuf> {
+        let volume = self.object("persistentvolumeclaims", namespace, claim)?["spec"]["volumeName"]
+            .as_str()?
+            .to_string();
+        Some(self.inner.sandbox.join("volumes").join(volume))
+    }
+
+    /// What `pods/log` returns for the pod now (a real container's output, or what the test set).
+    pub fn pod_log(&self, namespace: &str, pod: &str) -> Option<String> {
+        self.inner
+            .lock()
+            .logs
+            .get(&(namespace.to_string(), pod.to_string()))
+            .cloned()
     }
 
     /// Every object of kind `plural` in `namespace` (all namespaces when empty), as JSON.

@@ -628,6 +628,13 @@ fn kubelet(st: &mut State) {
                 "state": {"running": {"startedAt": t}},
             }));
         }
+        // A real container is ready once its readiness probe passes (the runtime in `containers`).
+        let real = st.real.as_ref().is_some_and(|r| r.wants(&pod));
+        if real {
+            for cs in &mut statuses {
+                cs["ready"] = json!(false);
+            }
+        }
         let mut p = pod.clone();
         let status = p["status"].as_object_mut().expect("status");
         status.insert("phase".into(), json!("Running"));
@@ -643,9 +650,10 @@ fn kubelet(st: &mut State) {
             "Ready",
             "ContainersReady",
         ] {
+            let ok = !(real && (ty == "Ready" || ty == "ContainersReady"));
             set_condition(
                 &mut p,
-                json!({"type": ty, "status": "True", "lastProbeTime": null, "lastTransitionTime": t}),
+                json!({"type": ty, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": t}),
             );
         }
         // `readiness` then holds it unready while it has no DNS.
@@ -655,6 +663,11 @@ fn kubelet(st: &mut State) {
                 .insert(meta(&p, "uid").to_string(), replicas);
         }
         let p = st.update(POD, p);
+        if real {
+            let key = |f: &str| s(&p["metadata"][f]).to_string();
+            st.to_start
+                .push((key("namespace"), key("name"), key("uid")));
+        }
         for c in &containers {
             let msg = format!("Started container {}", s(&c["name"]));
             record_event(st, &p, "Normal", "Started", &msg, "kubelet");

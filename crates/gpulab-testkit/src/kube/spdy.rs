@@ -13,7 +13,6 @@
 //! address the test registered for that port; a failure to connect is written to the error stream.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
@@ -305,7 +304,7 @@ fn parse_header_block(raw: &[u8]) -> Result<Vec<(String, String)>, String> {
 /// Where the session's ports lead and how its errors name the pod.
 pub(crate) struct Targets {
     /// The address registered for a port of this pod, looked up when a connection is forwarded.
-    pub(crate) lookup: Arc<dyn Fn(u16) -> Option<SocketAddr> + Send + Sync>,
+    pub(crate) lookup: Arc<dyn Fn(u16) -> Option<super::stream::Target> + Send + Sync>,
     /// `namespace/name`.
     pub(crate) pod: String,
     /// The pod's uid.
@@ -473,21 +472,14 @@ struct Streams {
 /// Join a data stream to the target: the client's bytes arrive on `from_client` (closed on its `FIN`),
 /// the target's go out as `DATA` frames; when the target closes, both streams get `FIN`.
 async fn forward(
-    target: Option<SocketAddr>,
+    target: Option<super::stream::Target>,
     port: u16,
     streams: Streams,
     mut from_client: mpsc::Receiver<Vec<u8>>,
     out: mpsc::Sender<Vec<u8>>,
     context: String,
 ) {
-    let conn = match target {
-        Some(a) => tokio::net::TcpStream::connect(a)
-            .await
-            .map_err(|e| format!("dial tcp4 {a}: {e}")),
-        None => Err(format!(
-            "dial tcp4 127.0.0.1:{port}: connect: connection refused (no address registered)"
-        )),
-    };
+    let conn = super::stream::dial(target.as_ref(), port).await;
     let tcp = match conn {
         Ok(tcp) => tcp,
         Err(e) => {

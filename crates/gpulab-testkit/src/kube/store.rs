@@ -140,6 +140,12 @@ pub(crate) struct State {
     pub(crate) applied: HashMap<(Key, String), Value>,
     /// Image substrings whose pulls fail.
     pub(crate) unpullable: Vec<String>,
+    /// Which pods run their container for real (`None`: none do).
+    pub(crate) real: Option<super::containers::RealMode>,
+    /// Real pods the kubelet queued for the runtime: (namespace, name, uid).
+    pub(crate) to_start: Vec<(String, String, String)>,
+    /// The running real containers, by (namespace, pod).
+    pub(crate) sandboxes: HashMap<(String, String), super::containers::Sandbox>,
     /// Whether the cluster behaves as EKS does (see `KubeHandle::behave_as_eks`): cluster DNS from
     /// CoreDNS pods, EBS volumes only through a credentialed EBS CSI controller, zonal volumes.
     pub(crate) eks: bool,
@@ -172,6 +178,9 @@ impl State {
             logs: HashMap::new(),
             applied: HashMap::new(),
             unpullable: Vec::new(),
+            real: None,
+            to_start: Vec::new(),
+            sandboxes: HashMap::new(),
             eks: false,
             load_balancers: None,
         }

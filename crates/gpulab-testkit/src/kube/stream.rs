@@ -21,10 +21,12 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
+use super::containers::Sandbox;
 use super::resources::{POD, RESOURCES};
 use super::server::{Body, Inner, Query, check_container, full};
 use super::spdy;
 use super::store::ApiError;
+use crate::rootfs;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -144,7 +146,13 @@ pub(crate) fn serve(
         let dir = pod_dir(&inner.sandbox, &ns, &name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::new(500, "InternalError", format!("pod sandbox: {e}")))?;
+        let sandbox = inner
+            .lock()
+            .sandboxes
+            .get(&(ns.clone(), name.clone()))
+            .cloned();
         let opts = ExecOptions {
+            sandbox,
             command,
             stdin: q.get("stdin").is_some_and(|v| v == "true" || v == "1"),
             stdout: q.get("stdout").is_none_or(|v| v == "true" || v == "1"),
@@ -187,11 +195,11 @@ pub(crate) fn serve(
         if ports.is_empty() {
             return Err(ApiError::bad_request("at least one port must be specified"));
         }
-        let targets: Vec<(u16, Option<SocketAddr>)> = {
+        let targets: Vec<(u16, Option<Target>)> = {
             let st = inner.lock();
             ports
                 .iter()
-                .map(|p| (*p, st.ports.get(&(ns.clone(), name.clone(), *p)).copied()))
+                .map(|p| (*p, target(&st, &ns, &name, *p)))
                 .collect()
         };
         let pod = format!("{ns}/{name}");
@@ -208,6 +216,8 @@ pub(crate) fn serve(
 }
 
 struct ExecOptions {
+    /// The pod's real container, when it runs one: the command runs in it.
+    sandbox: Option<Sandbox>,
     command: Vec<String>,
     stdin: bool,
     stdout: bool,
@@ -292,26 +302,32 @@ where
 {
     let (sink, mut stream) = ws.split();
     let (out_tx, writer) = spawn_writer(sink);
-    let mut cmd = tokio::process::Command::new(&o.command[0]);
-    cmd.args(&o.command[1..])
-        .current_dir(&o.dir)
-        .env("GPULAB_EMULATOR_POD", &o.pod)
-        .stdin(if o.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(if o.stdout {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(if o.stderr || o.tty {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .kill_on_drop(true);
+    let mut cmd = match &o.sandbox {
+        Some(sb) => rootfs::exec_in(sb.pid, &sb.env, &sb.working_dir, &o.command, &[]),
+        None => {
+            let mut cmd = tokio::process::Command::new(&o.command[0]);
+            cmd.args(&o.command[1..])
+                .current_dir(&o.dir)
+                .env("GPULAB_EMULATOR_POD", &o.pod);
+            cmd
+        }
+    };
+    cmd.stdin(if o.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(if o.stdout {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stderr(if o.stderr || o.tty {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -391,7 +407,7 @@ where
 
 async fn port_forward<S>(
     ws: WebSocketStream<S>,
-    targets: Vec<(u16, Option<SocketAddr>)>,
+    targets: Vec<(u16, Option<Target>)>,
     pod: &str,
     uid: &str,
 ) where
@@ -407,14 +423,7 @@ async fn port_forward<S>(
         let le = port.to_le_bytes();
         let _ = out_tx.send(framed(data, &le)).await;
         let _ = out_tx.send(framed(error, &le)).await;
-        let conn = match addr {
-            Some(a) => tokio::net::TcpStream::connect(a)
-                .await
-                .map_err(|e| format!("dial tcp4 {a}: {e}")),
-            None => Err(format!(
-                "dial tcp4 127.0.0.1:{port}: connect: connection refused (no address registered)"
-            )),
-        };
+        let conn = dial(addr.as_ref(), *port).await;
         match conn {
             Ok(tcp) => {
                 let (r, w) = tcp.into_split();
@@ -464,6 +473,50 @@ async fn port_forward<S>(
     let _ = writer.await;
 }
 
+/// Where a forwarded port of a pod leads: an address the test registered, or the loopback of the
+/// pod's real container.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// A server the test runs.
+    Addr(SocketAddr),
+    /// Port `port` on the loopback of the network namespace of process `pid`.
+    Sandbox {
+        /// A process in the container.
+        pid: u32,
+    },
+}
+
+/// The target of `port` of pod `ns/name`: its real container's loopback when it runs one (as the
+/// kubelet connects inside the pod's network namespace), else the address the test registered.
+pub(crate) fn target(st: &super::store::State, ns: &str, name: &str, port: u16) -> Option<Target> {
+    let key = (ns.to_string(), name.to_string());
+    if let Some(sb) = st.sandboxes.get(&key) {
+        return Some(Target::Sandbox { pid: sb.pid });
+    }
+    st.ports
+        .get(&(key.0, key.1, port))
+        .copied()
+        .map(Target::Addr)
+}
+
+/// Connect to a port-forward target, with the kubelet's error text on failure.
+pub(crate) async fn dial(
+    target: Option<&Target>,
+    port: u16,
+) -> Result<tokio::net::TcpStream, String> {
+    match target {
+        Some(Target::Addr(a)) => tokio::net::TcpStream::connect(a)
+            .await
+            .map_err(|e| format!("dial tcp4 {a}: {e}")),
+        Some(Target::Sandbox { pid }) => rootfs::connect_in(*pid, port)
+            .await
+            .map_err(|e| format!("dial tcp4 127.0.0.1:{port}: connect: {e}")),
+        None => Err(format!(
+            "dial tcp4 127.0.0.1:{port}: connect: connection refused (no address registered)"
+        )),
+    }
+}
+
 /// The addresses a SPDY port-forward session of pod `ns/name` reaches, looked up per connection.
 fn spdy_targets(inner: &Arc<Inner>, ns: &str, name: &str, uid: String) -> spdy::Targets {
     let lookup_inner = inner.clone();
@@ -471,13 +524,7 @@ fn spdy_targets(inner: &Arc<Inner>, ns: &str, name: &str, uid: String) -> spdy::
     spdy::Targets {
         pod: format!("{ns}/{name}"),
         uid,
-        lookup: Arc::new(move |port| {
-            lookup_inner
-                .lock()
-                .ports
-                .get(&(ns.clone(), name.clone(), port))
-                .copied()
-        }),
+        lookup: Arc::new(move |port| target(&lookup_inner.lock(), &ns, &name, port)),
     }
 }
 

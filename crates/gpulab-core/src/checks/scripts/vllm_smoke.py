@@ -46,7 +46,8 @@ try:
         kwargs["dtype"] = os.environ["GPULAB_VLLM_DTYPE"]
     llm = LLM(**kwargs)
     prompts = ["The capital of France is", "A GPU is", "Kubernetes schedules", "The best way to learn is"] * 4
-    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=64, ignore_eos=True)
+    # Greedy: the same tokens on every run and every GPU generation, so a smoke result is comparable.
+    params = SamplingParams(temperature=0.0, max_tokens=64, ignore_eos=True)
     llm.generate(prompts[:1], SamplingParams(max_tokens=8))
     start = time.perf_counter()
     outputs = llm.generate(prompts, params)
