@@ -164,7 +164,7 @@ async fn the_only_node_group_runs_dns_and_a_credentialed_volume_driver() {
         .unwrap()
         .assume_role_policy_document()
         .unwrap_or_default();
-    let document = urlencoding_decode(document);
+    let document = gpulab_testkit::moto::percent_decode(document);
     assert!(
         document.contains("pods.eks.amazonaws.com") && document.contains("sts:TagSession"),
         "{document}"
@@ -441,25 +441,6 @@ fn lab_sdk(clouds: &EmulatedClouds, user: &LabDir) -> gpulab_core::provision::aw
     clouds.lab_options(user.gpulab_home()).aws.sdk
 }
 
-/// IAM returns policy documents URL-encoded.
-fn urlencoding_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// `status` says what in the cluster keeps the workspace from getting ready: here an EBS CSI driver
 /// that is registered but whose controller does not run, so the claim waits for an external provisioner

@@ -267,7 +267,8 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn decode(s: &str) -> String {
+/// `%XX` escapes decoded (as in URL paths, form bodies and IAM's policy documents); anything else kept.
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -494,7 +495,7 @@ impl Intercept for EksGaps {
             .path
             .trim_start_matches('/')
             .split('/')
-            .map(decode)
+            .map(percent_decode)
             .collect();
         let p: Vec<&str> = parts.iter().map(String::as_str).collect();
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
@@ -685,7 +686,7 @@ impl Intercept for EksGaps {
                     query.split('&').find_map(|kv| {
                         kv.split_once('=')
                             .filter(|(k, _)| *k == key)
-                            .map(|(_, v)| decode(v))
+                            .map(|(_, v)| percent_decode(v))
                     })
                 };
                 let (namespace, account) = (param("namespace"), param("serviceAccount"));

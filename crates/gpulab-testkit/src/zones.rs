@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use serde_json::json;
 
 use crate::fault_proxy::{ProxyRequest, ProxyResponse};
-use crate::moto::{query, subnet_zones};
+use crate::moto::{percent_decode, query, subnet_zones};
 
 /// A Local Zone the emulated account is opted in to.
 #[derive(Debug, Clone)]
@@ -241,24 +241,9 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A form value: `+` is a space, then `%XX` escapes.
 fn decode(s: &str) -> String {
-    let s = s.replace('+', " ");
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode(&s.replace('+', " "))
 }
 
 #[cfg(test)]
