@@ -57,7 +57,7 @@ pub(crate) struct ProxyArgs {
 pub(crate) async fn proxy(global: &GlobalArgs, args: &ProxyArgs) -> gpulab_core::Result<()> {
     let lab = args.lab.load(global).await?;
     let tunnel = lab.remote().await?.tunnel(ports::SSH).await?;
-    ssh_config::proxy_stdio(tunnel, tokio::io::stdin(), tokio::io::stdout()).await
+    ssh_config::proxy_process_stdio(tunnel).await
 }
 
 #[derive(Debug, Args)]
