@@ -51,8 +51,8 @@ impl russh::server::Handler for Ssh {
         Ok(())
     }
 
-    /// An SFTP-only server: every command is refused (as sshd's `ForceCommand internal-sftp` would make
-    /// it), so a directory cannot come as one tar stream and the copy goes file by file over SFTP.
+    /// A server that runs no commands: every exec is refused, so a directory cannot come as one tar stream
+    /// and the copy goes file by file over SFTP, where the hostile listing is.
     async fn exec_request(
         &mut self,
         channel_id: ChannelId,

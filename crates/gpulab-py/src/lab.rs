@@ -15,8 +15,8 @@ use gpulab_core::{Error, LabOptions, Provider};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
-use crate::convert::{resolve, to_python};
 use crate::convert::to_py_err;
+use crate::convert::{resolve, to_python};
 use crate::runtime::wait;
 
 /// The Jupyter server's port in the workspace.

@@ -733,7 +733,13 @@ pub(crate) async fn sync(
     let result = lab.sync(&direction, &options, &progress).await;
     progress.finish();
     let report = result?;
-    let verb = |done: &str, would: &str| if report.dry_run { would.to_string() } else { done.to_string() };
+    let verb = |done: &str, would: &str| {
+        if report.dry_run {
+            would.to_string()
+        } else {
+            done.to_string()
+        }
+    };
     for rel in &report.sent {
         printer.line(format!("{} {rel}", verb("sent", "would send")));
     }

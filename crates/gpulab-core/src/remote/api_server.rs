@@ -206,10 +206,8 @@ impl ApiServerExec {
         let source = local.to_path_buf();
         let archive_name = name.clone();
         let archive = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let out = std::io::BufWriter::with_capacity(
-                CHUNK,
-                tokio_util::io::SyncIoBridge::new(writer),
-            );
+            let out =
+                std::io::BufWriter::with_capacity(CHUNK, tokio_util::io::SyncIoBridge::new(writer));
             let out = archive::pack(out, &source, &archive_name, &root, &items, |_| {})?;
             let mut bridge = out.into_inner().map_err(|e| e.into_error())?;
             bridge.flush()?;
@@ -244,7 +242,9 @@ impl ApiServerExec {
         if status == ExitStatus::Code(NO_TAR) {
             return Err(Error::Remote {
                 message: format!("copy to {remote}: the workspace has no `tar`"),
-                hint: Some("install tar in the image, or copy over SSH (without `--via kube`)".into()),
+                hint: Some(
+                    "install tar in the image, or copy over SSH (without `--via kube`)".into(),
+                ),
             });
         }
         if status.success() {
@@ -300,10 +300,8 @@ impl ApiServerExec {
         let keep_links = options.links == Links::Keep;
         let unpack = tokio::task::spawn_blocking(move || {
             let mut skipped = Vec::new();
-            let input = std::io::BufReader::with_capacity(
-                CHUNK,
-                tokio_util::io::SyncIoBridge::new(reader),
-            );
+            let input =
+                std::io::BufReader::with_capacity(CHUNK, tokio_util::io::SyncIoBridge::new(reader));
             let unpacked =
                 archive::unpack(input, &unpack_into, keep_links, |s| skipped.push(s), |_| {});
             (unpacked, skipped)
@@ -312,11 +310,7 @@ impl ApiServerExec {
         if !keep_links {
             argv.push("-h".into());
         }
-        argv.extend([
-            "-C".into(),
-            parent.display().to_string(),
-            name.clone(),
-        ]);
+        argv.extend(["-C".into(), parent.display().to_string(), name.clone()]);
         let request = ExecRequest {
             argv,
             ..Default::default()

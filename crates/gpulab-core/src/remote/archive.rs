@@ -136,7 +136,11 @@ pub(crate) fn pack<W: Write>(
         }
     };
     append(root, name, root_item)?;
-    for item in items {
+    // Depth first, each directory followed by all that is in it: tar sets a directory's times once the
+    // entries after it leave it, so a breadth-first order would let later entries change them again.
+    let mut ordered: Vec<&Item> = items.iter().collect();
+    ordered.sort_by(|a, b| a.rel.split('/').cmp(b.rel.split('/')));
+    for item in ordered {
         append(&root.join(&item.rel), &format!("{name}/{}", item.rel), item)?;
     }
     builder.into_inner()
@@ -169,7 +173,9 @@ fn entry_rel(raw: &[u8]) -> Result<String> {
             message: format!(
                 "the workspace sent the name {text:?}, which would land outside the target; refusing to write it"
             ),
-            hint: Some("a working tar never sends such names: the workspace may be compromised".into()),
+            hint: Some(
+                "a working tar never sends such names: the workspace may be compromised".into(),
+            ),
         });
     }
     Ok(rel)
@@ -429,7 +435,12 @@ mod tests {
         std::fs::create_dir(&outside).unwrap();
         let stream = tar_of(&[
             ("./", tar::EntryType::Directory, b"", 0o755),
-            ("./a", tar::EntryType::Symlink, outside.to_str().unwrap().as_bytes(), 0o777),
+            (
+                "./a",
+                tar::EntryType::Symlink,
+                outside.to_str().unwrap().as_bytes(),
+                0o777,
+            ),
             ("./a/planted", tar::EntryType::Regular, b"x", 0o644),
             ("./suid", tar::EntryType::Regular, b"y", 0o4755),
             ("./fifo", tar::EntryType::Fifo, b"", 0o644),
@@ -439,7 +450,10 @@ mod tests {
         // The file went into a real directory `a`, so the link cannot be made there: never through it.
         assert!(result.is_err());
         assert!(!outside.join("planted").exists());
-        let mode = std::fs::metadata(into.join("suid")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(into.join("suid"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o755);
         assert_eq!(skipped.len(), 1, "{skipped:?}");
     }
@@ -470,7 +484,10 @@ mod tests {
             std::fs::read_link(into.join("src/l")).unwrap(),
             Path::new("sub/f")
         );
-        let mode = std::fs::metadata(into.join("src/sub/f")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(into.join("src/sub/f"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o640);
     }
 }

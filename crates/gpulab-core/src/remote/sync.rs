@@ -81,8 +81,9 @@ impl SyncDirection {
     pub fn parse(source: &str, target: &str) -> Result<SyncDirection> {
         let usage = |problem: &str| Error::Usage {
             message: format!("gpulab sync {source} {target}: {problem}"),
-            hint: "`gpulab sync ./project :/workspace/project` or `gpulab sync :/workspace/out ./out`"
-                .into(),
+            hint:
+                "`gpulab sync ./project :/workspace/project` or `gpulab sync :/workspace/out ./out`"
+                    .into(),
         };
         match (source.strip_prefix(':'), target.strip_prefix(':')) {
             (None, Some(remote)) if !remote.is_empty() && !source.is_empty() => {
@@ -133,12 +134,10 @@ struct Filter {
 fn build_ignore(lines: impl IntoIterator<Item = String>, what: &str) -> Result<Gitignore> {
     let mut builder = GitignoreBuilder::new("");
     for line in lines {
-        builder
-            .add_line(None, &line)
-            .map_err(|e| Error::Usage {
-                message: format!("{what}: {line:?} is not a pattern gpulab can read: {e}"),
-                hint: "patterns follow .gitignore's syntax: `*.pt`, `/data/`, `build/`".into(),
-            })?;
+        builder.add_line(None, &line).map_err(|e| Error::Usage {
+            message: format!("{what}: {line:?} is not a pattern gpulab can read: {e}"),
+            hint: "patterns follow .gitignore's syntax: `*.pt`, `/data/`, `build/`".into(),
+        })?;
     }
     builder.build().map_err(|e| Error::Usage {
         message: format!("{what}: {e}"),
@@ -206,7 +205,9 @@ impl Filter {
 fn gitignore_dirs(items: &[Item]) -> Vec<(String, String)> {
     items
         .iter()
-        .filter(|i| i.kind == Kind::File && (i.rel == ".gitignore" || i.rel.ends_with("/.gitignore")))
+        .filter(|i| {
+            i.kind == Kind::File && (i.rel == ".gitignore" || i.rel.ends_with("/.gitignore"))
+        })
         .map(|i| {
             let dir = i.rel.rsplit_once('/').map_or("", |(d, _)| d).to_string();
             (dir, i.rel.clone())
@@ -383,7 +384,9 @@ pub async fn sync(
             if !meta.is_dir() {
                 return Err(Error::Remote {
                     message: format!("sync: {} is not a directory", local.display()),
-                    hint: Some("sync mirrors directories; copy single files with `gpulab cp`".into()),
+                    hint: Some(
+                        "sync mirrors directories; copy single files with `gpulab cp`".into(),
+                    ),
                 });
             }
             let remote = normalize_remote(remote);
@@ -456,7 +459,9 @@ pub async fn sync(
                 _ => {
                     return Err(Error::Remote {
                         message: format!("sync: {remote} is not a directory in the workspace"),
-                        hint: Some("sync mirrors directories; copy single files with `gpulab cp`".into()),
+                        hint: Some(
+                            "sync mirrors directories; copy single files with `gpulab cp`".into(),
+                        ),
                     });
                 }
             }
@@ -634,7 +639,11 @@ mod tests {
         ];
         let kept: Vec<String> = filter.apply(items).into_iter().map(|i| i.rel).collect();
         assert_eq!(kept, ["a.py", "sub", "sub/keep.log"]);
-        assert!(build_ignore(["{a".to_string()], "--exclude").unwrap_err().is_usage());
+        assert!(
+            build_ignore(["{a".to_string()], "--exclude")
+                .unwrap_err()
+                .is_usage()
+        );
     }
 
     #[test]
@@ -657,7 +666,11 @@ mod tests {
         let rels = |items: &[Item]| items.iter().map(|i| i.rel.clone()).collect::<Vec<_>>();
         assert_eq!(rels(&keep.send), ["newer", "new", "d", "d/x"]);
         assert_eq!(rels(&keep.attrs), ["same"]);
-        assert_eq!(rels(&keep.delete), ["d"], "a file where a directory goes is replaced");
+        assert_eq!(
+            rels(&keep.delete),
+            ["d"],
+            "a file where a directory goes is replaced"
+        );
         let mirror = plan(
             &source,
             &target,
@@ -676,7 +689,11 @@ mod tests {
             },
         );
         assert_eq!(rels(&checked.compare), ["same", "newer"]);
-        assert!(plan(&source, &source, &SyncOptions::default()).send.is_empty());
+        assert!(
+            plan(&source, &source, &SyncOptions::default())
+                .send
+                .is_empty()
+        );
     }
 
     #[test]
@@ -690,7 +707,10 @@ mod tests {
             SyncDirection::Down { .. }
         ));
         for (a, b) in [(":/a", ":/b"), ("a", "b"), (":", "x")] {
-            assert!(SyncDirection::parse(a, b).unwrap_err().is_usage(), "{a} {b}");
+            assert!(
+                SyncDirection::parse(a, b).unwrap_err().is_usage(),
+                "{a} {b}"
+            );
         }
     }
 

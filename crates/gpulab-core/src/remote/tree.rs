@@ -3,9 +3,9 @@
 //! that keep names from another machine inside the target.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::events::{Event, Reporter};
@@ -253,9 +253,6 @@ mod tests {
             ["a.txt", "b", "dirlink", "link", "b/c", "b/c/d.txt"]
         );
         let link = kept.iter().find(|i| i.rel == "dirlink").unwrap();
-        assert_eq!(
-            (link.kind, link.link.as_deref()),
-            (Kind::Link, Some("b"))
-        );
+        assert_eq!((link.kind, link.link.as_deref()), (Kind::Link, Some("b")));
     }
 }

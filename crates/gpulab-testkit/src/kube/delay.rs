@@ -48,7 +48,11 @@ async fn delay_line(
             match from.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    if tx.send((Instant::now() + delay, buf.freeze())).await.is_err() {
+                    if tx
+                        .send((Instant::now() + delay, buf.freeze()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }

@@ -160,9 +160,12 @@ pub(crate) fn serve(
         tokio::spawn(async move {
             let up = on_upgrade.await;
             if let Ok(upgraded) = up {
-                let ws =
-                    WebSocketStream::from_raw_socket(with_latency(TokioIo::new(upgraded), latency), Role::Server, None)
-                        .await;
+                let ws = WebSocketStream::from_raw_socket(
+                    with_latency(TokioIo::new(upgraded), latency),
+                    Role::Server,
+                    None,
+                )
+                .await;
                 exec(ws, opts).await;
             }
         });
@@ -170,9 +173,12 @@ pub(crate) fn serve(
         let targets = spdy_targets(&inner, &ns, &name, uid);
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
-                let ws =
-                    WebSocketStream::from_raw_socket(with_latency(TokioIo::new(upgraded), latency), Role::Server, None)
-                        .await;
+                let ws = WebSocketStream::from_raw_socket(
+                    with_latency(TokioIo::new(upgraded), latency),
+                    Role::Server,
+                    None,
+                )
+                .await;
                 spdy_over_websocket(ws, targets).await;
             }
         });
@@ -200,9 +206,12 @@ pub(crate) fn serve(
         let pod = format!("{ns}/{name}");
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
-                let ws =
-                    WebSocketStream::from_raw_socket(with_latency(TokioIo::new(upgraded), latency), Role::Server, None)
-                        .await;
+                let ws = WebSocketStream::from_raw_socket(
+                    with_latency(TokioIo::new(upgraded), latency),
+                    Role::Server,
+                    None,
+                )
+                .await;
                 port_forward(ws, targets, &pod, &uid).await;
             }
         });

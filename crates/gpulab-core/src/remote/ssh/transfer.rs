@@ -80,7 +80,6 @@ fn is_status(e: &SftpError, code: StatusCode) -> bool {
     matches!(e, SftpError::Status(s) if s.status_code == code)
 }
 
-
 /// A remote path as sftp-server wants it: `~` and `~/…` are relative to the home directory, where
 /// sftp-server starts.
 pub(crate) fn normalize_remote(path: &str) -> String {
@@ -117,7 +116,6 @@ pub(crate) fn split_remote(path: &str) -> (&str, &str) {
         None => (".", path),
     }
 }
-
 
 /// Removes a local temporary file unless disarmed: on an error, or when the copy's future is dropped.
 struct LocalTemp(Option<PathBuf>);
@@ -157,7 +155,6 @@ impl Drop for RemoteCleanup {
         }
     }
 }
-
 
 /// Progress shared by the files of one copy.
 type Progress<'a> = Mutex<ByteProgress<'a>>;
@@ -334,11 +331,7 @@ impl Sftp {
         Ok(names)
     }
 
-    async fn read_dir_at(
-        &self,
-        root: &str,
-        rel: &str,
-    ) -> Result<Vec<russh_sftp::protocol::File>> {
+    async fn read_dir_at(&self, root: &str, rel: &str) -> Result<Vec<russh_sftp::protocol::File>> {
         self.read_dir(&join_remote(root, rel)).await
     }
 
@@ -487,7 +480,8 @@ impl Sftp {
     ) -> Result<(u64, u64)> {
         let levels = dir_levels(items);
         for level in &levels {
-            each_limited!(level, REQUESTS_IN_FLIGHT, |dir| self.make_dir_at(target, dir));
+            each_limited!(level, REQUESTS_IN_FLIGHT, |dir| self
+                .make_dir_at(target, dir));
         }
         let files: Vec<&Item> = items.iter().filter(|i| i.kind == Kind::File).collect();
         let (mut count, mut bytes) = (0u64, 0u64);
@@ -509,11 +503,13 @@ impl Sftp {
             }
         }
         let links: Vec<&Item> = items.iter().filter(|i| i.kind == Kind::Link).collect();
-        each_limited!(&links, REQUESTS_IN_FLIGHT, |link| self.make_link(target, link));
+        each_limited!(&links, REQUESTS_IN_FLIGHT, |link| self
+            .make_link(target, link));
         finish_progress(progress);
         // Directories last, deepest first: writing into a directory changes its modification time.
         for level in levels.iter().rev() {
-            each_limited!(level, REQUESTS_IN_FLIGHT, |dir| self.set_attrs_at(target, dir));
+            each_limited!(level, REQUESTS_IN_FLIGHT, |dir| self
+                .set_attrs_at(target, dir));
         }
         Ok((count, bytes))
     }
@@ -657,7 +653,8 @@ impl Sftp {
     /// directories, deepest first (each must be empty by then).
     pub(crate) async fn remove_items(&self, root: &str, items: &[Item]) -> Result<()> {
         let others: Vec<&Item> = items.iter().filter(|i| i.kind != Kind::Dir).collect();
-        each_limited!(&others, REQUESTS_IN_FLIGHT, |item| self.remove_at(root, item));
+        each_limited!(&others, REQUESTS_IN_FLIGHT, |item| self
+            .remove_at(root, item));
         for level in dir_levels(items).iter().rev() {
             each_limited!(level, REQUESTS_IN_FLIGHT, |dir| self.remove_at(root, dir));
         }
@@ -668,9 +665,11 @@ impl Sftp {
     /// deepest first).
     pub(crate) async fn set_items_attrs(&self, root: &str, items: &[Item]) -> Result<()> {
         let files: Vec<&Item> = items.iter().filter(|i| i.kind == Kind::File).collect();
-        each_limited!(&files, REQUESTS_IN_FLIGHT, |item| self.set_attrs_at(root, item));
+        each_limited!(&files, REQUESTS_IN_FLIGHT, |item| self
+            .set_attrs_at(root, item));
         for level in dir_levels(items).iter().rev() {
-            each_limited!(level, REQUESTS_IN_FLIGHT, |dir| self.set_attrs_at(root, dir));
+            each_limited!(level, REQUESTS_IN_FLIGHT, |dir| self
+                .set_attrs_at(root, dir));
         }
         Ok(())
     }
@@ -1371,6 +1370,9 @@ mod tests {
             .iter()
             .map(|l| l.iter().map(|i| i.rel.as_str()).collect())
             .collect();
-        assert_eq!(levels, [vec![""], vec!["a", "c"], vec!["a/b"], vec!["a/b/c"]]);
+        assert_eq!(
+            levels,
+            [vec![""], vec!["a", "c"], vec!["a/b"], vec!["a/b/c"]]
+        );
     }
 }
