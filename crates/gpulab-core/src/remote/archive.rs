@@ -168,7 +168,7 @@ fn entry_rel(raw: &[u8]) -> Result<String> {
         .filter(|p| !p.is_empty() && *p != ".")
         .collect();
     let rel = parts.join("/");
-    if parts.iter().any(|p| *p == "..") || text.starts_with('/') || text.contains('\0') {
+    if parts.contains(&"..") || text.starts_with('/') || text.contains('\0') {
         return Err(Error::Remote {
             message: format!(
                 "the workspace sent the name {text:?}, which would land outside the target; refusing to write it"
