@@ -146,7 +146,7 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
         (out.stdout.as_slice(), out.status),
         (&b"ready\n"[..], ExitStatus::Code(3))
     );
-    let pod_dir = emu.pod_dir("gpulab", "gpu-dev-pod");
+    let pod_dir = emu.pod_dir("gpulab", "gpu-dev-pod-0");
     let local = user.work().join("train.py");
     std::fs::write(&local, "print('hi')\n").unwrap();
     remote
@@ -273,7 +273,7 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
     assert_eq!(ecr.describe_repository(&repository).await.unwrap(), None);
     assert!(lab.state().unwrap().is_none());
     assert!(Lab::list(&options).unwrap().labs.is_empty());
-    assert!(emu.object("pods", "gpulab", "gpu-dev-pod").is_none());
+    assert!(emu.object("pods", "gpulab", "gpu-dev-pod-0").is_none());
     assert!(
         emu.object("persistentvolumeclaims", "gpulab", "gpu-dev-pod-workspace")
             .is_none()

@@ -103,7 +103,7 @@ fn plans_contain_what_the_spec_asks_for() {
         "ConfigMap/gpu-dev-pod-setup",
         "PersistentVolumeClaim/gpu-dev-pod-workspace",
         "StorageClass/gpulab-gpu-learning-cluster-gp3",
-        "Pod/gpu-dev-pod",
+        "StatefulSet/gpu-dev-pod",
         "Service/gpu-dev-pod-ssh",
     ] {
         assert!(
@@ -143,8 +143,8 @@ fn the_gpu_pod_requests_gpus_and_tolerates_the_gpu_taint_only() {
         .kubernetes
         .iter()
         .find_map(|o| {
-            if let KubeObject::Pod(p) = o {
-                p.spec.clone()
+            if let KubeObject::StatefulSet(set) = o {
+                set.spec.as_ref()?.template.spec.clone()
             } else {
                 None
             }
@@ -201,7 +201,7 @@ fn kubectl_decodes_every_manifest() {
             .iter()
             .map(|o| {
                 let group = match o.kind() {
-                    "DaemonSet" => ".apps",
+                    "DaemonSet" | "StatefulSet" => ".apps",
                     "StorageClass" => ".storage.k8s.io",
                     _ => "",
                 };

@@ -6,7 +6,8 @@
 # plan → up → exec → down. Without them, set `context=` to one of your own kubeconfig contexts, or drop
 # both to create the cluster on AWS.
 #
-# In Jupyter, `up()` shows its progress in the cell; the stop button interrupts it cleanly.
+# In Jupyter, `up()` shows its progress in the cell, updated in place: each step ticked with its time, a
+# bar with bytes, rate and ETA for copies; the stop button interrupts it cleanly.
 
 # %%
 import os
@@ -24,8 +25,8 @@ lab = gpulab.Lab(name=os.environ.get("GPULAB_LAB", "notebook-demo"), kubeconfig=
 plan = lab.plan()
 print(f"{plan['instance']['name']}: ${plan['cost']['per_hour']:.2f}/hour")
 
-# %% Bring it up. Outside Jupyter, print each finished step.
-report = lab.up(progress=gpulab.print_progress)
+# %% Bring it up. progress=True: the display in Jupyter, a line per finished step elsewhere.
+report = lab.up(progress=True)
 print(f"workspace {report['workspace']['namespace']}/{report['workspace']['pod']} ready")
 
 # %% Run commands in the workspace.
@@ -38,5 +39,5 @@ cost = lab.cost()
 print(f"${cost['per_hour']:.2f}/hour, ${cost['spent']:.4f} so far")
 
 # %% Remove everything.
-down = lab.down(progress=gpulab.print_progress)
+down = lab.down(progress=True)
 print(f"down: {len(down['leftovers'])} leftovers")

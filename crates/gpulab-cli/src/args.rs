@@ -1,22 +1,17 @@
 //! Flags shared by commands: global ones, and the spec overrides every command that works on a lab takes.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::Args;
-use gpulab_core::spec::{
-    AccessLayer, AccessMode, Capacity, DevicePluginLayer, NodesLayer, ResolvedSpec, Source,
-    SpecInputs, SpecLayer, WorkspaceLayer, field_option,
-};
+use clap::{Args, ValueEnum};
+use gpulab_core::spec::{ResolvedSpec, Source, SpecErrors, SpecInputs, SpecLayer, field_option};
 use ipnet::IpNet;
+use serde_json::Value;
 
 /// How the CLI opens labs: as the library's defaults, plus a terminal prompt for the passphrase of an
 /// encrypted SSH key that ssh-agent does not hold.
 pub(crate) fn lab_options() -> gpulab_core::LabOptions {
     gpulab_core::LabOptions {
-        ssh_passphrase: Some(std::sync::Arc::new(
-            gpulab_core::remote::terminal::prompt_passphrase,
-        )),
+        ssh_passphrase: Some(std::sync::Arc::new(crate::terminal::prompt_passphrase)),
         ..Default::default()
     }
 }
@@ -140,43 +135,75 @@ fn flag_source(field: &str) -> Source {
 }
 
 impl SpecArgs {
-    fn layer(&self) -> SpecLayer {
-        SpecLayer {
-            name: self.name.clone(),
-            region: self.region.clone(),
-            kubernetes_version: self.kubernetes_version.clone(),
-            nodes: NodesLayer {
-                instance_type: self.node_type.clone(),
-                min: self.min_nodes,
-                desired: self.desired_nodes,
-                max: self.max_nodes,
-                capacity: self.spot.then_some(Capacity::Spot),
-                disk_gib: self.disk,
-            },
-            workspace: WorkspaceLayer {
-                namespace: self.namespace.clone(),
-                pod_name: self.pod_name.clone(),
-                image: self.image.clone(),
-                gpus: self.gpus,
-                cpu: self.cpu.clone(),
-                memory: self.memory.clone(),
-                volume_size: self.volume_size.clone(),
-                storage_class: self.storage_class.clone(),
-                jupyter: self.no_jupyter.then_some(false),
-                ssh_public_key: self.ssh_key.clone(),
-            },
-            device_plugin: DevicePluginLayer {
-                time_slicing_replicas: self.time_slicing,
-            },
-            access: AccessLayer {
-                mode: self.access.map(|a| match a {
-                    AccessArg::PortForward => AccessMode::PortForward,
-                    AccessArg::LoadBalancer => AccessMode::LoadBalancer,
+    /// The flags as options, by the names every frontend shares (`--node-type` is `node_type`), set on
+    /// a layer by the core's one mapping ([`SpecLayer::set`]).
+    fn layer(&self) -> Result<SpecLayer, SpecErrors> {
+        let text = |value: &Option<String>| value.clone().map(Value::from);
+        let count = |value: Option<u32>| value.map(Value::from);
+        let cidrs = |cidrs: &[IpNet]| {
+            let cidrs: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+            (!cidrs.is_empty()).then(|| cidrs.into())
+        };
+        let options = [
+            ("name", text(&self.name)),
+            ("region", text(&self.region)),
+            ("kubernetes_version", text(&self.kubernetes_version)),
+            ("node_type", text(&self.node_type)),
+            ("min_nodes", count(self.min_nodes)),
+            ("desired_nodes", count(self.desired_nodes)),
+            ("max_nodes", count(self.max_nodes)),
+            ("spot", self.spot.then_some(Value::Bool(true))),
+            ("disk", count(self.disk)),
+            ("namespace", text(&self.namespace)),
+            ("pod_name", text(&self.pod_name)),
+            ("image", text(&self.image)),
+            ("gpus", count(self.gpus)),
+            ("cpu", text(&self.cpu)),
+            ("memory", text(&self.memory)),
+            ("volume_size", text(&self.volume_size)),
+            ("storage_class", text(&self.storage_class)),
+            ("jupyter", self.no_jupyter.then_some(Value::Bool(false))),
+            (
+                "ssh_key",
+                self.ssh_key
+                    .as_ref()
+                    .map(|path| path.to_string_lossy().into_owned().into()),
+            ),
+            ("time_slicing", count(self.time_slicing)),
+            (
+                "access",
+                self.access
+                    .and_then(|access| access.to_possible_value())
+                    .map(|value| value.get_name().into()),
+            ),
+            ("allowed_cidrs", cidrs(&self.allow_cidr)),
+            ("api_cidrs", cidrs(&self.api_cidr)),
+            (
+                "tags",
+                (!self.tags.is_empty()).then(|| {
+                    let tags: serde_json::Map<String, Value> = self
+                        .tags
+                        .iter()
+                        .map(|(key, value)| (key.clone(), value.clone().into()))
+                        .collect();
+                    tags.into()
                 }),
-                allowed_cidrs: (!self.allow_cidr.is_empty()).then(|| self.allow_cidr.clone()),
-                api_cidrs: (!self.api_cidr.is_empty()).then(|| self.api_cidr.clone()),
-            },
-            tags: self.tags.iter().cloned().collect::<BTreeMap<_, _>>(),
+            ),
+        ];
+        let mut layer = SpecLayer::default();
+        let mut errors = Vec::new();
+        for (option, value) in options {
+            if let Some(value) = value
+                && let Err(e) = layer.set(option, value)
+            {
+                let source = flag_source(e.field());
+                errors.push(e.into_field_error(source));
+            }
+        }
+        if errors.is_empty() {
+            Ok(layer)
+        } else {
+            Err(SpecErrors(errors))
         }
     }
 
@@ -195,7 +222,7 @@ impl SpecArgs {
         let cwd = std::env::current_dir()
             .map_err(|e| gpulab_core::Error::io("read the working directory", e))?;
         let mut inputs = SpecInputs::from_process(&cwd, global.config.clone());
-        inputs.overrides = self.layer();
+        inputs.overrides = self.layer()?;
         inputs.override_source = Some(flag_source);
         Ok(inputs.resolve()?)
     }
@@ -226,5 +253,33 @@ mod tests {
                 field.field
             );
         }
+    }
+
+    #[test]
+    fn every_flag_sets_its_field_through_the_shared_options() {
+        #[derive(clap::Parser)]
+        struct Probe {
+            #[command(flatten)]
+            spec: SpecArgs,
+        }
+        let flags = "gpulab --name n --region r --kubernetes-version 1.33 --node-type t \
+                     --min-nodes 1 --desired-nodes 1 --max-nodes 1 --spot --disk 20 --namespace ns \
+                     --pod-name p --image i --gpus 1 --cpu 1 --memory 1Gi --volume-size 1Gi \
+                     --storage-class s --no-jupyter --ssh-key /k --time-slicing 2 \
+                     --access load-balancer --allow-cidr 10.0.0.0/8 --api-cidr 198.51.100.0/24 \
+                     --tag k=v";
+        let probe = <Probe as clap::Parser>::try_parse_from(flags.split_whitespace()).unwrap();
+        let layer = serde_json::to_value(probe.spec.layer().unwrap()).unwrap();
+        let resolved = SpecInputs::default().resolve().unwrap();
+        for field in resolved.explain() {
+            let value = field.field.split('.').fold(&layer, |node, key| &node[key]);
+            assert!(
+                !value.is_null() && value != &serde_json::json!({}),
+                "no flag set {}: {layer}",
+                field.field
+            );
+        }
+        assert_eq!(layer["nodes"]["capacity"], "spot");
+        assert_eq!(layer["access"]["mode"], "load-balancer");
     }
 }

@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod printer;
 mod progress;
+mod terminal;
 
 use std::process::ExitCode;
 

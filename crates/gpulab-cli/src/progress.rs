@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use gpulab_core::events::{Event, Reporter};
+use gpulab_core::events::{Event, Reporter, Unit};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Renders [`Event`]s on stderr.
@@ -75,17 +75,22 @@ impl Reporter for Progress {
                     bar.set_message(format!("{step}: {on} ({}s)", elapsed.as_secs()));
                 }
             }
-            Event::Progress { step, done, total } => {
+            Event::Progress {
+                step,
+                done,
+                total,
+                unit,
+            } => {
                 if let Some(bar) = &self.bar {
                     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-                    match total {
-                        Some(total) => bar.set_message(format!(
-                            "{step}: {:.1} of {:.1} MiB",
-                            mib(done),
-                            mib(total)
-                        )),
-                        None => bar.set_message(format!("{step}: {:.1} MiB", mib(done))),
-                    }
+                    bar.set_message(match (unit, total) {
+                        (Unit::Bytes, Some(total)) => {
+                            format!("{step}: {:.1} of {:.1} MiB", mib(done), mib(total))
+                        }
+                        (Unit::Bytes, None) => format!("{step}: {:.1} MiB", mib(done)),
+                        (Unit::Items, Some(total)) => format!("{step}: {done} of {total}"),
+                        (Unit::Items, None) => format!("{step}: {done}"),
+                    });
                 }
             }
         }

@@ -111,7 +111,7 @@ fn plan_yaml_is_the_manifests() {
     assert!(
         objects
             .iter()
-            .any(|o| o.kind() == "Pod" && o.name() == "gpu-dev-pod")
+            .any(|o| o.kind() == "StatefulSet" && o.name() == "gpu-dev-pod")
     );
 }
 

@@ -450,10 +450,6 @@ fn input_errors() {
         ("error_no_subcommand", &[]),
         ("error_unknown_shell", &["completions", "fish2"]),
         ("error_exec_without_command", &["exec"]),
-        (
-            "error_kubeconfig_without_context",
-            &["up", "--kubeconfig", "kc"],
-        ),
         ("error_ssh_t_and_big_t", &["ssh", "-t", "-T"]),
         (
             "error_catalog_gpus_with_filter",
@@ -664,7 +660,7 @@ fn lab_on_an_existing_cluster() {
     emu.write_kubeconfig(&kubeconfig)
         .expect("write the kubeconfig");
     let kubeconfig = kubeconfig.display().to_string();
-    let pod_dir = emu.pod_dir("gpulab", "gpu-dev-pod");
+    let pod_dir = emu.pod_dir("gpulab", "gpu-dev-pod-0");
     let lab_snapshot = |name: &str, args: &[&str]| -> Output {
         let out = run(&user, args);
         let text =

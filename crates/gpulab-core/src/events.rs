@@ -41,12 +41,24 @@ pub enum Event {
         done: u64,
         /// The total, when known.
         total: Option<u64>,
+        /// What `done` and `total` count.
+        unit: Unit,
     },
     /// Something the user should know that does not stop the work.
     Warning {
         /// The warning.
         message: String,
     },
+}
+
+/// What an [`Event::Progress`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unit {
+    /// Bytes, of a copy or a stream.
+    Bytes,
+    /// Things of the step's own kind (connections of a forward, parts of a step).
+    Items,
 }
 
 /// Receives progress events. Implementations must be cheap: events arrive on the hot path of waits and
@@ -103,6 +115,7 @@ impl<'a> ByteProgress<'a> {
             step: self.step.clone(),
             done: self.done,
             total: self.total,
+            unit: Unit::Bytes,
         });
     }
 }
@@ -113,6 +126,59 @@ pub struct Silent;
 
 impl Reporter for Silent {
     fn report(&self, _event: Event) {}
+}
+
+/// A reporter that prints a line on standard error per finished step, per warning and per finished
+/// transfer of a known size: progress for programs and logs, where a redrawn display does not belong.
+/// (The `gpulab` command draws a spinner on a terminal; Python shows a display in Jupyter.)
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Lines;
+
+impl Lines {
+    /// The line for `event`, if it gets one.
+    pub fn line(event: &Event) -> Option<String> {
+        match event {
+            Event::StepFinished {
+                step,
+                elapsed,
+                already_done,
+            } => {
+                let note = if *already_done { " (already done)" } else { "" };
+                Some(format!("✓ {step}{note} [{:.1}s]", elapsed.as_secs_f64()))
+            }
+            Event::Warning { message } => Some(format!("warning: {message}")),
+            Event::Progress {
+                step,
+                done,
+                total: Some(total),
+                unit: Unit::Bytes,
+            } if done == total => Some(format!("✓ {step} [{}]", bytes(*done))),
+            Event::StepStarted { .. } | Event::Waiting { .. } | Event::Progress { .. } => None,
+        }
+    }
+}
+
+impl Reporter for Lines {
+    fn report(&self, event: Event) {
+        if let Some(line) = Lines::line(&event) {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// `n` bytes for people: "512 B", "3.1 MiB".
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// A reporter that keeps every event, for tests and for callers that render afterwards.
@@ -135,5 +201,40 @@ impl Reporter for Recorder {
 impl<F: Fn(Event) + Send + Sync> Reporter for F {
     fn report(&self, event: Event) {
         self(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_name_finished_steps_warnings_and_finished_transfers() {
+        let finished = Event::StepFinished {
+            step: "create VPC".into(),
+            elapsed: Duration::from_millis(1250),
+            already_done: false,
+        };
+        assert_eq!(Lines::line(&finished).unwrap(), "✓ create VPC [1.2s]");
+        let copying = |done| Event::Progress {
+            step: "upload train.py".into(),
+            done,
+            total: Some(3 << 20),
+            unit: Unit::Bytes,
+        };
+        assert_eq!(Lines::line(&copying(1 << 20)), None);
+        assert_eq!(
+            Lines::line(&copying(3 << 20)).unwrap(),
+            "✓ upload train.py [3.0 MiB]"
+        );
+        let connections = Event::Progress {
+            step: "forward".into(),
+            done: 2,
+            total: Some(2),
+            unit: Unit::Items,
+        };
+        assert_eq!(Lines::line(&connections), None);
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(5 << 30), "5.0 GiB");
     }
 }

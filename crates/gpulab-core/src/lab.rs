@@ -22,7 +22,7 @@ use crate::provision::{
     ClusterAccess, ClusterBinding, ClusterProvisioner, ProvisionStatus, TagSearch, TeardownReport,
 };
 use crate::remote::api_server::ApiServerExec;
-use crate::remote::{ExecStreams, ExitStatus, RemoteExec};
+use crate::remote::{ExecRequest, ExecStreams, ExitStatus, RemoteExec};
 use crate::spec::{ResolvedSpec, SshKey, ValidSpec};
 use crate::state::{LabDir, LabLock, LabState, gpulab_home, list_labs};
 use crate::status::{ClusterStatus, cluster_status};
@@ -145,6 +145,8 @@ pub struct Lab {
     dir: LabDir,
     options: LabOptions,
     provisioner: Arc<dyn ClusterProvisioner>,
+    /// The workspace's exec transport, made (and its pod's owner checked) on first use.
+    remote: tokio::sync::OnceCell<Arc<dyn RemoteExec>>,
 }
 
 impl Lab {
@@ -181,7 +183,18 @@ impl Lab {
             dir,
             options,
             provisioner,
+            remote: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The lab of `spec`'s name as recorded on this machine (with its recorded spec and provider), or,
+    /// when there is no record, a new AWS lab of `spec` (for `image build` before the first `up`). An
+    /// unreadable record is an error.
+    pub async fn open(spec: ValidSpec, options: LabOptions) -> Result<Lab> {
+        match Lab::find(&spec.spec.name, options.clone()).await? {
+            Some(lab) => Ok(lab),
+            None => Lab::new(spec, Provider::Aws, options).await,
+        }
     }
 
     /// Look in AWS for labs named as `spec`'s whose local state is gone: what carries the lab's name
@@ -395,12 +408,14 @@ impl Lab {
         state.mark_done(steps::WORKSPACE);
         self.dir.save(&state)?;
 
-        let timeout = self
-            .options
-            .ready_timeout
-            .unwrap_or(Duration::from_secs(20 * 60));
         let workspace = KubeWorkspace
-            .wait_ready(&client, &self.spec, &self.id, timeout, reporter)
+            .wait_ready(
+                &client,
+                &self.spec,
+                &self.id,
+                self.ready_timeout(),
+                reporter,
+            )
             .await?;
         state.host_public_key = workspace.host_public_key.clone();
         state.mark_done(steps::READY);
@@ -471,7 +486,15 @@ impl Lab {
 
     /// Exec, copy and tunnel into the workspace through the API server. A pod of the workspace's name
     /// that is not the lab's is never entered: commands and files meant for the lab must not reach it.
+    /// Made once per `Lab` and shared by every call after.
     pub async fn remote(&self) -> Result<Arc<dyn RemoteExec>> {
+        self.remote
+            .get_or_try_init(|| self.connect_remote())
+            .await
+            .cloned()
+    }
+
+    async fn connect_remote(&self) -> Result<Arc<dyn RemoteExec>> {
         let names = KubeNames::new(&self.spec.spec);
         let client = self.client().await?;
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
@@ -515,6 +538,111 @@ impl Lab {
         })
     }
 
+    /// Run `request` in the workspace and collect what it prints.
+    pub async fn exec(&self, request: ExecRequest) -> Result<crate::remote::ExecOutput> {
+        self.remote().await?.exec(request).await
+    }
+
+    /// Run `request` in the workspace with its standard streams connected to `streams`.
+    pub async fn exec_streaming(
+        &self,
+        request: ExecRequest,
+        streams: ExecStreams<'_>,
+    ) -> Result<ExitStatus> {
+        self.remote().await?.exec_streaming(request, streams).await
+    }
+
+    /// Forward `listen` (a loopback address) to `port` in the workspace, through the API server; the
+    /// forward runs until the handle is closed or dropped.
+    pub async fn forward(
+        &self,
+        listen: std::net::SocketAddr,
+        port: u16,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<crate::remote::forward::ForwardHandle> {
+        crate::remote::forward::forward_local(self.remote().await?, listen, port, reporter).await
+    }
+
+    /// Bridge `input` and `output` to the workspace's sshd, as ssh's ProxyCommand (`gpulab proxy`).
+    pub async fn proxy(
+        &self,
+        input: impl tokio::io::AsyncRead + Unpin,
+        output: impl tokio::io::AsyncWrite + Unpin,
+    ) -> Result<()> {
+        let tunnel = self
+            .remote()
+            .await?
+            .tunnel(crate::workspace::ports::SSH)
+            .await?;
+        crate::remote::ssh_config::proxy_stdio(tunnel, input, output).await
+    }
+
+    /// [`Lab::proxy`] on this process's standard input and output, read and written without blocking
+    /// when they are pipes (as ssh gives its ProxyCommand).
+    pub async fn proxy_process_stdio(&self) -> Result<()> {
+        let tunnel = self
+            .remote()
+            .await?
+            .tunnel(crate::workspace::ports::SSH)
+            .await?;
+        crate::remote::ssh_config::proxy_process_stdio(tunnel).await
+    }
+
+    /// Write the lab's Host block for plain ssh, scp, rsync and VS Code into `~/.ssh` (`gpulab
+    /// ssh-config`), pinned to the host key `up` recorded; without one, only with `accept_new_host_key`.
+    pub fn write_ssh_config(
+        &self,
+        accept_new_host_key: bool,
+    ) -> Result<crate::remote::ssh_config::InstalledSshConfig> {
+        use crate::remote::ssh_config::{self, SshConfigEntry};
+        let gpulab = match &self.options.gpulab_bin {
+            Some(bin) => PathBuf::from(bin),
+            None => {
+                std::env::current_exe().map_err(|e| Error::io("find the gpulab executable", e))?
+            }
+        };
+        let mut entry = SshConfigEntry::new(
+            self.spec.spec.name.clone(),
+            &gpulab,
+            self.dir.path().join("known_hosts"),
+        );
+        entry.user = crate::remote::ssh::workspace_user();
+        entry.identity_file = Some(self.ssh_identity());
+        entry.host_key = self.state()?.and_then(|s| s.host_public_key);
+        entry.accept_new_host_key = accept_new_host_key;
+        let ssh_dir = ssh_config::default_ssh_dir()
+            .ok_or_else(|| Error::io("find ~/.ssh", std::io::Error::other("no home directory")))?;
+        ssh_config::install(&entry, &ssh_dir)
+    }
+
+    /// An EKS bearer token for the lab's cluster, as the kubectl exec-credential JSON the kubeconfig
+    /// gpulab writes asks for (`gpulab token`).
+    #[cfg(feature = "aws")]
+    pub async fn token(&self) -> Result<String> {
+        use crate::provision::TokenSource;
+        use crate::provision::aws::{AwsProvisioner, exec_credential_json};
+        let aws = AwsProvisioner::connect(&self.spec, self.options.aws.clone()).await;
+        let token = aws.tokens(&self.spec)?.token().await?;
+        Ok(exec_credential_json(&token))
+    }
+
+    /// Run the GPU validation suite on this machine (no lab, no cluster), judged against the catalog's
+    /// figures for the GPU nvidia-smi names (`gpulab test --local`). `options.python`, when given, must
+    /// be a Python 3 interpreter: a usage error otherwise.
+    pub async fn test_local(
+        options: &crate::checks::CheckOptions,
+    ) -> Result<crate::checks::GpuReport> {
+        let mut options = options.clone();
+        if let Some(python) = &options.python {
+            let path = crate::checks::resolve_python(python).map_err(|problem| Error::Usage {
+                message: format!("python {python}: {problem}"),
+                hint: "give the Python that has PyTorch (--python, or python= from Python), e.g. /opt/conda/bin/python3 or .venv/bin/python; `which python3` shows the one on the PATH".into(),
+            })?;
+            options.python = Some(path.display().to_string());
+        }
+        crate::checks::run_local_gpu_checks(&options).await
+    }
+
     /// Run the GPU validation suite in the workspace (nvidia-smi, PyTorch matmul and bandwidth, NCCL,
     /// vLLM) and judge it against the catalog's figures for the lab's GPU.
     pub async fn test_gpu(
@@ -550,6 +678,11 @@ impl Lab {
         Ok(server)
     }
 
+    /// The last `lines` lines of the vLLM server's log in the workspace.
+    pub async fn vllm_log(&self, lines: u32) -> Result<String> {
+        vllm::log_tail(self.remote().await?.as_ref(), lines).await
+    }
+
     /// Stop the vLLM server [`Lab::vllm_serve`] started; false when none was running.
     pub async fn vllm_stop(&self) -> Result<bool> {
         vllm::stop(self.remote().await?.as_ref()).await
@@ -557,6 +690,7 @@ impl Lab {
 
     /// Measure the running vLLM server's throughput from inside the pod.
     pub async fn vllm_bench(&self, options: &vllm::BenchOptions) -> Result<vllm::BenchReport> {
+        options.check()?;
         vllm::bench(self.remote().await?.as_ref(), options).await
     }
 
@@ -617,7 +751,9 @@ impl Lab {
         .await
     }
 
-    /// Resize the GPU node group; 0 stops the GPU bill and keeps the cluster and `/workspace`.
+    /// Resize the GPU node group; 0 stops the GPU bill and keeps the cluster and `/workspace`. Back
+    /// above 0 (`start`), it waits until the workspace's StatefulSet has its pod ready again on the new
+    /// node, with the same `/workspace`.
     pub async fn scale(&self, desired: u32, reporter: &dyn Reporter) -> Result<()> {
         let _lock = self.lock()?;
         self.provisioner
@@ -627,7 +763,27 @@ impl Lab {
             state.set_nodes(desired, SystemTime::now());
             self.dir.save(&state)?;
         }
+        if desired > 0 {
+            let client = self.client().await?;
+            KubeWorkspace
+                .wait_ready(
+                    &client,
+                    &self.spec,
+                    &self.id,
+                    self.ready_timeout(),
+                    reporter,
+                )
+                .await?;
+        }
         Ok(())
+    }
+
+    /// How long to wait for the workspace pod (default 20 minutes: a first start pulls a CUDA image and
+    /// installs packages).
+    fn ready_timeout(&self) -> Duration {
+        self.options
+            .ready_timeout
+            .unwrap_or(Duration::from_secs(20 * 60))
     }
 
     /// Remove everything the lab made: first, through the cluster, what owns cloud resources (the

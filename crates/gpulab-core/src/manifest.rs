@@ -1,7 +1,7 @@
 //! Kubernetes objects as gpulab renders them: typed k8s-openapi values, one enum over the kinds a lab
 //! uses, so a plan can list them and a workspace manager can apply them.
 
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
 };
@@ -34,8 +34,10 @@ pub enum KubeObject {
     ConfigMap(ConfigMap),
     /// The `/workspace` volume.
     PersistentVolumeClaim(PersistentVolumeClaim),
-    /// The GPU development pod.
+    /// The GPU development pod (a bare one; the workspace itself runs under a StatefulSet).
     Pod(Pod),
+    /// The workspace: a StatefulSet of one GPU development pod.
+    StatefulSet(StatefulSet),
     /// Access to SSH and Jupyter.
     Service(Service),
     /// The NVIDIA device plugin.
@@ -51,6 +53,7 @@ macro_rules! each_kind {
             KubeObject::ConfigMap($obj) => $body,
             KubeObject::PersistentVolumeClaim($obj) => $body,
             KubeObject::Pod($obj) => $body,
+            KubeObject::StatefulSet($obj) => $body,
             KubeObject::Service($obj) => $body,
             KubeObject::DaemonSet($obj) => $body,
         }

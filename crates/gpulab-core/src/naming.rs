@@ -27,7 +27,9 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Label on GPU nodes (GPU feature discovery's name, so clusters that run it match too).
 pub const GPU_NODE_LABEL: (&str, &str) = ("nvidia.com/gpu.present", "true");
-/// Taint on GPU nodes, so that only pods asking for GPUs land there.
+/// The taint that would keep pods without GPU requests off GPU nodes. gpulab's node group does not set
+/// it: with one node group, EKS's CoreDNS and the EBS CSI controller (which tolerate no such taint)
+/// would have nowhere to run. Pods gpulab makes tolerate it, for clusters whose GPU nodes carry it.
 pub const GPU_TAINT: (&str, &str, &str) = ("nvidia.com/gpu", "true", "NoSchedule");
 
 /// A lab's identity: 16 random hex digits, made at the lab's first `up` and kept in its state. Every
@@ -139,6 +141,11 @@ pub struct AwsNames {
     pub cluster_role: String,
     /// The IAM role the GPU nodes assume.
     pub node_role: String,
+    /// The IAM role the EBS CSI driver's controller gets through EKS Pod Identity.
+    pub ebs_csi_role: String,
+    /// The IAM role in-cluster image builds (kaniko) get through EKS Pod Identity, to push to the lab's
+    /// ECR repository.
+    pub image_build_role: String,
     /// The security group of the nodes.
     pub node_security_group: String,
 }
@@ -153,6 +160,8 @@ impl AwsNames {
             vpc: format!("{n}-vpc"),
             cluster_role: format!("{n}-cluster-role"),
             node_role: format!("{n}-node-role"),
+            ebs_csi_role: format!("{n}-ebs-csi-role"),
+            image_build_role: format!("{n}-image-build-role"),
             node_security_group: format!("{n}-nodes"),
         }
     }
@@ -163,7 +172,9 @@ impl AwsNames {
 pub struct KubeNames {
     /// The namespace.
     pub namespace: String,
-    /// The pod.
+    /// The workspace's StatefulSet (of one): it makes the pod again whenever it is gone.
+    pub workload: String,
+    /// The workspace pod, the StatefulSet's only one (`<workload>-0`).
     pub pod: String,
     /// The `/workspace` PersistentVolumeClaim.
     pub volume: String,
@@ -179,6 +190,9 @@ pub struct KubeNames {
     pub service: String,
     /// The LoadBalancer service (opt-in).
     pub load_balancer: String,
+    /// The service account in-cluster image builds run as (its Pod Identity association gives it the
+    /// image-build role).
+    pub image_build_account: String,
     /// The lab's own StorageClass (on EKS, when none is named): one per lab, so that no lab ever
     /// changes or deletes another's, or a class someone else made.
     pub storage_class: String,
@@ -190,7 +204,8 @@ impl KubeNames {
         let pod = &spec.workspace.pod_name;
         KubeNames {
             namespace: spec.workspace.namespace.clone(),
-            pod: pod.clone(),
+            workload: pod.clone(),
+            pod: format!("{pod}-0"),
             volume: format!("{pod}-workspace"),
             authorized_keys: format!("{pod}-ssh-keys"),
             host_key: format!("{pod}-ssh-host-key"),
@@ -199,6 +214,7 @@ impl KubeNames {
             service: format!("{pod}-ssh"),
             load_balancer: format!("{pod}-public"),
             storage_class: format!("gpulab-{}-gp3", spec.name),
+            image_build_account: "gpulab-image-build".into(),
         }
     }
 }

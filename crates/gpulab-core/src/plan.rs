@@ -9,7 +9,7 @@ use crate::addon::NvidiaDevicePlugin;
 use crate::catalog;
 use crate::cost::CostEstimate;
 use crate::manifest::KubeObject;
-use crate::naming::{self, AwsNames, GPU_NODE_LABEL, GPU_TAINT, KubeNames, LabId};
+use crate::naming::{self, AwsNames, GPU_NODE_LABEL, KubeNames, LabId};
 use crate::spec::{AccessMode, SshKey, ValidSpec};
 use crate::workspace::{self, VolumeClass, WorkspaceSecrets};
 
@@ -19,20 +19,28 @@ pub const VPC_CIDR: &str = "10.42.0.0/16";
 pub const SUBNET_CIDRS: [&str; 2] = ["10.42.0.0/18", "10.42.64.0/18"];
 /// The EKS AMI type of the GPU nodes: Amazon Linux 2023 with the NVIDIA driver and container toolkit.
 pub const NODE_AMI_TYPE: &str = "AL2023_x86_64_NVIDIA";
-/// AWS-managed policies of the node role.
-pub const NODE_POLICIES: [&str; 4] = [
+/// AWS-managed policies of the node role. Nothing in a pod gets the node role's rights: AL2023 managed
+/// nodes keep IMDSv2's hop limit at 1, so pods that need AWS get a role of their own through EKS Pod
+/// Identity (the EBS CSI driver, in-cluster image builds).
+pub const NODE_POLICIES: [&str; 3] = [
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
     "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
-    "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy",
 ];
-/// The node role's inline policy: push to the lab's own ECR repository, for `gpulab image build` in the
-/// cluster (kaniko runs on a node and pushes with the node's credentials).
-pub const NODE_ECR_PUSH_POLICY: &str = "gpulab-ecr-push";
+/// The AWS-managed policy of the EBS CSI driver's role.
+pub const EBS_CSI_POLICY: &str = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy";
+/// The service account the EBS CSI addon's controller runs as: the one its Pod Identity association
+/// names (aws-ebs-csi-driver chart, `controller.serviceAccount.name`).
+pub const EBS_CSI_SERVICE_ACCOUNT: (&str, &str) = ("kube-system", "ebs-csi-controller-sa");
+/// The service principal EKS Pod Identity roles trust.
+pub const POD_IDENTITY_PRINCIPAL: &str = "pods.eks.amazonaws.com";
+/// The image-build role's inline policy: push to the lab's own ECR repository, for `gpulab image build`
+/// in the cluster (kaniko runs as a pod, with this role through EKS Pod Identity).
+pub const IMAGE_BUILD_POLICY: &str = "gpulab-ecr-push";
 
-/// The document of [`NODE_ECR_PUSH_POLICY`]: the push actions on `gpulab/<lab>` in the lab's region only,
+/// The document of [`IMAGE_BUILD_POLICY`]: the push actions on `gpulab/<lab>` in the lab's region only,
 /// plus the registry login, which IAM cannot scope to a repository.
-pub fn node_ecr_push_policy(spec: &ValidSpec) -> String {
+pub fn image_build_policy(spec: &ValidSpec) -> String {
     let repository = format!(
         "arn:aws:ecr:{}:*:repository/{}",
         spec.spec.region,
@@ -99,6 +107,7 @@ impl Plan {
     pub fn new(spec: &ValidSpec) -> Self {
         let s = &spec.spec;
         let names = AwsNames::new(s);
+        let kube_names = KubeNames::new(s);
         let instance = spec.instance;
         let mut aws = Vec::new();
         let mut add = |kind, name: &str, detail: String| {
@@ -153,8 +162,25 @@ impl Plan {
             "iam:role",
             &names.node_role,
             format!(
-                "assumed by ec2.amazonaws.com; {}; inline {NODE_ECR_PUSH_POLICY} (push to this lab's ECR repository only)",
+                "assumed by ec2.amazonaws.com; {}",
                 NODE_POLICIES.map(short_policy).join(", ")
+            ),
+        );
+        add(
+            "iam:role",
+            &names.ebs_csi_role,
+            format!(
+                "assumed by {POD_IDENTITY_PRINCIPAL} for {}/{}; {}",
+                EBS_CSI_SERVICE_ACCOUNT.0,
+                EBS_CSI_SERVICE_ACCOUNT.1,
+                short_policy(EBS_CSI_POLICY)
+            ),
+        );
+        add(
+            "iam:role",
+            &names.image_build_role,
+            format!(
+                "assumed by {POD_IDENTITY_PRINCIPAL} for in-cluster image builds; inline {IMAGE_BUILD_POLICY} (push to this lab's ECR repository only)"
             ),
         );
         let version = s
@@ -185,14 +211,30 @@ impl Plan {
         );
         add(
             "eks:addon",
+            "eks-pod-identity-agent",
+            "serves Pod Identity credentials on every node".into(),
+        );
+        add(
+            "eks:addon",
             "aws-ebs-csi-driver",
-            "so the /workspace volume can be provisioned".into(),
+            format!(
+                "so the /workspace volume can be provisioned; Pod Identity association {}/{} -> {}",
+                EBS_CSI_SERVICE_ACCOUNT.0, EBS_CSI_SERVICE_ACCOUNT.1, names.ebs_csi_role
+            ),
+        );
+        add(
+            "eks:pod-identity-association",
+            &kube_names.image_build_account,
+            format!(
+                "{}/{} -> {}, for `gpulab image build` in the cluster",
+                s.workspace.namespace, kube_names.image_build_account, names.image_build_role
+            ),
         );
         add(
             "eks:nodegroup",
             &names.node_group,
             format!(
-                "{} {}, {} node(s) (min {}, max {}), {} GiB gp3 root disk, AMI type {NODE_AMI_TYPE}, label {}={}, taint {}={}:{}",
+                "{} {}, {} node(s) (min {}, max {}) in the first subnet's zone (where /workspace's volume lives), {} GiB gp3 root disk, AMI type {NODE_AMI_TYPE}, label {}={}, no taint (it is the only node group: CoreDNS and the EBS CSI controller run there too)",
                 instance.name,
                 s.nodes.capacity,
                 s.nodes.desired,
@@ -201,12 +243,8 @@ impl Plan {
                 s.nodes.disk_gib,
                 GPU_NODE_LABEL.0,
                 GPU_NODE_LABEL.1,
-                GPU_TAINT.0,
-                GPU_TAINT.1,
-                GPU_TAINT.2
             ),
         );
-        let kube_names = KubeNames::new(s);
         add(
             "ec2:volume",
             &kube_names.volume,

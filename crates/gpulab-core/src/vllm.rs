@@ -295,6 +295,33 @@ pub struct BenchOptions {
     pub timeout: Duration,
 }
 
+impl BenchOptions {
+    /// The defaults, against a server on `port` in the workspace.
+    pub fn on_port(port: u16) -> Self {
+        BenchOptions {
+            url: format!("http://127.0.0.1:{port}"),
+            ..Default::default()
+        }
+    }
+
+    /// Refuse counts that cannot make a benchmark, naming the option.
+    pub fn check(&self) -> Result<()> {
+        for (name, value) in [
+            ("requests", self.requests),
+            ("concurrency", self.concurrency),
+            ("max_tokens", self.max_tokens),
+        ] {
+            if value == 0 {
+                return Err(crate::Error::Usage {
+                    message: format!("{name} is 0: a benchmark needs at least 1"),
+                    hint: format!("give {name} of 1 or more"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {

@@ -14,7 +14,7 @@ use gpulab_core::Error;
 use gpulab_core::events::{Event, Recorder, Silent};
 use gpulab_core::naming::{LAB_ID_KEY, LAB_KEY, LabId};
 use gpulab_core::provision::aws::{
-    AwsClients, AwsOptions, AwsProvisioner, PROVISION_STEPS, SdkOptions, WaitOptions,
+    AwsClients, AwsOptions, AwsProvisioner, ProvisionStep, SdkOptions, WaitOptions,
     default_retry_config, exec_credential_json, write_kubeconfig,
 };
 use gpulab_core::provision::{ClusterAuth, ClusterProvisioner, TokenSource};
@@ -76,7 +76,7 @@ impl Env {
         answer: impl Fn(&ProxyRequest) -> Option<ProxyResponse> + Send + Sync + 'static,
     ) -> Env {
         let moto = MotoServer::start();
-        let gaps = Arc::new(EksGaps::new());
+        let gaps = Arc::new(EksGaps::checking_principals_in(moto.addr()));
         let g = gaps.clone();
         let intercept = move |req: &ProxyRequest| answer(req).or_else(|| g.handle(req));
         let proxy = FaultProxy::start(
@@ -199,11 +199,14 @@ fn clean_counts() -> BTreeMap<&'static str, usize> {
         ("internet-gateway", 1),
         ("route-table", 1),
         ("security-group", 1),
-        ("iam-role", 2),
+        // cluster, node, EBS CSI driver (Pod Identity), image builds (Pod Identity)
+        ("iam-role", 4),
         ("eks-cluster", 1),
         ("eks-nodegroup", 1),
+        // EKS's own for the cluster's creator (bootstrapClusterCreatorAdminPermissions)
         ("eks-access-entry", 1),
-        ("eks-addon", 1),
+        // the Pod Identity agent and the EBS CSI driver
+        ("eks-addon", 2),
     ])
 }
 
@@ -312,7 +315,7 @@ async fn up_rerun_scale_access_status_and_down() {
         .collect();
     assert_eq!(
         finished.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
-        PROVISION_STEPS.to_vec()
+        ProvisionStep::ALL.map(ProvisionStep::name).to_vec()
     );
     // Everything is new, but the caller's admin access: EKS made that entry itself, for the cluster's
     // creator (bootstrapClusterCreatorAdminPermissions), and gpulab leaves it as it is.
@@ -347,9 +350,8 @@ async fn up_rerun_scale_access_status_and_down() {
             .map(String::as_str),
         Some("true")
     );
-    let taint = &ng.taints()[0];
-    assert_eq!(taint.key(), Some("nvidia.com/gpu"));
-    assert_eq!(taint.effect().unwrap().as_str(), "NO_SCHEDULE");
+    // The only node group carries no taint: EKS's CoreDNS and the EBS CSI controller must run there.
+    assert!(ng.taints().is_empty(), "{:?}", ng.taints());
     assert_eq!(ng.disk_size(), Some(100));
     assert_eq!(
         ng.tags().unwrap().get(LAB_KEY).map(String::as_str),
@@ -376,6 +378,13 @@ async fn up_rerun_scale_access_status_and_down() {
         );
     }
     assert_ne!(ours[0].availability_zone(), ours[1].availability_zone());
+    // The nodes live in one zone (the first subnet's), where /workspace's volume will be.
+    assert_eq!(ng.subnets().len(), 1);
+    let first = ours
+        .iter()
+        .find(|s| s.cidr_block() == Some(gpulab_core::plan::SUBNET_CIDRS[0]))
+        .expect("the first subnet");
+    assert_eq!(ng.subnets()[0], first.subnet_id().unwrap());
 
     // A rerun finds everything and creates nothing.
     let recorder = Recorder::default();
@@ -560,7 +569,7 @@ async fn crash_after_each_step_then_resume_or_teardown() {
     let env = Env::start(Vec::new()).await;
     let spec = spec(2);
     let aws = env.aws(&spec).await;
-    for n in 1..PROVISION_STEPS.len() {
+    for n in 1..ProvisionStep::ALL.len() {
         // Stopped after step n, `down` removes what exists.
         let stopping = env.aws_stopping_after(&spec, n).await;
         let err = stopping
@@ -872,7 +881,7 @@ async fn a_wait_that_runs_out_says_what_is_pending() {
 async fn a_step_that_fails_halfway_resumes_and_tears_down_cleanly() {
     // Each of these calls comes after the step has created something; it fails every time (500s).
     let moto = MotoServer::start();
-    let gaps = Arc::new(EksGaps::new());
+    let gaps = Arc::new(EksGaps::checking_principals_in(moto.addr()));
     let spec = spec(2);
     // Each round ends with `down` and checks moto is empty, so one reset suffices (a reset makes moto
     // reload its managed IAM policies, which takes seconds).
@@ -992,4 +1001,70 @@ async fn eks_is_retried_while_a_new_role_is_not_yet_assumable() {
     assert!(recorder.events().iter().any(
         |e| matches!(e, Event::Waiting { on, .. } if on.starts_with("IAM role not usable yet"))
     ));
+}
+
+/// Defect 3 of the real-EKS issue: a caller signed in with IAM Identity Center (`aws sso login`) is an
+/// assumed-role session of a role under `/aws-reserved/sso.amazonaws.com/`; STS's session ARN drops
+/// the path, and EKS refuses the pathless role ARN for an access entry. gpulab asks IAM for the role's
+/// real ARN.
+#[tokio::test]
+async fn an_identity_center_caller_gets_an_access_entry_for_its_roles_real_arn() {
+    let env = Env::start(Vec::new()).await;
+    let spec = spec(2);
+    let admin = env.aws(&spec).await;
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
+    let role = admin
+        .clients()
+        .iam
+        .create_role()
+        .path("/aws-reserved/sso.amazonaws.com/us-west-2/")
+        .role_name("AWSReservedSSO_AdministratorAccess_0123456789abcdef")
+        .assume_role_policy_document(trust)
+        .send()
+        .await
+        .unwrap();
+    let role_arn = role.role().unwrap().arn().to_string();
+    assert!(
+        role_arn.contains(":role/aws-reserved/sso.amazonaws.com/"),
+        "{role_arn}"
+    );
+    let session = admin
+        .clients()
+        .sts
+        .assume_role()
+        .role_arn(&role_arn)
+        .role_session_name("alice@example.com")
+        .send()
+        .await
+        .unwrap();
+    let c = session.credentials().unwrap();
+    let mut options = env.options(None);
+    options.sdk.credentials = Some(Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "sso",
+    ));
+    let caller = AwsProvisioner::connect(&spec, options).await;
+    let who = caller
+        .clients()
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        who.arn().unwrap().contains(":assumed-role/AWSReservedSSO_"),
+        "moto answers as STS does: {:?}",
+        who.arn()
+    );
+
+    caller
+        .provision(&spec, &lab_id(), &Silent)
+        .await
+        .unwrap_or_else(|e| panic!("provision as an SSO user: {e}"));
+    let (entries, _) = env.gaps.contents(LAB);
+    assert!(entries.contains(&role_arn), "{entries:?}");
+    down_and_check_empty(&env, &admin, &spec, "after an SSO user's up").await;
 }

@@ -1,7 +1,7 @@
 //! Conversions between the core and Python: errors to exception classes, results to plain dicts and
 //! lists (through JSON), keyword arguments to a spec layer.
 
-use gpulab_core::spec::{SpecErrors, SpecInputs, SpecLayer};
+use gpulab_core::spec::{FieldError, Source, SpecErrors, SpecInputs};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -75,75 +75,77 @@ fn seconds(value: &mut serde_json::Value) {
     }
 }
 
-/// Keyword arguments as a spec layer: `node_type="g5.xlarge"` → `[nodes] instance_type`. The names are
-/// the CLI's flags with `_` for `-`; values are checked by the same rules as gpulab.toml, one argument at
-/// a time so that an error names its argument.
-fn layer_from_kwargs(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<SpecLayer> {
-    let Some(kwargs) = kwargs else {
-        return Ok(SpecLayer::default());
-    };
-    let dumps = py.import("json")?.getattr("dumps")?;
-    let mut tree = serde_json::json!({});
+/// Options by name, with their values as JSON, as `SpecInputs::validate_options` takes them.
+type Options = Vec<(String, serde_json::Value)>;
+
+/// Keyword arguments as options (`node_type="g5.xlarge"`), named as the CLI's flags with `_` for `-`,
+/// each value as JSON (paths as text). An unknown name is a `TypeError`, as Python's own; a value that
+/// is not JSON-like is a problem of its option.
+fn options_from_kwargs(
+    py: Python<'_>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<(Options, Vec<FieldError>)> {
+    let mut options = Vec::new();
     let mut errors = Vec::new();
+    let Some(kwargs) = kwargs else {
+        return Ok((options, errors));
+    };
+    let json = py.import("json")?;
+    let fspath = py.import("os")?.getattr("fspath")?;
     for (key, value) in kwargs.iter() {
         let key: String = key.extract()?;
-        let path = gpulab_core::spec::option_field(&key).ok_or_else(|| {
+        let Some(field) = gpulab_core::spec::option_field(&key) else {
             let known: Vec<&str> = gpulab_core::spec::OPTIONS.iter().map(|(o, _)| *o).collect();
-            pyo3::exceptions::PyTypeError::new_err(format!(
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                 "unexpected keyword argument {key:?}; allowed: {}",
                 known.join(", ")
-            ))
-        })?;
-        let json: String = dumps.call1((&value,))?.extract()?;
-        let mut value: serde_json::Value =
-            serde_json::from_str(&json).map_err(|e| GpulabError::new_err(e.to_string()))?;
-        if key == "spot" {
-            value = serde_json::json!(if value == true { "spot" } else { "on-demand" });
+            )));
+        };
+        let dumps_kwargs = PyDict::new(py);
+        dumps_kwargs.set_item("default", &fspath)?;
+        let text = json
+            .call_method("dumps", (&value,), Some(&dumps_kwargs))
+            .and_then(|text| text.extract::<String>());
+        match text.map(|text| serde_json::from_str(&text)) {
+            Ok(Ok(value)) => options.push((key, value)),
+            _ => errors.push(FieldError {
+                field: field.into(),
+                value: value.repr().map_or_else(|_| "?".into(), |r| r.to_string()),
+                source: argument_source(field),
+                problem: "not a value gpulab takes".into(),
+                allowed: "str, int, bool, a path, a list or dict of str, or None".into(),
+            }),
         }
-        let mut single = serde_json::json!({});
-        let slot = path
-            .split('.')
-            .fold(&mut single, |node, part| &mut node[part]);
-        *slot = value.clone();
-        if let Err(e) = serde_json::from_value::<SpecLayer>(single) {
-            errors.push(gpulab_core::spec::FieldError {
-                field: path.into(),
-                value: json,
-                source: gpulab_core::spec::Source::Argument(format!("{key}=")),
-                problem: e.to_string(),
-                allowed: format!("a value of the kind `gpulab config show` prints for {path}"),
-            });
-            continue;
-        }
-        *path
-            .split('.')
-            .fold(&mut tree, |node, part| &mut node[part]) = value;
     }
-    if !errors.is_empty() {
-        return Err(spec_error(py, &SpecErrors(errors)));
-    }
-    serde_json::from_value(tree).map_err(|e| SpecError::new_err(format!("invalid argument: {e}")))
+    Ok((options, errors))
 }
 
+/// How a keyword argument is named in errors and `spec` provenance: `argument node_type=`.
+fn argument_source(field: &str) -> Source {
+    Source::Argument(format!(
+        "{}=",
+        gpulab_core::spec::field_option(field).unwrap_or(field)
+    ))
+}
+
+/// The lab's spec from defaults, gpulab.toml (or `config`), the environment, then the keyword
+/// arguments; every problem at once, as a `SpecError`.
 pub(crate) fn resolve(
     py: Python<'_>,
     config: Option<std::path::PathBuf>,
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<gpulab_core::spec::ValidSpec> {
-    let overrides = layer_from_kwargs(py, kwargs)?;
+    let (options, mut errors) = options_from_kwargs(py, kwargs)?;
     let cwd = std::env::current_dir()
         .map_err(|e| to_py_err(py, gpulab_core::Error::io("read the working directory", e)))?;
     let mut inputs = SpecInputs::from_process(&cwd, config);
-    inputs.overrides = overrides;
-    inputs.override_source = Some(|field| {
-        let option = gpulab_core::spec::OPTIONS
-            .iter()
-            .find(|(_, f)| *f == field)
-            .map_or(field, |(o, _)| o);
-        gpulab_core::spec::Source::Argument(format!("{option}="))
-    });
-    inputs
-        .resolve()
-        .and_then(|r| r.validate())
-        .map_err(|e| spec_error(py, &e))
+    inputs.override_source = Some(argument_source);
+    match inputs.validate_options(options) {
+        Ok(spec) if errors.is_empty() => Ok(spec),
+        Ok(_) => Err(spec_error(py, &SpecErrors(errors))),
+        Err(SpecErrors(more)) => {
+            errors.extend(more);
+            Err(spec_error(py, &SpecErrors(errors)))
+        }
+    }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use gpulab_core::checks::{CheckOptions, DEFAULT_VLLM_MODEL, GpuReport as CoreGpuReport};
 use gpulab_core::events::Silent;
-use gpulab_core::remote::forward::{ForwardHandle, forward_local};
-use gpulab_core::remote::{ExecRequest, ExitStatus, RemoteExec};
+use gpulab_core::remote::forward::ForwardHandle;
+use gpulab_core::remote::{ExecRequest, ExitStatus};
 use gpulab_core::{Error, LabOptions, Provider};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
@@ -27,37 +27,35 @@ const JUPYTER_PORT: u16 = 8888;
 #[pyclass(module = "gpulab._gpulab", name = "Lab", frozen)]
 pub(crate) struct PyLab {
     lab: Arc<gpulab_core::Lab>,
-    /// The transport into the workspace, made on first use and reused.
-    remote: Arc<tokio::sync::OnceCell<Arc<dyn RemoteExec>>>,
     /// The forward behind `jupyter_url`, kept open until `close`.
     jupyter: Mutex<Option<ForwardHandle>>,
 }
 
-/// The progress callback to use: the one given, none for `False`, else the default display
-/// (`gpulab._progress.default_progress()`: a notebook display inside Jupyter, nothing elsewhere).
+/// The progress callback for a `progress=` argument (`gpulab._progress.callback_for`): the callable
+/// given; none for `False`; a notebook display in Jupyter for `None` and `True`, and for `True` lines on
+/// stdout elsewhere. Anything else is a `TypeError`.
 fn progress_callback<'py>(
     py: Python<'py>,
     progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    match progress {
-        Some(p) if p.is_instance_of::<pyo3::types::PyBool>() => {
-            if p.is_truthy()? {
-                Ok(Some(
-                    py.import("gpulab._progress")?
-                        .call_method0("print_progress")?,
-                ))
-            } else {
-                Ok(None)
-            }
+    let progress = progress.unwrap_or_else(|| py.None().into_bound(py));
+    let callback = py
+        .import("gpulab._progress")?
+        .call_method1("callback_for", (progress,))?;
+    Ok((!callback.is_none()).then_some(callback))
+}
+
+/// Tell a progress callback that its call is over (`finish(ok)`, when it has that method), so a display
+/// marks what was in flight done or failed; the call's own error wins over the callback's.
+fn finish_progress<T>(progress: Option<&Bound<'_, PyAny>>, result: PyResult<T>) -> PyResult<T> {
+    let finished = match progress {
+        Some(callback) if callback.hasattr("finish").unwrap_or(false) => {
+            callback.call_method1("finish", (result.is_ok(),)).map(drop)
         }
-        Some(p) => Ok(Some(p)),
-        None => {
-            let default = py
-                .import("gpulab._progress")?
-                .call_method0("default_progress")?;
-            Ok((!default.is_none()).then_some(default))
-        }
-    }
+        _ => Ok(()),
+    };
+    let value = result?;
+    finished.map(|()| value)
 }
 
 fn seconds(value: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
@@ -92,29 +90,16 @@ impl PyLab {
     fn wrap(lab: gpulab_core::Lab) -> Self {
         PyLab {
             lab: Arc::new(lab),
-            remote: Arc::new(tokio::sync::OnceCell::new()),
             jupyter: Mutex::new(None),
         }
     }
 
-    /// The workspace transport, made once.
-    async fn remote_of(
-        lab: &gpulab_core::Lab,
-        cell: &tokio::sync::OnceCell<Arc<dyn RemoteExec>>,
-    ) -> gpulab_core::Result<Arc<dyn RemoteExec>> {
-        cell.get_or_try_init(|| lab.remote()).await.cloned()
-    }
-
-    /// Run `work` with the lab and its workspace transport.
-    fn with_remote<T, Fut>(
+    /// Run `work` with the lab (which makes its workspace transport once and reuses it).
+    fn with_lab<T, Fut>(
         &self,
         py: Python<'_>,
         progress: Option<&Bound<'_, PyAny>>,
-        work: impl FnOnce(
-            Arc<gpulab_core::Lab>,
-            Arc<dyn RemoteExec>,
-            Arc<dyn gpulab_core::events::Reporter>,
-        ) -> Fut
+        work: impl FnOnce(Arc<gpulab_core::Lab>, Arc<dyn gpulab_core::events::Reporter>) -> Fut
         + Send
         + 'static,
     ) -> PyResult<T>
@@ -123,11 +108,7 @@ impl PyLab {
         Fut: Future<Output = gpulab_core::Result<T>> + Send + 'static,
     {
         let lab = self.lab.clone();
-        let cell = self.remote.clone();
-        wait(py, progress, move |reporter| async move {
-            let remote = Self::remote_of(&lab, &cell).await?;
-            work(lab, remote, reporter).await
-        })
+        wait(py, progress, move |reporter| work(lab, reporter))
     }
 
     fn forward_port(
@@ -137,8 +118,8 @@ impl PyLab {
         local_port: Option<u16>,
     ) -> PyResult<ForwardHandle> {
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, local_port.unwrap_or(0)));
-        self.with_remote(py, None, move |_, remote, _| {
-            forward_local(remote, listen, port, Arc::new(Silent))
+        self.with_lab(py, None, move |lab, _| async move {
+            lab.forward(listen, port, Arc::new(Silent)).await
         })
     }
 }
@@ -158,14 +139,7 @@ impl PyLab {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let spec = resolve(py, config, kwargs)?;
-        let provider = if context.is_some() || kubeconfig.is_some() {
-            Provider::Existing {
-                kubeconfig,
-                context,
-            }
-        } else {
-            Provider::Aws
-        };
+        let provider = Provider::from_options(context, kubeconfig);
         let lab = wait(py, None, move |_| {
             gpulab_core::Lab::new(spec, provider, LabOptions::default())
         })?;
@@ -207,8 +181,8 @@ impl PyLab {
     }
 
     /// Bring the lab up, or finish bringing it up; returns the report as a dict. `progress` is called
-    /// with each event as a dict (`False`: no progress; default: a display in Jupyter, nothing
-    /// elsewhere).
+    /// with each event as a dict (`False`: no progress; `True`: a display in Jupyter, lines elsewhere;
+    /// default: a display in Jupyter, nothing elsewhere).
     #[pyo3(signature = (progress=None))]
     fn up<'py>(
         &self,
@@ -219,8 +193,8 @@ impl PyLab {
         let lab = self.lab.clone();
         let report = wait(py, progress.as_ref(), move |reporter| async move {
             lab.up(reporter.as_ref()).await
-        })?;
-        to_python(py, &report)
+        });
+        to_python(py, &finish_progress(progress.as_ref(), report)?)
     }
 
     /// The lab as the provider and the cluster see it, and its bill, as a dict.
@@ -251,8 +225,8 @@ impl PyLab {
         let lab = self.lab.clone();
         let report = wait(py, progress.as_ref(), move |reporter| async move {
             lab.down(reporter.as_ref()).await
-        })?;
-        to_python(py, &report)
+        });
+        to_python(py, &finish_progress(progress.as_ref(), report)?)
     }
 
     /// Run a command in the workspace: a string runs with `bash -lc`, a list runs as it is. `stdin` (str
@@ -295,9 +269,11 @@ impl PyLab {
         };
         request.timeout = seconds(timeout, "timeout")?;
         request.env = env.unwrap_or_default().into_iter().collect();
-        let output = self.with_remote(py, None, move |_, remote, _| async move {
-            remote.exec(request).await
-        })?;
+        let output = self.with_lab(
+            py,
+            None,
+            move |lab, _| async move { lab.exec(request).await },
+        )?;
         let (exit_code, signal) = match output.status {
             ExitStatus::Code(code) => (code, None),
             signal @ ExitStatus::Signal(name) => (signal.shell_code(), Some(name.to_string())),
@@ -378,8 +354,8 @@ impl PyLab {
         let lab = self.lab.clone();
         let report = wait(py, progress.as_ref(), move |reporter| async move {
             lab.sync(&direction, &options, reporter.as_ref()).await
-        })?;
-        to_python(py, &report)
+        });
+        to_python(py, &finish_progress(progress.as_ref(), report)?)
     }
 
     /// Forward `local_port` on 127.0.0.1 (default: a free one) to `port` in the workspace, until the
@@ -472,16 +448,15 @@ impl PyLab {
         python: Option<String>,
     ) -> PyResult<GpuReport> {
         let options = CheckOptions {
-            expected_gpus: expected_gpus.or(Some(self.lab.spec().spec.workspace.gpus)),
+            expected_gpus,
             repeats,
             nccl,
             vllm_model,
             python,
             ..Default::default()
         };
-        let report = self.with_remote(py, None, move |lab, remote, _| async move {
-            gpulab_core::checks::run_gpu_checks(remote.as_ref(), lab.spec().instance, &options)
-                .await
+        let report = self.with_lab(py, None, move |lab, _| async move {
+            lab.test_gpu(&options).await
         })?;
         Ok(GpuReport { report })
     }
@@ -498,8 +473,8 @@ impl PyLab {
             install_missing,
             ..Default::default()
         };
-        let setup = self.with_remote(py, None, move |_, remote, _| async move {
-            gpulab_core::slurm::setup(remote.as_ref(), &options).await
+        let setup = self.with_lab(py, None, move |lab, _| async move {
+            lab.slurm_setup(&options).await
         })?;
         to_python(py, &setup)
     }
@@ -520,11 +495,8 @@ impl PyLab {
         let mut config = self.lab.vllm_config(model);
         config.port = port;
         let timeout = seconds(Some(timeout), "timeout")?.unwrap_or_default();
-        let served = self.with_remote(py, None, move |_, remote, _| async move {
-            let server = gpulab_core::vllm::start(remote.as_ref(), &config).await?;
-            if wait {
-                gpulab_core::vllm::wait_ready(remote.as_ref(), config.port, timeout).await?;
-            }
+        let served = self.with_lab(py, None, move |lab, _| async move {
+            let server = lab.vllm_serve(&config, wait.then_some(timeout)).await?;
             Ok(serde_json::json!({
                 "pid": server.pid,
                 "started": server.started,
@@ -537,9 +509,7 @@ impl PyLab {
 
     /// Stop the vLLM server `vllm_serve` started; False when none was running.
     fn vllm_stop(&self, py: Python<'_>) -> PyResult<bool> {
-        self.with_remote(py, None, move |_, remote, _| async move {
-            gpulab_core::vllm::stop(remote.as_ref()).await
-        })
+        self.with_lab(py, None, move |lab, _| async move { lab.vllm_stop().await })
     }
 
     /// Measure the running vLLM server's throughput from inside the pod: `requests` completions of
@@ -555,27 +525,15 @@ impl PyLab {
         max_tokens: u32,
         prompt: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        for (name, value) in [
-            ("requests", requests),
-            ("concurrency", concurrency),
-            ("max_tokens", max_tokens),
-        ] {
-            if value == 0 {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "{name} must be at least 1"
-                )));
-            }
-        }
         let options = gpulab_core::vllm::BenchOptions {
-            url: format!("http://127.0.0.1:{port}"),
             requests,
             concurrency,
             max_tokens,
             prompt,
-            ..Default::default()
+            ..gpulab_core::vllm::BenchOptions::on_port(port)
         };
-        let report = self.with_remote(py, None, move |_, remote, _| async move {
-            gpulab_core::vllm::bench(remote.as_ref(), &options).await
+        let report = self.with_lab(py, None, move |lab, _| async move {
+            lab.vllm_bench(&options).await
         })?;
         to_python(py, &report)
     }
@@ -674,13 +632,12 @@ impl PyLab {
             ..Default::default()
         };
         let progress = progress_callback(py, progress)?;
-        let lab = self.lab.clone();
-        let report = wait(py, progress.as_ref(), move |reporter| async move {
+        let report = self.with_lab(py, progress.as_ref(), move |lab, reporter| async move {
             lab.copy(&sources, &target, via, &options, reporter.as_ref())
                 .await
                 .map_err(|failed| failed.error)
-        })?;
-        to_python(py, &report.stats)
+        });
+        to_python(py, &finish_progress(progress.as_ref(), report)?.stats)
     }
 }
 
@@ -746,16 +703,10 @@ pub(crate) fn test_local(
     repeats: u32,
     expected_gpus: Option<u32>,
 ) -> PyResult<GpuReport> {
-    let python = match python {
+    let python: PathBuf = match python {
         Some(path) => path,
         None => py.import("sys")?.getattr("executable")?.extract()?,
     };
-    let given = python.display().to_string();
-    let python = gpulab_core::checks::resolve_python(&given).map_err(|problem| {
-        pyo3::exceptions::PyValueError::new_err(format!(
-            "python={given:?}: {problem}; give the Python that has PyTorch"
-        ))
-    })?;
     let options = CheckOptions {
         expected_gpus,
         repeats,
@@ -765,7 +716,7 @@ pub(crate) fn test_local(
         ..Default::default()
     };
     let report = wait(py, None, move |_| async move {
-        gpulab_core::checks::run_local_gpu_checks(&options).await
+        gpulab_core::Lab::test_local(&options).await
     })?;
     Ok(GpuReport { report })
 }

@@ -56,8 +56,27 @@ def test_invalid_settings_raise_spec_error_with_every_problem(monkeypatch):
 def test_unknown_and_mistyped_arguments_are_refused():
     with pytest.raises(TypeError, match="node_typ"):
         gpulab.plan(node_typ="g5.xlarge")
-    with pytest.raises(gpulab.SpecError, match="min"):
-        gpulab.plan(min_nodes="two")
+    with pytest.raises(gpulab.SpecError) as info:
+        gpulab.plan(min_nodes="two", spot="yes", node_type="m5.large", tags={"team": 1})
+    # One mapping of options in the core, shared with the CLI and Lab::builder(): each problem names its
+    # argument and what it takes, and the spec's own problems come with them.
+    problems = {e["field"]: e for e in info.value.errors}
+    assert problems["nodes.min"] == {"field": "nodes.min", "value": "two", "source": {"kind": "argument",
+                                     "name": "min_nodes="}, "problem": "not a whole number",
+                                     "allowed": "a whole number, 0 or more"}
+    assert problems["nodes.capacity"]["allowed"] == "true or false"
+    assert problems["tags"]["problem"] == 'the value of "team" is not text'
+    assert "has no GPU" in problems["nodes.instance_type"]["problem"]
+    with pytest.raises(gpulab.SpecError, match="not a value gpulab takes"):
+        gpulab.plan(gpus=object())
+
+
+def test_paths_and_none_are_arguments_too(isolated):
+    key = isolated / "home" / ".ssh" / "work.pub"
+    key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdwdWxhYi10ZXN0LWtleS1ub3QtcmVhbC0xMjM0NTY3 test\n")
+    lab = gpulab.Lab(ssh_key=key, image=None)
+    assert lab.spec["workspace"]["ssh_public_key"] == str(key)
+    assert lab.spec["workspace"]["image"].startswith("nvidia/cuda:")
 
 
 def test_catalog_filters():

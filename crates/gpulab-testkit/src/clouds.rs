@@ -1,7 +1,9 @@
 //! Emulated clouds for a whole lab: AWS in moto, behind the fault proxy that answers the EKS calls moto
-//! lacks (access entries, addons), and the cluster side in the Kubernetes emulator with a system node
-//! and a GPU node. [`EmulatedClouds::lab_options`] points a `Lab` at them: the AWS SDK at the proxy, and
-//! the cluster at the emulator (moto's EKS is bookkeeping only; its endpoint answers nothing).
+//! lacks (access entries, addons), and the cluster side in the Kubernetes emulator, which behaves as an
+//! EKS cluster and follows what the EKS API is asked ([`crate::eks_world`]): it starts with EKS's
+//! system workloads and no nodes; the lab's node group brings its nodes, the EBS CSI addon its driver.
+//! [`EmulatedClouds::lab_options`] points a `Lab` at them: the AWS SDK at the proxy, and the cluster at
+//! the emulator (moto's EKS is bookkeeping only; its endpoint answers nothing).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,8 +14,9 @@ use gpulab_core::LabOptions;
 use gpulab_core::provision::aws::{AwsOptions, SdkOptions, WaitOptions, default_retry_config};
 use gpulab_core::provision::{ClusterAccess, ClusterAuth};
 
+use crate::eks_world::EksWorld;
 use crate::fault_proxy::{FaultConfig, FaultProxy};
-use crate::kube::{KubeEmulator, NodeSpec};
+use crate::kube::KubeEmulator;
 use crate::moto::{EksGaps, MotoServer};
 
 /// moto, the proxy in front of it, and the Kubernetes emulator, all on loopback; stopped when dropped.
@@ -24,6 +27,8 @@ pub struct EmulatedClouds {
     pub proxy: FaultProxy,
     /// The EKS calls moto lacks (access entries, addons), answered by the proxy.
     pub gaps: Arc<EksGaps>,
+    /// What EKS does in the cluster (nodes of node groups, addons' workloads).
+    pub world: Arc<EksWorld>,
     /// The Kubernetes emulator standing in for the EKS cluster.
     pub kube: KubeEmulator,
     kubeconfig: PathBuf,
@@ -34,22 +39,22 @@ impl EmulatedClouds {
     /// installed (`scripts/test` and `scripts/demo` install it into `.venv`).
     pub async fn start(dir: &Path) -> Result<Self, String> {
         let moto = MotoServer::try_start()?;
-        let gaps = Arc::new(EksGaps::new());
+        let gaps = Arc::new(EksGaps::checking_principals_in(moto.addr()));
+        let kube = KubeEmulator::start()
+            .await
+            .map_err(|e| format!("start the Kubernetes emulator: {e}"))?;
+        kube.handle().behave_as_eks();
+        let world = Arc::new(EksWorld::new(gaps.clone(), kube.handle(), moto.addr()));
         let proxy = FaultProxy::start(
             moto.addr(),
             FaultConfig {
                 seed: 7,
                 rules: vec![],
-                intercept: Some(gaps.clone()),
+                intercept: Some(world.clone()),
             },
         )
         .await
         .map_err(|e| format!("start the proxy in front of moto: {e}"))?;
-        let kube = KubeEmulator::start()
-            .await
-            .map_err(|e| format!("start the Kubernetes emulator: {e}"))?;
-        kube.add_node(NodeSpec::cpu("system-1"));
-        kube.add_node(NodeSpec::gpu("gpu-1"));
         let kubeconfig = dir.join("emulator.kubeconfig");
         kube.write_kubeconfig(&kubeconfig)
             .map_err(|e| format!("write {}: {e}", kubeconfig.display()))?;
@@ -57,6 +62,7 @@ impl EmulatedClouds {
             moto,
             proxy,
             gaps,
+            world,
             kube,
             kubeconfig,
         })

@@ -2,6 +2,7 @@
 //! that run the real tools a user would (kubectl), and a Kubernetes API emulator ([`kube`]).
 
 pub mod clouds;
+pub mod eks_world;
 pub mod fault_proxy;
 pub mod moto;
 pub mod ready_lab;

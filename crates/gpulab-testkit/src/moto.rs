@@ -62,6 +62,67 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, Str
     Ok((status, body))
 }
 
+/// A Query-protocol call (EC2, IAM, STS) straight to moto, unsigned but for the credential scope moto
+/// routes by: for the emulated world's own bookkeeping (a node group's zones), not for gpulab.
+pub fn query(addr: SocketAddr, service: &str, params: &[(&str, &str)]) -> std::io::Result<String> {
+    let body: String = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-west-2/{service}/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string())
+}
+
+/// The availability zone of each of `subnets`, from moto's EC2.
+pub fn subnet_zones(addr: SocketAddr, subnets: &[String]) -> BTreeMap<String, String> {
+    let mut params = vec![("Action", "DescribeSubnets"), ("Version", "2016-11-15")];
+    let keys: Vec<String> = (1..=subnets.len())
+        .map(|i| format!("SubnetId.{i}"))
+        .collect();
+    for (k, v) in keys.iter().zip(subnets) {
+        params.push((k, v));
+    }
+    let xml = query(addr, "ec2", &params).unwrap_or_default();
+    let mut zones = BTreeMap::new();
+    for item in xml.split("<item>").skip(1) {
+        let field = |tag: &str| {
+            item.split_once(&format!("<{tag}>"))
+                .and_then(|(_, rest)| rest.split_once(&format!("</{tag}>")))
+                .map(|(v, _)| v.to_string())
+        };
+        if let (Some(id), Some(zone)) = (field("subnetId"), field("availabilityZone")) {
+            zones.insert(id, zone);
+        }
+    }
+    zones
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 impl MotoServer {
     /// Start moto on a free loopback port (with AWS-managed IAM policies loaded) and wait until it
     /// answers. Panics, saying how to install moto, when it cannot be found.
@@ -162,25 +223,41 @@ struct AccessEntry {
     kind: &'static str,
 }
 
+/// A Pod Identity association.
+#[derive(Clone)]
+struct Association {
+    namespace: String,
+    service_account: String,
+    role_arn: String,
+    tags: Value,
+    /// The addon that made it, if one did (its associations go with it).
+    owner: Option<String>,
+}
+
 #[derive(Default)]
 struct ClusterExtras {
     access_entries: BTreeMap<String, AccessEntry>,
     /// Addons by name, with their tags.
     addons: BTreeMap<String, Value>,
+    /// Pod Identity associations by ID.
+    associations: BTreeMap<String, Association>,
 }
 
 /// The principal moto's GetCallerIdentity answers with for any credentials (moto's default account).
 pub const MOTO_CALLER: &str = "arn:aws:sts::123456789012:user/moto";
 
 /// The EKS operations moto lacks, kept in memory: access entries (create, describe, list, delete,
-/// associate policy) and addons (create, describe, list, delete), each with its tags as EKS keeps
-/// them. As EKS does, a cluster created with `bootstrapClusterCreatorAdminPermissions` (the default)
+/// associate policy), addons (create, describe, list, update, delete) and Pod Identity associations
+/// (create, describe, list, delete; an addon's own made with it and gone with it), each with its tags
+/// as EKS keeps them. As EKS does, a cluster created with `bootstrapClusterCreatorAdminPermissions` (the default)
 /// gets an access entry for its creator, with the cluster admin policy and no tags (EKS API reference,
 /// CreateAccessConfigRequest; the creator here is [`MOTO_CALLER`]). Deleting a cluster (forwarded to
 /// moto) forgets its extras.
 #[derive(Default)]
 pub struct EksGaps {
     clusters: Mutex<BTreeMap<String, ClusterExtras>>,
+    /// moto, to check the IAM roles access entries name (see [`EksGaps::checking_principals_in`]).
+    iam: Option<SocketAddr>,
 }
 
 fn now() -> f64 {
@@ -215,6 +292,102 @@ impl EksGaps {
         Self::default()
     }
 
+    /// An empty store that refuses an access entry for an IAM role ARN that is not exactly the ARN of
+    /// a role in moto at `moto`, path included, as EKS does: the pathless ARN an IAM Identity Center
+    /// session's ARN suggests (`…:role/AWSReservedSSO_…` for a role at
+    /// `/aws-reserved/sso.amazonaws.com/…`) is refused (aws/containers-roadmap#474).
+    pub fn checking_principals_in(moto: SocketAddr) -> Self {
+        EksGaps {
+            iam: Some(moto),
+            ..Self::default()
+        }
+    }
+
+    /// Why EKS would refuse `principal` for an access entry, if it would.
+    fn principal_problem(&self, principal: &str) -> Option<String> {
+        let moto = self.iam?;
+        let role = principal.split(":role/").nth(1)?;
+        let name = role.rsplit('/').next()?;
+        let xml = query(
+            moto,
+            "iam",
+            &[
+                ("Action", "GetRole"),
+                ("Version", "2010-05-08"),
+                ("RoleName", name),
+            ],
+        )
+        .ok()?;
+        let arn = xml
+            .split_once("<Arn>")
+            .and_then(|(_, rest)| rest.split_once("</Arn>"))
+            .map(|(arn, _)| arn.to_string());
+        (arn.as_deref() != Some(principal))
+            .then(|| format!("The specified principalArn is invalid: {principal} is not an existing IAM role's ARN"))
+    }
+
+    /// The role a Pod Identity association gives `namespace/service_account` in `cluster`, if any.
+    pub fn pod_identity_role(
+        &self,
+        cluster: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Option<String> {
+        let clusters = self.clusters.lock().expect("eks gaps lock");
+        clusters.get(cluster)?.associations.values().find_map(|a| {
+            (a.namespace == namespace && a.service_account == service_account)
+                .then(|| a.role_arn.clone())
+        })
+    }
+
+    fn association(cluster: &str, id: &str, a: &Association) -> Value {
+        let mut v = json!({
+            "clusterName": cluster,
+            "namespace": a.namespace,
+            "serviceAccount": a.service_account,
+            "roleArn": a.role_arn,
+            "associationArn": format!("arn:aws:eks:us-west-2:123456789012:podidentityassociation/{cluster}/{id}"),
+            "associationId": id,
+            "tags": a.tags,
+            "createdAt": now(),
+            "modifiedAt": now(),
+        });
+        if let Some(owner) = &a.owner {
+            v["ownerArn"] = json!(format!(
+                "arn:aws:eks:us-west-2:123456789012:addon/{cluster}/{owner}/0"
+            ));
+        }
+        v
+    }
+
+    /// Record an addon's Pod Identity associations (`podIdentityAssociations` of CreateAddon or
+    /// UpdateAddon), replacing those it had.
+    fn set_addon_associations(extras: &mut ClusterExtras, addon: &str, body: &Value) {
+        extras
+            .associations
+            .retain(|_, a| a.owner.as_deref() != Some(addon));
+        for a in body["podIdentityAssociations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let id = format!(
+                "a-{:016x}",
+                extras.associations.len() as u64 + 1 + (now() as u64)
+            );
+            extras.associations.insert(
+                id,
+                Association {
+                    namespace: "kube-system".into(),
+                    service_account: a["serviceAccount"].as_str().unwrap_or_default().into(),
+                    role_arn: a["roleArn"].as_str().unwrap_or_default().into(),
+                    tags: json!({}),
+                    owner: Some(addon.to_string()),
+                },
+            );
+        }
+    }
+
     /// How many access entries and addons a cluster has here.
     pub fn counts(&self, cluster: &str) -> (usize, usize) {
         let clusters = self.clusters.lock().expect("eks gaps lock");
@@ -224,8 +397,15 @@ impl EksGaps {
             .unwrap_or((0, 0))
     }
 
-    fn addon(cluster: &str, name: &str, status: &str, tags: &Value) -> Value {
+    fn addon(
+        cluster: &str,
+        name: &str,
+        status: &str,
+        tags: &Value,
+        associations: Vec<String>,
+    ) -> Value {
         json!({"addon": {
+            "podIdentityAssociations": associations,
             "addonName": name,
             "clusterName": cluster,
             "status": status,
@@ -235,6 +415,18 @@ impl EksGaps {
             "modifiedAt": now(),
             "tags": tags,
         }})
+    }
+
+    /// The ARNs of the associations addon `name` made.
+    fn owned_by(extras: &ClusterExtras, cluster: &str, name: &str) -> Vec<String> {
+        extras
+            .associations
+            .iter()
+            .filter(|(_, a)| a.owner.as_deref() == Some(name))
+            .map(|(id, _)| {
+                format!("arn:aws:eks:us-west-2:123456789012:podidentityassociation/{cluster}/{id}")
+            })
+            .collect()
     }
 
     fn access_entry(cluster: &str, principal: &str, entry: &AccessEntry) -> Value {
@@ -342,6 +534,13 @@ impl Intercept for EksGaps {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
+                if let Some(problem) = self.principal_problem(&principal) {
+                    return Some(ProxyResponse::rest_error(
+                        400,
+                        "InvalidParameterException",
+                        &problem,
+                    ));
+                }
                 let extras = clusters.entry(c.to_string()).or_default();
                 if extras.access_entries.contains_key(&principal) {
                     return Some(in_use(
@@ -423,10 +622,116 @@ impl Intercept for EksGaps {
                     return Some(in_use("Addon already exists."));
                 }
                 let tags = body["tags"].clone();
-                let answer = Self::addon(c, &name, "CREATING", &tags);
+                Self::set_addon_associations(extras, &name, &body);
+                let answer = Self::addon(
+                    c,
+                    &name,
+                    "CREATING",
+                    &tags,
+                    Self::owned_by(extras, c, &name),
+                );
                 extras.addons.insert(name, tags);
                 Some(ProxyResponse::json(200, &answer))
             }
+            ("POST", ["clusters", c, "addons", name, "update"]) => {
+                let Some(extras) = clusters
+                    .get_mut(*c)
+                    .filter(|x| x.addons.contains_key(*name))
+                else {
+                    return Some(not_found(&format!(
+                        "No addon: {name} found in cluster: {c}"
+                    )));
+                };
+                if body.get("podIdentityAssociations").is_some() {
+                    Self::set_addon_associations(extras, name, &body);
+                }
+                Some(ProxyResponse::json(
+                    200,
+                    &json!({"update": {"id": "u-1", "status": "InProgress", "type": "AddonUpdate", "createdAt": now()}}),
+                ))
+            }
+            ("POST", ["clusters", c, "pod-identity-associations"]) => {
+                let extras = clusters.entry(c.to_string()).or_default();
+                let namespace = body["namespace"].as_str().unwrap_or_default().to_string();
+                let account = body["serviceAccount"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if extras
+                    .associations
+                    .values()
+                    .any(|a| a.namespace == namespace && a.service_account == account)
+                {
+                    return Some(in_use("Association already exists"));
+                }
+                let id = format!(
+                    "a-{:016x}",
+                    extras.associations.len() as u64 + 1 + (now() as u64)
+                );
+                let a = Association {
+                    namespace,
+                    service_account: account,
+                    role_arn: body["roleArn"].as_str().unwrap_or_default().into(),
+                    tags: body["tags"].clone(),
+                    owner: None,
+                };
+                let answer = json!({"association": Self::association(c, &id, &a)});
+                extras.associations.insert(id, a);
+                Some(ProxyResponse::json(200, &answer))
+            }
+            ("GET", ["clusters", c, "pod-identity-associations"]) => {
+                let query = req.query.clone().unwrap_or_default();
+                let param = |key: &str| {
+                    query.split('&').find_map(|kv| {
+                        kv.split_once('=')
+                            .filter(|(k, _)| *k == key)
+                            .map(|(_, v)| decode(v))
+                    })
+                };
+                let (namespace, account) = (param("namespace"), param("serviceAccount"));
+                let list: Vec<Value> = clusters
+                    .get(*c)
+                    .map(|x| {
+                        x.associations
+                            .iter()
+                            .filter(|(_, a)| namespace.as_ref().is_none_or(|n| *n == a.namespace))
+                            .filter(|(_, a)| {
+                                account.as_ref().is_none_or(|s| *s == a.service_account)
+                            })
+                            .map(|(id, a)| {
+                                let mut v = Self::association(c, id, a);
+                                if let Some(m) = v.as_object_mut() {
+                                    m.remove("tags");
+                                    m.remove("roleArn");
+                                }
+                                v
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some(ProxyResponse::json(200, &json!({"associations": list})))
+            }
+            ("GET", ["clusters", c, "pod-identity-associations", id]) => Some(
+                match clusters.get(*c).and_then(|x| x.associations.get(*id)) {
+                    Some(a) => ProxyResponse::json(
+                        200,
+                        &json!({"association": Self::association(c, id, a)}),
+                    ),
+                    None => not_found("No pod identity association found"),
+                },
+            ),
+            ("DELETE", ["clusters", c, "pod-identity-associations", id]) => Some(
+                match clusters
+                    .get_mut(*c)
+                    .and_then(|x| x.associations.remove(*id))
+                {
+                    Some(a) => ProxyResponse::json(
+                        200,
+                        &json!({"association": Self::association(c, id, &a)}),
+                    ),
+                    None => not_found("No pod identity association found"),
+                },
+            ),
             ("GET", ["clusters", c, "addons"]) => {
                 let addons: Vec<String> = clusters
                     .get(*c)
@@ -434,16 +739,35 @@ impl Intercept for EksGaps {
                     .unwrap_or_default();
                 Some(ProxyResponse::json(200, &json!({"addons": addons})))
             }
-            ("GET", ["clusters", c, "addons", name]) => {
-                Some(match clusters.get(*c).and_then(|x| x.addons.get(*name)) {
-                    Some(tags) => ProxyResponse::json(200, &Self::addon(c, name, "ACTIVE", tags)),
+            ("GET", ["clusters", c, "addons", name]) => Some(
+                match clusters.get(*c).filter(|x| x.addons.contains_key(*name)) {
+                    Some(x) => ProxyResponse::json(
+                        200,
+                        &Self::addon(
+                            c,
+                            name,
+                            "ACTIVE",
+                            &x.addons[*name],
+                            Self::owned_by(x, c, name),
+                        ),
+                    ),
                     None => not_found(&format!("No addon: {name} found in cluster: {c}")),
-                })
-            }
+                },
+            ),
             ("DELETE", ["clusters", c, "addons", name]) => Some(
-                match clusters.get_mut(*c).and_then(|x| x.addons.remove(*name)) {
-                    Some(tags) => {
-                        ProxyResponse::json(200, &Self::addon(c, name, "DELETING", &tags))
+                match clusters
+                    .get_mut(*c)
+                    .filter(|x| x.addons.contains_key(*name))
+                {
+                    Some(x) => {
+                        let tags = x.addons.remove(*name).unwrap_or_default();
+                        // An addon's associations go with it.
+                        x.associations
+                            .retain(|_, a| a.owner.as_deref() != Some(*name));
+                        ProxyResponse::json(
+                            200,
+                            &Self::addon(c, name, "DELETING", &tags, Vec::new()),
+                        )
                     }
                     None => not_found(&format!("No addon: {name} found in cluster: {c}")),
                 },

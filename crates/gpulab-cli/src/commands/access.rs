@@ -6,12 +6,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use clap::Args;
+use gpulab_core::Lab;
 use gpulab_core::events::Reporter;
-use gpulab_core::remote::forward::forward_local;
-use gpulab_core::remote::ssh::workspace_user;
-use gpulab_core::remote::ssh_config::{self, SshConfigEntry};
 use gpulab_core::workspace::ports;
-use gpulab_core::{Error, Lab};
 
 use super::lab::LabArg;
 use crate::args::GlobalArgs;
@@ -43,7 +40,7 @@ pub(crate) async fn ssh(global: &GlobalArgs, args: &SshArgs) -> gpulab_core::Res
         (_, true) => Some(false),
         _ => None,
     };
-    let status = gpulab_core::remote::terminal::interactive_session(&session, command, tty).await?;
+    let status = crate::terminal::interactive_session(&session, command, tty).await?;
     Ok(status.shell_code())
 }
 
@@ -56,8 +53,7 @@ pub(crate) struct ProxyArgs {
 /// `gpulab proxy`: bridge stdin/stdout to the workspace's sshd (an ssh ProxyCommand).
 pub(crate) async fn proxy(global: &GlobalArgs, args: &ProxyArgs) -> gpulab_core::Result<()> {
     let lab = args.lab.load(global).await?;
-    let tunnel = lab.remote().await?.tunnel(ports::SSH).await?;
-    ssh_config::proxy_process_stdio(tunnel).await
+    lab.proxy_process_stdio().await
 }
 
 #[derive(Debug, Args)]
@@ -77,22 +73,10 @@ pub(crate) async fn ssh_config(
     printer: &Printer,
 ) -> gpulab_core::Result<()> {
     let lab = args.lab.load(global).await?;
-    let gpulab = std::env::current_exe().map_err(|e| Error::io("find the gpulab executable", e))?;
-    let mut entry = SshConfigEntry::new(
-        lab.spec().spec.name.clone(),
-        &gpulab,
-        lab.dir().path().join("known_hosts"),
-    );
-    entry.user = workspace_user();
-    entry.identity_file = Some(lab.ssh_identity());
-    entry.host_key = lab.state()?.and_then(|s| s.host_public_key);
-    entry.accept_new_host_key = args.accept_new_host_key;
-    let ssh_dir = ssh_config::default_ssh_dir()
-        .ok_or_else(|| Error::io("find ~/.ssh", std::io::Error::other("no home directory")))?;
-    ssh_config::install(&entry, &ssh_dir)?;
+    let alias = lab.write_ssh_config(args.accept_new_host_key)?.alias;
     printer.line(format!(
         "ssh {0}   (also: scp FILE {0}:/workspace/, VS Code Remote-SSH host {0})",
-        entry.alias()
+        alias
     ));
     Ok(())
 }
@@ -119,7 +103,7 @@ pub(crate) async fn forward_until_interrupted(
 ) -> gpulab_core::Result<()> {
     let reporter: Arc<dyn Reporter> = Arc::new(Progress::new(true));
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, local));
-    let handle = forward_local(lab.remote().await?, listen, port, reporter).await?;
+    let handle = lab.forward(listen, port, reporter).await?;
     printer.line(say.replace("{addr}", &handle.local_addr().to_string()));
     if !global.quiet {
         printer.hint("Forwarding; Ctrl-C stops.");

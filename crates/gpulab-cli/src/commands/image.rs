@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 use gpulab_core::image::{ImageOptions, render_dockerfile};
-use gpulab_core::{Error, Lab, Provider};
+use gpulab_core::{Error, Lab};
 
 use super::lab::Format;
 use crate::args::{GlobalArgs, SpecArgs, lab_options};
@@ -81,14 +81,8 @@ async fn build(
     printer: &Printer,
 ) -> gpulab_core::Result<()> {
     let (spec, options) = args.image.resolve(global)?;
-    let name = spec.spec.name.clone();
-    // The lab as `up` recorded it (its cluster builds when docker is absent), else a lab not up yet,
-    // which can build with docker only.
-    // An unreadable record is an error, not a reason to start a new lab.
-    let lab = match Lab::find(&name, lab_options()).await? {
-        Some(lab) => lab,
-        None => Lab::new(spec, Provider::Aws, lab_options()).await?,
-    };
+    let lab = Lab::open(spec, lab_options()).await?;
+    let name = lab.spec().spec.name.clone();
     let progress = Progress::new(global.quiet);
     let built = tokio::select! {
         built = lab.build_image(&options, &progress) => built,

@@ -59,8 +59,9 @@ pub(crate) struct UpArgs {
     /// Use an existing cluster through this kubeconfig context instead of creating one on AWS.
     #[arg(long, value_name = "CONTEXT")]
     context: Option<String>,
-    /// The kubeconfig of --context [default: KUBECONFIG, ~/.kube/config].
-    #[arg(long, value_name = "PATH", requires = "context")]
+    /// Use an existing cluster through this kubeconfig (its current context, or --context) [default
+    /// with --context: KUBECONFIG, ~/.kube/config].
+    #[arg(long, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
     /// Output format of the final report.
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
@@ -73,13 +74,7 @@ pub(crate) async fn up(
     printer: &Printer,
 ) -> gpulab_core::Result<()> {
     let spec = args.spec.resolve(global)?.validate()?;
-    let provider = match &args.context {
-        Some(context) => Provider::Existing {
-            kubeconfig: args.kubeconfig.clone(),
-            context: Some(context.clone()),
-        },
-        None => Provider::Aws,
-    };
+    let provider = Provider::from_options(args.context.clone(), args.kubeconfig.clone());
     let name = spec.spec.name.clone();
     let lab = Lab::new(spec, provider, lab_options()).await?;
     let progress = Progress::new(global.quiet);
@@ -559,7 +554,6 @@ pub(crate) struct ExecArgs {
 
 pub(crate) async fn exec(global: &GlobalArgs, args: &ExecArgs) -> gpulab_core::Result<i32> {
     let lab = args.lab.load(global).await?;
-    let remote = lab.remote().await?;
     let request = ExecRequest {
         argv: args.command.clone(),
         ..Default::default()
@@ -570,7 +564,7 @@ pub(crate) async fn exec(global: &GlobalArgs, args: &ExecArgs) -> gpulab_core::R
         stdout: Box::pin(tokio::io::stdout()),
         stderr: Box::pin(tokio::io::stderr()),
     };
-    Ok(remote.exec_streaming(request, streams).await?.shell_code())
+    Ok(lab.exec_streaming(request, streams).await?.shell_code())
 }
 
 /// How `cp` reaches the workspace.
@@ -768,11 +762,7 @@ pub(crate) struct TokenArgs {
 
 /// Print an ExecCredential for kubectl: the EKS token, made in-process.
 pub(crate) async fn token(args: &TokenArgs, printer: &Printer) -> gpulab_core::Result<()> {
-    use gpulab_core::provision::TokenSource;
-    use gpulab_core::provision::aws::{AwsOptions, AwsProvisioner, exec_credential_json};
     let lab = Lab::load(&args.lab, lab_options()).await?;
-    let aws = AwsProvisioner::connect(lab.spec(), AwsOptions::default()).await;
-    let token = aws.tokens(lab.spec())?.token().await?;
-    printer.line(exec_credential_json(&token));
+    printer.line(lab.token().await?);
     Ok(())
 }

@@ -63,7 +63,7 @@ fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
         i.memory_gib
     ));
     printer.line(format!(
-        "  Workspace  pod {}/{}: {} GPU, {} CPU, {} memory, {} /workspace volume; image {}",
+        "  Workspace  pod {}/{}-0 (a StatefulSet of one: back by itself on a new node): {} GPU, {} CPU, {} memory, {} /workspace volume; image {}",
         s.workspace.namespace,
         s.workspace.pod_name,
         s.workspace.gpus,

@@ -1,8 +1,8 @@
 //! `gpulab test`: the GPU validation suite, in a lab's workspace or (`--local`) on this machine.
 
 use clap::Args;
-use gpulab_core::Error;
-use gpulab_core::checks::{CheckOptions, GpuReport, resolve_python, run_local_gpu_checks};
+use gpulab_core::Lab;
+use gpulab_core::checks::{CheckOptions, GpuReport};
 
 use crate::args::GlobalArgs;
 use crate::commands::lab::{Format, LabArg};
@@ -38,22 +38,12 @@ pub(crate) async fn test(
     if args.no_vllm {
         options.vllm_model = None;
     }
+    // With --local the interpreter is this machine's (checked here); in a lab, the workspace's.
+    options.python = args.python.clone();
     let report = if args.local {
-        if let Some(python) = &args.python {
-            let path = resolve_python(python).map_err(|problem| Error::Usage {
-                message: format!("--python {python}: {problem}"),
-                hint: "give the Python that has PyTorch, e.g. --python /opt/conda/bin/python3 \
-                       or --python .venv/bin/python (`which python3` shows the one on the PATH)"
-                    .into(),
-            })?;
-            options.python = Some(path.display().to_string());
-        }
-        run_local_gpu_checks(&options).await?
+        Lab::test_local(&options).await?
     } else {
-        // In a lab the interpreter is the workspace's, so it is looked up there, not here.
-        options.python = args.python.clone();
-        let lab = args.lab.load(global).await?;
-        lab.test_gpu(&options).await?
+        args.lab.load(global).await?.test_gpu(&options).await?
     };
     print(&report, args.output, printer);
     Ok(if report.passed() { 0 } else { 1 })

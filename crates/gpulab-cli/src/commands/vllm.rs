@@ -133,8 +133,7 @@ pub(crate) async fn run(
         }
         VllmCommand::Logs(args) => {
             let lab = args.lab.load(global).await?;
-            let remote = lab.remote().await?;
-            let log = vllm::log_tail(remote.as_ref(), args.lines).await?;
+            let log = lab.vllm_log(args.lines).await?;
             if log.trim().is_empty() {
                 printer.hint(format!(
                     "No vLLM log yet ({}); `gpulab vllm serve MODEL` starts the server.",

@@ -1,6 +1,9 @@
 //! Building the image in the cluster: a kaniko Job that reads the Dockerfile from a ConfigMap and pushes
-//! to ECR with the node's IAM role, through kaniko's built-in ECR credential helper (`credsStore:
-//! ecr-login` in its docker config; the AWS SDK inside finds the role through the instance metadata).
+//! to ECR through kaniko's built-in ECR credential helper (`credsStore: ecr-login` in its docker config).
+//! It runs as the lab's image-build service account, whose EKS Pod Identity association gives it the
+//! image-build role (push to the lab's repository only). The node role is not used: AL2023 nodes set the
+//! instance metadata hop limit to 1, so pods cannot reach it
+//! (<https://docs.aws.amazon.com/eks/latest/userguide/pod-id-how-it-works.html>).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -8,7 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, EnvVar, KeyToPath, Pod, PodSpec, PodTemplateSpec,
-    ResourceRequirements, Toleration, Volume, VolumeMount,
+    ResourceRequirements, ServiceAccount, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -30,6 +33,8 @@ pub struct KanikoBuild {
     pub namespace: String,
     /// Name of both the ConfigMap and the Job.
     pub name: String,
+    /// The service account the build runs as (its Pod Identity association grants the push).
+    pub service_account: String,
     /// The Dockerfile's text.
     pub dockerfile: String,
     /// The image reference to push, `<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`.
@@ -49,6 +54,7 @@ impl KanikoBuild {
         KanikoBuild {
             namespace: names.namespace,
             name: format!("{}-image-build", spec.spec.name),
+            service_account: names.image_build_account,
             dockerfile,
             destination,
             region: spec.spec.region.clone(),
@@ -58,12 +64,24 @@ impl KanikoBuild {
     }
 
     fn meta(&self) -> ObjectMeta {
+        self.meta_named(&self.name)
+    }
+
+    fn meta_named(&self, name: &str) -> ObjectMeta {
         ObjectMeta {
-            name: Some(self.name.clone()),
+            name: Some(name.to_string()),
             namespace: Some(self.namespace.clone()),
             labels: Some(self.labels.clone()),
             ..Default::default()
         }
+    }
+}
+
+/// The service account the build runs as.
+pub fn kaniko_service_account(build: &KanikoBuild) -> ServiceAccount {
+    ServiceAccount {
+        metadata: build.meta_named(&build.service_account),
+        ..Default::default()
     }
 }
 
@@ -154,6 +172,7 @@ pub fn kaniko_job(build: &KanikoBuild) -> Job {
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
+                    service_account_name: Some(build.service_account.clone()),
                     containers: vec![container],
                     volumes: Some(vec![
                         config_volume("context", "Dockerfile"),
@@ -192,11 +211,31 @@ pub async fn build_in_cluster(
 
     // A Job's template cannot change: delete the lab's previous one (and its pods) first. Same-named
     // objects that are not the lab's stop the build instead.
-    let not_ours = |kind: &str| Error::Ownership {
-        resource: format!("{kind} {}/{}", build.namespace, build.name),
+    let not_ours_named = |kind: &str, name: &str| Error::Ownership {
+        resource: format!("{kind} {}/{name}", build.namespace),
         message: format!("it lacks the label {LAB_ID_KEY}={}", build.id),
         hint: "someone else made it: remove it yourself, or build with docker".into(),
     };
+    let not_ours = |kind: &str| not_ours_named(kind, &build.name);
+
+    // The service account is kept between builds (its Pod Identity association names it).
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &build.namespace);
+    match accounts
+        .get_opt(&build.service_account)
+        .await
+        .map_err(|e| cluster_error(&what("get service account"), e))?
+    {
+        Some(account) if !build.id.owns_map(account.metadata.labels.as_ref()) => {
+            return Err(not_ours_named("ServiceAccount", &build.service_account));
+        }
+        Some(_) => {}
+        None => {
+            accounts
+                .create(&PostParams::default(), &kaniko_service_account(build))
+                .await
+                .map_err(|e| cluster_error(&what("create service account"), e))?;
+        }
+    }
     match delete_owned(&jobs, &build.name, &build.id, DeleteParams::foreground()).await? {
         Deletion::Deleted => {
             while jobs
@@ -241,11 +280,12 @@ pub async fn build_in_cluster(
             let log = build_log(&pods, &build.name).await;
             return Err(Error::Workspace {
                 message: format!("the image build failed; kaniko's log ends:\n{log}"),
-                hint: Some(
-                    "the node role needs ECR push rights (AmazonEC2ContainerRegistryPowerUser) and the \
-                     pod must reach the instance metadata (hop limit 2)"
-                        .into(),
-                ),
+                hint: Some(format!(
+                    "the push needs the Pod Identity association of {}/{} (made by `gpulab up` with \
+                     the eks-pod-identity-agent addon); on a cluster gpulab did not make, build with \
+                     docker instead",
+                    build.namespace, build.service_account
+                )),
             });
         }
         if started.elapsed() >= timeout {

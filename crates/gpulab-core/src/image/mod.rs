@@ -12,7 +12,10 @@ pub mod ecr;
 mod kaniko;
 
 pub use docker::{RegistryLogin, build_with_docker, docker_available};
-pub use kaniko::{KANIKO_IMAGE, KanikoBuild, build_in_cluster, kaniko_config_map, kaniko_job};
+pub use kaniko::{
+    KANIKO_IMAGE, KanikoBuild, build_in_cluster, kaniko_config_map, kaniko_job,
+    kaniko_service_account,
+};
 
 use crate::spec::ValidSpec;
 

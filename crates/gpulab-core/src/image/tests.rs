@@ -110,6 +110,7 @@ fn build() -> KanikoBuild {
     KanikoBuild {
         namespace: "gpulab".into(),
         name: "dev-image-build".into(),
+        service_account: "gpulab-image-build".into(),
         dockerfile: DEFAULT_DOCKERFILE.into(),
         destination: "123456789012.dkr.ecr.us-west-2.amazonaws.com/gpulab/dev:0123456789abcdef"
             .into(),
@@ -137,6 +138,14 @@ fn the_kaniko_job_parses_back() {
     );
     let pod = spec.template.spec.unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    // Pod Identity credentials come with the service account, not the node's role.
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("gpulab-image-build")
+    );
+    let account = kaniko_service_account(&b);
+    assert_eq!(account.metadata.name.as_deref(), Some("gpulab-image-build"));
+    assert_eq!(account.metadata.labels, Some(b.labels.clone()));
     let tolerations = pod.tolerations.unwrap();
     assert_eq!(tolerations[0].key.as_deref(), Some("nvidia.com/gpu"));
     let c = &pod.containers[0];

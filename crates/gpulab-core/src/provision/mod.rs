@@ -35,6 +35,22 @@ pub enum Provider {
     },
 }
 
+impl Provider {
+    /// The provider a frontend's options name: an existing cluster when a kubeconfig context or file is
+    /// given (the file's current context when no context is), otherwise AWS. The CLI's `--context` and
+    /// `--kubeconfig` and Python's `context=` and `kubeconfig=` both come here.
+    pub fn from_options(context: Option<String>, kubeconfig: Option<PathBuf>) -> Provider {
+        if context.is_some() || kubeconfig.is_some() {
+            Provider::Existing {
+                kubeconfig,
+                context,
+            }
+        } else {
+            Provider::Aws
+        }
+    }
+}
+
 /// The cluster an existing-cluster lab was brought up on, as `up` found it through the kubeconfig. A
 /// later command that finds another server or certificate authority behind the same context refuses to
 /// act: the lab's objects are not in that cluster, and same-named ones there are someone else's.

@@ -201,6 +201,8 @@ impl ApiServerExec {
             + u64::from(meta.is_file());
         let total = root.size + items.iter().map(|i| i.size).sum::<u64>();
 
+        // The progress counts the archive's bytes, headers and padding included: its total is theirs.
+        let size = archive::packed_size(&name, &root, &items);
         // tar is written on a blocking thread into one end of a pipe; the other end feeds exec's stdin.
         let (reader, writer) = tokio::io::duplex(PIPE);
         let source = local.to_path_buf();
@@ -226,7 +228,8 @@ impl ApiServerExec {
             ],
             ..Default::default()
         };
-        let counted = ProgressReader::new(reader, "upload", Some(total), reporter);
+        let step = format!("upload {}", local.display());
+        let counted = ProgressReader::new(reader, step, Some(size), reporter);
         let mut stderr = Vec::new();
         let streams = ExecStreams {
             stdin: Some(Box::pin(counted)),
@@ -316,7 +319,7 @@ impl ApiServerExec {
             ..Default::default()
         };
         let mut stderr = Vec::new();
-        let progress = ProgressWriter::new(writer, "download", reporter);
+        let progress = ProgressWriter::new(writer, format!("download {remote}"), reporter);
         let streams = ExecStreams {
             stdin: None,
             stdout: Box::pin(progress),

@@ -146,6 +146,36 @@ pub(crate) fn pack<W: Write>(
     builder.into_inner()
 }
 
+/// The size of the stream [`pack`] writes for the same arguments, without reading the files: a 512-byte
+/// header per entry, before it a GNU long-name (or long-link) entry for a name or link target over the
+/// header's 100 bytes, each file's data padded to 512 bytes, and the two zero blocks at the end.
+pub(crate) fn packed_size(name: &str, root_item: &Item, items: &[Item]) -> u64 {
+    const BLOCK: u64 = 512;
+    let padded = |n: u64| n.div_ceil(BLOCK) * BLOCK;
+    let long = |text: &str| {
+        let len = text.len() as u64;
+        if len > 100 {
+            BLOCK + padded(len + 1)
+        } else {
+            0
+        }
+    };
+    let entry = |rel_name: &str, item: &Item| {
+        BLOCK
+            + long(rel_name)
+            + match item.kind {
+                Kind::Dir => 0,
+                Kind::Link => long(item.link.as_deref().unwrap_or("")),
+                Kind::File => padded(item.size),
+            }
+    };
+    let mut size = 2 * BLOCK + entry(name, root_item);
+    for item in items {
+        size += entry(&format!("{name}/{}", item.rel), item);
+    }
+    size
+}
+
 /// What [`unpack`] wrote.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unpacked {
@@ -489,5 +519,38 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o640);
+    }
+
+    /// An upload's progress total is the archive's size, to the byte: files of every padding, empty
+    /// directories, names and symlink targets over tar's 100 bytes, links kept or followed.
+    #[test]
+    fn packed_size_is_the_size_of_the_stream() {
+        use crate::remote::tree::{local_item, walk_local};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        let deep = root.join("a".repeat(60)).join("b".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        for (name, len) in [("zero", 0), ("one", 1), ("block", 512), ("more", 513)] {
+            std::fs::write(root.join(name), vec![7u8; len]).unwrap();
+        }
+        std::fs::write(deep.join("c".repeat(30)), b"deep").unwrap();
+        std::os::unix::fs::symlink("one", root.join("short-link")).unwrap();
+        std::fs::write(root.join("x".repeat(120)), b"far").unwrap();
+        std::os::unix::fs::symlink("x".repeat(120), root.join("long-link")).unwrap();
+        std::os::unix::fs::symlink("more", root.join("l".repeat(101))).unwrap();
+
+        for links in [crate::remote::Links::Keep, crate::remote::Links::Follow] {
+            let items = walk_local(&root, links, &crate::events::Silent).unwrap();
+            let item = local_item(String::new(), &std::fs::metadata(&root).unwrap());
+            let stream = pack(Vec::new(), &root, "project", &item, &items, |_| {}).unwrap();
+            assert_eq!(packed_size("project", &item, &items), stream.len() as u64);
+        }
+        for file in [root.join("more"), deep.join("c".repeat(30))] {
+            let item = local_item(String::new(), &std::fs::metadata(&file).unwrap());
+            let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+            let stream = pack(Vec::new(), &file, &name, &item, &[], |_| {}).unwrap();
+            assert_eq!(packed_size(&name, &item, &[]), stream.len() as u64);
+        }
     }
 }

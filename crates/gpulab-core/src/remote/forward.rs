@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::RemoteExec;
-use crate::events::{Event, Reporter};
+use crate::events::{Event, Reporter, Unit};
 use crate::{Error, Result};
 
 /// A running forward. Dropping it (or [`ForwardHandle::close`]) stops the listener and ends the connections
@@ -105,7 +105,7 @@ pub async fn forward_local(
                     Ok((socket, peer)) => {
                         let _ = socket.set_nodelay(true);
                         let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-                        reporter.report(Event::Progress { step: step.clone(), done: n, total: None });
+                        reporter.report(Event::Progress { step: step.clone(), done: n, total: None, unit: Unit::Items });
                         let exec = exec.clone();
                         let reporter = reporter.clone();
                         connections.spawn(async move {

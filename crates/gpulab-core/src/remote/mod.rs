@@ -23,7 +23,6 @@ pub mod local;
 pub mod ssh;
 pub mod ssh_config;
 pub mod sync;
-pub mod terminal;
 pub(crate) mod tree;
 
 /// A command to run in the workspace.

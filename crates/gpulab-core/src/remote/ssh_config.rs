@@ -186,6 +186,8 @@ fn config_path(path: &Path) -> String {
 /// Where the files went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstalledSshConfig {
+    /// The Host alias to give ssh, scp, rsync and VS Code: `gpulab-<lab>`.
+    pub alias: String,
     /// The lab's Host block, `<ssh dir>/gpulab/<lab>`.
     pub host_file: PathBuf,
     /// The known_hosts file written with the pinned key, if there was one.
@@ -234,6 +236,7 @@ pub fn install(entry: &SshConfigEntry, ssh_dir: &Path) -> Result<InstalledSshCon
     let main_config = ssh_dir.join("config");
     let include_changed = ensure_include(&main_config, &include_pattern(ssh_dir))?;
     Ok(InstalledSshConfig {
+        alias: entry.alias(),
         host_file,
         known_hosts,
         main_config,

@@ -534,6 +534,7 @@ pub async fn sync(
             step: format!("deleted {rel}"),
             done: 1,
             total: Some(1),
+            unit: crate::events::Unit::Items,
         });
     }
     report.elapsed = started.elapsed();

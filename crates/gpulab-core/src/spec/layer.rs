@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AccessMode, Capacity, FieldError, LabSpec, Provenance, ResolvedSpec, Source, SpecErrors,
+    ValidSpec,
 };
 
 /// A partial spec: what one source says. `None` leaves the value of the layers below.
@@ -197,6 +198,36 @@ impl SpecInputs {
             })
         } else {
             Err(SpecErrors(errors))
+        }
+    }
+}
+
+impl SpecInputs {
+    /// Set each option on the overrides, as [`SpecLayer::set`] takes them (`("node_type", "g5.xlarge")`),
+    /// then resolve and validate the spec. Every problem is reported at once: an unknown option or a
+    /// value of the wrong kind, named by `override_source` as any override is, with the spec's own.
+    pub fn validate_options(
+        mut self,
+        options: impl IntoIterator<Item = (String, serde_json::Value)>,
+    ) -> Result<ValidSpec, SpecErrors> {
+        let source = self
+            .override_source
+            .unwrap_or(|field| Source::Argument(field.to_string()));
+        let mut errors = Vec::new();
+        for (option, value) in options {
+            if let Err(e) = self.overrides.set(&option, value) {
+                let source = source(e.field());
+                errors.push(e.into_field_error(source));
+            }
+        }
+        let validated = self.resolve().and_then(ResolvedSpec::validate);
+        match validated {
+            Ok(valid) if errors.is_empty() => Ok(valid),
+            Ok(_) => Err(SpecErrors(errors)),
+            Err(SpecErrors(more)) => {
+                errors.extend(more);
+                Err(SpecErrors(errors))
+            }
         }
     }
 }
@@ -404,4 +435,262 @@ pub fn field_option(field: &str) -> Option<&'static str> {
         .iter()
         .find(|(_, f)| *f == field)
         .map(|(option, _)| *option)
+}
+
+/// An option [`SpecLayer::set`] refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OptionError {
+    /// No option has this name.
+    #[error("no option {option:?}; the options are: {}", option_names())]
+    Unknown {
+        /// The name given.
+        option: String,
+        /// The value given, as [`OptionError::Invalid`] has it.
+        value: String,
+    },
+    /// The value is not of the kind the option takes.
+    #[error("{option} = {value:?}: {problem}\n    allowed: {allowed}")]
+    Invalid {
+        /// The option, e.g. "min_nodes".
+        option: &'static str,
+        /// The field it sets, e.g. "nodes.min".
+        field: &'static str,
+        /// The value: text as it is, anything else as JSON.
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+        /// What the option takes.
+        allowed: &'static str,
+    },
+}
+
+impl OptionError {
+    /// The field the option sets, or the unknown option's name.
+    pub fn field(&self) -> &str {
+        match self {
+            OptionError::Unknown { option, .. } => option,
+            OptionError::Invalid { field, .. } => field,
+        }
+    }
+
+    /// This error as one problem of a spec, from `source` (the flag or argument that gave the value).
+    pub fn into_field_error(self, source: Source) -> FieldError {
+        match self {
+            OptionError::Unknown { option, value } => FieldError {
+                field: option,
+                value,
+                source,
+                problem: "no such option".into(),
+                allowed: option_names(),
+            },
+            OptionError::Invalid {
+                field,
+                value,
+                problem,
+                allowed,
+                ..
+            } => FieldError {
+                field: field.into(),
+                value,
+                source,
+                problem,
+                allowed: allowed.into(),
+            },
+        }
+    }
+}
+
+/// Every option's name, comma-separated, in [`OPTIONS`]'s order.
+fn option_names() -> String {
+    OPTIONS
+        .iter()
+        .map(|(option, _)| *option)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What [`SpecLayer::set`] says each kind of option takes.
+const TEXT: &str = "text";
+const COUNT: &str = "a whole number, 0 or more";
+const FLAG: &str = "true or false";
+const PATH: &str = "a file path";
+const ACCESS: &str = "\"port-forward\" or \"load-balancer\"";
+const CIDRS: &str = "a list of address ranges, e.g. [\"203.0.113.7/32\"]";
+const TAGS: &str = "a map of text keys to text values, e.g. {\"team\": \"ml\"}";
+
+impl SpecLayer {
+    /// Set one option by the name every frontend shares ([`OPTIONS`]: the Python keyword arguments, the
+    /// CLI's flags with `-` for `_`, the methods of [`crate::LabBuilder`]), e.g. `node_type` sets
+    /// `[nodes] instance_type` and `spot = true` sets `[nodes] capacity = "spot"`.
+    ///
+    /// Here the value's kind is checked (text, a whole number, true or false, ...); whether it makes
+    /// sense (a known instance type, `min_nodes` ≤ `max_nodes`) is checked with the rest of the spec by
+    /// [`super::ResolvedSpec::validate`]. `null` unsets the option, so the layers below decide; `tags`
+    /// add to the tags set before.
+    ///
+    /// ```
+    /// use gpulab_core::spec::SpecLayer;
+    /// use serde_json::json;
+    ///
+    /// let mut layer = SpecLayer::default();
+    /// layer.set("node_type", json!("g5.xlarge"))?;
+    /// layer.set("spot", json!(true))?;
+    /// assert_eq!(layer.nodes.instance_type.as_deref(), Some("g5.xlarge"));
+    ///
+    /// let error = layer.set("min_nodes", json!("two")).unwrap_err();
+    /// assert_eq!(error.to_string(), "min_nodes = \"two\": not a whole number\n    allowed: a whole number, 0 or more");
+    /// # Ok::<(), gpulab_core::spec::OptionError>(())
+    /// ```
+    pub fn set(&mut self, option: &str, value: serde_json::Value) -> Result<(), OptionError> {
+        let Some((option, field)) = OPTIONS.iter().find(|(o, _)| *o == option).copied() else {
+            return Err(OptionError::Unknown {
+                option: option.into(),
+                value: as_written(&value),
+            });
+        };
+        let check = Check {
+            option,
+            field,
+            value: &value,
+        };
+        match option {
+            "name" => self.name = check.text()?,
+            "region" => self.region = check.text()?,
+            "kubernetes_version" => self.kubernetes_version = check.text()?,
+            "node_type" => self.nodes.instance_type = check.text()?,
+            "min_nodes" => self.nodes.min = check.count()?,
+            "desired_nodes" => self.nodes.desired = check.count()?,
+            "max_nodes" => self.nodes.max = check.count()?,
+            "spot" => {
+                self.nodes.capacity = check.flag()?.map(|spot| {
+                    if spot {
+                        Capacity::Spot
+                    } else {
+                        Capacity::OnDemand
+                    }
+                })
+            }
+            "disk" => self.nodes.disk_gib = check.count()?,
+            "namespace" => self.workspace.namespace = check.text()?,
+            "pod_name" => self.workspace.pod_name = check.text()?,
+            "image" => self.workspace.image = check.text()?,
+            "gpus" => self.workspace.gpus = check.count()?,
+            "cpu" => self.workspace.cpu = check.text()?,
+            "memory" => self.workspace.memory = check.text()?,
+            "volume_size" => self.workspace.volume_size = check.text()?,
+            "storage_class" => self.workspace.storage_class = check.text()?,
+            "jupyter" => self.workspace.jupyter = check.flag()?,
+            "ssh_key" => {
+                self.workspace.ssh_public_key = check.text_as(PATH)?.map(PathBuf::from);
+            }
+            "time_slicing" => self.device_plugin.time_slicing_replicas = check.count()?,
+            "access" => {
+                self.access.mode = match check.text_as(ACCESS)?.as_deref() {
+                    None => None,
+                    Some("port-forward") => Some(AccessMode::PortForward),
+                    Some("load-balancer") => Some(AccessMode::LoadBalancer),
+                    Some(_) => return Err(check.invalid("not an access mode", ACCESS)),
+                }
+            }
+            "allowed_cidrs" => self.access.allowed_cidrs = check.cidrs()?,
+            "api_cidrs" => self.access.api_cidrs = check.cidrs()?,
+            "tags" => self.tags.extend(check.tags()?),
+            _ => unreachable!("every option in OPTIONS is handled: {option}"),
+        }
+        Ok(())
+    }
+}
+
+/// A value as the user wrote it, for messages: text as it is, anything else as JSON.
+fn as_written(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One value given for one option, checked for the kind the option takes.
+struct Check<'a> {
+    option: &'static str,
+    field: &'static str,
+    value: &'a serde_json::Value,
+}
+
+impl Check<'_> {
+    fn invalid(&self, problem: &str, allowed: &'static str) -> OptionError {
+        OptionError::Invalid {
+            option: self.option,
+            field: self.field,
+            value: as_written(self.value),
+            problem: problem.into(),
+            allowed,
+        }
+    }
+
+    fn text(&self) -> Result<Option<String>, OptionError> {
+        self.text_as(TEXT)
+    }
+
+    fn text_as(&self, allowed: &'static str) -> Result<Option<String>, OptionError> {
+        match self.value {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(text) => Ok(Some(text.clone())),
+            _ => Err(self.invalid("not text", allowed)),
+        }
+    }
+
+    fn count(&self) -> Result<Option<u32>, OptionError> {
+        match self.value {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| self.invalid("not a whole number of 0 or more", COUNT)),
+            _ => Err(self.invalid("not a whole number", COUNT)),
+        }
+    }
+
+    fn flag(&self) -> Result<Option<bool>, OptionError> {
+        match self.value {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::Bool(flag) => Ok(Some(*flag)),
+            _ => Err(self.invalid("not true or false", FLAG)),
+        }
+    }
+
+    fn cidrs(&self) -> Result<Option<Vec<IpNet>>, OptionError> {
+        let items = match self.value {
+            serde_json::Value::Null => return Ok(None),
+            serde_json::Value::Array(items) => items,
+            _ => return Err(self.invalid("not a list", CIDRS)),
+        };
+        items
+            .iter()
+            .map(|item| {
+                let text = item
+                    .as_str()
+                    .ok_or_else(|| self.invalid(&format!("{item} is not text"), CIDRS))?;
+                text.trim()
+                    .parse()
+                    .map_err(|_| self.invalid(&format!("{text:?} is not an address range"), CIDRS))
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    fn tags(&self) -> Result<BTreeMap<String, String>, OptionError> {
+        let entries = match self.value {
+            serde_json::Value::Null => return Ok(BTreeMap::new()),
+            serde_json::Value::Object(entries) => entries,
+            _ => return Err(self.invalid("not a map", TAGS)),
+        };
+        entries
+            .iter()
+            .map(|(key, value)| match value.as_str() {
+                Some(text) => Ok((key.clone(), text.to_string())),
+                None => Err(self.invalid(&format!("the value of {key:?} is not text"), TAGS)),
+            })
+            .collect()
+    }
 }

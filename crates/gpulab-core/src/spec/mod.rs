@@ -18,8 +18,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use layer::{
-    AccessLayer, DevicePluginLayer, ENV_VARS, NodesLayer, OPTIONS, SpecInputs, SpecLayer,
-    WorkspaceLayer, config_file_candidates, field_option, option_field,
+    AccessLayer, DevicePluginLayer, ENV_VARS, NodesLayer, OPTIONS, OptionError, SpecInputs,
+    SpecLayer, WorkspaceLayer, config_file_candidates, field_option, option_field,
 };
 pub use quantity::Quantity;
 pub use validate::{SshKey, ValidSpec};
@@ -212,6 +212,8 @@ pub enum Source {
     Flag(String),
     /// A keyword argument of the Python API, e.g. `node_type=`.
     Argument(String),
+    /// A method of the Rust [`crate::LabBuilder`], e.g. `.node_type()`.
+    Method(String),
 }
 
 impl fmt::Display for Source {
@@ -222,6 +224,7 @@ impl fmt::Display for Source {
             Source::Env(var) => write!(f, "env {var}"),
             Source::Flag(flag) => write!(f, "flag {flag}"),
             Source::Argument(arg) => write!(f, "argument {arg}"),
+            Source::Method(method) => write!(f, "method {method}"),
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -12,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -197,7 +200,7 @@ pub fn manifests(
         ..Default::default()
     }));
 
-    objects.push(KubeObject::Pod(pod(spec, id, &names)));
+    objects.push(KubeObject::StatefulSet(workload(spec, id, &names)));
 
     let mut service_ports = vec![service_port("ssh", ports::SSH)];
     if ws.jupyter {
@@ -205,7 +208,7 @@ pub fn manifests(
     }
     let selector = Some(BTreeMap::from([(
         WORKSPACE_LABEL.to_string(),
-        names.pod.clone(),
+        names.workload.clone(),
     )]));
     objects.push(KubeObject::Service(Service {
         metadata: meta(&names.service, true),
@@ -258,11 +261,38 @@ fn service_port(name: &str, port: u16) -> ServicePort {
     }
 }
 
+/// The workspace's StatefulSet of one: whenever its pod is gone (its node stopped, replaced or
+/// interrupted), the controller makes `<workload>-0` again, which mounts the same `/workspace` claim.
+/// A StatefulSet rather than a Deployment because it never runs two pods at once: the old one is gone
+/// before the new one starts, as a ReadWriteOnce EBS volume needs.
+fn workload(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> StatefulSet {
+    let pod = pod(spec, id, names);
+    let selector = BTreeMap::from([(WORKSPACE_LABEL.to_string(), names.workload.clone())]);
+    StatefulSet {
+        metadata: meta(spec, id, &names.workload, true),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(names.service.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(pod.metadata),
+                spec: pod.spec,
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The workspace pod, as the StatefulSet's template makes it.
 fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
     let ws = &spec.spec.workspace;
     let gpus = quantity(&ws.gpus.to_string());
     let mut labels = naming::kube_labels(&spec.spec, id);
-    labels.insert(WORKSPACE_LABEL.into(), names.pod.clone());
+    labels.insert(WORKSPACE_LABEL.into(), names.workload.clone());
 
     let env_value = |name: &str, value: &str| EnvVar {
         name: name.into(),
@@ -324,10 +354,9 @@ fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
     Pod {
         metadata: ObjectMeta {
             labels: Some(labels),
-            ..meta(spec, id, &names.pod, true)
+            ..Default::default()
         },
         spec: Some(PodSpec {
-            hostname: Some(names.pod.clone()),
             // The workspace never calls the Kubernetes API; without a token, code run in it cannot
             // either.
             automount_service_account_token: Some(false),

@@ -155,6 +155,8 @@ pub struct NodeSpec {
     pub memory: String,
     /// Physical GPUs; advertised as `nvidia.com/gpu` only once the device plugin runs on the node.
     pub gpus: u64,
+    /// Its availability zone (`topology.kubernetes.io/zone`).
+    pub zone: String,
 }
 
 impl NodeSpec {
@@ -170,6 +172,7 @@ impl NodeSpec {
             cpu: "2".into(),
             memory: "8Gi".into(),
             gpus: 0,
+            zone: "us-west-2a".into(),
         }
     }
 
@@ -193,6 +196,7 @@ impl NodeSpec {
             cpu: "4".into(),
             memory: "16Gi".into(),
             gpus: 1,
+            zone: "us-west-2a".into(),
         }
     }
 
@@ -231,6 +235,12 @@ impl NodeSpec {
         self
     }
 
+    /// In availability zone `zone`.
+    pub fn in_zone(mut self, zone: &str) -> Self {
+        self.zone = zone.into();
+        self
+    }
+
     fn to_object(&self, index: u64) -> Value {
         let mut labels: BTreeMap<String, String> = BTreeMap::from([
             ("kubernetes.io/hostname".to_string(), self.name.clone()),
@@ -238,9 +248,12 @@ impl NodeSpec {
             ("kubernetes.io/arch".to_string(), "amd64".to_string()),
             ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
             ("beta.kubernetes.io/arch".to_string(), "amd64".to_string()),
+            ("topology.kubernetes.io/zone".to_string(), self.zone.clone()),
             (
-                "topology.kubernetes.io/zone".to_string(),
-                "us-west-2a".to_string(),
+                "topology.kubernetes.io/region".to_string(),
+                self.zone
+                    .trim_end_matches(|c: char| c.is_ascii_lowercase())
+                    .to_string(),
             ),
         ]);
         labels.extend(self.labels.clone());
@@ -266,7 +279,7 @@ impl NodeSpec {
         };
         let ip = format!("192.168.{}.{}", 10 + index / 250, 10 + index % 250);
         let mut spec =
-            json!({"providerID": format!("aws:///us-west-2a/i-{:017x}", 0x0abc_0000 + index)});
+            json!({"providerID": format!("aws:///{}/i-{:017x}", self.zone, 0x0abc_0000 + index)});
         if !taints.is_empty() {
             spec["taints"] = Value::Array(taints);
         }
@@ -302,8 +315,116 @@ impl NodeSpec {
 pub struct KubeEmulator {
     inner: Arc<Inner>,
     shutdown: watch::Sender<bool>,
-    nodes_added: AtomicU64,
+    nodes_added: Arc<AtomicU64>,
     _sandbox: tempfile::TempDir,
+}
+
+/// A handle on a running emulator's cluster for what the cloud around it does (a node group adds and
+/// removes nodes, an EKS addon installs its workloads), usable from plain threads. It does not keep
+/// the server alive.
+#[derive(Clone)]
+pub struct KubeHandle {
+    inner: Arc<Inner>,
+    nodes_added: Arc<AtomicU64>,
+}
+
+impl KubeHandle {
+    /// From now on behave as an EKS cluster does: names resolve only while a CoreDNS pod is ready (a pod
+    /// with a readiness probe that needs them stays unready without), EBS volumes are made only by a
+    /// running EBS CSI controller that has AWS credentials, and each volume is pinned to the zone of the
+    /// node that first used it. See [`crate::eks_world`] for the workloads EKS brings.
+    pub fn behave_as_eks(&self) {
+        let mut st = self.inner.lock();
+        st.eks = true;
+        sim::reconcile(&mut st);
+    }
+
+    /// Add a node (its GPUs appear in allocatable once the device plugin runs on it).
+    pub fn add_node(&self, node: NodeSpec) {
+        let index = self.nodes_added.fetch_add(1, Ordering::SeqCst);
+        let mut st = self.inner.lock();
+        st.node_gpus.insert(node.name.clone(), node.gpus);
+        if let Err(e) = server::create(&mut st, resources::NODE, None, node.to_object(index), false)
+        {
+            panic!("add node {}: {}", node.name, e.message);
+        }
+        sim::reconcile(&mut st);
+    }
+
+    /// Remove a node; the pod garbage collector deletes its pods, and their controllers make new
+    /// ones elsewhere.
+    pub fn remove_node(&self, name: &str) {
+        let mut st = self.inner.lock();
+        st.node_gpus.remove(name);
+        st.remove(resources::NODE, "", name);
+        sim::reconcile(&mut st);
+    }
+
+    /// The names of the nodes that carry label `key=value`.
+    pub fn nodes_labelled(&self, key: &str, value: &str) -> Vec<String> {
+        let st = self.inner.lock();
+        st.list(resources::NODE, None)
+            .iter()
+            .filter(|n| n["metadata"]["labels"][key] == json!(value))
+            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Create an object (an addon's Deployment, a system DaemonSet) as the cloud's own controllers
+    /// would, if no object of its kind and name exists; `plural` names the kind (`deployments`).
+    pub fn create(&self, plural: &str, object: Value) {
+        let res = resources::by_plural(plural).unwrap_or_else(|| panic!("no kind {plural}"));
+        let mut st = self.inner.lock();
+        let ns = object["metadata"]["namespace"].as_str().map(str::to_string);
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        if st.get(res, ns.as_deref().unwrap_or(""), name).is_some() {
+            return;
+        }
+        if let Err(e) = server::create(&mut st, res, ns.as_deref(), object, false) {
+            panic!("create {plural}: {}", e.message);
+        }
+        sim::reconcile(&mut st);
+    }
+
+    /// Set (or, with `None`, remove) annotation `key` of an object, if it exists.
+    pub fn annotate(
+        &self,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+    ) {
+        let res = resources::by_plural(plural).unwrap_or_else(|| panic!("no kind {plural}"));
+        let mut st = self.inner.lock();
+        let Some(mut object) = st.get(res, namespace, name).cloned() else {
+            return;
+        };
+        let current = object["metadata"]["annotations"][key]
+            .as_str()
+            .map(str::to_string);
+        if current.as_deref() == value {
+            return;
+        }
+        match value {
+            Some(v) => object["metadata"]["annotations"][key] = json!(v),
+            None => {
+                if let Some(map) = object["metadata"]["annotations"].as_object_mut() {
+                    map.remove(key);
+                }
+            }
+        }
+        st.update(res, object);
+        sim::reconcile(&mut st);
+    }
+
+    /// Delete an object if it exists.
+    pub fn delete(&self, plural: &str, namespace: &str, name: &str) {
+        let res = resources::by_plural(plural).unwrap_or_else(|| panic!("no kind {plural}"));
+        let mut st = self.inner.lock();
+        st.remove(res, namespace, name);
+        sim::reconcile(&mut st);
+    }
 }
 
 impl std::fmt::Debug for KubeEmulator {
@@ -411,7 +532,7 @@ impl KubeEmulator {
         Ok(KubeEmulator {
             inner,
             shutdown,
-            nodes_added: AtomicU64::new(0),
+            nodes_added: Arc::new(AtomicU64::new(0)),
             _sandbox: sandbox,
         })
     }
@@ -445,34 +566,23 @@ impl KubeEmulator {
         ::kube::Client::try_from(::kube::Config::new(url)).expect("kube client for the emulator")
     }
 
-    /// Add a node (its GPUs appear in allocatable once the device plugin runs on it).
-    pub fn add_node(&self, node: NodeSpec) {
-        let index = self.nodes_added.fetch_add(1, Ordering::SeqCst);
-        let mut st = self.inner.lock();
-        st.node_gpus.insert(node.name.clone(), node.gpus);
-        if let Err(e) = server::create(&mut st, resources::NODE, None, node.to_object(index), false)
-        {
-            panic!("add node {}: {}", node.name, e.message);
+    /// A handle for what the cloud around the cluster does, usable from plain threads.
+    pub fn handle(&self) -> KubeHandle {
+        KubeHandle {
+            inner: self.inner.clone(),
+            nodes_added: self.nodes_added.clone(),
         }
-        sim::reconcile(&mut st);
     }
 
-    /// Remove a node; its pods are deleted as the node lifecycle controller would.
+    /// Add a node (its GPUs appear in allocatable once the device plugin runs on it).
+    pub fn add_node(&self, node: NodeSpec) {
+        self.handle().add_node(node);
+    }
+
+    /// Remove a node; the pod garbage collector deletes its pods, and their controllers make new
+    /// ones elsewhere.
     pub fn remove_node(&self, name: &str) {
-        let mut st = self.inner.lock();
-        st.node_gpus.remove(name);
-        st.remove(resources::NODE, "", name);
-        for pod in st.list(resources::POD, None) {
-            if pod["spec"]["nodeName"] == name {
-                let ns = pod["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                let pod_name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
-                st.remove(resources::POD, &ns, &pod_name);
-            }
-        }
-        sim::reconcile(&mut st);
+        self.handle().remove_node(name);
     }
 
     /// Make port-forwards to `port` of pod `namespace/pod` connect to `to` (a real server the test runs).
@@ -528,6 +638,13 @@ impl KubeEmulator {
             .bookmark_interval
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = every.max(Duration::from_millis(1));
+    }
+
+    /// Every object of kind `plural` in `namespace` (all namespaces when empty), as JSON.
+    pub fn objects(&self, plural: &str, namespace: &str) -> Vec<Value> {
+        let res = resources::by_plural(plural).unwrap_or_else(|| panic!("no kind {plural}"));
+        let st = self.inner.lock();
+        st.list(res, (!namespace.is_empty()).then_some(namespace))
     }
 
     /// The sandbox directory where commands exec'd in the pod run (created on first exec).

@@ -78,8 +78,10 @@ pub(crate) const PV: usize = 7;
 pub(crate) const EVENT: usize = 8;
 pub(crate) const SERVICE_ACCOUNT: usize = 9;
 pub(crate) const DAEMON_SET: usize = 10;
-/// (11: deployments, stored only.)
+pub(crate) const DEPLOYMENT: usize = 11;
 pub(crate) const STORAGE_CLASS: usize = 12;
+/// (13: CSI drivers, stored only.)
+pub(crate) const STATEFUL_SET: usize = 14;
 
 const POD_SUBS: &[(&str, &str, &[&str])] = &[
     ("exec", "PodExecOptions", &["create", "get"]),
@@ -194,7 +196,22 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         false,
         &[]
     ),
+    res!(
+        "apps",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        true,
+        &["sts"],
+        true,
+        &[]
+    ),
 ];
+
+/// The resource whose plural is `plural` (any group).
+pub(crate) fn by_plural(plural: &str) -> Option<usize> {
+    RESOURCES.iter().position(|r| r.plural == plural)
+}
 
 /// The resource served at `group/version/plural`.
 pub(crate) fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
@@ -283,7 +300,10 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Option<Value> {
         if !r.short_names.is_empty() {
             entry["shortNames"] = json!(r.short_names);
         }
-        if matches!(r.kind, "Pod" | "Service" | "DaemonSet" | "Deployment") {
+        if matches!(
+            r.kind,
+            "Pod" | "Service" | "DaemonSet" | "Deployment" | "StatefulSet"
+        ) {
             entry["categories"] = json!(["all"]);
         }
         resources.push(entry);

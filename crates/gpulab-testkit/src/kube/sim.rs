@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::{Value, json};
 
 use super::resources::{
-    CONFIG_MAP, DAEMON_SET, EVENT, NODE, POD, PV, PVC, SECRET, SERVICE, STORAGE_CLASS,
+    CONFIG_MAP, DAEMON_SET, DEPLOYMENT, EVENT, NODE, POD, PV, PVC, SECRET, SERVICE, STATEFUL_SET,
+    STORAGE_CLASS,
 };
 use super::select::quantity_milli;
 use super::store::{State, now};
@@ -20,9 +21,12 @@ pub(crate) fn reconcile(st: &mut State) {
         let before = st.rv;
         collect_garbage(st);
         daemonsets(st);
+        deployments(st);
+        statefulsets(st);
         volumes(st);
         schedule(st);
         kubelet(st);
+        readiness(st);
         device_plugin(st);
         services(st);
         if st.rv == before {
@@ -183,6 +187,91 @@ fn active(pod: &Value) -> bool {
     !matches!(s(&pod["status"]["phase"]), "Succeeded" | "Failed")
 }
 
+/// The node affinity of each bound volume the pod mounts, as a pod spec `node_matches` can test.
+fn volume_node_terms(st: &State, ns: &str, spec: &Value) -> Vec<Value> {
+    arr(&spec["volumes"])
+        .iter()
+        .filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        .filter_map(|claim| st.get(PVC, ns, claim))
+        .filter_map(|pvc| pvc["spec"]["volumeName"].as_str())
+        .filter_map(|pv| st.get(PV, "", pv))
+        .filter(|pv| pv["spec"]["nodeAffinity"]["required"].is_object())
+        .map(|pv| {
+            json!({"affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": pv["spec"]["nodeAffinity"]["required"]
+            }}})
+        })
+        .collect()
+}
+
+/// Whether cluster DNS answers: a CoreDNS pod (`k8s-app=kube-dns` in kube-system) is ready.
+fn dns_ready(st: &State) -> bool {
+    st.list(POD, Some("kube-system"))
+        .iter()
+        .any(|p| p["metadata"]["labels"]["k8s-app"] == "kube-dns" && is_ready(p))
+}
+
+/// Whether a pod is modelled as needing cluster DNS to become ready: in an EKS cluster, a pod with a
+/// readiness probe that resolves names through the cluster (`dnsPolicy: ClusterFirst`, not on the
+/// host's network) stands for an application that must fetch things by name before it serves (the
+/// workspace installs packages first).
+fn needs_dns(st: &State, pod: &Value) -> bool {
+    let spec = &pod["spec"];
+    st.eks
+        && arr(&spec["containers"])
+            .iter()
+            .any(|c| c["readinessProbe"].is_object())
+        && spec["hostNetwork"] != json!(true)
+        && matches!(s(&spec["dnsPolicy"]), "" | "ClusterFirst")
+}
+
+/// Readiness that can change after start: a pod that needs cluster DNS is ready only while it answers.
+fn readiness(st: &mut State) {
+    let dns = dns_ready(st);
+    for pod in st.list(POD, None) {
+        if s(&pod["status"]["phase"]) != "Running" || !needs_dns(st, &pod) {
+            continue;
+        }
+        if is_ready(&pod) == dns {
+            continue;
+        }
+        let mut p = pod.clone();
+        let value = if dns { "True" } else { "False" };
+        for ty in ["Ready", "ContainersReady"] {
+            let mut cond = json!({"type": ty, "status": value, "lastProbeTime": null, "lastTransitionTime": now()});
+            if !dns {
+                cond["reason"] = json!("ContainersNotReady");
+                cond["message"] = json!("containers with unready status: [workspace]");
+            }
+            set_condition(&mut p, cond);
+        }
+        for c in p["status"]["containerStatuses"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            c["ready"] = json!(dns);
+        }
+        let key = (
+            meta(&p, "namespace").to_string(),
+            meta(&p, "name").to_string(),
+        );
+        if !dns {
+            st.logs.insert(
+                key,
+                "Temporary failure in name resolution: no cluster DNS answers (no CoreDNS pod is ready)\n".into(),
+            );
+        } else if st
+            .logs
+            .get(&key)
+            .is_some_and(|l| l.starts_with("Temporary failure"))
+        {
+            st.logs.remove(&key);
+        }
+        st.update(POD, p);
+    }
+}
+
 /// The reasons a node rejects the pod, and whether they are only about resources (preemption could help).
 fn node_rejects(
     spec: &Value,
@@ -300,11 +389,23 @@ fn schedule(st: &mut State) {
             )
         } else {
             let all_pods = st.list(POD, None);
+            let volume_terms = volume_node_terms(st, &ns, spec);
             let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
             let mut resource_only = 0;
             let mut chosen = None;
             for node in &nodes {
                 let name = meta(node, "name");
+                // A bound zonal volume can attach only in its zone (the volume binding plugin's
+                // VolumeZone / "volume node affinity conflict").
+                if volume_terms
+                    .iter()
+                    .any(|required| !node_matches(required, node))
+                {
+                    *reasons
+                        .entry("node(s) had volume node affinity conflict".into())
+                        .or_default() += 1;
+                    continue;
+                }
                 let mut used: BTreeMap<String, i128> = BTreeMap::new();
                 let mut count = 0;
                 for p in all_pods
@@ -547,6 +648,7 @@ fn kubelet(st: &mut State) {
                 json!({"type": ty, "status": "True", "lastProbeTime": null, "lastTransitionTime": t}),
             );
         }
+        // `readiness` then holds it unready while it has no DNS.
         if is_device_plugin(&p) {
             let replicas = time_slicing_replicas(st, &p);
             st.plugin_replicas
@@ -618,23 +720,53 @@ fn volumes(st: &mut State) {
         let Some(sc) = st.get(STORAGE_CLASS, "", &class).cloned() else {
             continue;
         };
-        if sc["volumeBindingMode"] == "WaitForFirstConsumer" {
-            let consumed = pods.iter().any(|p| {
-                meta(p, "namespace") == ns
-                    && !s(&p["spec"]["nodeName"]).is_empty()
-                    && arr(&p["spec"]["volumes"])
-                        .iter()
-                        .any(|v| v["persistentVolumeClaim"]["claimName"] == json!(name))
-            });
-            if !consumed {
-                continue;
-            }
+        // The first pod that uses it and has a node: its zone is the volume's (WaitForFirstConsumer).
+        let consumer_node = pods
+            .iter()
+            .filter(|p| meta(p, "namespace") == ns && !s(&p["spec"]["nodeName"]).is_empty())
+            .find(|p| {
+                arr(&p["spec"]["volumes"])
+                    .iter()
+                    .any(|v| v["persistentVolumeClaim"]["claimName"] == json!(name))
+            })
+            .and_then(|p| st.get(NODE, "", s(&p["spec"]["nodeName"])).cloned());
+        if sc["volumeBindingMode"] == "WaitForFirstConsumer" && consumer_node.is_none() {
+            continue;
         }
         let uid = meta(&pvc, "uid").to_string();
         let pv_name = format!("pvc-{uid}");
+        let ebs = st.eks
+            && matches!(
+                s(&sc["provisioner"]),
+                "ebs.csi.aws.com" | "kubernetes.io/aws-ebs"
+            );
+        if ebs && let Err((reason, message)) = ebs_csi_can_provision(st, &class, &pv_name) {
+            if pvc["metadata"]["annotations"]["testkit.gpulab.io/last-provisioning"]
+                != json!(message)
+            {
+                let mut c = pvc.clone();
+                c["metadata"]["annotations"]["testkit.gpulab.io/last-provisioning"] =
+                    json!(message);
+                let c = st.update(PVC, c);
+                let kind = if reason == "ExternalProvisioning" {
+                    "Normal"
+                } else {
+                    "Warning"
+                };
+                record_event(
+                    st,
+                    &c,
+                    kind,
+                    reason,
+                    &message,
+                    "persistentvolume-controller",
+                );
+            }
+            continue;
+        }
         let size = pvc["spec"]["resources"]["requests"]["storage"].clone();
         let modes = pvc["spec"]["accessModes"].clone();
-        let pv = json!({
+        let mut pv = json!({
             "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": sc["provisioner"]}},
             "spec": {
                 "capacity": {"storage": size},
@@ -646,6 +778,16 @@ fn volumes(st: &mut State) {
             },
             "status": {"phase": "Bound"},
         });
+        // An EBS volume lives in one zone; the driver pins the PV there (its topology key).
+        if ebs
+            && let Some(zone) = consumer_node
+                .as_ref()
+                .and_then(|n| n["metadata"]["labels"]["topology.kubernetes.io/zone"].as_str())
+        {
+            pv["spec"]["nodeAffinity"] = json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "topology.kubernetes.io/zone", "operator": "In", "values": [zone]}
+            ]}]}});
+        }
         let _ = st.insert(PV, pv);
         let mut c = pvc.clone();
         c["spec"]["volumeName"] = json!(pv_name);
@@ -655,6 +797,54 @@ fn volumes(st: &mut State) {
             json!({"phase": "Bound", "accessModes": modes, "capacity": {"storage": size}});
         st.update(PVC, c);
     }
+}
+
+/// Whether the EBS CSI driver can make a volume now (EKS): its controller runs and has AWS credentials
+/// (a Pod Identity association its agent serves on the controller's node, or an IRSA role). Otherwise
+/// the event a real cluster shows: the external provisioner is missing, or CreateVolume fails for want
+/// of credentials (the node role is out of reach behind IMDSv2's hop limit of 1).
+fn ebs_csi_can_provision(
+    st: &State,
+    class: &str,
+    pv_name: &str,
+) -> Result<(), (&'static str, String)> {
+    let controllers: Vec<Value> = st
+        .list(POD, Some("kube-system"))
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == "ebs-csi-controller" && is_ready(p))
+        .collect();
+    let Some(controller) = controllers.first() else {
+        return Err((
+            "ExternalProvisioning",
+            "Waiting for a volume to be created either by the external provisioner 'ebs.csi.aws.com' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.".into(),
+        ));
+    };
+    let account = st
+        .get(
+            super::resources::SERVICE_ACCOUNT,
+            "kube-system",
+            s(&controller["spec"]["serviceAccountName"]),
+        )
+        .cloned()
+        .unwrap_or(Value::Null);
+    let annotations = &account["metadata"]["annotations"];
+    let irsa = annotations["eks.amazonaws.com/role-arn"].is_string();
+    let node = s(&controller["spec"]["nodeName"]);
+    let agent_here = st.list(POD, Some("kube-system")).iter().any(|p| {
+        p["metadata"]["labels"]["app.kubernetes.io/name"] == "eks-pod-identity-agent"
+            && s(&p["spec"]["nodeName"]) == node
+            && is_ready(p)
+    });
+    let pod_identity = annotations[crate::eks_world::POD_IDENTITY_MARK].is_string() && agent_here;
+    if irsa || pod_identity {
+        return Ok(());
+    }
+    Err((
+        "ProvisioningFailed",
+        format!(
+            "failed to provision volume with StorageClass \"{class}\": rpc error: code = Internal desc = Could not create volume \"{pv_name}\": could not create volume in EC2: operation error EC2: CreateVolume, get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS role found, operation error ec2imds: GetMetadata, exceeded maximum number of attempts, 3, request send failed, Get \"http://169.254.169.254/latest/meta-data/iam/security-credentials/\": dial tcp 169.254.169.254:80: i/o timeout"
+        ),
+    ))
 }
 
 /// The cloud load-balancer controller: LoadBalancer services get an ingress hostname.
@@ -830,6 +1020,197 @@ fn daemonsets(st: &mut State) {
     }
 }
 
+/// A new pod of `kind` `owner` (uid `uid`) from its pod template, labelled with `labels` on top of the
+/// template's; `None` when the name is taken.
+fn pod_from_template(
+    st: &mut State,
+    ns: &str,
+    name: &str,
+    template: &Value,
+    labels: &[(&str, String)],
+    (kind, owner, uid): (&str, &str, &str),
+) -> Option<Value> {
+    let mut pod_labels = template["metadata"]["labels"].clone();
+    if !pod_labels.is_object() {
+        pod_labels = json!({});
+    }
+    for (k, v) in labels {
+        pod_labels[*k] = json!(v);
+    }
+    let mut pod = json!({
+        "metadata": {
+            "name": name, "namespace": ns, "labels": pod_labels,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": kind, "name": owner, "uid": uid,
+                "controller": true, "blockOwnerDeletion": true}],
+        },
+        "spec": template["spec"].clone(),
+    });
+    if let Some(a) = template["metadata"].get("annotations") {
+        pod["metadata"]["annotations"] = a.clone();
+    }
+    pod_defaults(&mut pod);
+    st.insert(POD, pod).ok()
+}
+
+/// The pods `uid` controls in `ns`.
+fn controlled(st: &State, ns: &str, uid: &str) -> Vec<Value> {
+    st.list(POD, Some(ns))
+        .into_iter()
+        .filter(|p| {
+            arr(&p["metadata"]["ownerReferences"])
+                .iter()
+                .any(|o| o["uid"] == json!(uid) && o["controller"] == json!(true))
+        })
+        .collect()
+}
+
+fn is_ready(pod: &Value) -> bool {
+    arr(&pod["status"]["conditions"])
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// Write `status` into the stored object when it changed.
+fn set_status(st: &mut State, res: usize, ns: &str, name: &str, status: Value) {
+    if let Some(mut o) = st.get(res, ns, name).cloned()
+        && o["status"] != status
+    {
+        o["status"] = status;
+        st.update(res, o);
+    }
+}
+
+/// The Deployment controller, without ReplicaSets in between: `spec.replicas` (default 1) pods from
+/// the template, named `<name>-<template hash>-<random>` and labelled `pod-template-hash` as a
+/// ReplicaSet would; a changed template replaces them all (the effect of a rollout); the status counts.
+fn deployments(st: &mut State) {
+    for d in st.list(DEPLOYMENT, None) {
+        let ns = meta(&d, "namespace").to_string();
+        let name = meta(&d, "name").to_string();
+        let uid = meta(&d, "uid").to_string();
+        let template = d["spec"]["template"].clone();
+        let hash = format!("{:010x}", fnv(&template.to_string()) & 0xff_ffff_ffff);
+        let want = d["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
+        let mut current = Vec::new();
+        for pod in controlled(st, &ns, &uid) {
+            let same = pod["metadata"]["labels"]["pod-template-hash"] == json!(hash);
+            let terminating = pod["metadata"].get("deletionTimestamp").is_some();
+            if !same || current.len() >= want {
+                st.remove(POD, &ns, meta(&pod, "name"));
+            } else if !terminating {
+                current.push(pod);
+            }
+        }
+        for _ in current.len()..want {
+            let pod_name = format!("{name}-{hash}-{}", st.suffix(5));
+            let labels = [("pod-template-hash", hash.clone())];
+            if let Some(pod) = pod_from_template(
+                st,
+                &ns,
+                &pod_name,
+                &template,
+                &labels,
+                ("ReplicaSet", &name, &uid),
+            ) {
+                current.push(pod);
+            }
+        }
+        let pods = controlled(st, &ns, &uid);
+        let ready = pods.iter().filter(|p| is_ready(p)).count();
+        let mut status = json!({
+            "observedGeneration": d["metadata"]["generation"],
+            "replicas": pods.len(),
+            "updatedReplicas": pods.len(),
+        });
+        if ready > 0 {
+            status["readyReplicas"] = json!(ready);
+            status["availableReplicas"] = json!(ready);
+        }
+        if want > ready {
+            status["unavailableReplicas"] = json!(want - ready);
+        }
+        set_status(st, DEPLOYMENT, &ns, &name, status);
+    }
+}
+
+/// The StatefulSet controller: pods `<name>-0` … `<name>-(replicas-1)` from the template, each made
+/// again under the same name when it is gone (deleted, evicted, its node removed), so a claim it
+/// mounts by name follows it; scaling down removes the highest ordinals; a changed template replaces
+/// the pods (RollingUpdate, one at a time in reality; at once here).
+fn statefulsets(st: &mut State) {
+    for set in st.list(STATEFUL_SET, None) {
+        let ns = meta(&set, "namespace").to_string();
+        let name = meta(&set, "name").to_string();
+        let uid = meta(&set, "uid").to_string();
+        let template = set["spec"]["template"].clone();
+        let revision = format!(
+            "{name}-{:010x}",
+            fnv(&template.to_string()) & 0xff_ffff_ffff
+        );
+        let want = set["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
+        for pod in controlled(st, &ns, &uid) {
+            let ordinal = meta(&pod, "name")
+                .rsplit_once('-')
+                .and_then(|(_, i)| i.parse::<usize>().ok())
+                .unwrap_or(usize::MAX);
+            let stale = pod["metadata"]["labels"]["controller-revision-hash"] != json!(revision);
+            if ordinal >= want || stale {
+                st.remove(POD, &ns, meta(&pod, "name"));
+            }
+        }
+        for ordinal in 0..want {
+            let pod_name = format!("{name}-{ordinal}");
+            if st.get(POD, &ns, &pod_name).is_some() {
+                continue;
+            }
+            let labels = [
+                ("controller-revision-hash", revision.clone()),
+                ("statefulset.kubernetes.io/pod-name", pod_name.clone()),
+                ("apps.kubernetes.io/pod-index", ordinal.to_string()),
+            ];
+            if let Some(mut pod) = pod_from_template(
+                st,
+                &ns,
+                &pod_name,
+                &template,
+                &labels,
+                ("StatefulSet", &name, &uid),
+            ) {
+                // The pod's hostname is its own name, and the set's governing service its subdomain.
+                pod["spec"]["hostname"] = json!(pod_name);
+                if let Some(service) = set["spec"]["serviceName"].as_str() {
+                    pod["spec"]["subdomain"] = json!(service);
+                }
+                st.update(POD, pod);
+                let msg = format!("create Pod {pod_name} in StatefulSet {name} successful");
+                record_event(
+                    st,
+                    &set,
+                    "Normal",
+                    "SuccessfulCreate",
+                    &msg,
+                    "statefulset-controller",
+                );
+            }
+        }
+        let pods = controlled(st, &ns, &uid);
+        let ready = pods.iter().filter(|p| is_ready(p)).count();
+        let mut status = json!({
+            "observedGeneration": set["metadata"]["generation"],
+            "replicas": pods.len(),
+            "currentReplicas": pods.len(),
+            "updatedReplicas": pods.len(),
+            "currentRevision": revision,
+            "updateRevision": revision,
+            "availableReplicas": ready,
+        });
+        if ready > 0 {
+            status["readyReplicas"] = json!(ready);
+        }
+        set_status(st, STATEFUL_SET, &ns, &name, status);
+    }
+}
+
 /// Delete what the garbage collector would: objects whose owners are all gone, volumes whose claims
 /// are gone (reclaim policy Delete).
 fn collect_garbage(st: &mut State) {
@@ -838,18 +1219,27 @@ fn collect_garbage(st: &mut State) {
         .values()
         .filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_string))
         .collect();
+    let nodes: HashSet<String> = st
+        .list(NODE, None)
+        .iter()
+        .map(|n| meta(n, "name").to_string())
+        .collect();
     let doomed: Vec<(usize, String, String)> = st
         .objects
         .iter()
         .filter(|((res, _, _), o)| {
             let owners = arr(&o["metadata"]["ownerReferences"]);
             let orphan = !owners.is_empty() && owners.iter().all(|r| !uids.contains(s(&r["uid"])));
+            // The pod garbage collector deletes pods bound to a node that no longer exists
+            // (kube-controller-manager's podgc: "orphaned" pods), so their controllers make new ones.
+            let node = s(&o["spec"]["nodeName"]);
+            let on_a_gone_node = *res == POD && !node.is_empty() && !nodes.contains(node);
             let claim = &o["spec"]["claimRef"]["uid"];
             let released = *res == PV
                 && claim.is_string()
                 && !uids.contains(s(claim))
                 && o["spec"]["persistentVolumeReclaimPolicy"] == "Delete";
-            orphan || released
+            orphan || released || on_a_gone_node
         })
         .map(|(k, _)| k.clone())
         .collect();

@@ -140,6 +140,9 @@ pub(crate) struct State {
     pub(crate) applied: HashMap<(Key, String), Value>,
     /// Image substrings whose pulls fail.
     pub(crate) unpullable: Vec<String>,
+    /// Whether the cluster behaves as EKS does (see `KubeHandle::behave_as_eks`): cluster DNS from
+    /// CoreDNS pods, EBS volumes only through a credentialed EBS CSI controller, zonal volumes.
+    pub(crate) eks: bool,
 }
 
 /// The current time as a Kubernetes timestamp.
@@ -166,6 +169,7 @@ impl State {
             logs: HashMap::new(),
             applied: HashMap::new(),
             unpullable: Vec::new(),
+            eks: false,
         }
     }
 

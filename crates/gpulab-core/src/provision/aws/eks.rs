@@ -5,21 +5,23 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use aws_sdk_eks::types::{
-    AccessScope, AccessScopeType, AmiTypes, AuthenticationMode, CapacityTypes, Cluster,
-    ClusterStatus, CreateAccessConfigRequest, Nodegroup, NodegroupScalingConfig, NodegroupStatus,
-    ResolveConflicts, Taint, TaintEffect, VpcConfigRequest,
+    AccessScope, AccessScopeType, AddonPodIdentityAssociations, AmiTypes, AuthenticationMode,
+    CapacityTypes, Cluster, ClusterStatus, CreateAccessConfigRequest, Nodegroup,
+    NodegroupScalingConfig, NodegroupStatus, ResolveConflicts, VpcConfigRequest,
 };
 use base64::Engine;
 
 use super::iam::Roles;
-use super::network::Network;
+use super::network::{Network, missing};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::sdk::{error_code, is_already_exists, is_not_found, sdk_error};
-use super::{Ctx, Found, StepCounter, filter};
-use crate::naming::{GPU_NODE_LABEL, GPU_TAINT, LAB_ID_KEY, LAB_KEY};
+use super::{Ctx, Found, ProvisionStep, StepCounter, filter};
+use crate::events::Event;
+use crate::naming::{GPU_NODE_LABEL, KubeNames, LAB_ID_KEY, LAB_KEY};
+use crate::plan::EBS_CSI_SERVICE_ACCOUNT;
 use crate::plan::NODE_AMI_TYPE;
 use crate::provision::{ClusterAccess, ClusterAuth, ProvisionStatus, ResourceRef};
 use crate::spec::Capacity;
@@ -27,6 +29,8 @@ use crate::{Error, Result};
 
 /// The EKS addon that provisions EBS volumes (the workspace's `/workspace`).
 pub(crate) const EBS_CSI_ADDON: &str = "aws-ebs-csi-driver";
+/// The EKS addon that serves Pod Identity credentials on every node.
+pub(crate) const POD_IDENTITY_ADDON: &str = "eks-pod-identity-agent";
 /// How long a new IAM role may take before EKS accepts it.
 const IAM_PROPAGATION: std::time::Duration = std::time::Duration::from_secs(120);
 /// The access policy that makes the caller a cluster admin.
@@ -95,18 +99,55 @@ pub(crate) fn not_ours(ctx: &Ctx<'_>, what: &str) -> Error {
     }
 }
 
-/// The IAM principal an access entry needs for `arn`: an assumed-role session
-/// (`arn:aws:sts::1:assumed-role/R/s`) becomes its role (`arn:aws:iam::1:role/R`).
-pub(crate) fn principal_arn(arn: &str) -> String {
+/// The role behind an assumed-role session ARN (`arn:aws:sts::1:assumed-role/R/s` → `R`), if it is one.
+fn assumed_role(arn: &str) -> Option<&str> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    if parts.len() == 6
-        && parts[2] == "sts"
-        && let Some(rest) = parts[5].strip_prefix("assumed-role/")
-        && let Some((role, _session)) = rest.split_once('/')
-    {
-        return format!("arn:{}:iam::{}:role/{role}", parts[1], parts[4]);
+    if parts.len() == 6 && parts[2] == "sts" {
+        parts[5]
+            .strip_prefix("assumed-role/")?
+            .split_once('/')
+            .map(|(role, _session)| role)
+    } else {
+        None
     }
-    arn.to_string()
+}
+
+/// The IAM principal an access entry needs for `arn`, without asking IAM: an assumed-role session
+/// becomes its role's ARN, pathless (`arn:aws:iam::1:role/R`).
+pub(crate) fn principal_arn(arn: &str) -> String {
+    match assumed_role(arn) {
+        Some(role) => {
+            let parts: Vec<&str> = arn.splitn(6, ':').collect();
+            format!("arn:{}:iam::{}:role/{role}", parts[1], parts[4])
+        }
+        None => arn.to_string(),
+    }
+}
+
+/// The IAM principal an access entry needs for the caller `arn`: an assumed-role session becomes its
+/// role's real ARN, path included, from IAM. STS drops the path from session ARNs, and roles with one
+/// (IAM Identity Center's `aws-reserved/sso.amazonaws.com/…` roles, for everyone who uses `aws sso
+/// login`) are refused by EKS without it. When IAM will not say (no iam:GetRole), the pathless ARN is
+/// tried, with a warning.
+pub(crate) async fn resolve_principal(ctx: &Ctx<'_>, step: &str, arn: &str) -> Result<String> {
+    let Some(role) = assumed_role(arn) else {
+        return Ok(arn.to_string());
+    };
+    match ctx.c.iam.get_role().role_name(role).send().await {
+        Ok(out) => Ok(out
+            .role()
+            .map(|r| r.arn().to_string())
+            .unwrap_or_else(|| principal_arn(arn))),
+        Err(e) if error_code(&e) == Some("AccessDenied") => {
+            ctx.reporter.report(Event::Warning {
+                message: format!(
+                    "IAM would not describe your role {role} (iam:GetRole denied): its access entry uses the role's ARN without a path, which EKS refuses for roles that have one (IAM Identity Center's); if `up` fails here, allow iam:GetRole on it"
+                ),
+            });
+            Ok(principal_arn(arn))
+        }
+        Err(e) => Err(sdk_error(step, e)),
+    }
 }
 
 /// The cluster's status, or `None` when it does not exist.
@@ -192,14 +233,6 @@ where
     .await
 }
 
-fn taint_effect(effect: &str) -> TaintEffect {
-    match effect {
-        "NoExecute" => TaintEffect::NoExecute,
-        "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
-        _ => TaintEffect::NoSchedule,
-    }
-}
-
 /// Who may reach the cluster's API: the caller (made cluster admin) and from where.
 pub(crate) struct Access<'a> {
     /// The caller's ARN, from STS.
@@ -239,7 +272,7 @@ pub(crate) async fn converge(
     let cluster = ctx.names.cluster.clone();
 
     // The control plane.
-    let step = super::PROVISION_STEPS[7];
+    let step = ProvisionStep::Cluster.name();
     ctx.step(step, async {
         let mut done = true;
         let mut admitted = None;
@@ -338,8 +371,8 @@ pub(crate) async fn converge(
 
     // The caller as cluster admin (bootstrapClusterCreatorAdminPermissions covers the creator; this
     // also covers a caller resuming a lab someone else's session created).
-    let step = super::PROVISION_STEPS[8];
-    let principal = principal_arn(caller);
+    let step = ProvisionStep::AdminAccess.name();
+    let principal = resolve_principal(ctx, step, caller).await?;
     let entry_is_ours = ctx
         .step(step, async {
             let mut done = true;
@@ -389,35 +422,37 @@ pub(crate) async fn converge(
     }
     counter.finished()?;
 
-    // The EBS CSI driver. It becomes ACTIVE only once nodes run its pods, so it is not awaited.
-    let step = super::PROVISION_STEPS[9];
-    let addon_is_ours = ctx
-        .step(step, async {
-            // One someone installed in the lab's cluster is used as it is (and goes with the cluster).
-            if let Some(ours) = addon_is_ours(ctx, step, EBS_CSI_ADDON).await? {
-                return Ok((ours, true));
-            }
-            match eks
-                .create_addon()
-                .cluster_name(&cluster)
-                .addon_name(EBS_CSI_ADDON)
-                .resolve_conflicts(ResolveConflicts::Overwrite)
-                .set_tags(Some(tags(ctx)))
-                .send()
-                .await
-            {
-                Ok(_) => Ok((true, false)),
-                Err(e) if is_already_exists(&e) => Ok((
-                    addon_is_ours(ctx, step, EBS_CSI_ADDON)
-                        .await?
-                        .unwrap_or(false),
-                    true,
-                )),
-                Err(e) => Err(sdk_error(step, e)),
-            }
-        })
-        .await?;
-    if addon_is_ours {
+    // The Pod Identity agent serves the addons' and image builds' roles to their pods.
+    if ensure_addon(
+        ctx,
+        ProvisionStep::PodIdentityAgent,
+        POD_IDENTITY_ADDON,
+        None,
+    )
+    .await?
+    {
+        resources.push(ResourceRef {
+            kind: "eks-addon".into(),
+            id: POD_IDENTITY_ADDON.into(),
+        });
+    }
+    counter.finished()?;
+
+    // The EBS CSI driver, with its controller's role. It becomes ACTIVE only once nodes run its pods,
+    // so it is not awaited.
+    let association = AddonPodIdentityAssociations::builder()
+        .service_account(EBS_CSI_SERVICE_ACCOUNT.1)
+        .role_arn(&roles.ebs_csi)
+        .build()
+        .map_err(|e| missing(ProvisionStep::EbsCsiAddon.name(), &e.to_string()))?;
+    if ensure_addon(
+        ctx,
+        ProvisionStep::EbsCsiAddon,
+        EBS_CSI_ADDON,
+        Some(association),
+    )
+    .await?
+    {
         resources.push(ResourceRef {
             kind: "eks-addon".into(),
             id: EBS_CSI_ADDON.into(),
@@ -425,8 +460,59 @@ pub(crate) async fn converge(
     }
     counter.finished()?;
 
+    // The image builds' role, for the service account kaniko runs as.
+    let step = ProvisionStep::ImageBuildAccess.name();
+    let names = KubeNames::new(spec);
+    let association = ctx
+        .step(step, async {
+            match find_pod_identity_association(
+                ctx,
+                step,
+                &spec.workspace.namespace,
+                &names.image_build_account,
+            )
+            .await?
+            {
+                Found::Ours(id) => return Ok((Some(id), true)),
+                Found::NotOurs => {
+                    ctx.reporter.report(Event::Warning {
+                        message: format!(
+                            "a Pod Identity association for {}/{} that is not this lab's exists: in-cluster image builds use it as it is",
+                            spec.workspace.namespace, names.image_build_account
+                        ),
+                    });
+                    return Ok((None, true));
+                }
+                Found::Absent => {}
+            }
+            let out = eks
+                .create_pod_identity_association()
+                .cluster_name(&cluster)
+                .namespace(&spec.workspace.namespace)
+                .service_account(&names.image_build_account)
+                .role_arn(&roles.image_build)
+                .set_tags(Some(tags(ctx)))
+                .send()
+                .await
+                .map_err(|e| sdk_error(step, e))?;
+            let id = out
+                .association()
+                .and_then(|a| a.association_id())
+                .ok_or_else(|| missing(step, "associationId"))?
+                .to_string();
+            Ok((Some(id), false))
+        })
+        .await?;
+    if let Some(id) = association {
+        resources.push(ResourceRef {
+            kind: "eks-pod-identity-association".into(),
+            id,
+        });
+    }
+    counter.finished()?;
+
     // The GPU node group.
-    let step = super::PROVISION_STEPS[10];
+    let step = ProvisionStep::NodeGroup.name();
     let ng = ctx.names.node_group.clone();
     ctx.step(step, async {
         let mut done = true;
@@ -449,7 +535,10 @@ pub(crate) async fn converge(
                         .build(),
                 )
                 .disk_size(nodes.disk_gib as i32)
-                .set_subnets(Some(net.subnet_ids.clone()))
+                // One zone, the first subnet's: an EBS volume attaches only in its own zone, so a node
+                // that replaces another (stop/start, a spot interruption, a repair) must come up where
+                // /workspace is. The control plane keeps both subnets.
+                .subnets(&net.subnet_ids[0])
                 .instance_types(ctx.spec.instance.name)
                 .ami_type(AmiTypes::from(NODE_AMI_TYPE))
                 .node_role(&roles.node)
@@ -460,13 +549,8 @@ pub(crate) async fn converge(
                 .labels(GPU_NODE_LABEL.0, GPU_NODE_LABEL.1)
                 .labels(LAB_KEY, ctx.lab())
                 .labels(LAB_ID_KEY, ctx.id.as_str())
-                .taints(
-                    Taint::builder()
-                        .key(GPU_TAINT.0)
-                        .value(GPU_TAINT.1)
-                        .effect(taint_effect(GPU_TAINT.2))
-                        .build(),
-                )
+                // No taint: this is the cluster's only node group, and CoreDNS and the EBS CSI
+                // controller tolerate none of a GPU taint (see naming::GPU_TAINT).
                 .set_tags(Some(tags(ctx)));
             send_once_role_is_usable(ctx, step, || create.clone().send()).await?;
         }
@@ -480,6 +564,113 @@ pub(crate) async fn converge(
     });
     counter.finished()?;
     Ok(())
+}
+
+/// Install addon `name` (with a Pod Identity `association`) in the lab's cluster unless it is there;
+/// one of the lab's that lacks the association gets it. An addon someone else installed in the lab's
+/// cluster is used as it is. Returns whether the addon is the lab's.
+async fn ensure_addon(
+    ctx: &Ctx<'_>,
+    step: ProvisionStep,
+    name: &str,
+    association: Option<AddonPodIdentityAssociations>,
+) -> Result<bool> {
+    let step = step.name();
+    let eks = &ctx.c.eks;
+    let cluster = &ctx.names.cluster;
+    ctx.step(step, async {
+        let existing = match eks
+            .describe_addon()
+            .cluster_name(cluster)
+            .addon_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => out.addon().cloned(),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(sdk_error(step, e)),
+        };
+        match existing {
+            Some(addon) if !owns(ctx, addon.tags()) => Ok((false, true)),
+            Some(addon) => {
+                let missing_association =
+                    association.is_some() && addon.pod_identity_associations().is_empty();
+                if missing_association {
+                    eks.update_addon()
+                        .cluster_name(cluster)
+                        .addon_name(name)
+                        .set_pod_identity_associations(association.clone().map(|a| vec![a]))
+                        .resolve_conflicts(ResolveConflicts::Overwrite)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(step, e))?;
+                }
+                Ok((true, !missing_association))
+            }
+            None => {
+                let create = eks
+                    .create_addon()
+                    .cluster_name(cluster)
+                    .addon_name(name)
+                    .resolve_conflicts(ResolveConflicts::Overwrite)
+                    .set_pod_identity_associations(association.clone().map(|a| vec![a]))
+                    .set_tags(Some(tags(ctx)));
+                match create.send().await {
+                    Ok(_) => Ok((true, false)),
+                    Err(e) if is_already_exists(&e) => {
+                        Ok((addon_is_ours(ctx, step, name).await?.unwrap_or(false), true))
+                    }
+                    Err(e) => Err(sdk_error(step, e)),
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// The Pod Identity association of `namespace/service_account` in the lab's cluster (its ID), and
+/// whether it is the lab's.
+pub(crate) async fn find_pod_identity_association(
+    ctx: &Ctx<'_>,
+    step: &str,
+    namespace: &str,
+    service_account: &str,
+) -> Result<Found<String>> {
+    let eks = &ctx.c.eks;
+    let out = match eks
+        .list_pod_identity_associations()
+        .cluster_name(&ctx.names.cluster)
+        .namespace(namespace)
+        .service_account(service_account)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if is_not_found(&e) => return Ok(Found::Absent),
+        Err(e) => return Err(sdk_error(step, e)),
+    };
+    let Some(id) = out
+        .associations()
+        .first()
+        .and_then(|a| a.association_id())
+        .map(str::to_string)
+    else {
+        return Ok(Found::Absent);
+    };
+    let described = eks
+        .describe_pod_identity_association()
+        .cluster_name(&ctx.names.cluster)
+        .association_id(&id)
+        .send()
+        .await
+        .map_err(|e| sdk_error(step, e))?;
+    Ok(
+        if owns(ctx, described.association().and_then(|a| a.tags())) {
+            Found::Ours(id)
+        } else {
+            Found::NotOurs
+        },
+    )
 }
 
 /// Whether addon `name` of the lab's cluster carries the lab's ID; `None` when it is not installed.

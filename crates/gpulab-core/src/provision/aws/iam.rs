@@ -5,25 +5,38 @@ use aws_sdk_iam::types::Tag;
 use serde_json::json;
 
 use super::sdk::{is_already_exists, is_not_found, sdk_error};
-use super::{Ctx, Found, StepCounter};
+use super::{Ctx, Found, ProvisionStep, StepCounter};
 use crate::naming::LAB_ID_KEY;
-use crate::plan::{CLUSTER_POLICY, NODE_ECR_PUSH_POLICY, NODE_POLICIES, node_ecr_push_policy};
+use crate::plan::{
+    CLUSTER_POLICY, EBS_CSI_POLICY, IMAGE_BUILD_POLICY, NODE_POLICIES, POD_IDENTITY_PRINCIPAL,
+    image_build_policy,
+};
 use crate::provision::ResourceRef;
 use crate::{Error, Result};
 
-/// The ARNs of the two roles.
+/// The ARNs of the lab's roles.
 pub(crate) struct Roles {
     pub(crate) cluster: String,
     pub(crate) node: String,
+    pub(crate) ebs_csi: String,
+    pub(crate) image_build: String,
 }
 
+/// The trust policy of a role `service` assumes. EKS Pod Identity also tags the session with the pod's
+/// cluster, namespace and service account, so its roles allow `sts:TagSession` too (EKS user guide,
+/// "Create an IAM role for Pod Identity").
 fn trust_policy(service: &str) -> String {
+    let actions = if service == POD_IDENTITY_PRINCIPAL {
+        json!(["sts:AssumeRole", "sts:TagSession"])
+    } else {
+        json!("sts:AssumeRole")
+    };
     json!({
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
             "Principal": {"Service": service},
-            "Action": "sts:AssumeRole",
+            "Action": actions,
         }],
     })
     .to_string()
@@ -121,60 +134,100 @@ async fn converge_role(
     Ok((arn, done))
 }
 
-/// Create (or find) both roles, one step each.
+/// Create (or find) the lab's roles, one step each.
 pub(crate) async fn converge(
     ctx: &Ctx<'_>,
     counter: &StepCounter,
     resources: &mut Vec<ResourceRef>,
 ) -> Result<Roles> {
-    let step = super::PROVISION_STEPS[5];
-    let cluster = ctx
-        .step(
-            step,
-            converge_role(
-                ctx,
-                step,
-                &ctx.names.cluster_role,
-                "eks.amazonaws.com",
-                &[CLUSTER_POLICY],
-            ),
-        )
-        .await?;
-    resources.push(ResourceRef {
-        kind: "iam-role".into(),
-        id: ctx.names.cluster_role.clone(),
-    });
+    let names = &ctx.names;
+    let mut role = async |step: ProvisionStep, name: &str, service: &str, policies: &[&str]| {
+        let arn = ctx
+            .step(
+                step.name(),
+                converge_role(ctx, step.name(), name, service, policies),
+            )
+            .await?;
+        resources.push(ResourceRef {
+            kind: "iam-role".into(),
+            id: name.to_string(),
+        });
+        Ok::<_, Error>(arn)
+    };
+    let cluster = role(
+        ProvisionStep::ClusterRole,
+        &names.cluster_role,
+        "eks.amazonaws.com",
+        &[CLUSTER_POLICY],
+    )
+    .await?;
     counter.finished()?;
-
-    let step = super::PROVISION_STEPS[6];
-    let node = ctx
-        .step(
-            step,
-            converge_role(
-                ctx,
-                step,
-                &ctx.names.node_role,
-                "ec2.amazonaws.com",
-                &NODE_POLICIES,
-            ),
-        )
-        .await?;
+    let node = role(
+        ProvisionStep::NodeRole,
+        &names.node_role,
+        "ec2.amazonaws.com",
+        &NODE_POLICIES,
+    )
+    .await?;
+    // An inline push policy an earlier gpulab put on the node role goes: pods now get their own role.
+    match ctx
+        .c
+        .iam
+        .delete_role_policy()
+        .role_name(&names.node_role)
+        .policy_name(IMAGE_BUILD_POLICY)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(sdk_error(ProvisionStep::NodeRole.name(), e)),
+    }
+    counter.finished()?;
+    let ebs_csi = role(
+        ProvisionStep::EbsCsiRole,
+        &names.ebs_csi_role,
+        POD_IDENTITY_PRINCIPAL,
+        &[EBS_CSI_POLICY],
+    )
+    .await?;
+    counter.finished()?;
+    let image_build = role(
+        ProvisionStep::ImageBuildRole,
+        &names.image_build_role,
+        POD_IDENTITY_PRINCIPAL,
+        &[],
+    )
+    .await?;
     // PutRolePolicy replaces the document: idempotent, and a rerun repairs an edited policy.
+    let step = ProvisionStep::ImageBuildRole.name();
     ctx.c
         .iam
         .put_role_policy()
-        .role_name(&ctx.names.node_role)
-        .policy_name(NODE_ECR_PUSH_POLICY)
-        .policy_document(node_ecr_push_policy(ctx.spec))
+        .role_name(&names.image_build_role)
+        .policy_name(IMAGE_BUILD_POLICY)
+        .policy_document(image_build_policy(ctx.spec))
         .send()
         .await
         .map_err(|e| sdk_error(step, e))?;
-    resources.push(ResourceRef {
-        kind: "iam-role".into(),
-        id: ctx.names.node_role.clone(),
-    });
     counter.finished()?;
-    Ok(Roles { cluster, node })
+    Ok(Roles {
+        cluster,
+        node,
+        ebs_csi,
+        image_build,
+    })
+}
+
+/// The lab's role names, in the order `down` deletes them.
+pub(crate) fn role_names<'a>(ctx: &'a Ctx<'_>) -> [&'a str; 4] {
+    let n = &ctx.names;
+    [
+        &n.image_build_role,
+        &n.ebs_csi_role,
+        &n.node_role,
+        &n.cluster_role,
+    ]
 }
 
 /// Delete role `name` if it is this lab's: instance profiles, attached and inline policies, the role.

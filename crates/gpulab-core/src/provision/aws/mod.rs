@@ -102,24 +102,86 @@ pub struct AwsOptions {
     /// Wait timeouts and poll intervals.
     pub waits: WaitOptions,
     /// A test hook: make `provision` fail with [`Error::Interrupted`] right after its n-th step
-    /// (counted from 1 over [`PROVISION_STEPS`]), as if the process had died there.
+    /// (counted from 1 over [`ProvisionStep::ALL`]), as if the process had died there.
     pub stop_after_step: Option<usize>,
 }
 
 /// The steps of `provision`, in order; each one finds its resource before creating it.
-pub const PROVISION_STEPS: [&str; 11] = [
-    "create VPC",
-    "create subnets",
-    "create internet gateway",
-    "create route table",
-    "create security group",
-    "create cluster IAM role",
-    "create node IAM role",
-    "create EKS cluster",
-    "grant cluster admin access",
-    "install EBS CSI driver addon",
-    "create GPU node group",
-];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProvisionStep {
+    /// The VPC.
+    Vpc,
+    /// Two public subnets in two zones (EKS's control plane needs two).
+    Subnets,
+    /// The internet gateway.
+    InternetGateway,
+    /// The public route table.
+    RouteTable,
+    /// The security group of the control plane and the nodes.
+    SecurityGroup,
+    /// The role EKS's control plane assumes.
+    ClusterRole,
+    /// The role the GPU nodes assume.
+    NodeRole,
+    /// The EBS CSI driver's Pod Identity role.
+    EbsCsiRole,
+    /// In-cluster image builds' Pod Identity role.
+    ImageBuildRole,
+    /// The EKS cluster.
+    Cluster,
+    /// The caller's admin access entry.
+    AdminAccess,
+    /// The EKS Pod Identity agent addon.
+    PodIdentityAgent,
+    /// The EBS CSI driver addon, with its Pod Identity association.
+    EbsCsiAddon,
+    /// The image builds' Pod Identity association.
+    ImageBuildAccess,
+    /// The GPU node group.
+    NodeGroup,
+}
+
+impl ProvisionStep {
+    /// Every step, in the order `provision` runs them.
+    pub const ALL: [ProvisionStep; 15] = [
+        ProvisionStep::Vpc,
+        ProvisionStep::Subnets,
+        ProvisionStep::InternetGateway,
+        ProvisionStep::RouteTable,
+        ProvisionStep::SecurityGroup,
+        ProvisionStep::ClusterRole,
+        ProvisionStep::NodeRole,
+        ProvisionStep::EbsCsiRole,
+        ProvisionStep::ImageBuildRole,
+        ProvisionStep::Cluster,
+        ProvisionStep::AdminAccess,
+        ProvisionStep::PodIdentityAgent,
+        ProvisionStep::EbsCsiAddon,
+        ProvisionStep::ImageBuildAccess,
+        ProvisionStep::NodeGroup,
+    ];
+
+    /// The step as progress shows it, e.g. "create VPC".
+    pub fn name(self) -> &'static str {
+        match self {
+            ProvisionStep::Vpc => "create VPC",
+            ProvisionStep::Subnets => "create subnets",
+            ProvisionStep::InternetGateway => "create internet gateway",
+            ProvisionStep::RouteTable => "create route table",
+            ProvisionStep::SecurityGroup => "create security group",
+            ProvisionStep::ClusterRole => "create cluster IAM role",
+            ProvisionStep::NodeRole => "create node IAM role",
+            ProvisionStep::EbsCsiRole => "create EBS CSI driver IAM role",
+            ProvisionStep::ImageBuildRole => "create image build IAM role",
+            ProvisionStep::Cluster => "create EKS cluster",
+            ProvisionStep::AdminAccess => "grant cluster admin access",
+            ProvisionStep::PodIdentityAgent => "install EKS Pod Identity agent addon",
+            ProvisionStep::EbsCsiAddon => "install EBS CSI driver addon",
+            ProvisionStep::ImageBuildAccess => "grant image builds ECR push access",
+            ProvisionStep::NodeGroup => "create GPU node group",
+        }
+    }
+}
 
 /// The EKS provisioner. Its clients are built once, from one shared [`SdkConfig`], in the lab's region.
 pub struct AwsProvisioner {

@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{
 };
 
 use super::sdk::{is_already_exists, sdk_error};
-use super::{Ctx, StepCounter, filter, lab_filter};
+use super::{Ctx, ProvisionStep, StepCounter, filter, lab_filter};
 use crate::plan::{SUBNET_CIDRS, VPC_CIDR};
 use crate::provision::ResourceRef;
 use crate::{Error, Result};
@@ -79,7 +79,7 @@ pub(crate) async fn converge(
     let lab = ctx.lab().to_string();
 
     // VPC
-    let step = super::PROVISION_STEPS[0];
+    let step = ProvisionStep::Vpc.name();
     let vpc_id = ctx
         .step(step, async {
             let found = find_vpcs(ctx, step).await?.into_iter().next();
@@ -123,7 +123,7 @@ pub(crate) async fn converge(
     counter.finished()?;
 
     // Subnets
-    let step = super::PROVISION_STEPS[1];
+    let step = ProvisionStep::Subnets.name();
     let subnet_ids = ctx
         .step(step, async {
             let out = ec2
@@ -194,7 +194,7 @@ pub(crate) async fn converge(
     counter.finished()?;
 
     // Internet gateway
-    let step = super::PROVISION_STEPS[2];
+    let step = ProvisionStep::InternetGateway.name();
     let igw_id = ctx
         .step(step, async {
             let out = ec2
@@ -256,7 +256,7 @@ pub(crate) async fn converge(
     counter.finished()?;
 
     // Route table
-    let step = super::PROVISION_STEPS[3];
+    let step = ProvisionStep::RouteTable.name();
     let rt_id = ctx
         .step(step, async {
             let out = ec2
@@ -356,7 +356,7 @@ pub(crate) async fn converge(
     counter.finished()?;
 
     // Security group
-    let step = super::PROVISION_STEPS[4];
+    let step = ProvisionStep::SecurityGroup.name();
     let sg_name = ctx.names.node_security_group.clone();
     let sg_id = ctx
         .step(step, async {

@@ -10,9 +10,9 @@ use aws_sdk_resourcegroupstagging::types::TagFilter;
 
 use super::eks::{
     access_entry_is_ours, addon_is_ours, cluster_status, find_cluster, find_node_group,
-    node_group_status,
+    find_pod_identity_association, node_group_status,
 };
-use super::iam::find_role;
+use super::iam::{find_role, role_names};
 use super::network::{cluster_tag_key, find_vpcs};
 use super::sdk::{error_code, is_already_exists, is_not_found, sdk_error};
 use super::{Ctx, Found, filter, lab_filter};
@@ -147,7 +147,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
     failures
         .step(ctx, step, async {
             let mut any = false;
-            for name in [&ctx.names.node_role, &ctx.names.cluster_role] {
+            for name in role_names(ctx) {
                 match find_role(ctx, step, name).await? {
                     Found::Absent => {}
                     Found::NotOurs => left_alone.push(alone(
@@ -290,9 +290,50 @@ async fn delete_addons_and_access(
     let eks = &ctx.c.eks;
     let cluster = &ctx.names.cluster;
     let mut n = 0;
+    // The lab's own Pod Identity associations (an addon's go with the addon).
+    let associations = match eks
+        .list_pod_identity_associations()
+        .cluster_name(cluster)
+        .send()
+        .await
+    {
+        Ok(out) => out.associations().to_vec(),
+        Err(e) if is_not_found(&e) => return Ok(0),
+        Err(e) => return Err(sdk_error(step, e)),
+    };
+    for association in associations {
+        let (Some(namespace), Some(account), Some(id)) = (
+            association.namespace(),
+            association.service_account(),
+            association.association_id(),
+        ) else {
+            continue;
+        };
+        if !matches!(
+            find_pod_identity_association(ctx, step, namespace, account).await?,
+            Found::Ours(_)
+        ) || association.owner_arn().is_some()
+        {
+            continue;
+        }
+        match eks
+            .delete_pod_identity_association()
+            .cluster_name(cluster)
+            .association_id(id)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                n += 1;
+                deleted.push(r("eks-pod-identity-association", id));
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(sdk_error(step, e)),
+        }
+    }
     let addons = match eks.list_addons().cluster_name(cluster).send().await {
         Ok(out) => out.addons().to_vec(),
-        Err(e) if is_not_found(&e) => return Ok(0),
+        Err(e) if is_not_found(&e) => return Ok(n),
         Err(e) => return Err(sdk_error(step, e)),
     };
     for addon in addons {
@@ -797,7 +838,7 @@ pub(crate) async fn sweep(
             _ => break,
         }
     }
-    for name in [&ctx.names.cluster_role, &ctx.names.node_role] {
+    for name in role_names(ctx) {
         if matches!(find_role(ctx, step, name).await?, Found::Ours(_)) {
             left.push(r("iam-role", name));
         }
@@ -859,7 +900,7 @@ pub(crate) async fn find_by_tag(ctx: &Ctx<'_>) -> Result<TagSearch> {
         file(r("eks-cluster", &ctx.names.cluster), id.map(String::as_str));
     }
     // IAM roles, which the tagging API does not cover.
-    for name in [&ctx.names.cluster_role, &ctx.names.node_role] {
+    for name in role_names(ctx) {
         match ctx.c.iam.get_role().role_name(name).send().await {
             Ok(out) => {
                 if let Some(role) = out.role() {

@@ -43,7 +43,7 @@ pub struct ShellIo<'a> {
     /// Where the remote standard error goes, without a PTY.
     pub stderr: Pin<Box<dyn AsyncWrite + Send + 'a>>,
     /// New terminal sizes, `(cols, rows)`, each forwarded as a window change; `None` when the size never
-    /// changes. [`crate::remote::terminal::resize_events`] follows the local terminal's.
+    /// changes. The CLI follows the local terminal's resizes (SIGWINCH) into it.
     pub resize: Option<mpsc::Receiver<(u16, u16)>>,
 }
 
@@ -60,8 +60,8 @@ impl SshSession {
     /// pseudo-terminal of that type and size, and sizes from `io.resize` follow it. Returns how the shell or
     /// command ended: its exit code, or the signal that killed it.
     ///
-    /// The caller owns the local terminal: put it in raw mode first with
-    /// [`crate::remote::terminal::RawMode`] so keystrokes (Ctrl-C included) go to the remote side.
+    /// The caller owns the local terminal: it puts it in raw mode first (the CLI does), so keystrokes,
+    /// Ctrl-C included, go to the remote side.
     pub async fn shell(
         &self,
         command: Option<String>,

@@ -1082,6 +1082,8 @@ pub(crate) async fn upload_tar(
 ) -> Result<Option<(u64, u64)>> {
     let files = items.iter().filter(|i| i.kind == Kind::File).count() as u64;
     let total: u64 = items.iter().map(|i| i.size).sum();
+    // The progress counts the archive's bytes, headers and padding included: its total is theirs.
+    let size = archive::packed_size("root", root, items);
     let (reader, writer) = tokio::io::duplex(4 * STREAM_CHUNK);
     let (source, root_item, entries) = (local.to_path_buf(), root.clone(), items.to_vec());
     let packing = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -1110,7 +1112,7 @@ pub(crate) async fn upload_tar(
     let counted = crate::remote::api_server::ProgressReader::new(
         reader,
         format!("upload {}", local.display()),
-        Some(total),
+        Some(size),
         reporter,
     );
     let mut stderr = Vec::new();

@@ -1,29 +1,11 @@
 //! The local terminal for `gpulab ssh`: raw mode that is restored on every way out, the terminal's size,
-//! and its resizes (SIGWINCH) as a channel of sizes for [`crate::remote::ssh::ShellIo::resize`].
+//! and its resizes (SIGWINCH) as a channel of sizes for `ShellIo::resize`. A concern of the command
+//! for humans only: the library and the Python bindings never touch a terminal.
 //!
 //! Raw mode and the size come from rustix's `termios` API: a safe, thin wrapper over `tcgetattr`,
 //! `tcsetattr` and `TIOCGWINSZ` that is already in the dependency tree (tokio, tempfile), so it adds
 //! nothing to build. crossterm would bring its own event loop, mio and signal-hook for the three calls
 //! used here; SIGWINCH comes from tokio's own signal handling instead.
-//!
-//! ```no_run
-//! # async fn demo(ssh: gpulab_core::remote::ssh::SshSession) -> gpulab_core::Result<()> {
-//! use gpulab_core::remote::ssh::ShellIo;
-//! use gpulab_core::remote::terminal::{RawMode, pty_request, resize_events};
-//!
-//! let pty = pty_request();
-//! let raw = RawMode::enable_stdin()?; // restored when `raw` is dropped, on an error or a panic too
-//! let io = ShellIo {
-//!     stdin: Box::pin(tokio::io::stdin()),
-//!     stdout: Box::pin(tokio::io::stdout()),
-//!     stderr: Box::pin(tokio::io::stderr()),
-//!     resize: Some(resize_events()?),
-//! };
-//! let status = ssh.shell(None, pty, io).await;
-//! drop(raw);
-//! std::process::exit(status?.shell_code());
-//! # }
-//! ```
 //!
 //! `tokio::io::stdin()` reads on a blocking thread that stays blocked in `read` after the session ends, so
 //! the CLI should exit the process (after dropping the guard) rather than wait for the runtime to shut down.
@@ -34,9 +16,9 @@ use std::sync::{Mutex, Once};
 use rustix::termios::{self, OptionalActions, Termios};
 use tokio::sync::mpsc;
 
-use super::ExitStatus;
-use super::ssh::{PtyRequest, ShellIo, SshSession};
-use crate::{Error, Result};
+use gpulab_core::remote::ExitStatus;
+use gpulab_core::remote::ssh::{PtyRequest, ShellIo, SshSession};
+use gpulab_core::{Error, Result};
 
 /// The settings to put back if the process panics while raw mode is on: the panic hook restores them before
 /// the message is printed, so it is readable, and even under `panic = "abort"`, where no destructor runs.
@@ -61,7 +43,7 @@ fn install_panic_hook() {
 /// goes to the remote side. Dropping it restores the settings it found, on every way out of the scope that
 /// holds it: a return, `?`, or a panic (a panic hook restores them too, before the message prints).
 #[derive(Debug)]
-pub struct RawMode {
+pub(crate) struct RawMode {
     fd: OwnedFd,
     original: Termios,
     /// Whether this guard put its settings in `SAVED` for the panic hook.
@@ -71,7 +53,7 @@ pub struct RawMode {
 impl RawMode {
     /// Raw mode on standard input, or `None` when standard input is not a terminal (piped input needs no
     /// raw mode).
-    pub fn enable_stdin() -> Result<Option<RawMode>> {
+    pub(crate) fn enable_stdin() -> Result<Option<RawMode>> {
         let stdin = std::io::stdin();
         if !termios::isatty(stdin.as_fd()) {
             return Ok(None);
@@ -80,7 +62,7 @@ impl RawMode {
     }
 
     /// Raw mode on the terminal `fd`.
-    pub fn enable(fd: impl AsFd) -> Result<RawMode> {
+    pub(crate) fn enable(fd: impl AsFd) -> Result<RawMode> {
         let fd = fd
             .as_fd()
             .try_clone_to_owned()
@@ -109,9 +91,6 @@ impl RawMode {
             owner,
         })
     }
-
-    /// Put the settings back now (dropping does the same).
-    pub fn restore(self) {}
 }
 
 impl Drop for RawMode {
@@ -127,7 +106,7 @@ impl Drop for RawMode {
 }
 
 /// The size of the terminal on `fd`, `(cols, rows)`, or `None` when it is not a terminal or has no size.
-pub fn size_of(fd: impl AsFd) -> Option<(u16, u16)> {
+pub(crate) fn size_of(fd: impl AsFd) -> Option<(u16, u16)> {
     termios::tcgetwinsize(fd)
         .ok()
         .filter(|w| w.ws_col > 0 && w.ws_row > 0)
@@ -135,18 +114,18 @@ pub fn size_of(fd: impl AsFd) -> Option<(u16, u16)> {
 }
 
 /// The size of the local terminal, `(cols, rows)`: standard output's, else standard input's.
-pub fn terminal_size() -> Option<(u16, u16)> {
+pub(crate) fn terminal_size() -> Option<(u16, u16)> {
     size_of(std::io::stdout().as_fd()).or_else(|| size_of(std::io::stdin().as_fd()))
 }
 
 /// True when standard input is a terminal.
-pub fn stdin_is_terminal() -> bool {
+pub(crate) fn stdin_is_terminal() -> bool {
     termios::isatty(std::io::stdin().as_fd())
 }
 
 /// The PTY to ask for, as `ssh` does: one when standard input is a terminal, with its size and `$TERM`
 /// (`xterm-256color` when unset); `None` otherwise.
-pub fn pty_request() -> Option<PtyRequest> {
+pub(crate) fn pty_request() -> Option<PtyRequest> {
     if !stdin_is_terminal() {
         return None;
     }
@@ -160,12 +139,12 @@ pub fn pty_request() -> Option<PtyRequest> {
 
 /// The local terminal's new size, `(cols, rows)`, each time it changes (SIGWINCH). The task that follows
 /// the signal ends when the receiver is dropped. Must be called inside a Tokio runtime.
-pub fn resize_events() -> Result<mpsc::Receiver<(u16, u16)>> {
+pub(crate) fn resize_events() -> Result<mpsc::Receiver<(u16, u16)>> {
     resize_events_with(terminal_size)
 }
 
 /// [`resize_events`] with the size read by `size` (for a terminal other than the process's own).
-pub fn resize_events_with(
+pub(crate) fn resize_events_with(
     size: impl Fn() -> Option<(u16, u16)> + Send + 'static,
 ) -> Result<mpsc::Receiver<(u16, u16)>> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -197,7 +176,7 @@ pub fn resize_events_with(
 /// `Some(true)` (`-t`) asks for one whenever standard input is a terminal, `Some(false)` (`-T`) never.
 /// With a PTY the terminal goes into raw mode, restored before this returns (or unwinds), and its resizes
 /// are followed. Returns how the session ended; exit with [`ExitStatus::shell_code`].
-pub async fn interactive_session(
+pub(crate) async fn interactive_session(
     ssh: &SshSession,
     command: Option<String>,
     tty: Option<bool>,
@@ -226,7 +205,7 @@ pub async fn interactive_session(
 /// Ask for the passphrase of the SSH key at `path` on the controlling terminal (`/dev/tty`, as OpenSSH
 /// does, so it works with stdin redirected), without echoing it. `None` when there is no terminal or the
 /// user enters nothing: the caller then gives up on the key. A [`crate::remote::ssh::PassphraseFn`].
-pub fn prompt_passphrase(path: &std::path::Path) -> Option<String> {
+pub(crate) fn prompt_passphrase(path: &std::path::Path) -> Option<String> {
     use std::io::{BufRead, Write};
     let tty = std::fs::OpenOptions::new()
         .read(true)
@@ -295,7 +274,7 @@ mod tests {
         assert!(is_canonical(&terminal), "restored on panic");
 
         let raw = RawMode::enable(&terminal).unwrap();
-        raw.restore();
+        drop(raw);
         assert!(is_canonical(&terminal), "restored explicitly");
     }
 
