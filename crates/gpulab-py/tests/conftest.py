@@ -86,7 +86,7 @@ class Sandbox:
 
 
 def start_sandbox(directory: pathlib.Path, gpu_nodes: int = 1, ports: Optional[Dict[int, int]] = None,
-                  pod: str = "gpulab/gpu-dev-pod") -> Sandbox:
+                  pod: str = "gpulab/gpu-dev-pod-0") -> Sandbox:
     """Start kube-sandbox with `gpu_nodes` GPU nodes, routing port-forwards to `pod`'s ports to local
     ports (`{pod_port: local_port}`), and wait until it serves."""
     kubeconfig = directory / "sandbox.kubeconfig"

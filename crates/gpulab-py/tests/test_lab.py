@@ -35,7 +35,7 @@ def test_lifecycle_against_an_existing_cluster(sandbox, user):
     events = []
     report = lab.up(progress=events.append)
     assert report["workspace"]["ready"], report
-    assert report["workspace"]["pod"] == "gpu-dev-pod"
+    assert report["workspace"]["pod"] == "gpu-dev-pod-0"
     assert isinstance(report["elapsed"], float)
     finished = [e["step"] for e in events if e["event"] == "step-finished"]
     assert "preflight" in finished and "wait for the workspace" in finished, events
@@ -45,7 +45,7 @@ def test_lifecycle_against_an_existing_cluster(sandbox, user):
     status = lab.status()
     assert status["cluster_error"] is None
     assert status["cluster"]["workspace"]["ready"]
-    assert gpulab.Lab.load("pylab").status()["cluster"]["workspace"]["pod"] == "gpu-dev-pod"
+    assert gpulab.Lab.load("pylab").status()["cluster"]["workspace"]["pod"] == "gpu-dev-pod-0"
 
     # exec: a shell string, an argv list with stdin, a timeout.
     result = lab.exec("echo hello; echo oops >&2; exit 3")
@@ -234,6 +234,6 @@ def test_the_notebook_example_runs(sandbox, user):
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     assert "g4dn.xlarge: $" in out
-    assert "workspace gpulab/gpu-dev-pod ready" in out
+    assert "workspace gpulab/gpu-dev-pod-0 ready" in out
     assert "hello from the workspace" in out
     assert "down: 0 leftovers" in out

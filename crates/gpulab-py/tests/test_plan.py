@@ -27,7 +27,7 @@ def test_default_plan_costs_what_the_cli_says():
     assert plan["region"] == "us-west-2"
     assert 0.64 < plan["cost"]["per_hour"] < 0.66
     kinds = {obj["kind"] for obj in plan["kubernetes"]}
-    assert {"DaemonSet", "Pod", "PersistentVolumeClaim", "Secret"} <= kinds
+    assert {"DaemonSet", "StatefulSet", "PersistentVolumeClaim", "Secret"} <= kinds
 
 
 def test_keyword_arguments_override_files_and_environment(isolated, monkeypatch):
