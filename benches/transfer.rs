@@ -14,12 +14,15 @@
 //! - `scp` with `ProxyCommand gpulab proxy` (what `gpulab ssh-config` writes) against `scp` through
 //!   `kubectl port-forward`, both ways;
 //! - the rerun of `gpulab sync` over an unchanged 20,000-file tree against `rsync -a` through
-//!   `kubectl port-forward` (when rsync is installed).
+//!   `kubectl port-forward` (when rsync is installed);
+//! - Python's `Lab.copy_to`/`copy_from` against `gpulab cp`, one large file both ways and 2,000 × 4 KiB
+//!   up (when a Python with gpulab installed is found).
 //!
 //! Reproduce: `cargo build --release -p gpulab-cli && cargo bench -p gpulab-benches --bench transfer`
 //! (needs kubectl, sshd and scp; `GPULAB_BIN` names another gpulab binary; `GPULAB_BENCH_LARGE_MIB` sets
 //! the large file's size, default 512; `GPULAB_BENCH_LATENCIES=0,20` the round trips in ms;
-//! `GPULAB_BENCH_CASES=large,small,kube,proxy,sync` which cases run).
+//! `GPULAB_BENCH_CASES=large,small,kube,proxy,sync,python` which cases run; `GPULAB_BENCH_PYTHON` a
+//! Python that imports gpulab, default `.venv/bin/python`: build it with `maturin develop --release`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -108,6 +111,8 @@ struct Bench {
     kubectl: PathBuf,
     kubeconfig: PathBuf,
     names: KubeNames,
+    /// The lab's name, for `gpulab proxy --name` and Python's `Lab.load`.
+    name: String,
     key: PathBuf,
     work: tempfile::TempDir,
 }
@@ -242,6 +247,7 @@ async fn setup(gpulab: PathBuf, kubectl: PathBuf) -> Bench {
     let key = dir.home().join(".ssh/id_ed25519");
     let bench = Bench {
         names: KubeNames::new(&spec.spec),
+        name: spec.spec.name.clone(),
         dir,
         sshd,
         emu,
@@ -293,7 +299,7 @@ async fn main() {
         .filter_map(|v| v.trim().parse().ok())
         .collect();
     let cases = std::env::var("GPULAB_BENCH_CASES")
-        .unwrap_or_else(|_| "large,small,kube,proxy,sync".into());
+        .unwrap_or_else(|_| "large,small,kube,proxy,sync,python".into());
     let wants = |case: &str| cases.split(',').any(|c| c.trim() == case);
     let bench = std::sync::Arc::new(setup(gpulab, kubectl).await);
     let large = bench.work.path().join("large.bin");
@@ -543,15 +549,7 @@ async fn main() {
             let proxy = format!(
                 "ProxyCommand={} proxy --name {}",
                 bench.gpulab.display(),
-                bench
-                    .dir
-                    .inputs(SpecLayer::default())
-                    .resolve()
-                    .unwrap()
-                    .validate()
-                    .unwrap()
-                    .spec
-                    .name
+                bench.name
             );
             for upload in [true, false] {
                 let (b, l, p) = (bench.clone(), large.clone(), proxy.clone());
@@ -658,7 +656,97 @@ async fn main() {
                 );
             }
         }
+        if wants("python") {
+            match python_with_gpulab() {
+                Some(python) => python_cases(&bench, &python, &large, &trees[0].1).await,
+                None => println!(
+                    "python cases skipped: no Python that imports gpulab (GPULAB_BENCH_PYTHON)"
+                ),
+            }
+        }
         let _ = forward.kill();
         let _ = forward.wait();
+    }
+}
+
+/// `GPULAB_BENCH_PYTHON`, else the repository's `.venv/bin/python`, if it imports gpulab.
+fn python_with_gpulab() -> Option<PathBuf> {
+    let python = std::env::var_os("GPULAB_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    let imports = Command::new(&python)
+        .args(["-c", "import gpulab"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    imports.then_some(python)
+}
+
+/// Python's `Lab.copy_to`/`copy_from` (a fresh interpreter each, as a script would) against `gpulab cp`.
+async fn python_cases(bench: &std::sync::Arc<Bench>, python: &Path, large: &Path, tree: &Path) {
+    let script = |method: &str| {
+        format!(
+            "import sys, gpulab; gpulab.Lab.load(sys.argv[1]).{method}(sys.argv[2], sys.argv[3])"
+        )
+    };
+    let cases = [
+        (
+            "one large file, upload",
+            "copy_to",
+            large,
+            "py-large.bin",
+            true,
+        ),
+        (
+            "one large file, download",
+            "copy_from",
+            large,
+            "py-large.bin",
+            false,
+        ),
+        ("2,000 × 4 KiB, upload", "copy_to", tree, "py-tree", true),
+    ];
+    for (label, method, source, name, upload) in cases {
+        let mut timings = Vec::new();
+        for python in [Some(python.to_path_buf()), None] {
+            let (b, source, script) = (bench.clone(), source.to_path_buf(), script(method));
+            let name = format!("{}{name}", if python.is_some() { "py-" } else { "g-" });
+            timings.push(
+                off(move || {
+                    let remote = b.sshd.dir().join("ws").join(&name);
+                    let (from, to) = if upload {
+                        let _ = b.workspace(&name);
+                        (source.display().to_string(), remote.display().to_string())
+                    } else {
+                        let back = b.fresh(&format!("{name}-back"));
+                        (remote.display().to_string(), back.display().to_string())
+                    };
+                    match python {
+                        Some(python) => {
+                            let mut command = b.dir.command(&python);
+                            command.args(["-c", &script, &b.name, &from, &to]);
+                            timed(command, "python copy")
+                        }
+                        None => {
+                            let (from, to) = if upload {
+                                (from, format!(":{to}"))
+                            } else {
+                                (format!(":{from}"), to)
+                            };
+                            timed(b.gpulab(&["cp", &from, &to]), "gpulab cp")
+                        }
+                    }
+                })
+                .await,
+            );
+        }
+        // Here the anchor is gpulab cp: above 1 is Python faster.
+        row(
+            &format!("python {label}"),
+            timings[0],
+            "gpulab cp",
+            timings[1],
+        );
     }
 }
