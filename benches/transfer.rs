@@ -145,9 +145,10 @@ impl Bench {
             .spawn()
             .expect("kubectl port-forward");
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        // kubectl says "Handling connection for PORT" on each connection: a closed pipe would kill it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         // "Forwarding from 127.0.0.1:PORT -> 22"
         let port = line
             .split_whitespace()
