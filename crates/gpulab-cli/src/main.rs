@@ -79,6 +79,8 @@ enum Command {
     Image(commands::image::ImageCommand),
     /// Copy files to or from the workspace: `gpulab cp train.py :/workspace/`.
     Cp(commands::lab::CpArgs),
+    /// Mirror a directory to or from the workspace, sending only what changed: `gpulab sync . :/workspace/p`.
+    Sync(commands::lab::SyncArgs),
     /// Print an EKS token for kubectl (the kubeconfig gpulab writes calls this).
     #[command(hide = true)]
     Token(commands::lab::TokenArgs),
@@ -150,6 +152,7 @@ fn main() -> ExitCode {
         Command::Forward(args) => block_on(commands::access::forward(global, &args, &printer)),
         Command::Jupyter(args) => block_on(commands::access::jupyter(global, &args, &printer)),
         Command::Cp(args) => block_on(commands::lab::cp(global, &args, &printer)),
+        Command::Sync(args) => block_on(commands::lab::sync(global, &args, &printer)),
         Command::Token(args) => block_on(commands::lab::token(&args, &printer)),
         Command::Plan(args) => commands::plan::run(&cli.global, &args, &printer),
         Command::Catalog(args) => commands::catalog::run(&cli.global, &args, &printer),

@@ -99,6 +99,11 @@ fn settings() -> insta::Settings {
     for (regex, replacement) in [
         // Ports of the emulator and of forwards.
         (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
+        // Pod uids, in the API server's port-forward errors.
+        (
+            r"uid [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "uid [UID]",
+        ),
         // How long `up` and copies took.
         (r"is up in \d+s", "is up in [N]s"),
         (r#""elapsed": [0-9.e-]+"#, r#""elapsed": [SECONDS]"#),

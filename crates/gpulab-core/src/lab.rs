@@ -577,6 +577,17 @@ impl Lab {
         crate::remote::ssh_config::proxy_stdio(tunnel, input, output).await
     }
 
+    /// [`Lab::proxy`] on this process's standard input and output, read and written without blocking
+    /// when they are pipes (as ssh gives its ProxyCommand).
+    pub async fn proxy_process_stdio(&self) -> Result<()> {
+        let tunnel = self
+            .remote()
+            .await?
+            .tunnel(crate::workspace::ports::SSH)
+            .await?;
+        crate::remote::ssh_config::proxy_process_stdio(tunnel).await
+    }
+
     /// Write the lab's Host block for plain ssh, scp, rsync and VS Code into `~/.ssh` (`gpulab
     /// ssh-config`), pinned to the host key `up` recorded; without one, only with `accept_new_host_key`.
     pub fn write_ssh_config(
@@ -927,6 +938,75 @@ impl Lab {
             .tunnel(crate::workspace::ports::SSH)
             .await?;
         SshSession::connect_stream(tunnel, format!("gpulab-{}", self.spec.spec.name), options).await
+    }
+}
+
+impl Lab {
+    /// Copy `sources` to `target` (`gpulab cp`): all sources local and the target a workspace path
+    /// (`:PATH`), or the other way round; globs expanded on their side; several sources into a directory.
+    /// `via` picks the transport: SSH (SFTP and tar over the port-forward to the pod's sshd), or the API
+    /// server's exec (tar, for images without sshd). Bad input is [`Error::Usage`] before the cluster is
+    /// asked anything; a failure part way says what had been copied.
+    pub async fn copy(
+        &self,
+        sources: &[String],
+        target: &str,
+        via: crate::remote::copy::Via,
+        options: &crate::remote::CopyOptions,
+        reporter: &dyn Reporter,
+    ) -> std::result::Result<crate::remote::copy::CopyReport, crate::remote::copy::CopyFailed> {
+        use crate::remote::copy::{CopyFailed, CopyPlan, CopyReport, Via, copy};
+        let failed = |error: Error| CopyFailed {
+            done: CopyReport::default(),
+            error,
+        };
+        let checked = CopyPlan::parse(sources, target)
+            .map_err(failed)?
+            .check_local()
+            .await
+            .map_err(failed)?;
+        match via {
+            Via::Ssh => {
+                let ssh = self.ssh().await.map_err(|e| failed(suggest_via_kube(e)))?;
+                let result = copy(&ssh, checked, options, reporter).await;
+                let _ = ssh.close().await;
+                result
+            }
+            Via::Kube => {
+                let remote = self.remote().await.map_err(failed)?;
+                copy(remote.as_ref(), checked, options, reporter).await
+            }
+        }
+    }
+
+    /// Make a directory in the workspace mirror a local one, or the other way round (`gpulab sync`),
+    /// sending only what changed; see [`crate::remote::sync`].
+    pub async fn sync(
+        &self,
+        direction: &crate::remote::sync::SyncDirection,
+        options: &crate::remote::sync::SyncOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<crate::remote::sync::SyncReport> {
+        let ssh = self.ssh().await?;
+        let result = crate::remote::sync::sync(&ssh, direction, options, reporter).await;
+        let _ = ssh.close().await;
+        result
+    }
+}
+
+/// Points a failed SSH connection at `--via kube`.
+fn suggest_via_kube(error: Error) -> Error {
+    const KUBE: &str =
+        "if the workspace runs no sshd, copy through the API server with `gpulab cp --via kube`";
+    match error {
+        Error::Remote { message, hint } => Error::Remote {
+            message,
+            hint: Some(match hint {
+                Some(hint) => format!("{hint}; {KUBE}"),
+                None => KUBE.into(),
+            }),
+        },
+        other => other,
     }
 }
 

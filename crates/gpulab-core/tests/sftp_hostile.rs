@@ -51,6 +51,18 @@ impl russh::server::Handler for Ssh {
         Ok(())
     }
 
+    /// A server that runs no commands: every exec is refused, so a directory cannot come as one tar stream
+    /// and the copy goes file by file over SFTP, where the hostile listing is.
+    async fn exec_request(
+        &mut self,
+        channel_id: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel_id)?;
+        Ok(())
+    }
+
     async fn subsystem_request(
         &mut self,
         channel_id: ChannelId,

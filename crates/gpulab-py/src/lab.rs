@@ -10,11 +10,12 @@ use std::time::Duration;
 use gpulab_core::checks::{CheckOptions, DEFAULT_VLLM_MODEL, GpuReport as CoreGpuReport};
 use gpulab_core::events::Silent;
 use gpulab_core::remote::forward::ForwardHandle;
-use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus};
+use gpulab_core::remote::{ExecRequest, ExitStatus};
 use gpulab_core::{Error, LabOptions, Provider};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
+use crate::convert::to_py_err;
 use crate::convert::{resolve, to_python};
 use crate::runtime::wait;
 
@@ -285,28 +286,76 @@ impl PyLab {
         })
     }
 
-    /// Copy a local file or directory into the workspace; returns `{files, bytes, elapsed}`.
-    #[pyo3(signature = (local, remote, progress=None))]
+    /// Copy local files or directories (a path, a quoted glob, or a list of them) into the workspace path
+    /// `remote`, over SSH (`via="kube"`: tar through the API server); returns `{files, bytes, elapsed}`.
+    #[pyo3(signature = (local, remote, progress=None, via="ssh", links="follow"))]
     fn copy_to<'py>(
         &self,
         py: Python<'py>,
-        local: PathBuf,
+        local: Bound<'py, PyAny>,
         remote: String,
         progress: Option<Bound<'py, PyAny>>,
+        via: &str,
+        links: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.copy(py, CopyDirection::Upload { local, remote }, progress)
+        let sources = path_list(&local)?;
+        self.copy(py, sources, format!(":{remote}"), progress, via, links)
     }
 
-    /// Copy a file or directory from the workspace to this machine; returns `{files, bytes, elapsed}`.
-    #[pyo3(signature = (remote, local, progress=None))]
+    /// Copy files or directories from the workspace (a path, a glob, or a list of them) to the local path
+    /// `local`, over SSH (`via="kube"`: tar through the API server); returns `{files, bytes, elapsed}`.
+    #[pyo3(signature = (remote, local, progress=None, via="ssh", links="follow"))]
     fn copy_from<'py>(
         &self,
         py: Python<'py>,
-        remote: String,
+        remote: Bound<'py, PyAny>,
         local: PathBuf,
         progress: Option<Bound<'py, PyAny>>,
+        via: &str,
+        links: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.copy(py, CopyDirection::Download { remote, local }, progress)
+        let sources = path_list(&remote)?
+            .into_iter()
+            .map(|r| format!(":{r}"))
+            .collect();
+        let target = local.display().to_string();
+        self.copy(py, sources, target, progress, via, links)
+    }
+
+    /// Make `target` mirror the directory `source`, sending only what changed; one of the two is a
+    /// workspace path written `:PATH` (`lab.sync("./project", ":/workspace/project")`). Returns
+    /// `{sent, deleted, updated, listed, bytes, dry_run, elapsed}`.
+    #[pyo3(signature = (source, target, delete=false, dry_run=false, checksum=false, exclude=Vec::new(), gitignore=true, links="follow", progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn sync<'py>(
+        &self,
+        py: Python<'py>,
+        source: String,
+        target: String,
+        delete: bool,
+        dry_run: bool,
+        checksum: bool,
+        exclude: Vec<String>,
+        gitignore: bool,
+        links: &str,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        use gpulab_core::remote::sync::{SyncDirection, SyncOptions};
+        let direction = SyncDirection::parse(&source, &target).map_err(|e| to_py_err(py, e))?;
+        let options = SyncOptions {
+            checksum,
+            delete,
+            dry_run,
+            exclude,
+            no_gitignore: !gitignore,
+            links: links.parse().map_err(|e| to_py_err(py, e))?,
+        };
+        let progress = progress_callback(py, progress)?;
+        let lab = self.lab.clone();
+        let report = wait(py, progress.as_ref(), move |reporter| async move {
+            lab.sync(&direction, &options, reporter.as_ref()).await
+        });
+        to_python(py, &finish_progress(progress.as_ref(), report)?)
     }
 
     /// Forward `local_port` on 127.0.0.1 (default: a free one) to `port` in the workspace, until the
@@ -569,15 +618,44 @@ impl PyLab {
     fn copy<'py>(
         &self,
         py: Python<'py>,
-        direction: CopyDirection,
+        sources: Vec<String>,
+        target: String,
         progress: Option<Bound<'py, PyAny>>,
+        via: &str,
+        links: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
+        use gpulab_core::remote::CopyOptions;
+        use gpulab_core::remote::copy::Via;
+        let via: Via = via.parse().map_err(|e| to_py_err(py, e))?;
+        let options = CopyOptions {
+            links: links.parse().map_err(|e| to_py_err(py, e))?,
+            ..Default::default()
+        };
         let progress = progress_callback(py, progress)?;
-        let stats = self.with_lab(py, progress.as_ref(), move |lab, reporter| async move {
-            lab.remote().await?.copy(direction, reporter.as_ref()).await
+        let report = self.with_lab(py, progress.as_ref(), move |lab, reporter| async move {
+            lab.copy(&sources, &target, via, &options, reporter.as_ref())
+                .await
+                .map_err(|failed| failed.error)
         });
-        to_python(py, &finish_progress(progress.as_ref(), stats)?)
+        to_python(py, &finish_progress(progress.as_ref(), report)?.stats)
     }
+}
+
+/// A path, or a list of paths, as strings.
+fn path_list(value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let one = |v: &Bound<'_, PyAny>| -> PyResult<String> {
+        Ok(v.extract::<PathBuf>()?.display().to_string())
+    };
+    if value.is_instance_of::<PyString>() {
+        return Ok(vec![value.extract::<String>()?]);
+    }
+    if let Ok(list) = value.cast::<pyo3::types::PyList>() {
+        return list.iter().map(|v| one(&v)).collect();
+    }
+    if let Ok(tuple) = value.cast::<PyTuple>() {
+        return tuple.iter().map(|v| one(&v)).collect();
+    }
+    Ok(vec![one(value)?])
 }
 
 /// Close a forward and wait until its listener is gone (dropping it only aborts its task).

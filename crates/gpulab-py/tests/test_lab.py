@@ -57,13 +57,26 @@ def test_lifecycle_against_an_existing_cluster(sandbox, user):
     # copies both ways (the emulator's pod runs in a sandbox directory on this machine).
     local = user / "train.py"
     local.write_text("print('hi')\n")
+    # (The pod's port 22 here is an echo server, not sshd: copies go through the API server's exec.)
     copy_events = []
-    stats = lab.copy_to(local, f"{pod_dir}/train.py", progress=copy_events.append)
+    stats = lab.copy_to(local, f"{pod_dir}/train.py", progress=copy_events.append, via="kube")
     assert stats["files"] == 1 and stats["bytes"] == len("print('hi')\n")
     assert lab.exec(["cat", f"{pod_dir}/train.py"]).stdout == "print('hi')\n"
     back = user / "back.py"
-    lab.copy_from(f"{pod_dir}/train.py", back)
+    lab.copy_from(f"{pod_dir}/train.py", back, via="kube")
     assert back.read_text() == "print('hi')\n"
+    # Globs and lists, as `gpulab cp` takes them.
+    (user / "a.csv").write_text("a")
+    (user / "b.csv").write_text("b")
+    lab.exec(f"mkdir -p {pod_dir}/csv")
+    stats = lab.copy_to(str(user / "*.csv"), f"{pod_dir}/csv/", via="kube")
+    assert stats["files"] == 2
+    got = user / "got"
+    got.mkdir()
+    lab.copy_from([f"{pod_dir}/csv/a.csv", f"{pod_dir}/csv/b.csv"], got, via="kube")
+    assert sorted(p.name for p in got.iterdir()) == ["a.csv", "b.csv"]
+    with pytest.raises(ValueError):
+        lab.copy_to(local, "/x", via="scp")
 
     # a forward as a context manager: open inside, closed after.
     with lab.forward(22) as fwd:

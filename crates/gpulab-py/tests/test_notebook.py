@@ -17,9 +17,9 @@ CELLS = [
     "pathlib.Path('data.bin').write_bytes(os.urandom(6 << 20))",
     # 1: the default progress inside Jupyter.
     "report = lab.up()",
-    # 2: progress=True: the same display, with a bar for the bytes.
+    # 2: progress=True: the same display, with a bar for the bytes (through the API server: no sshd here).
     "pod_dir = lab.exec('pwd').stdout.strip()\n"
-    "stats = lab.copy_to('data.bin', pod_dir + '/data.bin', progress=True)",
+    "stats = lab.copy_to('data.bin', pod_dir + '/data.bin', progress=True, via='kube')",
     # 3: progress=False: no display at all.
     "down = lab.down(progress=False)",
     "print(stats['bytes'], len(down['leftovers']))",
@@ -114,13 +114,13 @@ def test_progress_takes_none_true_false_or_a_callable(sandbox, user, capsys):
             self.finished.append(ok)
 
     collect = Collect()
-    lab.copy_to(local, f"{pod_dir}/small.txt", progress=collect)
+    lab.copy_to(local, f"{pod_dir}/small.txt", progress=collect, via="kube")
     assert collect.finished == [True]
     last = collect.events[-1]
     assert (last["event"], last["unit"], last["done"]) == ("progress", "bytes", last["total"]), collect.events
     failed = Collect()
     with pytest.raises(gpulab.GpulabError):
-        lab.copy_to(user / "missing.txt", f"{pod_dir}/missing.txt", progress=failed)
+        lab.copy_to(user / "missing.txt", f"{pod_dir}/missing.txt", progress=failed, via="kube")
     assert failed.finished == [False]
     # Anything else is refused before any work.
     with pytest.raises(TypeError, match="progress must be None, True, False or a callable"):

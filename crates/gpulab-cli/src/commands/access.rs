@@ -53,7 +53,7 @@ pub(crate) struct ProxyArgs {
 /// `gpulab proxy`: bridge stdin/stdout to the workspace's sshd (an ssh ProxyCommand).
 pub(crate) async fn proxy(global: &GlobalArgs, args: &ProxyArgs) -> gpulab_core::Result<()> {
     let lab = args.lab.load(global).await?;
-    lab.proxy(tokio::io::stdin(), tokio::io::stdout()).await
+    lab.proxy_process_stdio().await
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! The lab commands: `up`, `status`, `down`, `ls`, `cost`, `stop`/`start`, `exec`, `cp`, `token`.
+//! The lab commands: `up`, `status`, `down`, `ls`, `cost`, `stop`/`start`, `exec`, `cp`, `sync`, `token`.
 //! Each resolves the lab, calls one `Lab` method, and prints the result.
 
 use std::io::{IsTerminal, Write};
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use gpulab_core::lab::{CostReport, LabStatus, UpReport};
 use gpulab_core::naming::LabId;
-use gpulab_core::remote::{CopyDirection, ExecRequest, ExecStreams};
+use gpulab_core::remote::{ExecRequest, ExecStreams};
 use gpulab_core::spec::SpecInputs;
 use gpulab_core::{Error, Lab, Provider};
 
@@ -570,10 +570,28 @@ pub(crate) async fn exec(global: &GlobalArgs, args: &ExecArgs) -> gpulab_core::R
 /// How `cp` reaches the workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Via {
-    /// SFTP over SSH, through the API server's port-forward to the pod's sshd: the fast way.
+    /// SFTP and tar over SSH, through the API server's port-forward to the pod's sshd: the fast way.
     Ssh,
     /// tar through the API server's exec, as `kubectl cp` does: for workspaces without sshd.
     Kube,
+}
+
+/// What a copy does with symbolic links inside the directories it copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LinksArg {
+    /// Copy what a link to a file points to (as `scp -r`); skip links to directories.
+    Follow,
+    /// Copy links as links (as `tar`, `rsync -l` and `kubectl cp`).
+    Keep,
+}
+
+impl From<LinksArg> for gpulab_core::remote::Links {
+    fn from(links: LinksArg) -> Self {
+        match links {
+            LinksArg::Follow => gpulab_core::remote::Links::Follow,
+            LinksArg::Keep => gpulab_core::remote::Links::Keep,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -583,13 +601,17 @@ pub(crate) enum Via {
   gpulab cp --via kube model.bin :/workspace/      through the API server, without sshd
 
 Copies keep permissions and modification times, and are atomic: a failed copy never leaves a truncated \
-file at the target name.")]
+file at the target name. A directory goes as one tar stream when the workspace has tar, else file by \
+file over SFTP.")]
 pub(crate) struct CpArgs {
     #[command(flatten)]
     lab: LabArg,
     /// How to reach the workspace.
     #[arg(long, value_enum, default_value_t = Via::Ssh)]
     via: Via,
+    /// Symbolic links inside directories: copy what they point to, or the links themselves.
+    #[arg(long, value_enum, default_value_t = LinksArg::Follow)]
+    links: LinksArg,
     /// What to copy: local paths, or `:PATH`s in the workspace (e.g. `:/workspace/out.txt`), all on one
     /// side. Globs (`*`, `?`, `[...]`) are expanded on their side, quoted ones by gpulab.
     #[arg(required = true, value_name = "SOURCE")]
@@ -599,206 +621,134 @@ pub(crate) struct CpArgs {
     target: String,
 }
 
-/// Which way a `cp` goes, with its paths as given (workspace paths without their `:`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum CpPlan {
-    /// Local sources into the workspace.
-    Upload {
-        sources: Vec<String>,
-        target: String,
-    },
-    /// Workspace sources (perhaps patterns) to this machine.
-    Download {
-        sources: Vec<String>,
-        target: PathBuf,
-    },
-}
-
-/// A `cp` command line that cannot work, whatever the files: exit code 2.
-fn cp_usage(args: &CpArgs, problem: &str) -> Error {
-    let mut words = args.sources.clone();
-    words.push(args.target.clone());
-    Error::Usage {
-        message: format!("gpulab cp {}: {problem}", words.join(" ")),
-        hint: "`gpulab cp a.py b.py :/workspace/` or `gpulab cp ':/workspace/out/*.csv' .`".into(),
-    }
-}
-
-/// Which side each argument is on: the sources all on one, the target on the other.
-fn cp_plan(args: &CpArgs) -> gpulab_core::Result<CpPlan> {
-    let remote: Vec<Option<&str>> = args.sources.iter().map(|s| s.strip_prefix(':')).collect();
-    let all_remote = remote.iter().all(Option::is_some);
-    let all_local = remote.iter().all(Option::is_none);
-    if !all_remote && !all_local {
-        return Err(cp_usage(
-            args,
-            "the sources must all be local or all in the workspace (`:PATH`), not some of each",
-        ));
-    }
-    match (all_remote, args.target.strip_prefix(':')) {
-        (false, Some(target)) => Ok(CpPlan::Upload {
-            sources: args.sources.clone(),
-            target: target.into(),
-        }),
-        (true, None) => Ok(CpPlan::Download {
-            sources: remote.into_iter().flatten().map(str::to_owned).collect(),
-            target: PathBuf::from(&args.target),
-        }),
-        _ => Err(cp_usage(
-            args,
-            "one side must be local and the other in the workspace (`:PATH`)",
-        )),
-    }
-}
-
-/// Why the target must be an existing directory, if it must: several sources go into one, and a target
-/// written with a trailing `/` names one.
-fn needs_directory(target: &str, sources: usize) -> Option<String> {
-    if sources > 1 {
-        Some(format!("{sources} sources need a directory to go into"))
-    } else if target.ends_with('/') {
-        Some("a target ending in `/` names a directory".into())
-    } else {
-        None
-    }
-}
-
-/// Check that the local `target` is a directory when it must be.
-fn local_target_dir(target: &std::path::Path, sources: usize) -> gpulab_core::Result<()> {
-    let Some(why) = needs_directory(&target.to_string_lossy(), sources) else {
-        return Ok(());
-    };
-    if target.is_dir() {
-        return Ok(());
-    }
-    Err(Error::io(
-        format!("copy into {}", target.display()),
-        std::io::Error::new(
-            std::io::ErrorKind::NotADirectory,
-            format!("not a directory, and {why}; create it first, or copy one source at a time"),
-        ),
-    ))
-}
-
-/// Points a failed SSH connection at `--via kube`.
-fn suggest_via_kube(error: Error) -> Error {
-    const KUBE: &str =
-        "if the workspace runs no sshd, copy through the API server with `gpulab cp --via kube`";
-    match error {
-        Error::Remote { message, hint } => Error::Remote {
-            message,
-            hint: Some(match hint {
-                Some(hint) => format!("{hint}; {KUBE}"),
-                None => KUBE.into(),
-            }),
-        },
-        other => other,
-    }
-}
-
-/// `gpulab cp SOURCE... TARGET`: over SFTP (or `--via kube`, tar through the API server), globs expanded on
-/// their side, several sources into a directory.
+/// `gpulab cp SOURCE... TARGET`: [`Lab::copy`], with progress and a summary.
 pub(crate) async fn cp(
     global: &GlobalArgs,
     args: &CpArgs,
     printer: &Printer,
 ) -> gpulab_core::Result<()> {
-    use gpulab_core::remote::RemoteExec;
-    use gpulab_core::remote::glob::{expand_local, expand_remote};
+    use gpulab_core::remote::CopyOptions;
+    use gpulab_core::remote::copy::{CopyPlan, Via as CoreVia};
 
-    // Everything that can be checked on this machine is, before the cluster is asked anything.
-    let plan = cp_plan(args)?;
-    let mut uploads = Vec::new();
-    match &plan {
-        CpPlan::Upload { sources, .. } => {
-            for source in sources {
-                uploads.extend(expand_local(source).await?);
-            }
-        }
-        CpPlan::Download { sources, target } => local_target_dir(target, sources.len())?,
-    }
-
+    // Bad input is an error before the lab is even loaded.
+    CopyPlan::parse(&args.sources, &args.target)?;
     let lab = args.lab.load(global).await?;
-    let ssh = match args.via {
-        Via::Ssh => Some(lab.ssh().await.map_err(suggest_via_kube)?),
-        Via::Kube => None,
+    let via = match args.via {
+        Via::Ssh => CoreVia::Ssh,
+        Via::Kube => CoreVia::Kube,
     };
-    let remote: std::sync::Arc<dyn RemoteExec> = match &ssh {
-        Some(session) => std::sync::Arc::new(session.clone()),
-        None => lab.remote().await?,
+    let options = CopyOptions {
+        links: args.links.into(),
+        ..Default::default()
     };
-
-    let directions: Vec<CopyDirection> = match plan {
-        CpPlan::Upload { target, .. } => {
-            if let Some(why) = needs_directory(&target, uploads.len())
-                && remote.list_dir(&target).await?.is_none()
-            {
-                return Err(Error::Remote {
-                    message: format!(
-                        "copy into :{target}: not a directory in the workspace, and {why}"
-                    ),
-                    hint: Some(format!(
-                        "create it first (`gpulab exec -- mkdir -p {target}`), or copy one source at a time"
-                    )),
-                });
-            }
-            uploads
-                .into_iter()
-                .map(|local| CopyDirection::Upload {
-                    local,
-                    remote: target.clone(),
-                })
-                .collect()
-        }
-        CpPlan::Download { sources, target } => {
-            let mut found = Vec::new();
-            for pattern in &sources {
-                found.extend(expand_remote(remote.as_ref(), pattern).await?);
-            }
-            local_target_dir(&target, found.len())?;
-            found
-                .into_iter()
-                .map(|remote| CopyDirection::Download {
-                    remote,
-                    local: target.clone(),
-                })
-                .collect()
-        }
-    };
-
     let progress = Progress::new(global.quiet);
-    let started = std::time::Instant::now();
-    let (mut files, mut bytes) = (0, 0);
-    let mut result = Ok(());
-    for direction in directions {
-        match remote.copy(direction, &progress).await {
-            Ok(stats) => {
-                files += stats.files;
-                bytes += stats.bytes;
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    let result = lab
+        .copy(&args.sources, &args.target, via, &options, &progress)
+        .await;
     progress.finish();
-    if let Some(session) = ssh {
-        let _ = session.close().await;
-    }
-    if let Err(e) = result {
-        if files > 0 {
-            printer.hint(format!(
-                "copied {files} file(s) before the error; rerunning copies them again"
-            ));
+    let report = match result {
+        Ok(report) => report,
+        Err(failed) => {
+            if failed.done.stats.files > 0 {
+                printer.hint(format!(
+                    "copied {} file(s) before the error; rerunning copies them again",
+                    failed.done.stats.files
+                ));
+            }
+            return Err(failed.error);
         }
-        return Err(e);
-    }
-    let secs = started.elapsed().as_secs_f64().max(1e-3);
-    let mib = bytes as f64 / 1048576.0;
+    };
+    let secs = report.stats.elapsed.as_secs_f64().max(1e-3);
+    let mib = report.stats.bytes as f64 / 1048576.0;
     printer.hint(format!(
-        "copied {files} file(s), {mib:.1} MiB in {secs:.1}s ({:.0} MiB/s)",
+        "copied {} file(s), {mib:.1} MiB in {secs:.1}s ({:.0} MiB/s)",
+        report.stats.files,
         mib / secs
+    ));
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  gpulab sync . :/workspace/project               send what changed since the last sync
+  gpulab sync --delete --dry-run . :/workspace/p  list what a mirror would send and remove
+  gpulab sync :/workspace/out ./out               bring results back
+
+A file is sent when the other side lacks it or its size or modification time differ (--checksum: its \
+SHA-256). The source's .gitignore files apply, and so does every --exclude; excluded files on the target \
+are never removed.")]
+pub(crate) struct SyncArgs {
+    #[command(flatten)]
+    lab: LabArg,
+    /// Remove from the target what the source does not hold.
+    #[arg(long)]
+    delete: bool,
+    /// Only list what would be sent and removed.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Compare files of the same size by SHA-256, not by modification time.
+    #[arg(long, short = 'c')]
+    checksum: bool,
+    /// Leave out what matches PATTERN (.gitignore syntax, from the synced root); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Do not read the source's .gitignore files.
+    #[arg(long)]
+    no_gitignore: bool,
+    /// Symbolic links inside the tree: follow them, or sync the links themselves.
+    #[arg(long, value_enum, default_value_t = LinksArg::Follow)]
+    links: LinksArg,
+    /// The directory to mirror: a local path, or `:PATH` in the workspace.
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// The directory to make like it, on the other side (created if missing).
+    #[arg(value_name = "TARGET")]
+    target: String,
+}
+
+/// `gpulab sync SOURCE TARGET`: [`Lab::sync`], then what it sent and removed.
+pub(crate) async fn sync(
+    global: &GlobalArgs,
+    args: &SyncArgs,
+    printer: &Printer,
+) -> gpulab_core::Result<()> {
+    use gpulab_core::remote::sync::{SyncDirection, SyncOptions};
+    let direction = SyncDirection::parse(&args.source, &args.target)?;
+    let options = SyncOptions {
+        checksum: args.checksum,
+        delete: args.delete,
+        dry_run: args.dry_run,
+        exclude: args.exclude.clone(),
+        no_gitignore: args.no_gitignore,
+        links: args.links.into(),
+    };
+    let lab = args.lab.load(global).await?;
+    let progress = Progress::new(global.quiet);
+    let result = lab.sync(&direction, &options, &progress).await;
+    progress.finish();
+    let report = result?;
+    let verb = |done: &str, would: &str| {
+        if report.dry_run {
+            would.to_string()
+        } else {
+            done.to_string()
+        }
+    };
+    for rel in &report.sent {
+        printer.line(format!("{} {rel}", verb("sent", "would send")));
+    }
+    for rel in &report.deleted {
+        printer.line(format!("{} {rel}", verb("deleted", "would delete")));
+    }
+    printer.hint(format!(
+        "{} {} file(s) ({:.1} MiB), {} {}, {} up to date, in {:.2}s",
+        verb("sent", "would send"),
+        report.sent.len(),
+        report.bytes as f64 / 1048576.0,
+        verb("deleted", "would delete"),
+        report.deleted.len(),
+        report.listed as usize - report.sent.len().min(report.listed as usize),
+        report.elapsed.as_secs_f64()
     ));
     Ok(())
 }

@@ -14,11 +14,16 @@ use crate::events::Reporter;
 use crate::{Error, Result};
 
 pub mod api_server;
+pub(crate) mod archive;
+pub mod copy;
 pub mod forward;
 pub mod glob;
+pub(crate) mod kube_stream;
 pub mod local;
 pub mod ssh;
 pub mod ssh_config;
+pub mod sync;
+pub(crate) mod tree;
 
 /// A command to run in the workspace.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -123,6 +128,45 @@ pub enum CopyDirection {
     },
 }
 
+/// What a copy does with the symbolic links it finds inside a directory it copies. A source named on its
+/// own is always followed, as `cp` and `scp` do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Links {
+    /// Copy what a link to a file points to, as a file (as `scp -r` does); links to directories and
+    /// links to nothing are skipped with a warning.
+    #[default]
+    Follow,
+    /// Copy links as links, pointing where they point (as `tar`, `rsync -l` and `kubectl cp` do).
+    Keep,
+}
+
+impl std::str::FromStr for Links {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "follow" => Ok(Links::Follow),
+            "keep" => Ok(Links::Keep),
+            other => Err(Error::Usage {
+                message: format!("links: {other:?} is not a way to copy links"),
+                hint: "use `follow` (copy what they point to) or `keep` (copy them as links)"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// How one copy is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CopyOptions {
+    /// Symbolic links inside directories.
+    pub links: Links,
+    /// Copy file by file over SFTP even where one tar stream would be faster (a workspace without `tar`
+    /// is detected and falls back by itself).
+    pub file_by_file: bool,
+}
+
 /// What a copy moved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TransferStats {
@@ -175,12 +219,23 @@ pub trait RemoteExec: Send + Sync {
     ) -> Result<ExitStatus>;
 
     /// Copy files or directories (recursively), keeping permissions and modification times; progress in
-    /// bytes goes to `reporter`.
+    /// bytes goes to `reporter`. [`Self::copy_with`] with the default options.
     async fn copy(
         &self,
         direction: CopyDirection,
         reporter: &dyn Reporter,
     ) -> Result<TransferStats>;
+
+    /// [`Self::copy`] as `options` say. By default the options are not looked at.
+    async fn copy_with(
+        &self,
+        direction: CopyDirection,
+        options: &CopyOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<TransferStats> {
+        let _ = options;
+        self.copy(direction, reporter).await
+    }
 
     /// Open a byte stream to `port` in the workspace (local port forwarding is built on this).
     async fn tunnel(&self, port: u16) -> Result<Box<dyn Tunnel>>;

@@ -322,20 +322,22 @@ pub fn ensure_include(config: &Path, pattern: &str) -> Result<bool> {
 /// workspace's sshd, usually through the API server's port-forward) and the tunnel's bytes go to
 /// `stdout`. Standard input's end is passed on as the tunnel's write shutdown; returns when the remote side
 /// closes. The caller should exit the process then: a blocking read of the real standard input cannot be
-/// cancelled.
+/// cancelled. Both directions move up to [`BRIDGE_CHUNK`] bytes at a time.
 pub async fn proxy_stdio(
     tunnel: Box<dyn Tunnel>,
-    mut stdin: impl AsyncRead + Unpin,
+    stdin: impl AsyncRead + Unpin,
     mut stdout: impl AsyncWrite + Unpin,
 ) -> Result<()> {
-    let (mut from_remote, mut to_remote) = tokio::io::split(tunnel);
+    let (from_remote, mut to_remote) = tokio::io::split(tunnel);
+    let mut stdin = tokio::io::BufReader::with_capacity(BRIDGE_CHUNK, stdin);
+    let mut from_remote = tokio::io::BufReader::with_capacity(BRIDGE_CHUNK, from_remote);
     let up = async {
-        let copied = tokio::io::copy(&mut stdin, &mut to_remote).await;
+        let copied = tokio::io::copy_buf(&mut stdin, &mut to_remote).await;
         let _ = to_remote.shutdown().await;
         copied
     };
     let down = async {
-        tokio::io::copy(&mut from_remote, &mut stdout).await?;
+        tokio::io::copy_buf(&mut from_remote, &mut stdout).await?;
         stdout.flush().await
     };
     tokio::pin!(up, down);
@@ -351,6 +353,33 @@ pub async fn proxy_stdio(
                 return done.map_err(|e| Error::io("proxy: pass the workspace's bytes to standard output", e));
             }
         }
+    }
+}
+
+/// The most bytes the proxy moves in one read or write.
+pub const BRIDGE_CHUNK: usize = 256 * 1024;
+
+/// [`proxy_stdio`] on this process's standard input and output. When they are pipes (as ssh gives its
+/// ProxyCommand) they are read and written without blocking, straight from the event loop; otherwise
+/// (a terminal, a file) through tokio's blocking standard streams.
+pub async fn proxy_process_stdio(tunnel: Box<dyn Tunnel>) -> Result<()> {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+    let input = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok());
+    let output = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| pipe::Sender::from_owned_fd(fd).ok());
+    match (input, output) {
+        (Some(input), Some(output)) => proxy_stdio(tunnel, input, output).await,
+        (Some(input), None) => proxy_stdio(tunnel, input, tokio::io::stdout()).await,
+        (None, Some(output)) => proxy_stdio(tunnel, tokio::io::stdin(), output).await,
+        (None, None) => proxy_stdio(tunnel, tokio::io::stdin(), tokio::io::stdout()).await,
     }
 }
 

@@ -158,8 +158,34 @@ class Lab:
         timeout: Optional[float] = None,
         env: Optional[Mapping[str, str]] = None,
     ) -> ExecResult: ...
-    def copy_to(self, local: _Path, remote: str, progress: _Progress = None) -> Dict[str, Any]: ...
-    def copy_from(self, remote: str, local: _Path, progress: _Progress = None) -> Dict[str, Any]: ...
+    def copy_to(
+        self,
+        local: Union[_Path, Sequence[_Path]],
+        remote: str,
+        progress: _Progress = None,
+        via: str = "ssh",
+        links: str = "follow",
+    ) -> Dict[str, Any]: ...
+    def copy_from(
+        self,
+        remote: Union[_Path, Sequence[_Path]],
+        local: _Path,
+        progress: _Progress = None,
+        via: str = "ssh",
+        links: str = "follow",
+    ) -> Dict[str, Any]: ...
+    def sync(
+        self,
+        source: str,
+        target: str,
+        delete: bool = False,
+        dry_run: bool = False,
+        checksum: bool = False,
+        exclude: Sequence[str] = ...,
+        gitignore: bool = True,
+        links: str = "follow",
+        progress: _Progress = None,
+    ) -> Dict[str, Any]: ...
     def forward(self, port: int, local_port: Optional[int] = None) -> Forward: ...
     def jupyter_url(self, local_port: Optional[int] = None) -> str: ...
     def close(self) -> None: ...

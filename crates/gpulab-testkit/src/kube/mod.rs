@@ -104,6 +104,7 @@
 //!   and its config is read from any key of the mounted config map, not only `CONFIG_FILE`'s.
 
 mod containers;
+mod delay;
 mod patch;
 mod resources;
 mod select;
@@ -658,7 +659,9 @@ impl KubeEmulator {
         sim::reconcile(&mut st);
     }
 
-    /// Delay every request by `latency` before it is served.
+    /// Delay every request by `latency` before it is served, and make it the round trip of every exec
+    /// and port-forward stream opened afterwards (see `delay`): half of it each way, data flowing at full
+    /// speed up to a window.
     pub fn set_latency(&self, latency: Duration) {
         *self.inner.latency.lock().unwrap_or_else(|e| e.into_inner()) = latency;
     }

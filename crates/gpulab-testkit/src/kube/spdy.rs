@@ -142,15 +142,21 @@ enum Frame {
 #[derive(Default)]
 struct FrameReader {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf`: consumed bytes are dropped in one go, not per frame.
+    start: usize,
 }
 
 impl FrameReader {
     fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     fn next_frame(&mut self) -> Option<Frame> {
-        let b = &self.buf;
+        let b = &self.buf[self.start..];
         if b.len() < 8 {
             return None;
         }
@@ -173,7 +179,7 @@ impl FrameReader {
                 payload,
             }
         };
-        self.buf.drain(..8 + len);
+        self.start += 8 + len;
         Some(frame)
     }
 }
@@ -503,7 +509,7 @@ async fn forward(
         let _ = w.shutdown().await;
     };
     let downstream = async {
-        let mut buf = vec![0u8; 32 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
             match r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::containers::Sandbox;
+use super::delay::{Io, with_latency};
 use super::resources::{POD, RESOURCES};
 use super::server::{Body, Inner, Query, check_container, full};
 use super::spdy;
@@ -91,7 +92,8 @@ pub(crate) fn serve(
         .unwrap_or("")
         .to_string();
     if sub == "portforward" && upgrade.eq_ignore_ascii_case("SPDY/3.1") {
-        return Ok(spdy_upgrade(inner, req, ns, name, uid));
+        let latency = *inner.latency.lock().unwrap_or_else(|e| e.into_inner());
+        return Ok(spdy_upgrade(inner, req, ns, name, uid, latency));
     }
     let is_ws = upgrade.eq_ignore_ascii_case("websocket");
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
@@ -126,6 +128,7 @@ pub(crate) fn serve(
             "none of the offered WebSocket subprotocols {offered:?} is supported; use one of {supported:?}"
         )));
     };
+    let latency = *inner.latency.lock().unwrap_or_else(|e| e.into_inner());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -165,9 +168,12 @@ pub(crate) fn serve(
         tokio::spawn(async move {
             let up = on_upgrade.await;
             if let Ok(upgraded) = up {
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+                let ws = WebSocketStream::from_raw_socket(
+                    with_latency(TokioIo::new(upgraded), latency),
+                    Role::Server,
+                    None,
+                )
+                .await;
                 exec(ws, opts).await;
             }
         });
@@ -175,9 +181,12 @@ pub(crate) fn serve(
         let targets = spdy_targets(&inner, &ns, &name, uid);
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+                let ws = WebSocketStream::from_raw_socket(
+                    with_latency(TokioIo::new(upgraded), latency),
+                    Role::Server,
+                    None,
+                )
+                .await;
                 spdy_over_websocket(ws, targets).await;
             }
         });
@@ -205,9 +214,12 @@ pub(crate) fn serve(
         let pod = format!("{ns}/{name}");
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+                let ws = WebSocketStream::from_raw_socket(
+                    with_latency(TokioIo::new(upgraded), latency),
+                    Role::Server,
+                    None,
+                )
+                .await;
                 port_forward(ws, targets, &pod, &uid).await;
             }
         });
@@ -236,12 +248,22 @@ fn spawn_writer<S>(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
 ) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Io + 'static,
 {
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(async move {
+        // Messages are written as they come and flushed once no more are waiting, as a kubelet's
+        // buffered connection does.
         while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
+            if sink.feed(m).await.is_err() {
+                return;
+            }
+            while let Ok(m) = out_rx.try_recv() {
+                if sink.feed(m).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
                 return;
             }
         }
@@ -265,8 +287,11 @@ fn framed(channel: u8, data: &[u8]) -> Message {
     Message::binary(v)
 }
 
+/// How much one read from a command's output or a forwarded connection takes.
+const READ_CHUNK: usize = 64 * 1024;
+
 async fn pump(mut from: impl AsyncRead + Unpin, channel: u8, to: mpsc::Sender<Message>) {
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; READ_CHUNK];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -298,7 +323,7 @@ fn exit_status(command: &[String], code: i32) -> Value {
 
 async fn exec<S>(ws: WebSocketStream<S>, o: ExecOptions)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Io + 'static,
 {
     let (sink, mut stream) = ws.split();
     let (out_tx, writer) = spawn_writer(sink);
@@ -411,7 +436,7 @@ async fn port_forward<S>(
     pod: &str,
     uid: &str,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Io + 'static,
 {
     let (sink, mut stream) = ws.split();
     let (out_tx, writer) = spawn_writer(sink);
@@ -535,6 +560,7 @@ fn spdy_upgrade(
     ns: String,
     name: String,
     uid: String,
+    latency: std::time::Duration,
 ) -> Response<Body> {
     let targets = spdy_targets(&inner, &ns, &name, uid);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -542,11 +568,11 @@ fn spdy_upgrade(
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+        let (mut rd, wr) = tokio::io::split(with_latency(TokioIo::new(upgraded), latency));
         let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(64);
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
         let reader = tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; READ_CHUNK];
             loop {
                 match rd.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
@@ -559,8 +585,18 @@ fn spdy_upgrade(
             }
         });
         let writer = tokio::spawn(async move {
+            // Frames are written as they come and flushed once no more are waiting.
+            let mut wr = tokio::io::BufWriter::with_capacity(READ_CHUNK * 2, wr);
             while let Some(chunk) = out_rx.recv().await {
                 if wr.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                while let Ok(chunk) = out_rx.try_recv() {
+                    if wr.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                if wr.flush().await.is_err() {
                     return;
                 }
             }
@@ -583,7 +619,7 @@ fn spdy_upgrade(
 /// SPDY bytes, with no channel prefix; each frame we send is one message.
 async fn spdy_over_websocket<S>(ws: WebSocketStream<S>, targets: spdy::Targets)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Io + 'static,
 {
     let (mut sink, mut stream) = ws.split();
     let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(64);
@@ -599,7 +635,15 @@ where
     });
     let writer = tokio::spawn(async move {
         while let Some(chunk) = out_rx.recv().await {
-            if sink.send(Message::binary(chunk)).await.is_err() {
+            if sink.feed(Message::binary(chunk)).await.is_err() {
+                return;
+            }
+            while let Ok(chunk) = out_rx.try_recv() {
+                if sink.feed(Message::binary(chunk)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
                 return;
             }
         }

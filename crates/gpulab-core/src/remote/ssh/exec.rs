@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use russh::{ChannelMsg, Sig};
-use tokio::io::{AsyncWriteExt, copy};
+use tokio::io::{AsyncWriteExt, copy_buf};
 
 use super::SshSession;
 use crate::remote::{ExecRequest, ExecStreams, ExitStatus};
@@ -130,8 +130,10 @@ pub(crate) async fn run(
     let feed = async move {
         if let Some(mut input) = stdin {
             let mut sink = writer.make_writer();
+            // Reads as large as the channel's packets allow.
+            let mut input = tokio::io::BufReader::with_capacity(256 * 1024, &mut input);
             // An error here means the command stopped reading; its exit status says what happened.
-            let _ = copy(&mut input, &mut sink).await;
+            let _ = copy_buf(&mut input, &mut sink).await;
         }
         let _ = writer.eof().await;
     };

@@ -29,7 +29,7 @@ mod auth;
 mod exec;
 mod host_key;
 mod shell;
-mod transfer;
+pub(crate) mod transfer;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -54,7 +54,8 @@ pub(crate) use exec::shell_quote;
 
 use self::host_key::{ClientHandler, HandlerError};
 use super::{
-    CopyDirection, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats, Tunnel,
+    CopyDirection, CopyOptions, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats,
+    Tunnel,
 };
 use crate::events::Reporter;
 use crate::{Error, Result};
@@ -339,7 +340,16 @@ impl RemoteExec for SshSession {
         direction: CopyDirection,
         reporter: &dyn Reporter,
     ) -> Result<TransferStats> {
-        transfer::copy(self, direction, reporter).await
+        transfer::copy(self, direction, &CopyOptions::default(), reporter).await
+    }
+
+    async fn copy_with(
+        &self,
+        direction: CopyDirection,
+        options: &CopyOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<TransferStats> {
+        transfer::copy(self, direction, options, reporter).await
     }
 
     async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
