@@ -441,7 +441,6 @@ fn lab_sdk(clouds: &EmulatedClouds, user: &LabDir) -> gpulab_core::provision::aw
     clouds.lab_options(user.gpulab_home()).aws.sdk
 }
 
-
 /// `status` says what in the cluster keeps the workspace from getting ready: here an EBS CSI driver
 /// that is registered but whose controller does not run, so the claim waits for an external provisioner
 /// (the event the persistent volume controller records on it).
