@@ -635,11 +635,28 @@ impl CloudRelease {
             .await?
             .map(|_| names.load_balancer.clone());
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &names.namespace);
-        let volume = match keep_volume {
+        let claimed = match keep_volume {
             true => None,
             false => get_opt(&claims, &names.volume)
                 .await?
                 .and_then(|c| c.spec?.volume_name),
+        };
+        // Only a volume whose reclaim policy is Delete goes with its claim (a retained one stays, by its
+        // class's design); one the caller may not read is not waited for.
+        let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+        let volume = match claimed {
+            Some(name) => get_opt(&volumes, &name)
+                .await
+                .ok()
+                .flatten()
+                .filter(|pv| {
+                    pv.spec
+                        .as_ref()
+                        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+                        == Some("Delete")
+                })
+                .map(|_| name),
+            None => None,
         };
         Ok(CloudRelease {
             load_balancer,
