@@ -127,11 +127,16 @@ impl Plan {
             add(
                 "ec2:subnet",
                 &format!("{}-public-{}", s.name, i + 1),
-                format!(
-                    "{cidr}, public, in the {} availability zone offering {}",
-                    ["first", "second"][i],
-                    instance.name
-                ),
+                if i == 0 {
+                    format!(
+                        "{cidr}, public, in the first standard availability zone offering {} (the nodes' zone)",
+                        instance.name
+                    )
+                } else {
+                    format!(
+                        "{cidr}, public, in another standard availability zone (the control plane needs two; EKS's accepted zones when it refuses one)"
+                    )
+                },
             );
         }
         add(
@@ -212,13 +217,13 @@ impl Plan {
         add(
             "eks:addon",
             "eks-pod-identity-agent",
-            "serves Pod Identity credentials on every node".into(),
+            "serves Pod Identity credentials on every node; EKS's default version for the cluster's Kubernetes version".into(),
         );
         add(
             "eks:addon",
             "aws-ebs-csi-driver",
             format!(
-                "so the /workspace volume can be provisioned; Pod Identity association {}/{} -> {}",
+                "so the /workspace volume can be provisioned; EKS's default version for the cluster's Kubernetes version; Pod Identity association {}/{} -> {}",
                 EBS_CSI_SERVICE_ACCOUNT.0, EBS_CSI_SERVICE_ACCOUNT.1, names.ebs_csi_role
             ),
         );
