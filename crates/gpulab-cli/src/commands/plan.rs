@@ -81,7 +81,11 @@ fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
     let mut python: Vec<String> = packages.torch.iter().cloned().collect();
     python.extend(packages.python.iter().cloned());
     if s.workspace.jupyter {
-        python.push("jupyterlab".into());
+        python.extend(
+            gpulab_core::workspace::versions::JUPYTER_PACKAGES
+                .iter()
+                .map(|p| p.to_string()),
+        );
     }
     printer.line(format!(
         "  Software   {} (compute capability {}): {}{}; models in {}",

@@ -83,7 +83,11 @@ pub fn render_dockerfile(options: &ImageOptions) -> String {
     let apt = apt.join(" \\\n      ");
     let mut python = options.python_packages.clone();
     if options.jupyter {
-        python.extend(["jupyterlab".to_string(), "ipykernel".to_string()]);
+        python.extend(
+            crate::workspace::versions::JUPYTER_PACKAGES
+                .iter()
+                .map(|p| p.to_string()),
+        );
     }
     let pip = python.join(" ");
     let mut imports: Vec<String> = options

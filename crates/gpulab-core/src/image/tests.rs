@@ -77,7 +77,7 @@ fn the_dockerfile_installs_into_a_venv_and_bakes_no_environment_over_the_pods() 
         "{dockerfile}"
     );
     assert!(
-        dockerfile.contains("pip install --no-cache-dir torch==2.8.0 vllm==0.11.0 transformers accelerate jupyterlab ipykernel"),
+        dockerfile.contains("pip install --no-cache-dir torch==2.8.0 vllm==0.11.0 transformers==4.57.1 accelerate==1.10.1 jupyterlab==4.4.9 ipykernel==6.30.1"),
         "{dockerfile}"
     );
     assert!(

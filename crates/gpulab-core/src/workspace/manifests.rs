@@ -355,6 +355,10 @@ fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
         env_value("GPULAB_VENV", VENV),
         env_value("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"),
         env_value("GPULAB_JUPYTER", if ws.jupyter { "1" } else { "0" }),
+        env_value(
+            "GPULAB_JUPYTER_PACKAGES",
+            &super::versions::JUPYTER_PACKAGES.join(" "),
+        ),
         // Jupyter is reached through the API server's port-forward (or an SSH tunnel), which connects to
         // the pod's loopback: it need not listen anywhere else, load balancer or not.
         env_value("GPULAB_JUPYTER_IP", "127.0.0.1"),

@@ -8,7 +8,8 @@
 # matrix for its GPU generation (`gpulab plan` shows them):
 #   GPULAB_APT_PACKAGES   system packages besides sshd and Python
 #   GPULAB_TORCH          the PyTorch requirement ("torch==2.8.0"), GPULAB_TORCH_INDEX its wheel index
-#   GPULAB_PIP_PACKAGES   the other Python requirements ("vllm==0.11.0 transformers accelerate")
+#   GPULAB_PIP_PACKAGES   the other Python requirements ("vllm==0.11.0 transformers==4.57.1 ...")
+#   GPULAB_JUPYTER_PACKAGES  Jupyter Lab and ipykernel, pinned, installed while GPULAB_JUPYTER=1
 #   GPULAB_VENV           the venv every way in uses (default /workspace/.venv)
 # and every way in (exec through the API server, `bash -lc`, SSH sessions, the Jupyter kernel, Slurm
 # jobs) gets the same environment: the pod's PATH (the venv first), the cache variables and the
@@ -120,7 +121,7 @@ wanted_pip=()
 # shellcheck disable=SC2086
 mapfile -t wanted_pip < <(unsatisfied ${GPULAB_PIP_PACKAGES:-})
 if [ "${GPULAB_JUPYTER:-1}" = 1 ]; then
-  mapfile -t -O "${#wanted_pip[@]}" wanted_pip < <(unsatisfied jupyterlab ipykernel)
+  mapfile -t -O "${#wanted_pip[@]}" wanted_pip < <(unsatisfied ${GPULAB_JUPYTER_PACKAGES:-jupyterlab ipykernel})
 fi
 if [ -n "${GPULAB_TORCH:-}" ] && [ -n "$(unsatisfied "$GPULAB_TORCH")" ]; then
   # PyTorch first and from its own index: the wheel for this GPU generation's CUDA (vLLM's pin on torch

@@ -5,11 +5,15 @@
 //!
 //! Pinned as of 2025-10, from the projects' release notes:
 //! - PyTorch 2.8's CUDA 12.8 wheels (the default on PyPI) carry kernels for sm_75 and newer only; Volta
-//!   (sm_70) needs the CUDA 12.6 wheels, whose newest PyTorch with a matching vLLM is 2.7.1.
+//!   (sm_70) needs the CUDA 12.6 wheels, whose newest PyTorch with a matching vLLM is 2.7.0.
 //! - vLLM 0.11 requires torch 2.8.0 and runs only its V1 engine; on Turing (7.5) FlashAttention and the
 //!   FlashInfer sampler are unavailable, so it needs the Triton attention backend and the PyTorch
-//!   sampler. vLLM 0.9.2 (torch 2.7.1) is the last release with the V0 engine and xFormers, which is
+//!   sampler. vLLM 0.9.2 (torch 2.7.0) is the last release with the V0 engine and xFormers, which is
 //!   what runs on Volta.
+//! - vLLM 0.9.2's wheel requires `torch==2.7.0` exactly (its METADATA), so Volta's PyTorch is 2.7.0 from
+//!   the CUDA 12.6 index; vLLM 0.11.0's requires `torch==2.8.0` and `transformers>=4.55.2`.
+//! - transformers, accelerate, Jupyter Lab and ipykernel are pinned to their releases of the same month
+//!   (transformers 4.53.2 for vLLM 0.9.2, which predates 4.55's changes).
 //! - Turing and Volta have no bfloat16: models run in float16.
 //! - NVIDIA's CUDA images are deleted from the registry some months after their CUDA release leaves
 //!   support (12.4.1 has been); 12.8.1 is current, supports sm_70 to sm_120, and has Ubuntu 22.04 and
@@ -24,8 +28,13 @@ use crate::spec::ValidSpec;
 /// stack's.
 pub const DEFAULT_BASE_IMAGE: &str = "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04";
 
-/// Python packages besides PyTorch and vLLM that the workspace gets by default.
-pub const DEFAULT_EXTRA_PYTHON: &[&str] = &["transformers", "accelerate"];
+/// Python packages besides PyTorch, vLLM and transformers (which the [`Stack`] pins) that the workspace
+/// gets by default.
+pub const DEFAULT_EXTRA_PYTHON: &[&str] = &["accelerate==1.10.1"];
+
+/// Jupyter Lab and the kernel registered from the workspace's venv, installed when `workspace.jupyter`
+/// is on.
+pub const JUPYTER_PACKAGES: &[&str] = &["jupyterlab==4.4.9", "ipykernel==6.30.1"];
 
 /// System packages besides sshd and Python that the workspace gets by default: the tools of the
 /// original image.
@@ -55,6 +64,8 @@ pub struct Stack {
     pub torch_index: &'static str,
     /// The vLLM requirement.
     pub vllm: &'static str,
+    /// The transformers release that vLLM release works with.
+    pub transformers: &'static str,
     /// Environment the generation needs (vLLM's backends).
     pub env: &'static [(&'static str, &'static str)],
     /// The dtype models run in.
@@ -69,9 +80,10 @@ pub const STACKS: &[Stack] = &[
         architectures: &["Volta"],
         compute_capability: "7.0",
         base_image: "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04",
-        torch: "torch==2.7.1",
+        torch: "torch==2.7.0",
         torch_index: "https://download.pytorch.org/whl/cu126",
         vllm: "vllm==0.9.2",
+        transformers: "transformers==4.53.2",
         env: &[("VLLM_USE_V1", "0"), ("VLLM_ATTENTION_BACKEND", "XFORMERS")],
         dtype: "float16",
         note: "sm_70: PyTorch's CUDA 12.6 wheels (the 12.8 ones have no Volta kernels), vLLM's V0 engine with xFormers",
@@ -83,6 +95,7 @@ pub const STACKS: &[Stack] = &[
         torch: "torch==2.8.0",
         torch_index: "https://download.pytorch.org/whl/cu128",
         vllm: "vllm==0.11.0",
+        transformers: "transformers==4.57.1",
         env: &[
             ("VLLM_ATTENTION_BACKEND", "TRITON_ATTN"),
             ("VLLM_USE_FLASHINFER_SAMPLER", "0"),
@@ -97,6 +110,7 @@ pub const STACKS: &[Stack] = &[
         torch: "torch==2.8.0",
         torch_index: "https://download.pytorch.org/whl/cu128",
         vllm: "vllm==0.11.0",
+        transformers: "transformers==4.57.1",
         env: &[],
         dtype: "bfloat16",
         note: "the defaults",
@@ -108,6 +122,7 @@ pub const STACKS: &[Stack] = &[
         torch: "torch==2.8.0",
         torch_index: "https://download.pytorch.org/whl/cu128",
         vllm: "vllm==0.11.0",
+        transformers: "transformers==4.57.1",
         env: &[],
         dtype: "bfloat16",
         note: "sm_100: CUDA 12.8 or newer, on Ubuntu 24.04",
@@ -154,7 +169,8 @@ impl WorkspacePackages {
         let (torch, python) = match &ws.python_packages {
             None => (
                 Some(stack.torch.to_string()),
-                std::iter::once(stack.vllm)
+                [stack.vllm, stack.transformers]
+                    .into_iter()
                     .chain(DEFAULT_EXTRA_PYTHON.iter().copied())
                     .map(str::to_string)
                     .collect(),
@@ -229,6 +245,10 @@ mod tests {
         for s in STACKS {
             assert!(s.torch.contains("=="), "{s:?}");
             assert!(s.vllm.contains("=="), "{s:?}");
+            assert!(s.transformers.contains("=="), "{s:?}");
+            for p in DEFAULT_EXTRA_PYTHON.iter().chain(JUPYTER_PACKAGES) {
+                assert!(p.contains("=="), "{p}");
+            }
             // A tag with a full CUDA version, never `latest` or a floating major.
             let tag = s.base_image.rsplit(':').next().unwrap();
             assert!(
