@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::patch;
 use super::resources::{
-    self, CONFIG_MAP, DAEMON_SET, NAMESPACE, NODE, POD, PVC, RESOURCES, SECRET, SERVICE,
-    STORAGE_CLASS,
+    self, CONFIG_MAP, DAEMON_SET, DEPLOYMENT, NAMESPACE, NODE, POD, PVC, RESOURCES, SECRET,
+    SERVICE, STATEFUL_SET, STORAGE_CLASS,
 };
 use super::select::{FieldSelector, LabelSelector};
 use super::sim;
@@ -272,6 +272,10 @@ async fn resource(
         if t.res == POD && sub == "log" && method == Method::GET {
             return pod_log(&inner, t.ns.as_deref().unwrap_or(""), name, &q);
         }
+        if sub == "scale" && matches!(t.res, STATEFUL_SET | DEPLOYMENT) {
+            let ns = t.ns.clone().unwrap_or_default();
+            return scale_subresource(&inner, req, t.res, &ns, name).await;
+        }
         if sub != "status" || !def.has_status {
             return Err(not_found_path());
         }
@@ -402,6 +406,98 @@ async fn resource(
             "the server does not allow this method on the requested resource",
         )),
     }
+}
+
+/// The `scale` subresource of a StatefulSet or Deployment: an `autoscaling/v1` Scale whose
+/// `spec.replicas` is the workload's (Kubernetes API reference, "Scale"; what `kubectl scale` and the
+/// HorizontalPodAutoscaler use). A Role may grant it without granting changes to the workload itself.
+/// GET reads it; PUT and PATCH (merge, strategic merge or JSON patch) set the replicas.
+async fn scale_subresource(
+    inner: &Inner,
+    req: Request<Incoming>,
+    res: usize,
+    ns: &str,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let def = &RESOURCES[res];
+    let method = req.method().clone();
+    let ct = content_type(req.headers());
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?
+        .to_bytes();
+    let mut st = inner.lock();
+    let workload = st
+        .get(res, ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(def, name))?;
+    let as_scale = |w: &Value| {
+        json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": w["metadata"]["name"], "namespace": w["metadata"]["namespace"],
+                "uid": w["metadata"]["uid"], "resourceVersion": w["metadata"]["resourceVersion"],
+                "creationTimestamp": w["metadata"]["creationTimestamp"],
+            },
+            "spec": {"replicas": w["spec"]["replicas"].as_u64().unwrap_or(1)},
+            "status": {
+                "replicas": w["status"]["replicas"].as_u64().unwrap_or(0),
+                // The selector as a string, the form Scale's status carries.
+                "selector": w["spec"]["selector"]["matchLabels"]
+                    .as_object()
+                    .map(|labels| {
+                        labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default(),
+            },
+        })
+    };
+    let mut scale = as_scale(&workload);
+    match method {
+        Method::GET => return Ok(json_response(200, &scale)),
+        Method::PUT => scale = decode(&ct, &body)?,
+        Method::PATCH => {
+            let patch = decode(
+                if ct.contains("yaml") { &ct } else { "application/json" },
+                &body,
+            )?;
+            match ct.as_str() {
+                "application/json-patch+json" => {
+                    patch::json_patch(&mut scale, &patch).map_err(ApiError::bad_request)?
+                }
+                "application/strategic-merge-patch+json" => {
+                    patch::strategic_merge(&mut scale, &patch)
+                }
+                _ => patch::merge_patch(&mut scale, &patch),
+            }
+        }
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+    }
+    let Some(replicas) = scale["spec"]["replicas"].as_u64() else {
+        return Err(ApiError::invalid(
+            def,
+            name,
+            "spec.replicas: Invalid value: a whole number of replicas, 0 or more, is required",
+        ));
+    };
+    let mut updated = workload;
+    updated["spec"]["replicas"] = json!(replicas);
+    let updated = st.update(res, updated);
+    sim::reconcile(&mut st);
+    Ok(json_response(200, &as_scale(&updated)))
 }
 
 fn filtered(st: &State, res: usize, ns: Option<&str>, q: &Query) -> Result<Vec<Value>, ApiError> {
