@@ -83,6 +83,9 @@ pub(crate) const STORAGE_CLASS: usize = 12;
 /// (13: CSI drivers, stored only.)
 pub(crate) const STATEFUL_SET: usize = 14;
 
+/// The `scale` subresource of workloads (autoscaling/v1 Scale).
+const SCALE_SUBS: &[(&str, &str, &[&str])] = &[("scale", "Scale", &["get", "patch", "update"])];
+
 const POD_SUBS: &[(&str, &str, &[&str])] = &[
     ("exec", "PodExecOptions", &["create", "get"]),
     ("log", "Pod", &["get"]),
@@ -173,7 +176,7 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         true,
         &["deploy"],
         true,
-        &[]
+        SCALE_SUBS
     ),
     res!(
         "storage.k8s.io",
@@ -204,6 +207,28 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         true,
         &["sts"],
         true,
+        SCALE_SUBS
+    ),
+    // Roles and their bindings: stored only. The emulator authorises nothing (any token may do
+    // anything), so tests check a Role's rules by reading them.
+    res!(
+        "rbac.authorization.k8s.io",
+        "Role",
+        "roles",
+        "role",
+        true,
+        &[],
+        false,
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        true,
+        &[],
+        false,
         &[]
     ),
 ];
