@@ -37,6 +37,9 @@ HOUR = 3600
 NAMESPACE = "gpulab"
 STATE_NAME = "gpu-dev-pod-autostop-state"
 LAB = "gpu-learning-cluster"
+# The interpreter for the programs' CLIs: the test's own, or another one to check that they run there
+# (they promise Python >= 3.8; the agent's image has 3.12).
+PYTHON = os.environ.get("GPULAB_AUTOSTOP_PYTHON") or sys.executable
 
 
 def load(path: pathlib.Path, name: str) -> types.ModuleType:
@@ -44,7 +47,12 @@ def load(path: pathlib.Path, name: str) -> types.ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    # No __pycache__ beside the programs: the Rust side ships that directory's files.
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = saved
     return module
 
 
@@ -101,7 +109,7 @@ def sandbox_binary() -> pathlib.Path:
 class Kube:
     """A running kube-sandbox, driven through its REST API with plain urllib."""
 
-    def __init__(self, proc: subprocess.Popen, url: str) -> None:
+    def __init__(self, proc: "subprocess.Popen[str]", url: str) -> None:
         self.proc = proc
         self.url = url
 
@@ -319,7 +327,7 @@ class Lab:
         """One tick through the CLI: `python3 agent.py tick --now AT`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GPULAB_", "KUBERNETES_"))}
         env.update(self.env)
-        done = subprocess.run([sys.executable, str(AGENT_PY), "tick", "--now", str(at)], env=env,
+        done = subprocess.run([PYTHON, str(AGENT_PY), "tick", "--now", str(at)], env=env,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         state: Dict[str, Any] = json.loads(done.stdout)

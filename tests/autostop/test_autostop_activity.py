@@ -9,14 +9,13 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from conftest import ACTIVITY_PY, T0, activity, closed_port, http
+from conftest import ACTIVITY_PY, PYTHON, T0, activity, closed_port, http
 
 JUPYTER_TOKEN = "jupyter-t0ken"
 TOKEN = "s3cret-activity-token"
@@ -121,7 +120,7 @@ def base_env(tmp: pathlib.Path, bin_dir: pathlib.Path) -> Dict[str, str]:
 
 
 def probe_cli(env: Dict[str, str]) -> Dict[str, Any]:
-    done = subprocess.run([sys.executable, str(ACTIVITY_PY), "probe"], env=env, capture_output=True,
+    done = subprocess.run([PYTHON, str(ACTIVITY_PY), "probe"], env=env, capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     report: Dict[str, Any] = json.loads(done.stdout)
@@ -212,7 +211,7 @@ def test_time_and_metrics_parsing() -> None:
 @contextlib.contextmanager
 def serving(env: Dict[str, str]) -> Iterator[Tuple[str, List[str]]]:
     """`activity.py serve` on a free port: its URL, and (once stopped) what it wrote to stdout."""
-    proc = subprocess.Popen([sys.executable, str(ACTIVITY_PY), "serve", "--host", "127.0.0.1", "--port", "0"],
+    proc = subprocess.Popen([PYTHON, str(ACTIVITY_PY), "serve", "--host", "127.0.0.1", "--port", "0"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     first = proc.stdout.readline()
@@ -282,7 +281,7 @@ def test_prestop_records_the_shutdown_and_serve_reports_it(tmp_path: pathlib.Pat
     env = base_env(tmp_path, bin_dir)
     write_script(bin_dir, "wall", 'while IFS= read -r line; do printf "%s\\n" "$line" >> "$WALL_LOG"; done\n')
     env["GPULAB_PRESTOP_SECONDS"] = "0"
-    done = subprocess.run([sys.executable, str(ACTIVITY_PY), "prestop"], env=env, capture_output=True,
+    done = subprocess.run([PYTHON, str(ACTIVITY_PY), "prestop"], env=env, capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     shutdown = json.loads(pathlib.Path(env["GPULAB_SHUTDOWN_FILE"]).read_text())

@@ -30,9 +30,9 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterator, List
 
-import boto3
+import boto3  # type: ignore[import-untyped]
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from conftest import MINUTE, NAMESPACE, REPO, STATE_NAME, T0, FakeReporter, Kube, Lab, agent, closed_port
 
@@ -79,7 +79,7 @@ class Moto:
     module's tests (each test has its own role and cluster): resetting it would rebuild its backends,
     seconds each with the managed policies loaded."""
 
-    def __init__(self, proc: subprocess.Popen, url: str) -> None:
+    def __init__(self, proc: "subprocess.Popen[bytes]", url: str) -> None:
         self.proc, self.url = proc, url
         self.labs = 0
 

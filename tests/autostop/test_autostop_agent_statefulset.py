@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
-import sys
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 
-from conftest import (AGENT_PY, HOUR, LAB, MINUTE, NAMESPACE, STATE_NAME, T0, FakeReporter, Kube, Lab, agent,
-                      closed_port)
+from conftest import (AGENT_PY, HOUR, LAB, MINUTE, NAMESPACE, PYTHON, STATE_NAME, T0, FakeReporter, Kube, Lab,
+                      agent, closed_port)
 
 STS = "gpu-dev-pod"
 
@@ -213,8 +212,36 @@ def test_the_settings_are_reread_every_tick(statefulset_lab: Lab, reporter: Fake
 
 
 def test_unreadable_settings_exit_1(tmp_path: pathlib.Path) -> None:
-    done = subprocess.run([sys.executable, str(AGENT_PY), "tick", "--now", str(T0)],
+    done = subprocess.run([PYTHON, str(AGENT_PY), "tick", "--now", str(T0)],
                           env={"GPULAB_AUTOSTOP_SETTINGS": str(tmp_path / "missing.json"), "PATH": "/usr/bin:/bin"},
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert "missing.json" in done.stderr and done.stdout == ""
+
+
+def test_run_logs_a_line_per_tick_and_survives_errors(statefulset_lab: Lab, reporter: FakeReporter,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`agent.py run`: a tick, a line, a sleep; a tick that fails (settings gone) is a line too."""
+    lab = statefulset_lab
+    for key, value in lab.env.items():
+        monkeypatch.setenv(key, value)
+    reporter.report["ssh_sessions"] = 1
+    lines: List[str] = []
+    sleeps: List[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 1:
+            lab.settings_file.unlink()
+        elif len(sleeps) == 2:
+            lab.write_settings()
+        else:
+            raise KeyboardInterrupt  # the only way out
+
+    monkeypatch.setattr(agent.time, "sleep", sleep)
+    with pytest.raises(KeyboardInterrupt):
+        agent.run(agent.Agent(), 30.0, lines.append)
+    assert len(lines) == 3 and all(0 < s <= 30 for s in sleeps)
+    assert "active=1 SSH session" in lines[0] and "nodes=1" in lines[0]
+    assert "error: reading the settings" in lines[1]
+    assert "active=1 SSH session" in lines[2]
