@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -198,6 +199,23 @@ def test_probe_failures_are_errors_not_fatal(tmp_path: pathlib.Path, monkeypatch
     assert "squeue: exit status 1: slurm_load_jobs error: Unable to contact slurm controller" in errors
     assert [e for e in errors if e.startswith("nvidia-smi: exit status 9: NVIDIA-SMI has failed")] != []
     assert len(errors) == 5  # nvidia-smi twice: processes and utilisation
+
+
+def test_a_hung_probe_does_not_hold_the_report(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probes run side by side within a deadline: a hung nvidia-smi (a GPU fallen off the bus) still
+    lets the agent see the SSH sessions before its own 10 s timeout."""
+    bin_dir = tmp_path / "bin"
+    env = base_env(tmp_path, bin_dir)
+    write_script(bin_dir, "nvidia-smi", "exec /bin/sleep 3\n")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(activity, "REPORT_DEADLINE", 0.5)
+    started = time.monotonic()
+    report = activity.collect(T0, None)
+    assert time.monotonic() - started < 2.5
+    assert report["ssh_sessions"] == 2
+    assert (report["gpu_processes"], report["gpu_utilization"]) == (0, None)
+    assert report["errors"] == ["nvidia-smi: no answer within 0.5s"] * 2
 
 
 def test_time_and_metrics_parsing() -> None:

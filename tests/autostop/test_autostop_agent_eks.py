@@ -189,12 +189,14 @@ def test_the_budget_warns_at_80_percent_and_stops_at_100(tmp_path: pathlib.Path,
     assert state["spent_usd"] == pytest.approx(0.81)
     assert reporter.kinds() == ["budget"]
     assert "$0.81 of its $1.00 budget" in reporter.notices[0]["text"]
+    assert "its GPU nodes go to 0" in reporter.notices[0]["text"]
     assert state["budget_warned"] is True
     lab.tick(T0 + 90 * MINUTE)
     assert reporter.kinds() == ["budget"]  # once
 
     state = lab.tick(T0 + 101 * MINUTE)
     assert reporter.kinds() == ["budget", "stopping"]
+    assert "now: spent $1.01 of a $1.00 budget. Its GPU nodes go to 0" in reporter.notices[1]["text"]
     assert state["stopped"] == {"at": T0 + 101 * MINUTE, "reason": "budget",
                                 "message": "spent $1.01 of a $1.00 budget"}
     assert state["nodes"] == 0 and state["last_error"] is None

@@ -52,6 +52,8 @@ def test_an_idle_lab_is_warned_then_stopped(statefulset_lab: Lab, kube: Kube, re
 
     stopped = lab.tick_cli(T0 + 30 * MINUTE)
     assert reporter.kinds() == ["autostop", "stopping"]
+    assert reporter.notices[1]["text"] == (f"gpulab: stopping lab {LAB} now: idle for 30m. The workspace is "
+                                           f"scaled to 0; /workspace is kept. `gpulab start {LAB}` brings it back.")
     assert kube.replicas(NAMESPACE, STS) == 0
     assert stopped["stopped"] == {"at": T0 + 30 * MINUTE, "reason": "idle", "message": "idle for 30m"}
     assert stopped["nodes"] == 0 and stopped["stop_at"] is None

@@ -41,7 +41,7 @@ import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 DEFAULT_PORT = 9102
 DEFAULT_TOKEN_FILE = "/etc/gpulab/activity/token"
@@ -49,6 +49,9 @@ DEFAULT_NOTICE_FILE = "/workspace/.gpulab/notice"
 DEFAULT_SHUTDOWN_FILE = "/workspace/.gpulab/shutdown.json"
 SUBPROCESS_TIMEOUT = 10.0
 HTTP_TIMEOUT = 5.0
+# The probes run side by side; one that has not answered by then is an error in the report. The agent
+# waits 10 s for the report and counts no report as idle: a hung nvidia-smi must not hide an SSH session.
+REPORT_DEADLINE = 8.0
 SHUTDOWN_REASON = ("the pod is being stopped (node drain: spot interruption, node replacement, "
                    "or a stop)")
 SHUTDOWN_TEXT = ("gpulab: this workspace is stopping now (its pod is being stopped: a node drain after "
@@ -226,38 +229,52 @@ def gpu_utilization(nvidia_smi: str) -> Optional[float]:
 
 
 def collect(started_at: int, last_shutdown: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """One activity report. Each probe is isolated: a failure is an `errors` entry, never fatal."""
-    errors: List[str] = []
-
-    def probe(name: str, fn: Callable[[], Any], fallback: Any) -> Any:
-        try:
-            return fn()
-        except Exception as e:  # noqa: BLE001 - a probe must not break the report
-            errors.append(f"{name}: {_describe(e)}")
-            return fallback
-
+    """One activity report. Each probe is isolated (an exception is an `errors` entry and a zero/null
+    value, never fatal), and they run concurrently within REPORT_DEADLINE."""
     proc_root = _env("GPULAB_PROC_ROOT", "/proc")
-    report: Dict[str, Any] = {
-        "started_at": started_at,
-        "now": int(time.time()),
-        "ssh_sessions": probe("ssh", lambda: count_ssh_sessions(proc_root), 0),
-        "busy_kernels": probe("jupyter kernels", jupyter_busy_kernels, 0),
-        "jupyter_last_activity": probe("jupyter status", jupyter_last_activity, None),
-        "slurm_jobs": probe("squeue", slurm_jobs, 0),
-        "vllm_requests": probe("vllm", vllm_requests, 0),
-    }
+    # (report key, name for errors, probe, value when it fails)
+    probes: List[Tuple[str, str, Callable[[], Any], Any]] = [
+        ("ssh_sessions", "ssh", lambda: count_ssh_sessions(proc_root), 0),
+        ("busy_kernels", "jupyter kernels", jupyter_busy_kernels, 0),
+        ("jupyter_last_activity", "jupyter status", jupyter_last_activity, None),
+        ("slurm_jobs", "squeue", slurm_jobs, 0),
+        ("vllm_requests", "vllm", vllm_requests, 0),
+    ]
+    errors: List[str] = []
+    report: Dict[str, Any] = {"started_at": started_at, "now": int(time.time())}
     nvidia_smi = shutil.which("nvidia-smi")
     if nvidia_smi is None:
         errors.append("nvidia-smi: not found")
-        report["gpu_processes"] = 0
-        report["gpu_utilization"] = None
+        report.update(gpu_processes=0, gpu_utilization=None)
     else:
         smi = nvidia_smi
-        report["gpu_processes"] = probe("nvidia-smi", lambda: gpu_processes(smi), 0)
-        report["gpu_utilization"] = probe("nvidia-smi", lambda: gpu_utilization(smi), None)
+        probes.append(("gpu_processes", "nvidia-smi", lambda: gpu_processes(smi), 0))
+        probes.append(("gpu_utilization", "nvidia-smi", lambda: gpu_utilization(smi), None))
+
+    results: Dict[str, Tuple[Any, Optional[str]]] = {}
+
+    def run(key: str, name: str, fn: Callable[[], Any], fallback: Any) -> None:
+        try:
+            results[key] = (fn(), None)
+        except Exception as e:  # noqa: BLE001 - a probe must not break the report
+            results[key] = (fallback, f"{name}: {_describe(e)}")
+
+    threads = [threading.Thread(target=run, args=p, daemon=True) for p in probes]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + REPORT_DEADLINE
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    for key, name, _, fallback in probes:
+        value, error = results.get(key, (fallback, f"{name}: no answer within {REPORT_DEADLINE:g}s"))
+        report[key] = value
+        if error is not None:
+            errors.append(error)
     report["last_shutdown"] = last_shutdown
     report["errors"] = errors
-    return report
+    return {k: report[k] for k in ("started_at", "now", "ssh_sessions", "busy_kernels",
+                                   "jupyter_last_activity", "slurm_jobs", "vllm_requests", "gpu_processes",
+                                   "gpu_utilization", "last_shutdown", "errors")}
 
 
 def _describe(e: BaseException) -> str:

@@ -455,6 +455,12 @@ def fresh_state(settings: Settings, now: int) -> Dict[str, Any]:
     }
 
 
+def what_stops(settings: Settings) -> str:
+    if settings.target["kind"] == "eks-nodegroup":
+        return "its GPU nodes go to 0"
+    return "the workspace is scaled to 0"
+
+
 def parse_state(loaded: Any, settings: Settings, now: int) -> Dict[str, Any]:
     """The stored state, or a fresh one when it is absent, of another version, or malformed."""
     state = fresh_state(settings, now)
@@ -716,8 +722,9 @@ class Agent:
               target: Optional[Target], t: int, reason: str, message: str, errors: List[str],
               did: List[str]) -> None:
         """9. Tell the user first (best effort), then scale the target to 0."""
+        what = what_stops(settings)
         self._notice(settings, token, "stopping",
-                     f"gpulab: stopping lab {settings.lab} now: {message}. Its GPU nodes go to 0; "
+                     f"gpulab: stopping lab {settings.lab} now: {message}. {what[:1].upper() + what[1:]}; "
                      f"/workspace is kept. `gpulab start {settings.lab}` brings it back.", did)
         if target is None:
             errors.append(f"stopping the lab ({reason}): no target")
@@ -740,7 +747,7 @@ class Agent:
         left = max(0.0, budget - spent)
         when = f" (in about {format_duration(left / rate * 3600)} at ${rate:.2f}/h)" if rate > 0 else ""
         return (f"gpulab: lab {settings.lab} has spent ${spent:.2f} of its ${budget:.2f} budget. At "
-                f"${budget:.2f}{when} gpulab stops it: its GPU nodes go to 0; /workspace is kept.")
+                f"${budget:.2f}{when} gpulab stops it: {what_stops(settings)}; /workspace is kept.")
 
     @staticmethod
     def _idle_text(settings: Settings, state: Dict[str, Any], t: int) -> str:
