@@ -34,7 +34,7 @@ import boto3  # type: ignore[import-untyped]
 import pytest
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from conftest import MINUTE, NAMESPACE, REPO, STATE_NAME, T0, FakeReporter, Kube, Lab, agent, closed_port
+from conftest import HOUR, MINUTE, NAMESPACE, REPO, STATE_NAME, T0, FakeReporter, Kube, Lab, agent, closed_port
 
 REGION = "us-west-2"
 ACCOUNT = "123456789012"  # moto's default account
@@ -211,6 +211,37 @@ def test_the_budget_warns_at_80_percent_and_stops_at_100(tmp_path: pathlib.Path,
     assert state["stopped"]["reason"] == "budget"
     assert reporter.kinds() == ["budget", "stopping"]
     assert kube.stored_state() == state
+
+
+def test_the_ledger_charges_each_interval_at_the_size_seen_at_its_start(tmp_path: pathlib.Path, kube: Kube,
+                                                                       reporter: FakeReporter, moto: Moto) -> None:
+    aws = moto.setup_lab()
+    lab = eks_lab(tmp_path, kube, reporter, aws, idle_seconds=None, idle_per_hour=0.1, node_per_hour=0.5,
+                  spent_usd=2.0, spent_at=T0 - HOUR)
+    lab.env.update(aws.env)
+    reporter.report["ssh_sessions"] = 1
+
+    def resize(desired: int) -> None:
+        moto.enforce_iam(False)
+        moto.admin("eks").update_nodegroup_config(clusterName=aws.cluster, nodegroupName=aws.nodegroup,
+                                                  scalingConfig={"minSize": 0, "maxSize": 2, "desiredSize": desired})
+
+    resize(2)
+    state = lab.tick(T0)
+    # The seed's hour: the size was unknown, so it counts as 1 node.
+    assert state["spent_usd"] == pytest.approx(2.0 + 0.6)
+    assert state["nodes"] == 2
+    resize(0)  # `gpulab stop`
+    state = lab.tick(T0 + HOUR)
+    assert state["spent_usd"] == pytest.approx(2.6 + 1.1)  # 2 nodes when the hour began
+    assert state["nodes"] == 0 and state["stopped"] is None  # stopped, not by the agent
+    assert state["seen_stopped_since_start"] is True
+    resize(1)  # `gpulab start`
+    state = lab.tick(T0 + 2 * HOUR)
+    assert state["spent_usd"] == pytest.approx(3.7 + 0.1)
+    state = lab.tick(T0 + 3 * HOUR)
+    assert state["spent_usd"] == pytest.approx(3.8 + 0.6)
+    assert state["spent_at"] == T0 + 3 * HOUR
 
 
 class PodIdentity:
