@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -55,19 +56,28 @@ def iso(epoch: int, offset_hours: int = 0, fraction: str = "") -> str:
 
 
 class FakeServices:
-    """Jupyter Server (`/api/kernels`, `/api/status`, token auth) and vLLM (`/metrics`) on one port."""
+    """Jupyter Server (`/api/kernels`, `/api/status`, token auth) and vLLM (`/metrics`) on one port.
+    Like Jupyter Server, an authenticated API request without `no_track_activity` is itself activity."""
 
     def __init__(self, kernels: List[Dict[str, Any]], last_activity: str, metrics: str) -> None:
+        services = self
+        self.last_activity = last_activity
+        self.tracked: List[str] = []  # the API requests Jupyter would have counted as activity
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
-                if self.path == "/metrics":
+                path, _, query = self.path.partition("?")
+                if path == "/metrics":
                     return self._reply(200, metrics.encode(), "text/plain; version=0.0.4")
                 if self.headers.get("Authorization") != "token " + JUPYTER_TOKEN:
                     return self._reply(403, b'{"message": "Forbidden"}')
-                if self.path == "/api/kernels":
+                if "no_track_activity" not in urllib.parse.parse_qs(query):
+                    services.tracked.append(path)
+                    services.last_activity = iso(int(time.time()))
+                if path == "/api/kernels":
                     return self._reply(200, json.dumps(kernels).encode())
-                if self.path == "/api/status":
-                    body = {"started": iso(T0 - 7200), "last_activity": last_activity, "kernels": 2}
+                if path == "/api/status":
+                    body = {"started": iso(T0 - 7200), "last_activity": services.last_activity, "kernels": 2}
                     return self._reply(200, json.dumps(body).encode())
                 self._reply(404, b"{}")
 
@@ -151,6 +161,7 @@ esac
         report = probe_cli(env)
     finally:
         services.close()
+    assert services.tracked == []  # polling is not activity
     assert report["ssh_sessions"] == 2
     assert report["busy_kernels"] == 1
     assert report["jupyter_last_activity"] == T0 - 300

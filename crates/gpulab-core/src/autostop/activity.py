@@ -12,7 +12,9 @@ Where the behaviour comes from:
   read from /proc/PID/cmdline (proc(5)).
 - Jupyter: the Jupyter Server REST API, `GET /api/kernels` (each kernel's `execution_state`) and
   `GET /api/status` (`last_activity`), token auth as `Authorization: token <t>`
-  (https://jupyter-server.readthedocs.io/en/latest/developers/rest-api.html).
+  (https://jupyter-server.readthedocs.io/en/latest/developers/rest-api.html). Both with
+  `?no_track_activity=1`: Jupyter Server counts every authenticated API request as activity
+  (`APIHandler.update_api_activity`), so without it this poll would keep the lab "active" forever.
 - vLLM: the Prometheus metrics `vllm:num_requests_running` and `vllm:num_requests_waiting` on `/metrics`
   (https://docs.vllm.ai/en/latest/design/metrics.html; text format:
   https://prometheus.io/docs/instrumenting/exposition_formats/).
@@ -132,7 +134,7 @@ def _jupyter_headers() -> Dict[str, str]:
 def jupyter_busy_kernels() -> int:
     base = _env("GPULAB_JUPYTER_URL", "http://127.0.0.1:8888").rstrip("/")
     try:
-        kernels = json.loads(http_get(base + "/api/kernels", _jupyter_headers()))
+        kernels = json.loads(http_get(base + "/api/kernels?no_track_activity=1", _jupyter_headers()))
     except Refused:
         return 0
     return sum(1 for k in kernels if isinstance(k, dict) and k.get("execution_state") == "busy")
@@ -141,7 +143,7 @@ def jupyter_busy_kernels() -> int:
 def jupyter_last_activity() -> Optional[int]:
     base = _env("GPULAB_JUPYTER_URL", "http://127.0.0.1:8888").rstrip("/")
     try:
-        status = json.loads(http_get(base + "/api/status", _jupyter_headers()))
+        status = json.loads(http_get(base + "/api/status?no_track_activity=1", _jupyter_headers()))
     except Refused:
         return None
     last = status.get("last_activity") if isinstance(status, dict) else None
