@@ -366,6 +366,7 @@ mod tests {
                 "allowed_cidrs" | "api_cidrs" => serde_json::json!(["10.0.0.0/8"]),
                 "python_packages" | "apt_packages" => serde_json::json!(["x"]),
                 "tags" => serde_json::json!({"k": "v"}),
+                "budget" => serde_json::json!(25),
                 _ => serde_json::json!("x"),
             };
             let mut layer = SpecLayer::default();

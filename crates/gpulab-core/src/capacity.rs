@@ -210,6 +210,19 @@ pub const SYSTEM_PODS: &[SystemPod] = &[
         source: "gpulab's own DaemonSet (addon/nvidia_device_plugin.rs), as NVIDIA's \
                  deployments/static/nvidia-device-plugin.yml: no requests",
     },
+    SystemPod {
+        workload: "gpulab/gpulab-autostop",
+        kind: "Deployment",
+        pods_per_node: 1,
+        // Counted whether or not autostop is on, so turning it on later never leaves the agent
+        // without room beside a workspace sized "auto".
+        containers: &[container(
+            "agent",
+            crate::autostop::AGENT_REQUESTS.cpu_millis,
+            crate::autostop::AGENT_REQUESTS.memory_mib,
+        )],
+        source: "gpulab's own Deployment (autostop/manifests.rs)",
+    },
 ];
 
 /// What the in-cluster image build (the kaniko Job) requests. Requests are the scheduler's minimum,
@@ -336,8 +349,8 @@ mod tests {
     fn system_pods_are_summed_over_every_container_and_replica() {
         let total = system_pod_requests();
         // aws-node 50m; kube-proxy 100m; ebs-csi-node 30m, 104Mi; CoreDNS 2 × (100m, 70Mi);
-        // ebs-csi-controller 2 × (50m, 192Mi).
-        assert_eq!(total, Resources::new(480, 628));
+        // ebs-csi-controller 2 × (50m, 192Mi); gpulab's autostop agent 10m, 24Mi.
+        assert_eq!(total, Resources::new(490, 652));
         let controller = SYSTEM_PODS
             .iter()
             .find(|p| p.workload == "kube-system/ebs-csi-controller")
@@ -353,7 +366,7 @@ mod tests {
     #[test]
     fn a_g4dn_xlarge_leaves_room_for_a_workspace_and_a_build() {
         let budget = node_budget(catalog::instance("g4dn.xlarge").unwrap());
-        assert_eq!(budget.workspaces, Resources::new(3190, 12317));
+        assert_eq!(budget.workspaces, Resources::new(3180, 12293));
         assert_eq!(
             budget
                 .workspaces

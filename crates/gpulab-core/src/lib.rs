@@ -57,6 +57,7 @@
 //! ```
 
 pub mod addon;
+pub mod autostop;
 mod builder;
 pub mod capacity;
 pub mod catalog;

@@ -1,10 +1,11 @@
 //! Kubernetes objects as gpulab renders them: typed k8s-openapi values, one enum over the kinds a lab
 //! uses, so a plan can list them and a workspace manager can apply them.
 
-use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
+    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
@@ -42,6 +43,14 @@ pub enum KubeObject {
     Service(Service),
     /// The NVIDIA device plugin.
     DaemonSet(DaemonSet),
+    /// The autostop agent's identity.
+    ServiceAccount(ServiceAccount),
+    /// The autostop agent's permissions in the lab's namespace.
+    Role(Role),
+    /// The autostop agent's Role, bound to its service account.
+    RoleBinding(RoleBinding),
+    /// The autostop agent.
+    Deployment(Deployment),
 }
 
 macro_rules! each_kind {
@@ -56,6 +65,10 @@ macro_rules! each_kind {
             KubeObject::StatefulSet($obj) => $body,
             KubeObject::Service($obj) => $body,
             KubeObject::DaemonSet($obj) => $body,
+            KubeObject::ServiceAccount($obj) => $body,
+            KubeObject::Role($obj) => $body,
+            KubeObject::RoleBinding($obj) => $body,
+            KubeObject::Deployment($obj) => $body,
         }
     };
 }

@@ -146,6 +146,9 @@ pub struct AwsNames {
     /// The IAM role in-cluster image builds (kaniko) get through EKS Pod Identity, to push to the lab's
     /// ECR repository.
     pub image_build_role: String,
+    /// The IAM role the autostop agent gets through EKS Pod Identity: it may read and resize the lab's
+    /// node group, nothing else ([`crate::autostop`]).
+    pub autostop_role: String,
     /// The security group of the nodes.
     pub node_security_group: String,
 }
@@ -162,10 +165,14 @@ impl AwsNames {
             node_role: format!("{n}-node-role"),
             ebs_csi_role: format!("{n}-ebs-csi-role"),
             image_build_role: format!("{n}-image-build-role"),
+            autostop_role: format!("{n}-autostop-role"),
             node_security_group: format!("{n}-nodes"),
         }
     }
 }
+
+/// The label that selects the workspace pod (its value: the workload's name).
+pub const WORKSPACE_LABEL: &str = "gpulab.io/workspace";
 
 /// Names of the lab's Kubernetes objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +203,16 @@ pub struct KubeNames {
     /// The lab's own StorageClass (on EKS, when none is named): one per lab, so that no lab ever
     /// changes or deletes another's, or a class someone else made.
     pub storage_class: String,
+    /// The secret with the token the workspace's activity reporter and the autostop agent share.
+    pub activity_token: String,
+    /// The ClusterIP service through which the autostop agent reaches the activity reporter.
+    pub activity_service: String,
+    /// The autostop agent's Deployment, and its service account, Role and RoleBinding.
+    pub autostop_agent: String,
+    /// The ConfigMap with the agent's program and settings.
+    pub autostop_settings: String,
+    /// The ConfigMap the agent keeps its state in (idle time, spend, stops).
+    pub autostop_state: String,
 }
 
 impl KubeNames {
@@ -215,6 +232,11 @@ impl KubeNames {
             load_balancer: format!("{pod}-public"),
             storage_class: format!("gpulab-{}-gp3", spec.name),
             image_build_account: "gpulab-image-build".into(),
+            activity_token: format!("{pod}-activity"),
+            activity_service: format!("{pod}-activity"),
+            autostop_agent: "gpulab-autostop".into(),
+            autostop_settings: format!("{pod}-autostop"),
+            autostop_state: format!("{pod}-autostop-state"),
         }
     }
 }

@@ -38,6 +38,18 @@ pub struct SpecLayer {
     /// Tags to add; a layer adds to the tags below it, and may change their values.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// See [`LabSpec::autostop`].
+    #[serde(default)]
+    pub autostop: AutostopLayer,
+}
+
+/// The `[autostop]` table; see [`super::AutostopSpec`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct AutostopLayer {
+    pub idle: Option<String>,
+    pub budget: Option<f64>,
 }
 
 /// The `[nodes]` table; see [`super::NodesSpec`].
@@ -265,7 +277,7 @@ fn read_file_layer(path: &Path, required: bool) -> Result<Option<SpecLayer>, Box
             ),
             allowed:
                 "the keys of `gpulab config show --output toml`: name, region, kubernetes_version, \
-                      [nodes], [workspace], [device_plugin], [access], [tags]"
+                      [nodes], [workspace], [device_plugin], [access], [tags], [autostop]"
                     .into(),
         })
     })
@@ -336,6 +348,7 @@ fn apply(
         device_plugin,
         access,
         tags,
+        autostop,
     } = layer;
     fold!(set name = name, "name");
     fold!(set region = region, "region");
@@ -362,6 +375,8 @@ fn apply(
     fold!(set access.mode = access.mode, "access.mode");
     fold!(set access.allowed_cidrs = access.allowed_cidrs, "access.allowed_cidrs");
     fold!(set access.api_cidrs = access.api_cidrs, "access.api_cidrs");
+    fold!(some autostop.idle = autostop.idle, "autostop.idle");
+    fold!(some autostop.budget = autostop.budget, "autostop.budget");
     if !tags.is_empty() {
         spec.tags.extend(tags);
         provenance.set("tags", source("tags"));
@@ -396,6 +411,8 @@ pub(crate) const FIELDS: &[&str] = &[
     "access.allowed_cidrs",
     "access.api_cidrs",
     "tags",
+    "autostop.idle",
+    "autostop.budget",
 ];
 
 /// The flat option names frontends take (Python keyword arguments; CLI flags with `-` for `_`), and the
@@ -427,6 +444,8 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("allowed_cidrs", "access.allowed_cidrs"),
     ("api_cidrs", "access.api_cidrs"),
     ("tags", "tags"),
+    ("autostop", "autostop.idle"),
+    ("budget", "autostop.budget"),
 ];
 
 /// The field an option sets, e.g. "node_type" → "nodes.instance_type".
@@ -526,6 +545,8 @@ const ACCESS: &str = "\"port-forward\" or \"load-balancer\"";
 const PACKAGES: &str = "a list of package names, e.g. [\"transformers\", \"datasets==3.0.0\"]";
 const CIDRS: &str = "a list of address ranges, e.g. [\"203.0.113.7/32\"]";
 const TAGS: &str = "a map of text keys to text values, e.g. {\"team\": \"ml\"}";
+const DURATION: &str = "a duration such as \"30m\", \"2h\" or \"1h30m\", or \"off\"";
+const DOLLARS: &str = "an amount of US dollars, e.g. 25, or \"off\" (or 0) for none";
 
 impl SpecLayer {
     /// Set one option by the name every frontend shares ([`OPTIONS`]: the Python keyword arguments, the
@@ -606,6 +627,8 @@ impl SpecLayer {
             "allowed_cidrs" => self.access.allowed_cidrs = check.cidrs()?,
             "api_cidrs" => self.access.api_cidrs = check.cidrs()?,
             "tags" => self.tags.extend(check.tags()?),
+            "autostop" => self.autostop.idle = check.text_as(DURATION)?,
+            "budget" => self.autostop.budget = check.dollars()?,
             _ => unreachable!("every option in OPTIONS is handled: {option}"),
         }
         Ok(())
@@ -705,6 +728,29 @@ impl Check<'_> {
             })
             .collect::<Result<_, _>>()
             .map(Some)
+    }
+
+    /// An amount of dollars; "off" is 0, which means no budget (so a flag can turn off a file's
+    /// budget); `null` leaves the layers below to decide.
+    fn dollars(&self) -> Result<Option<f64>, OptionError> {
+        match self.value {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(text) if text.trim() == "off" => Ok(Some(0.0)),
+            serde_json::Value::String(text) => text
+                .trim()
+                .trim_start_matches('$')
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(Some)
+                .ok_or_else(|| self.invalid("not an amount of dollars", DOLLARS)),
+            serde_json::Value::Number(n) => n
+                .as_f64()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(Some)
+                .ok_or_else(|| self.invalid("not an amount of dollars", DOLLARS)),
+            _ => Err(self.invalid("not an amount of dollars", DOLLARS)),
+        }
     }
 
     fn tags(&self) -> Result<BTreeMap<String, String>, OptionError> {

@@ -18,8 +18,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use layer::{
-    AccessLayer, DevicePluginLayer, ENV_VARS, NodesLayer, OPTIONS, OptionError, SpecInputs,
-    SpecLayer, WorkspaceLayer, config_file_candidates, field_option, option_field,
+    AccessLayer, AutostopLayer, DevicePluginLayer, ENV_VARS, NodesLayer, OPTIONS, OptionError,
+    SpecInputs, SpecLayer, WorkspaceLayer, config_file_candidates, field_option, option_field,
 };
 pub use quantity::Quantity;
 pub use validate::{SshKey, ValidSpec};
@@ -56,6 +56,23 @@ pub struct LabSpec {
     pub access: AccessSpec,
     /// Extra tags on every AWS resource (gpulab adds its own ownership tags besides).
     pub tags: BTreeMap<String, String>,
+    /// What stops the lab when nobody is looking: idle autostop and a budget cap.
+    #[serde(default)]
+    pub autostop: AutostopSpec,
+}
+
+/// Cost safety that runs in the cluster, so it works while the laptop is closed ([`crate::autostop`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AutostopSpec {
+    /// Scale the GPU nodes to zero after this long without activity (no SSH session, busy kernel,
+    /// Slurm job, vLLM request or GPU process), as a duration such as "30m" or "1h30m"; `None` or
+    /// "off": never.
+    #[serde(default)]
+    pub idle: Option<String>,
+    /// Scale the GPU nodes to zero once the lab has spent this many US dollars since `up` (warning at
+    /// 80 %); `None`: no cap.
+    #[serde(default)]
+    pub budget: Option<f64>,
 }
 
 /// The GPU node group.
@@ -189,6 +206,7 @@ impl Default for LabSpec {
                 api_cidrs: Vec::new(),
             },
             tags: BTreeMap::new(),
+            autostop: AutostopSpec::default(),
         }
     }
 }

@@ -107,7 +107,7 @@ fn defaults_are_the_original_scripts() {
         Source::Default
     );
     // "auto" sizes the pod to fit a g4dn.xlarge beside kubelet's reservations (3920m, 14481Mi
-    // allocatable), the system pods (480m, 628Mi) and an image build (250m, 1536Mi): 3190m and 12317Mi
+    // allocatable), the system pods (490m, 652Mi) and an image build (250m, 1536Mi): 3180m and 12293Mi
     // left, rounded down. The original 4 CPU and 16Gi would never schedule on it, nor would the
     // earlier 3500m.
     assert_eq!(spec.cpu.text, "3100m");
@@ -333,7 +333,7 @@ fn pod_sizes_must_fit_the_node() {
     assert!(
         only_error(&errors, "workspace.memory")
             .allowed
-            .contains("up to 13853Mi")
+            .contains("up to 13829Mi")
     );
     let errors = m
         .validate(workspace(|w| {

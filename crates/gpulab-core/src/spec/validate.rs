@@ -61,6 +61,8 @@ pub struct ValidSpec {
     pub stack: &'static crate::workspace::versions::Stack,
     /// The workspace image: `workspace.image`, or the stack's base image for "auto".
     pub image: String,
+    /// Idle autostop and the budget, parsed.
+    pub autostop: crate::autostop::Guard,
 }
 
 impl ResolvedSpec {
@@ -150,6 +152,7 @@ impl ResolvedSpec {
         }
         v.check_access();
         v.check_tags();
+        let autostop = v.check_autostop();
 
         let errors = v.errors;
         match (
@@ -179,6 +182,7 @@ impl ResolvedSpec {
                 ValidSpec {
                     stack,
                     image,
+                    autostop,
                     spec: self.spec,
                     provenance: self.provenance,
                     instance,
@@ -212,6 +216,39 @@ impl Validator<'_> {
             problem: problem.into(),
             allowed: allowed.into(),
         });
+    }
+
+    /// `[autostop]`: an idle period [`crate::autostop::parse_idle`] reads, and a budget in dollars
+    /// (0: none).
+    fn check_autostop(&mut self) -> crate::autostop::Guard {
+        let a = self.spec().autostop.clone();
+        let idle = match a.idle.as_deref().map(crate::autostop::parse_idle) {
+            None => None,
+            Some(Ok(idle)) => idle,
+            Some(Err(problem)) => {
+                self.fail(
+                    "autostop.idle",
+                    a.idle.as_deref().unwrap_or_default(),
+                    &problem,
+                    "a duration such as \"30m\", \"2h\" or \"1h30m\" (10m to 7d), or \"off\"",
+                );
+                None
+            }
+        };
+        let budget_usd = match a.budget {
+            Some(b) if !b.is_finite() || b < 0.0 || b > 100_000.0 => {
+                self.fail(
+                    "autostop.budget",
+                    &b.to_string(),
+                    "out of range",
+                    "US dollars above 0 and at most 100000, e.g. 25; 0 or \"off\" for no budget",
+                );
+                None
+            }
+            Some(b) if b > 0.0 => Some(b),
+            _ => None,
+        };
+        crate::autostop::Guard { idle, budget_usd }
     }
 
     fn check_name(&mut self) {

@@ -92,9 +92,10 @@ impl KubeWorkspace {
                 }
             }
         };
-        let (host, jupyter) = tokio::try_join!(
+        let (host, jupyter, activity) = tokio::try_join!(
             existing(names.host_key.clone()),
-            existing(names.jupyter_token.clone())
+            existing(names.jupyter_token.clone()),
+            existing(names.activity_token.clone())
         )?;
         let kept_host = host.as_ref().and_then(|s| {
             Some((
@@ -107,6 +108,10 @@ impl KubeWorkspace {
             None => generate_host_key(&format!("gpulab-{}", spec.spec.name))?,
         };
         let jupyter_token = match jupyter.as_ref().and_then(|s| secret_value(s, "token")) {
+            Some(token) => token,
+            None => generate_token()?,
+        };
+        let activity_token = match activity.as_ref().and_then(|s| secret_value(s, "token")) {
             Some(token) => token,
             None => generate_token()?,
         };
@@ -129,6 +134,7 @@ impl KubeWorkspace {
             host_private_key,
             host_public_key,
             jupyter_token,
+            activity_token,
         })
     }
 }

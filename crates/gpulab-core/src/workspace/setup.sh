@@ -67,6 +67,12 @@ if ((${#wanted_apt[@]})); then
 else
   log "system packages present"
 fi
+# The activity reporter (autostop's eyes: SSH sessions, kernels, Slurm jobs, vLLM requests, the GPU),
+# on the system Python, as soon as there is one: it answers only the agent, with the lab's token.
+reporter="$(dirname "${BASH_SOURCE[0]}")/activity.py"
+if [ -r "$reporter" ]; then
+  nohup python3 "$reporter" serve --port 9102 >"$STATE/activity.log" 2>&1 &
+fi
 # The munge key Slurm's setup kept on the volume, so jobs and credentials survive a restart.
 if [ -s "$STATE/munge.key" ] && getent passwd munge >/dev/null; then
   install -d -o munge -g munge -m 700 /etc/munge

@@ -465,7 +465,11 @@ async fn scale_subresource(
         Method::PUT => scale = decode(&ct, &body)?,
         Method::PATCH => {
             let patch = decode(
-                if ct.contains("yaml") { &ct } else { "application/json" },
+                if ct.contains("yaml") {
+                    &ct
+                } else {
+                    "application/json"
+                },
                 &body,
             )?;
             match ct.as_str() {

@@ -1,0 +1,382 @@
+//! Cost safety that runs in the cluster, so it works while the laptop is closed: idle autostop and a
+//! budget cap.
+//!
+//! Two small programs, Python's standard library only, do the work:
+//! - `activity.py` runs in the workspace (the setup script starts it; it is also the pod's preStop
+//!   hook). It reports whether anyone is using the lab (SSH sessions, busy Jupyter kernels, Slurm jobs,
+//!   vLLM requests, GPU processes and utilisation) and shows notices: a `wall` to every terminal and
+//!   the file `/workspace/.gpulab/notice`, which a training script can poll.
+//! - `agent.py` runs in a pod of its own on a stock Python image (there is no gpulab image in any
+//!   public registry). Every 30 s it asks the reporter, keeps a ledger of what the lab has spent, warns
+//!   five minutes before an idle stop and at 80 % of the budget, and then scales the GPU node group to
+//!   zero (an existing cluster's workspace to zero replicas). `/workspace` stays; `gpulab start` brings
+//!   the lab back.
+//!
+//! The agent holds the only credentials involved: on AWS, an IAM role through EKS Pod Identity that may
+//! call [`AGENT_EKS_ACTIONS`] on the lab's node group and nothing else ([`agent_policy`]); in the
+//! cluster, a Role that may read and write its state ConfigMap and, on an existing cluster, scale the
+//! workspace through the `scale` subresource, and nothing else. This module holds those facts, the
+//! agent's objects and settings, and reads the state the agent writes.
+
+mod manifests;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use manifests::{ACTIVITY_TOKEN_DIR, agent_objects, state_config_map};
+
+use crate::capacity::Resources;
+use crate::spec::ValidSpec;
+
+/// The agent's program.
+pub const AGENT_SCRIPT: &str = include_str!("agent.py");
+/// The activity reporter's program, shipped in the workspace's setup ConfigMap.
+pub const ACTIVITY_SCRIPT: &str = include_str!("activity.py");
+/// The agent's image: the Docker official Python image, from ECR Public's mirror of Docker Hub's
+/// library (no Docker Hub pull limits on EKS).
+pub const AGENT_IMAGE: &str = "public.ecr.aws/docker/library/python:3.12-slim-bookworm";
+/// What the agent's pod requests, which "auto" leaves free on the node
+/// ([`crate::capacity::SYSTEM_PODS`]): a Python process that wakes every 30 s (CPython 3.11 holds
+/// 22 MB once the agent is loaded). Its memory limit is four times as much.
+pub const AGENT_REQUESTS: Resources = Resources::new(10, 24);
+/// The activity reporter's port in the workspace pod (cluster-internal only; never on a load balancer).
+pub const ACTIVITY_PORT: u16 = 9102;
+/// The name of the agent role's inline policy.
+pub const AGENT_POLICY: &str = "gpulab-autostop";
+/// Every AWS action the agent may call, on the lab's node group only.
+pub const AGENT_EKS_ACTIONS: [&str; 2] = ["eks:DescribeNodegroup", "eks:UpdateNodegroupConfig"];
+/// The shortest idle period: the warning comes five minutes before the stop.
+pub const MIN_IDLE: Duration = Duration::from_secs(10 * 60);
+/// The longest idle period.
+pub const MAX_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long before an idle stop the workspace is warned.
+pub const WARN_BEFORE: Duration = Duration::from_secs(5 * 60);
+/// GPU utilisation (percent) at or above which the GPU counts as in use.
+pub const GPU_BUSY_PERCENT: u32 = 10;
+/// The share of the budget at which the workspace and `status` warn.
+pub const BUDGET_WARN_FRACTION: f64 = 0.8;
+
+/// What stops a lab nobody is using: the validated `[autostop]` settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Guard {
+    /// Stop after this long without activity; `None`: never.
+    #[serde(with = "seconds")]
+    pub idle: Option<Duration>,
+    /// Stop once the lab has spent this many US dollars; `None`: no cap.
+    pub budget_usd: Option<f64>,
+}
+
+impl Guard {
+    /// Whether the agent runs: autostop or a budget is on.
+    pub fn is_on(&self) -> bool {
+        self.idle.is_some() || self.budget_usd.is_some()
+    }
+
+    /// The settings in words, e.g. "after 30m idle; at $25.00 spent", or "off".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(idle) = self.idle {
+            parts.push(format!("after {} idle", format_duration(idle)));
+        }
+        if let Some(budget) = self.budget_usd {
+            parts.push(format!("at ${budget:.2} spent"));
+        }
+        if parts.is_empty() {
+            "off".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+mod seconds {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Parse an idle period: "off" (or "") is none; otherwise numbers with units `d`, `h`, `m` or `s`,
+/// e.g. "30m", "2h", "1h30m", "1h 30m", between [`MIN_IDLE`] and [`MAX_IDLE`]. The error says what is
+/// wrong, for the field's message.
+pub fn parse_idle(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    let mut any_unit = false;
+    for c in text.chars().filter(|c| !c.is_whitespace()) {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(format!("{c:?} is not a unit (d, h, m or s)")),
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("a number must come before {c:?}"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        number.clear();
+        any_unit = true;
+    }
+    if !number.is_empty() || !any_unit {
+        return Err("a number without a unit (d, h, m or s)".into());
+    }
+    let idle = Duration::from_secs(total);
+    if idle < MIN_IDLE || idle > MAX_IDLE {
+        return Err(format!(
+            "{} is outside {} to {}",
+            format_duration(idle),
+            format_duration(MIN_IDLE),
+            format_duration(MAX_IDLE)
+        ));
+    }
+    Ok(Some(idle))
+}
+
+/// A duration as people write it: "30m", "1h 30m", "2d 4h", "45s".
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (days, hours, minutes, rest) = (
+        secs / 86_400,
+        secs % 86_400 / 3_600,
+        secs % 3_600 / 60,
+        secs % 60,
+    );
+    let parts: Vec<String> = [(days, "d"), (hours, "h"), (minutes, "m"), (rest, "s")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The ARN pattern of the lab's node group as the agent's policy names it (any account: the policy is
+/// attached in the lab's own account; the node group's ID suffix is not known before it exists).
+pub fn node_group_arn_pattern(spec: &ValidSpec) -> String {
+    let names = crate::naming::AwsNames::new(&spec.spec);
+    format!(
+        "arn:aws:eks:{}:*:nodegroup/{}/{}/*",
+        spec.spec.region, names.cluster, names.node_group
+    )
+}
+
+/// The document of the agent role's inline policy [`AGENT_POLICY`]: [`AGENT_EKS_ACTIONS`] on the lab's
+/// node group, and nothing else.
+pub fn agent_policy(spec: &ValidSpec) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": AGENT_EKS_ACTIONS,
+            "Resource": node_group_arn_pattern(spec),
+        }],
+    })
+    .to_string()
+}
+
+/// What the agent stops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Target {
+    /// An AWS lab: its GPU node group, scaled to zero.
+    EksNodegroup {
+        /// The region.
+        region: String,
+        /// The EKS cluster.
+        cluster: String,
+        /// The node group.
+        nodegroup: String,
+    },
+    /// A lab on an existing cluster: the workspace's StatefulSet, scaled to zero replicas.
+    Statefulset {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+}
+
+/// Where the agent keeps its state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateRef {
+    /// The ConfigMap's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// The agent's settings file (`settings.json` in its ConfigMap; it rereads it every tick, so `gpulab
+/// autostop` changes a running agent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// The lab's name.
+    pub lab: String,
+    /// The lab's ID.
+    pub lab_id: String,
+    /// The idle period in seconds; `None`: no idle stop.
+    pub idle_seconds: Option<u64>,
+    /// The budget in US dollars; `None`: no cap.
+    pub budget_usd: Option<f64>,
+    /// What the lab costs per hour with no GPU node running (control plane, volumes).
+    pub idle_per_hour: f64,
+    /// What each running GPU node adds per hour (instance, root disk, public address).
+    pub node_per_hour: f64,
+    /// GPU utilisation that counts as use, percent.
+    pub gpu_busy_percent: u32,
+    /// How long before an idle stop the workspace is warned, seconds.
+    pub warn_seconds: u64,
+    /// What the lab had spent at `spent_at`, as gpulab computed it: the ledger's starting point.
+    pub spent_usd: f64,
+    /// When, Unix seconds.
+    pub spent_at: u64,
+    /// What to stop.
+    pub target: Target,
+    /// The activity reporter's base URL.
+    pub activity_url: String,
+    /// Where the agent keeps its state.
+    pub state: StateRef,
+}
+
+/// Why the agent stopped the lab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stopped {
+    /// When, Unix seconds.
+    pub at: f64,
+    /// "idle" or "budget".
+    pub reason: String,
+    /// In words, e.g. "idle for 30m".
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The state the agent writes every tick (`state.json` in its state ConfigMap), as `status` reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// When the agent last wrote it, Unix seconds.
+    pub updated_at: f64,
+    /// GPU nodes (or workspace replicas) running at the last tick.
+    #[serde(default)]
+    pub nodes: Option<u32>,
+    /// When activity was last seen.
+    pub last_active: f64,
+    /// Why the lab counted as in use at the last tick, in words; empty when idle.
+    #[serde(default)]
+    pub active: Vec<String>,
+    /// When the idle stop will come if nothing changes.
+    #[serde(default)]
+    pub stop_at: Option<f64>,
+    /// The ledger: US dollars spent since `up`, as of `spent_at`.
+    pub spent_usd: f64,
+    /// When the ledger was last brought up to date.
+    pub spent_at: f64,
+    /// Whether the 80 % budget warning was given.
+    #[serde(default)]
+    pub budget_warned: bool,
+    /// Set when the agent stopped the lab.
+    #[serde(default)]
+    pub stopped: Option<Stopped>,
+    /// Workspace restarts while the lab was not stopped: spot interruptions, node replacements.
+    #[serde(default)]
+    pub disruptions: u32,
+    /// The last failure (AWS, Kubernetes, reporter unreachable), or none.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl AgentState {
+    /// How long the lab has been idle at `now` (zero while in use).
+    pub fn idle_for(&self, now: SystemTime) -> Duration {
+        if !self.active.is_empty() {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((unix(now) - self.last_active).max(0.0))
+    }
+
+    /// The idle stop's time, when one is due.
+    pub fn stop_time(&self) -> Option<SystemTime> {
+        self.stop_at.map(from_unix)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The time `secs` after the Unix epoch.
+pub fn from_unix(secs: f64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_periods_parse_as_written() {
+        let m = |n: u64| Some(Duration::from_secs(n * 60));
+        assert_eq!(parse_idle("30m"), Ok(m(30)));
+        assert_eq!(parse_idle("1h30m"), Ok(m(90)));
+        assert_eq!(parse_idle(" 1h 30m "), Ok(m(90)));
+        assert_eq!(parse_idle("2h"), Ok(m(120)));
+        assert_eq!(parse_idle("1d"), Ok(m(1440)));
+        assert_eq!(parse_idle("off"), Ok(None));
+        assert!(parse_idle("5m").unwrap_err().contains("outside 10m to 7d"));
+        assert!(parse_idle("30").unwrap_err().contains("without a unit"));
+        assert!(parse_idle("30x").unwrap_err().contains("not a unit"));
+        assert!(parse_idle("m").unwrap_err().contains("number must come"));
+        assert!(parse_idle("8d").is_err());
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(format_duration(Duration::from_secs(1800)), "30m");
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h 30m");
+        assert_eq!(format_duration(Duration::from_secs(93_600)), "1d 2h");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn the_agent_may_resize_the_labs_node_group_and_nothing_else() {
+        let spec = crate::spec::SpecInputs {
+            home: Some(tempfile::tempdir().unwrap().path().into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .validate()
+        .unwrap();
+        let policy: serde_json::Value = serde_json::from_str(&agent_policy(&spec)).unwrap();
+        let statements = policy["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 1);
+        assert_eq!(statements[0]["Effect"], "Allow");
+        assert_eq!(
+            statements[0]["Action"],
+            serde_json::json!(["eks:DescribeNodegroup", "eks:UpdateNodegroupConfig"])
+        );
+        assert_eq!(
+            statements[0]["Resource"],
+            "arn:aws:eks:us-west-2:*:nodegroup/gpu-learning-cluster/gpu-learning-cluster-gpu/*"
+        );
+    }
+}
