@@ -111,6 +111,14 @@ pub(crate) struct SpecArgs {
     /// Extra tag on every AWS resource, KEY=VALUE (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
+    /// Scale the GPU nodes to zero after this long unused: no SSH session, busy kernel, Slurm job,
+    /// vLLM request or GPU process (e.g. 30m, 2h, 1h30m; off) [default: off].
+    #[arg(long, value_name = "DURATION")]
+    autostop: Option<String>,
+    /// Scale the GPU nodes to zero once the lab has spent this many US dollars since `up`, with a
+    /// warning at 80% (off: no budget) [default: off].
+    #[arg(long, value_name = "DOLLARS")]
+    budget: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -191,6 +199,8 @@ impl SpecArgs {
             ),
             ("allowed_cidrs", cidrs(&self.allow_cidr)),
             ("api_cidrs", cidrs(&self.api_cidr)),
+            ("autostop", text(&self.autostop)),
+            ("budget", text(&self.budget)),
             (
                 "tags",
                 (!self.tags.is_empty()).then(|| {

@@ -53,6 +53,9 @@ enum Command {
     Stop(commands::lab::ScaleArgs),
     /// Scale the GPU nodes back up after `stop`.
     Start(commands::lab::ScaleArgs),
+    /// Stop the lab by itself when unused or over budget, from inside the cluster: `gpulab autostop
+    /// 30m`, `off`, `--budget 25`; with no setting, show what it will do next.
+    Autostop(commands::lab::AutostopArgs),
     /// A shell in the workspace over SSH through the API server, or `gpulab ssh -- CMD` for one command.
     Ssh(commands::access::SshArgs),
     /// Write a Host block for plain ssh, scp, rsync and VS Code (`ssh gpulab-LAB`).
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Command::Cost(args) => block_on(commands::lab::cost(global, &args, &printer)),
         Command::Stop(args) => block_on(commands::lab::scale(global, &args, false, &printer)),
         Command::Start(args) => block_on(commands::lab::scale(global, &args, true, &printer)),
+        Command::Autostop(args) => block_on(commands::lab::autostop(global, &args, &printer)),
         Command::Exec(args) => match block_on(commands::lab::exec(global, &args)) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => Err(e),

@@ -200,6 +200,14 @@ fn plan() {
         .with_env("CLUSTER_NAME", "env-lab");
     lab.write_config("region = \"us-east-1\"\n[nodes]\ndesired = 2\nmax = 3\n");
     snapshot("plan_env_file_and_flags", &lab, &["plan", "--spot"]);
+
+    // Autostop and a budget: the agent, its image and its exact permissions.
+    let lab = LabDir::new();
+    snapshot(
+        "plan_autostop_budget",
+        &lab,
+        &["plan", "--autostop", "1h30m", "--budget", "25"],
+    );
 }
 
 #[test]
@@ -431,6 +439,9 @@ fn input_errors() {
                 "big",
             ],
         ),
+        // `up` refuses a bad autostop setting before any call, naming the flag.
+        ("error_bad_autostop", &["up", "--autostop", "5m"]),
+        ("error_bad_budget", &["plan", "--budget", "lots"]),
         (
             "error_load_balancer_without_cidr",
             &["plan", "--access", "load-balancer"],

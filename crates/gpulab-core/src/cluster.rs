@@ -206,6 +206,25 @@ where
     }
 }
 
+/// Whether any node of the cluster is Ready (a stopped lab has none).
+pub async fn has_ready_node(client: &kube::Client) -> Result<bool> {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let list = nodes
+        .list(&Default::default())
+        .await
+        .map_err(|e| cluster_error("list the cluster's nodes", e))?;
+    Ok(list.items.iter().any(|node| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::addon::{ClusterAddon, NvidiaDevicePlugin};
+use crate::autostop::{AutostopStatus, Guard};
 use crate::cluster;
 use crate::cost::CostEstimate;
 use crate::events::{Event, Reporter};
@@ -23,7 +24,7 @@ use crate::provision::{
 };
 use crate::remote::api_server::ApiServerExec;
 use crate::remote::{ExecRequest, ExecStreams, ExitStatus, RemoteExec};
-use crate::spec::{ResolvedSpec, SshKey, ValidSpec};
+use crate::spec::{ResolvedSpec, Source, SshKey, ValidSpec};
 use crate::state::{LabDir, LabLock, LabState, gpulab_home, list_labs};
 use crate::status::{ClusterStatus, cluster_status};
 use crate::workspace::{CloudRelease, KubeWorkspace, VolumeClass, WorkspaceInfo, WorkspaceManager};
@@ -82,6 +83,9 @@ pub struct LabStatus {
     pub cluster_error: Option<String>,
     /// Burn rate and spend.
     pub cost: CostReport,
+    /// Idle autostop and the budget: the settings, what the agent last saw, what comes next. `None`
+    /// when the cluster could not be asked.
+    pub autostop: Option<AutostopStatus>,
 }
 
 /// What the lab costs now and has cost so far.
@@ -97,6 +101,9 @@ pub struct CostReport {
     pub nodes: u32,
     /// The itemised estimate behind `per_hour`.
     pub estimate: CostEstimate,
+    /// What autostop and the budget will do, in words ("after 30m idle; at $25.00 spent ($21.90
+    /// left)", or "off").
+    pub autostop: String,
 }
 
 /// A lab on this machine, as `gpulab ls` lists it.
@@ -346,7 +353,10 @@ impl Lab {
                 self.provider.clone(),
             ),
         };
-        state.spec = self.spec.spec.clone();
+        // What `gpulab autostop` set sticks, unless this `up` says otherwise.
+        let spec = self.with_recorded_autostop(&state);
+        self.check_budget_is_priced(&spec)?;
+        state.spec = spec.spec.clone();
         state.provider = self.provider.clone();
 
         // Providers report their warnings as they find them (and list them in the result).
@@ -420,6 +430,12 @@ impl Lab {
         state.host_public_key = workspace.host_public_key.clone();
         state.mark_done(steps::READY);
         self.dir.save(&state)?;
+        step(
+            reporter,
+            "autostop agent",
+            self.install_autostop(&client, &spec, &state),
+        )
+        .await?;
 
         Ok(UpReport {
             lab: self.spec.spec.name.clone(),
@@ -428,6 +444,125 @@ impl Lab {
             cost: estimate(&self.spec, &self.provider, self.spec.spec.nodes.desired),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Change idle autostop and the budget of a lab that is up, and put the agent in the cluster (or
+    /// take it away when both are off). `idle` is a duration such as "30m" or "off"; `budget` is US
+    /// dollars such as "25" or "off"; `None` keeps the current setting. The change is recorded, so a
+    /// later `up` keeps it unless told otherwise. Bad values are refused before anything changes.
+    pub async fn set_autostop(
+        &self,
+        idle: Option<&str>,
+        budget: Option<&str>,
+    ) -> Result<AutostopStatus> {
+        let _lock = self.lock()?;
+        let mut state = self.dir.load()?.ok_or_else(|| Error::State {
+            path: self.dir.state_file(),
+            message: format!(
+                "lab {} has not been brought up on this machine; `gpulab up --autostop …` sets autostop with it",
+                self.spec.spec.name
+            ),
+        })?;
+        let mut layer = crate::spec::SpecLayer::default();
+        let mut errors = Vec::new();
+        for (option, value) in [("autostop", idle), ("budget", budget)] {
+            if let Some(value) = value
+                && let Err(e) = layer.set(option, serde_json::Value::from(value))
+            {
+                errors.push(e.into_field_error(Source::Argument(option.into())));
+            }
+        }
+        let mut wanted = state.spec.autostop.clone();
+        if idle.is_some() {
+            wanted.idle = layer.autostop.idle;
+        }
+        if budget.is_some() {
+            wanted.budget = layer.autostop.budget;
+        }
+        let (guard, problems) = Guard::parse(&wanted);
+        errors.extend(problems.into_iter().map(|p| crate::spec::FieldError {
+            field: p.field.into(),
+            value: p.value,
+            source: Source::Argument(crate::spec::field_option(p.field).unwrap_or(p.field).into()),
+            problem: p.problem,
+            allowed: p.allowed.into(),
+        }));
+        if !errors.is_empty() {
+            return Err(crate::spec::SpecErrors(errors).into());
+        }
+        let mut spec = self.spec.clone();
+        spec.spec.autostop = wanted;
+        spec.autostop = guard;
+        self.check_budget_is_priced(&spec)?;
+        let client = self.client().await?;
+        self.install_autostop(&client, &spec, &state).await?;
+        state.spec.autostop = spec.spec.autostop.clone();
+        self.dir.save(&state)?;
+        let agent = crate::autostop::read_state(&client, &spec).await?;
+        Ok(AutostopStatus::new(guard, agent, SystemTime::now()))
+    }
+
+    /// `self.spec`, with the autostop settings the lab's record holds when this spec leaves them at
+    /// their defaults: what `gpulab autostop` set stays set.
+    fn with_recorded_autostop(&self, state: &LabState) -> ValidSpec {
+        let mut spec = self.spec.clone();
+        let p = &spec.provenance;
+        if p.source("autostop.idle") == Source::Default
+            && p.source("autostop.budget") == Source::Default
+        {
+            spec.spec.autostop = state.spec.autostop.clone();
+            spec.autostop = Guard::parse(&spec.spec.autostop).0;
+        }
+        spec
+    }
+
+    /// A budget needs prices: a lab on a cluster gpulab did not make has none.
+    fn check_budget_is_priced(&self, spec: &ValidSpec) -> Result<()> {
+        if spec.autostop.budget_usd.is_some() && matches!(self.provider, Provider::Existing { .. })
+        {
+            return Err(crate::spec::SpecErrors(vec![crate::spec::FieldError {
+                field: "autostop.budget".into(),
+                value: spec.spec.autostop.budget.unwrap_or_default().to_string(),
+                source: spec.provenance.source("autostop.budget"),
+                problem: "a lab on an existing cluster has no prices: its nodes are billed to the cluster's owner at prices gpulab cannot know".into(),
+                allowed: "\"off\" here; idle autostop (--autostop 30m) works on any cluster".into(),
+            }])
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Run the autostop agent with `spec`'s settings (the ledger starting from what the lab has spent
+    /// by the record), or take it away when autostop and the budget are both off.
+    async fn install_autostop(
+        &self,
+        client: &kube::Client,
+        spec: &ValidSpec,
+        state: &LabState,
+    ) -> Result<()> {
+        if !spec.autostop.is_on() {
+            crate::autostop::remove(client, spec, &self.id).await?;
+            return Ok(());
+        }
+        let names = KubeNames::new(&spec.spec);
+        let target = match &self.provider {
+            Provider::Aws => {
+                let aws = crate::naming::AwsNames::new(&spec.spec);
+                crate::autostop::Target::EksNodegroup {
+                    region: spec.spec.region.clone(),
+                    cluster: aws.cluster,
+                    nodegroup: aws.node_group,
+                }
+            }
+            Provider::Existing { .. } => crate::autostop::Target::Statefulset {
+                namespace: names.namespace.clone(),
+                name: names.workload.clone(),
+            },
+        };
+        let now = SystemTime::now();
+        let spent = cost_report(spec, &self.provider, Some(state), now).spent;
+        let settings = crate::autostop::Settings::new(spec, &self.id, target, spent, now);
+        crate::autostop::apply(client, spec, &self.id, &settings).await
     }
 
     /// How to reach the lab's cluster now.
@@ -446,9 +581,9 @@ impl Lab {
     /// The lab as the provider and the cluster see it, and its bill. A cluster that cannot be reached
     /// is reported, not an error.
     pub async fn status(&self) -> Result<LabStatus> {
-        let state = self.dir.load()?;
+        let mut state = self.dir.load()?;
         let provider = self.provisioner.status(&self.spec, &self.id).await.ok();
-        let (mut cluster, mut cluster_error) = (None, None);
+        let (mut cluster, mut cluster_error, mut autostop) = (None, None, None);
         match self.client().await {
             Ok(client) => {
                 let names = KubeNames::new(&self.spec.spec);
@@ -457,10 +592,39 @@ impl Lab {
                     Ok(status) => cluster = Some(status),
                     Err(e) => cluster_error = Some(e.to_string()),
                 }
+                let guard = match &state {
+                    Some(state) => Guard::parse(&state.spec.autostop).0,
+                    None => self.spec.autostop,
+                };
+                let agent = match crate::autostop::read_state(&client, &self.spec).await {
+                    Ok(agent) => agent,
+                    Err(e) => {
+                        cluster_error.get_or_insert(e.to_string());
+                        None
+                    }
+                };
+                // A stop the agent made while this machine was away is a stop in the lab's record
+                // too, so the bill counts no node-hours after it.
+                if let (Some(state), Some(stopped)) = (
+                    state.as_mut(),
+                    agent.as_ref().and_then(|a| a.stopped.as_ref()),
+                ) {
+                    let at = crate::autostop::from_unix(stopped.at);
+                    if state
+                        .node_history
+                        .last()
+                        .is_some_and(|span| span.nodes > 0 && span.since < at)
+                    {
+                        state.set_nodes(0, at);
+                        self.dir.save(state)?;
+                    }
+                }
+                autostop = Some(AutostopStatus::new(guard, agent, SystemTime::now()));
             }
             Err(e) => cluster_error = Some(e.to_string()),
         }
         Ok(LabStatus {
+            autostop,
             lab: self.spec.spec.name.clone(),
             provider,
             cluster,
@@ -753,12 +917,28 @@ impl Lab {
 
     /// Resize the GPU node group; 0 stops the GPU bill and keeps the cluster and `/workspace`. Back
     /// above 0 (`start`), it waits until the workspace's StatefulSet has its pod ready again on the new
-    /// node, with the same `/workspace`.
+    /// node, with the same `/workspace`. On an existing cluster the workspace itself goes to 0 or 1
+    /// replicas (the cluster's nodes are not gpulab's to size).
     pub async fn scale(&self, desired: u32, reporter: &dyn Reporter) -> Result<()> {
         let _lock = self.lock()?;
-        self.provisioner
-            .scale(&self.spec, &self.id, desired, reporter)
-            .await?;
+        match self.provider {
+            Provider::Aws => {
+                self.provisioner
+                    .scale(&self.spec, &self.id, desired, reporter)
+                    .await?
+            }
+            // gpulab does not size someone else's nodes: it stops and starts the workspace itself,
+            // as the autostop agent does there.
+            Provider::Existing { .. } => {
+                let client = self.client().await?;
+                step(
+                    reporter,
+                    &format!("scale the workspace to {}", desired.min(1)),
+                    crate::autostop::scale_workspace(&client, &self.spec, desired.min(1)),
+                )
+                .await?;
+            }
+        }
         if let Some(mut state) = self.dir.load()? {
             state.set_nodes(desired, SystemTime::now());
             self.dir.save(&state)?;
@@ -799,7 +979,13 @@ impl Lab {
         match self.client().await {
             Ok(client) => {
                 let removed = step(reporter, "remove the workspace and device plugin", async {
-                    let release = CloudRelease::find(&client, &self.spec, false).await?;
+                    let mut release = CloudRelease::find(&client, &self.spec, false).await?;
+                    // The EBS CSI controller deletes the volume, and runs on the lab's nodes: with none
+                    // (a stopped lab), nothing in the cluster will, so teardown deletes it by its tags
+                    // at once rather than after a wait that cannot end well.
+                    if release.volume.is_some() && !cluster::has_ready_node(&client).await? {
+                        release.volume = None;
+                    }
                     let mut found = KubeWorkspace
                         .delete(&client, &self.spec, &self.id, false)
                         .await?;
@@ -1174,11 +1360,20 @@ fn cost_report(
         }
         None => (0.0, 0.0),
     };
+    let guard = match state {
+        Some(state) => Guard::parse(&state.spec.autostop).0,
+        None => spec.autostop,
+    };
+    let mut autostop = guard.describe();
+    if let Some(budget) = guard.budget_usd {
+        autostop.push_str(&format!(" (${:.2} left)", (budget - spent).max(0.0)));
+    }
     CostReport {
         per_hour: estimate.per_hour,
         spent,
         hours,
         nodes,
         estimate,
+        autostop,
     }
 }

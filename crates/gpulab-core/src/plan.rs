@@ -98,6 +98,8 @@ pub struct Plan {
     pub kubernetes: Vec<KubeObject>,
     /// What the lab costs.
     pub cost: CostEstimate,
+    /// Idle autostop, the budget and the agent.
+    pub autostop: AutostopPlan,
     /// Things to know before `up`.
     pub warnings: Vec<String>,
 }
@@ -188,6 +190,16 @@ impl Plan {
                 "assumed by {POD_IDENTITY_PRINCIPAL} for in-cluster image builds; inline {IMAGE_BUILD_POLICY} (push to this lab's ECR repository only)"
             ),
         );
+        add(
+            "iam:role",
+            &names.autostop_role,
+            format!(
+                "assumed by {POD_IDENTITY_PRINCIPAL} for the autostop agent; inline {} ({} on {} only)",
+                crate::autostop::AGENT_POLICY,
+                crate::autostop::AGENT_EKS_ACTIONS.join(", "),
+                crate::autostop::node_group_arn_pattern(spec),
+            ),
+        );
         let version = s
             .kubernetes_version
             .as_deref()
@@ -233,6 +245,14 @@ impl Plan {
             format!(
                 "{}/{} -> {}, for `gpulab image build` in the cluster",
                 s.workspace.namespace, kube_names.image_build_account, names.image_build_role
+            ),
+        );
+        add(
+            "eks:pod-identity-association",
+            &kube_names.autostop_agent,
+            format!(
+                "{}/{} -> {}, for the autostop agent (it runs only while autostop or a budget is on)",
+                s.workspace.namespace, kube_names.autostop_agent, names.autostop_role
             ),
         );
         add(
@@ -284,6 +304,17 @@ impl Plan {
             &VolumeClass::choose(spec, true),
             &WorkspaceSecrets::placeholders(spec),
         ));
+        let autostop = AutostopPlan::new(spec);
+        if spec.autostop.is_on() {
+            let target = crate::autostop::Target::EksNodegroup {
+                region: s.region.clone(),
+                cluster: names.cluster.clone(),
+                nodegroup: names.node_group.clone(),
+            };
+            let settings =
+                crate::autostop::Settings::new(spec, &id, target, 0.0, std::time::UNIX_EPOCH);
+            kubernetes.extend(crate::autostop::agent_objects(spec, &id, &settings));
+        }
 
         Plan {
             lab: s.name.clone(),
@@ -293,7 +324,52 @@ impl Plan {
             tags: naming::aws_tags(s, &id),
             kubernetes,
             cost: CostEstimate::for_spec(spec),
+            autostop,
             warnings: warnings(spec),
+        }
+    }
+}
+
+/// What stops the lab when nobody is looking, and what the agent that does it may do.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutostopPlan {
+    /// Idle autostop and the budget.
+    pub settings: crate::autostop::Guard,
+    /// The settings in words ("after 30m idle; at $25.00 spent", or "off").
+    pub summary: String,
+    /// Whether `up` runs the agent (autostop or a budget is on).
+    pub agent: bool,
+    /// The agent's image.
+    pub image: &'static str,
+    /// What the agent's pod requests.
+    pub requests: crate::capacity::Resources,
+    /// The agent's IAM role (EKS Pod Identity).
+    pub role: String,
+    /// Every AWS action the role allows.
+    pub aws_actions: Vec<&'static str>,
+    /// The only resource it allows them on.
+    pub aws_resource: String,
+    /// What its Kubernetes Role allows, one rule per line, e.g. "get, patch configmaps/x".
+    pub kubernetes_rules: Vec<String>,
+}
+
+impl AutostopPlan {
+    /// The autostop part of `spec`'s plan (an AWS lab).
+    pub fn new(spec: &ValidSpec) -> Self {
+        let kube_names = KubeNames::new(&spec.spec);
+        AutostopPlan {
+            settings: spec.autostop,
+            summary: spec.autostop.describe(),
+            agent: spec.autostop.is_on(),
+            image: crate::autostop::AGENT_IMAGE,
+            requests: crate::autostop::AGENT_REQUESTS,
+            role: AwsNames::new(&spec.spec).autostop_role,
+            aws_actions: crate::autostop::AGENT_EKS_ACTIONS.to_vec(),
+            aws_resource: crate::autostop::node_group_arn_pattern(spec),
+            kubernetes_rules: vec![format!(
+                "get, patch configmaps/{} in {} (its state)",
+                kube_names.autostop_state, kube_names.namespace
+            )],
         }
     }
 }

@@ -204,6 +204,57 @@ impl PyLab {
         to_python(py, &status)
     }
 
+    /// Scale the GPU nodes to zero (on an existing cluster, the workspace): the GPU bill stops,
+    /// `/workspace` stays. `progress` as for `up`.
+    #[pyo3(signature = (progress=None))]
+    fn stop(&self, py: Python<'_>, progress: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let progress = progress_callback(py, progress)?;
+        let lab = self.lab.clone();
+        let done = wait(py, progress.as_ref(), move |reporter| async move {
+            lab.scale(0, reporter.as_ref()).await
+        });
+        finish_progress(progress.as_ref(), done)
+    }
+
+    /// Scale the GPU nodes back up after `stop` (or an autostop), and wait until the workspace is
+    /// ready again, with the same `/workspace`. `progress` as for `up`.
+    #[pyo3(signature = (progress=None))]
+    fn start(&self, py: Python<'_>, progress: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let progress = progress_callback(py, progress)?;
+        let lab = self.lab.clone();
+        let done = wait(py, progress.as_ref(), move |reporter| async move {
+            let desired = lab.spec().spec.nodes.desired.max(1);
+            lab.scale(desired, reporter.as_ref()).await
+        });
+        finish_progress(progress.as_ref(), done)
+    }
+
+    /// Change what stops the lab by itself, from inside the cluster: `idle` is a duration such as
+    /// "30m" or "2h", or "off"; `budget` is US dollars (25) or "off". `None` keeps a setting. Returns
+    /// the autostop status (settings, what the agent last saw, what comes next) as a dict. The lab's
+    /// record keeps the change: `status`, `cost` and a later `up` (unless given `autostop=` or
+    /// `budget=` again) see it.
+    #[pyo3(signature = (idle=None, budget=None))]
+    fn autostop<'py>(
+        &self,
+        py: Python<'py>,
+        idle: Option<String>,
+        budget: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let budget = match budget {
+            None => None,
+            Some(value) => Some(match value.extract::<f64>() {
+                Ok(dollars) => dollars.to_string(),
+                Err(_) => value.extract::<String>()?,
+            }),
+        };
+        let lab = self.lab.clone();
+        let status = wait(py, None, move |_| async move {
+            lab.set_autostop(idle.as_deref(), budget.as_deref()).await
+        })?;
+        to_python(py, &status)
+    }
+
     /// What the lab costs per hour now and has cost since `up`, as a dict.
     fn cost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let cost = self

@@ -236,6 +236,20 @@ fn print_status(status: &LabStatus, printer: &Printer) {
         }
     }
     print_cost_lines(&status.cost, printer);
+    if let Some(autostop) = &status.autostop {
+        if autostop.settings.is_on() {
+            printer.line(format!(
+                "  autostop       {}: {}",
+                autostop.settings.describe(),
+                autostop.next
+            ));
+        } else {
+            printer.line("  autostop       off");
+        }
+        for warning in &autostop.warnings {
+            printer.line(format!("  warning        {warning}"));
+        }
+    }
 }
 
 fn print_cost_lines(cost: &CostReport, printer: &Printer) {
@@ -244,6 +258,7 @@ fn print_cost_lines(cost: &CostReport, printer: &Printer) {
             "  cost           not priced: {}",
             cost.estimate.notes.join(" ")
         ));
+        printer.line(format!("  stops          {}", cost.autostop));
         return;
     }
     printer.line(format!(
@@ -254,6 +269,53 @@ fn print_cost_lines(cost: &CostReport, printer: &Printer) {
         cost.spent,
         cost.hours
     ));
+    printer.line(format!("  stops          {}", cost.autostop));
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AutostopArgs {
+    #[command(flatten)]
+    lab: LabArg,
+    /// Scale the GPU nodes to zero after this long unused (e.g. 30m, 2h, 1h30m), or `off`; without it,
+    /// the idle setting stays as it is.
+    #[arg(value_name = "DURATION")]
+    idle: Option<String>,
+    /// Scale the GPU nodes to zero once the lab has spent this many US dollars since `up`, or `off`.
+    #[arg(long, value_name = "DOLLARS")]
+    budget: Option<String>,
+}
+
+/// `gpulab autostop 1h|off [--budget 25|off] [--name LAB]`: change (or, with nothing to change, show) what
+/// stops the lab by itself.
+pub(crate) async fn autostop(
+    global: &GlobalArgs,
+    args: &AutostopArgs,
+    printer: &Printer,
+) -> gpulab_core::Result<()> {
+    let lab = args.lab.load(global).await?;
+    let status = if args.idle.is_none() && args.budget.is_none() {
+        lab.status()
+            .await?
+            .autostop
+            .ok_or_else(|| gpulab_core::Error::Cluster {
+                message: "the lab's cluster cannot be reached to read the autostop agent's state"
+                    .into(),
+                hint: Some("`gpulab status` says why".into()),
+            })?
+    } else {
+        lab.set_autostop(args.idle.as_deref(), args.budget.as_deref())
+            .await?
+    };
+    printer.line(format!(
+        "Lab {} autostop: {}: {}",
+        lab.spec().spec.name,
+        status.settings.describe(),
+        status.next
+    ));
+    for warning in &status.warnings {
+        printer.line(format!("  warning: {warning}"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -467,11 +529,20 @@ pub(crate) fn ls(args: &LsArgs, printer: &Printer) -> gpulab_core::Result<()> {
                 l.cost.nodes.to_string(),
                 dollars(l.cost.estimate.is_priced().then_some(l.cost.per_hour), 2),
                 dollars(l.cost.estimate.is_priced().then_some(l.cost.spent), 2),
+                l.cost.autostop.clone(),
             ]
         })
         .collect();
     printer.line(table(
-        &["LAB", "REGION", "NODE TYPE", "NODES", "$/HOUR", "$ SPENT"],
+        &[
+            "LAB",
+            "REGION",
+            "NODE TYPE",
+            "NODES",
+            "$/HOUR",
+            "$ SPENT",
+            "STOPS",
+        ],
         &rows,
     ));
     Ok(())
@@ -535,11 +606,22 @@ pub(crate) async fn scale(
     progress.finish();
     result?;
     let cost = lab.cost()?;
-    printer.line(format!(
-        "Lab {} now has {desired} GPU node(s): ${:.2}/hour.",
-        lab.spec().spec.name,
-        cost.per_hour
-    ));
+    match lab.provider() {
+        gpulab_core::Provider::Aws => printer.line(format!(
+            "Lab {} now has {desired} GPU node(s): ${:.2}/hour.",
+            lab.spec().spec.name,
+            cost.per_hour
+        )),
+        gpulab_core::Provider::Existing { .. } => printer.line(format!(
+            "Lab {}'s workspace is {} (the cluster's nodes are its owner's to size).",
+            lab.spec().spec.name,
+            if desired == 0 {
+                "stopped; /workspace is kept, and `gpulab start` brings it back"
+            } else {
+                "running again"
+            }
+        )),
+    }
     Ok(())
 }
 

@@ -125,6 +125,24 @@ fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
         }
     };
     printer.line(format!("  Access     {access}"));
+    let a = &plan.autostop;
+    if a.agent {
+        printer.line(format!(
+            "  Autostop   GPU nodes to 0 {}: an agent pod ({}, requests {}) with IAM role {} allowed only {} on {}; in the cluster only {}",
+            a.summary,
+            a.image,
+            a.requests,
+            a.role,
+            a.aws_actions.join(" and "),
+            a.aws_resource,
+            a.kubernetes_rules.join("; "),
+        ));
+    } else {
+        printer.line(format!(
+            "  Autostop   off: the lab runs until `gpulab stop` or `down` (${:.2} a day); --autostop 30m or --budget 25 stop it by themselves",
+            plan.cost.per_hour * 24.0
+        ));
+    }
 
     printer.heading(format!(
         "AWS resources ({}), each tagged {}={}",

@@ -18,12 +18,15 @@
 //! workspace through the `scale` subresource, and nothing else. This module holds those facts, the
 //! agent's objects and settings, and reads the state the agent writes.
 
+mod cluster;
 mod manifests;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster::read_state;
+pub(crate) use cluster::{apply, remove, scale_workspace};
 pub use manifests::{ACTIVITY_TOKEN_DIR, agent_objects, state_config_map};
 
 use crate::capacity::Resources;
@@ -67,7 +70,53 @@ pub struct Guard {
     pub budget_usd: Option<f64>,
 }
 
+/// One problem with an `[autostop]` value, for a field error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardProblem {
+    /// "autostop.idle" or "autostop.budget".
+    pub field: &'static str,
+    /// The value as written.
+    pub value: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// What would be accepted.
+    pub allowed: &'static str,
+}
+
 impl Guard {
+    /// Read `[autostop]`: an idle period as [`parse_idle`] reads it, and a budget of up to $100,000
+    /// (0: none). A bad value is left off the guard and reported.
+    pub fn parse(spec: &crate::spec::AutostopSpec) -> (Guard, Vec<GuardProblem>) {
+        let mut problems = Vec::new();
+        let idle = match spec.idle.as_deref().map(parse_idle) {
+            None => None,
+            Some(Ok(idle)) => idle,
+            Some(Err(problem)) => {
+                problems.push(GuardProblem {
+                    field: "autostop.idle",
+                    value: spec.idle.clone().unwrap_or_default(),
+                    problem,
+                    allowed: "a duration such as \"30m\", \"2h\" or \"1h30m\" (10m to 7d), or \"off\"",
+                });
+                None
+            }
+        };
+        let budget_usd = match spec.budget {
+            Some(b) if !b.is_finite() || !(0.0..=100_000.0).contains(&b) => {
+                problems.push(GuardProblem {
+                    field: "autostop.budget",
+                    value: b.to_string(),
+                    problem: "out of range".into(),
+                    allowed: "US dollars above 0 and at most 100000, e.g. 25; 0 or \"off\" for no budget",
+                });
+                None
+            }
+            Some(b) if b > 0.0 => Some(b),
+            _ => None,
+        };
+        (Guard { idle, budget_usd }, problems)
+    }
+
     /// Whether the agent runs: autostop or a budget is on.
     pub fn is_on(&self) -> bool {
         self.idle.is_some() || self.budget_usd.is_some()
@@ -256,6 +305,53 @@ pub struct Settings {
     pub state: StateRef,
 }
 
+impl Settings {
+    /// The settings for lab `id` of `spec`, stopping `target`, with the ledger starting from
+    /// `spent_usd` at `now`. An AWS lab is priced from the catalog, as `cost` prices it; a lab on an
+    /// existing cluster is not priced (its budget cannot be set: [`crate::Lab`] refuses it).
+    pub fn new(
+        spec: &ValidSpec,
+        id: &crate::naming::LabId,
+        target: Target,
+        spent_usd: f64,
+        now: SystemTime,
+    ) -> Self {
+        let names = crate::naming::KubeNames::new(&spec.spec);
+        let (idle_per_hour, node_per_hour) = match target {
+            Target::EksNodegroup { .. } => {
+                let at = |nodes: u32| {
+                    let mut spec = spec.clone();
+                    spec.spec.nodes.desired = nodes;
+                    crate::cost::CostEstimate::for_spec(&spec).per_hour
+                };
+                (at(0), at(1) - at(0))
+            }
+            Target::Statefulset { .. } => (0.0, 0.0),
+        };
+        Settings {
+            lab: spec.spec.name.clone(),
+            lab_id: id.to_string(),
+            idle_seconds: spec.autostop.idle.map(|d| d.as_secs()),
+            budget_usd: spec.autostop.budget_usd,
+            idle_per_hour,
+            node_per_hour,
+            gpu_busy_percent: GPU_BUSY_PERCENT,
+            warn_seconds: WARN_BEFORE.as_secs(),
+            spent_usd,
+            spent_at: unix(now) as u64,
+            target,
+            activity_url: format!(
+                "http://{}.{}.svc:{ACTIVITY_PORT}",
+                names.activity_service, names.namespace
+            ),
+            state: StateRef {
+                namespace: names.namespace.clone(),
+                name: names.autostop_state.clone(),
+            },
+        }
+    }
+}
+
 /// Why the agent stopped the lab.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stopped {
@@ -315,6 +411,107 @@ impl AgentState {
     pub fn stop_time(&self) -> Option<SystemTime> {
         self.stop_at.map(from_unix)
     }
+}
+
+/// Autostop as `status` shows it: the settings, what the agent last saw, and what comes next.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AutostopStatus {
+    /// The settings.
+    pub settings: Guard,
+    /// What the agent last wrote; `None` before its first tick (or while it is off).
+    pub agent: Option<AgentState>,
+    /// What happens next, in words, e.g. "idle for 12m; the GPU nodes stop at 14:05 UTC (in 18m)
+    /// unless the lab is used".
+    pub next: String,
+    /// Things to act on: the budget 80 % spent, a failure the agent reports.
+    pub warnings: Vec<String>,
+}
+
+impl AutostopStatus {
+    /// The status from the settings and the agent's state at `now`.
+    pub fn new(settings: Guard, agent: Option<AgentState>, now: SystemTime) -> Self {
+        let mut warnings = Vec::new();
+        let next = match (&agent, settings.is_on()) {
+            (_, false) => "off".to_string(),
+            (None, true) => "the agent has not reported yet (it checks every 30 s)".to_string(),
+            (Some(a), true) => {
+                if let Some(budget) = settings.budget_usd
+                    && a.spent_usd >= BUDGET_WARN_FRACTION * budget
+                {
+                    warnings.push(format!(
+                        "${:.2} of the ${budget:.2} budget spent ({:.0}%): at 100% the GPU nodes are scaled to 0",
+                        a.spent_usd,
+                        100.0 * a.spent_usd / budget
+                    ));
+                }
+                if let Some(error) = &a.last_error {
+                    warnings.push(format!("the autostop agent reports: {error}"));
+                }
+                describe_next(&settings, a, now)
+            }
+        };
+        AutostopStatus {
+            settings,
+            agent,
+            next,
+            warnings,
+        }
+    }
+}
+
+fn describe_next(settings: &Guard, a: &AgentState, now: SystemTime) -> String {
+    if let Some(stopped) = &a.stopped {
+        return format!(
+            "stopped the GPU nodes at {} ({}); `gpulab start` brings the lab back",
+            clock(from_unix(stopped.at)),
+            stopped.message
+        );
+    }
+    if a.nodes == Some(0) {
+        return "the lab is stopped; `gpulab start` brings it back".into();
+    }
+    let mut parts = Vec::new();
+    if let Some(idle) = settings.idle {
+        if !a.active.is_empty() {
+            parts.push(format!(
+                "in use ({}); stops after {} idle",
+                a.active.join(", "),
+                format_duration(idle)
+            ));
+        } else {
+            let idle_for = a.idle_for(now);
+            let stop = a
+                .stop_time()
+                .unwrap_or_else(|| from_unix(a.last_active) + idle);
+            let left = stop.duration_since(now).unwrap_or_default();
+            parts.push(format!(
+                "idle for {}; the GPU nodes stop at {} (in {}) unless the lab is used",
+                format_duration(Duration::from_secs(idle_for.as_secs() / 60 * 60)),
+                clock(stop),
+                format_duration(Duration::from_secs(left.as_secs().div_ceil(60) * 60))
+            ));
+        }
+    }
+    if let Some(budget) = settings.budget_usd {
+        parts.push(format!(
+            "${:.2} of the ${budget:.2} budget spent; the GPU nodes stop at ${budget:.2}",
+            a.spent_usd
+        ));
+    }
+    if a.disruptions > 0 {
+        parts.push(format!(
+            "{} disruption{} so far (spot interruption or node replacement; /workspace was kept)",
+            a.disruptions,
+            if a.disruptions == 1 { "" } else { "s" }
+        ));
+    }
+    parts.join("; ")
+}
+
+/// A time as a UTC wall clock, "14:05 UTC".
+pub fn clock(t: SystemTime) -> String {
+    let secs = unix(t) as u64;
+    format!("{:02}:{:02} UTC", secs % 86_400 / 3_600, secs % 3_600 / 60)
 }
 
 /// Seconds since the Unix epoch.

@@ -218,37 +218,14 @@ impl Validator<'_> {
         });
     }
 
-    /// `[autostop]`: an idle period [`crate::autostop::parse_idle`] reads, and a budget in dollars
-    /// (0: none).
+    /// `[autostop]`, as [`crate::autostop::Guard::parse`] reads it.
     fn check_autostop(&mut self) -> crate::autostop::Guard {
         let a = self.spec().autostop.clone();
-        let idle = match a.idle.as_deref().map(crate::autostop::parse_idle) {
-            None => None,
-            Some(Ok(idle)) => idle,
-            Some(Err(problem)) => {
-                self.fail(
-                    "autostop.idle",
-                    a.idle.as_deref().unwrap_or_default(),
-                    &problem,
-                    "a duration such as \"30m\", \"2h\" or \"1h30m\" (10m to 7d), or \"off\"",
-                );
-                None
-            }
-        };
-        let budget_usd = match a.budget {
-            Some(b) if !b.is_finite() || b < 0.0 || b > 100_000.0 => {
-                self.fail(
-                    "autostop.budget",
-                    &b.to_string(),
-                    "out of range",
-                    "US dollars above 0 and at most 100000, e.g. 25; 0 or \"off\" for no budget",
-                );
-                None
-            }
-            Some(b) if b > 0.0 => Some(b),
-            _ => None,
-        };
-        crate::autostop::Guard { idle, budget_usd }
+        let (guard, problems) = crate::autostop::Guard::parse(&a);
+        for p in problems {
+            self.fail(p.field, &p.value, &p.problem, p.allowed);
+        }
+        guard
     }
 
     fn check_name(&mut self) {

@@ -534,56 +534,31 @@ pub(crate) async fn converge(
     }
     counter.finished()?;
 
-    // The image builds' role, for the service account kaniko runs as.
-    let step = ProvisionStep::ImageBuildAccess.name();
+    // The roles of the lab's own pods, for the service accounts they run as: kaniko's (image builds)
+    // and the autostop agent's.
     let names = KubeNames::new(spec);
-    let association = ctx
-        .step(step, async {
-            match find_pod_identity_association(
-                ctx,
-                step,
-                &spec.workspace.namespace,
-                &names.image_build_account,
-            )
-            .await?
-            {
-                Found::Ours(id) => return Ok((Some(id), true)),
-                Found::NotOurs => {
-                    ctx.reporter.report(Event::Warning {
-                        message: format!(
-                            "a Pod Identity association for {}/{} that is not this lab's exists: in-cluster image builds use it as it is",
-                            spec.workspace.namespace, names.image_build_account
-                        ),
-                    });
-                    return Ok((None, true));
-                }
-                Found::Absent => {}
-            }
-            let out = eks
-                .create_pod_identity_association()
-                .cluster_name(&cluster)
-                .namespace(&spec.workspace.namespace)
-                .service_account(&names.image_build_account)
-                .role_arn(&roles.image_build)
-                .set_tags(Some(tags(ctx)))
-                .send()
-                .await
-                .map_err(|e| sdk_error(step, e))?;
-            let id = out
-                .association()
-                .and_then(|a| a.association_id())
-                .ok_or_else(|| missing(step, "associationId"))?
-                .to_string();
-            Ok((Some(id), false))
-        })
-        .await?;
-    if let Some(id) = association {
-        resources.push(ResourceRef {
-            kind: "eks-pod-identity-association".into(),
-            id,
-        });
+    for (step, account, role, user) in [
+        (
+            ProvisionStep::ImageBuildAccess,
+            &names.image_build_account,
+            &roles.image_build,
+            "in-cluster image builds",
+        ),
+        (
+            ProvisionStep::AutostopAccess,
+            &names.autostop_agent,
+            &roles.autostop,
+            "the autostop agent",
+        ),
+    ] {
+        if let Some(id) = ensure_pod_identity(ctx, step.name(), account, role, user).await? {
+            resources.push(ResourceRef {
+                kind: "eks-pod-identity-association".into(),
+                id,
+            });
+        }
+        counter.finished()?;
     }
-    counter.finished()?;
 
     // The GPU node group.
     let step = ProvisionStep::NodeGroup.name();
@@ -698,6 +673,52 @@ async fn ensure_addon(
                 }
             }
         }
+    })
+    .await
+}
+
+/// Give the lab's service account `account` (in the lab's namespace) `role` through EKS Pod Identity,
+/// unless an association of the lab's exists. Returns the association's ID, or `None` when one that is
+/// not the lab's exists: `user` then gets what that one gives, and a warning says so.
+async fn ensure_pod_identity(
+    ctx: &Ctx<'_>,
+    step: &str,
+    account: &str,
+    role: &str,
+    user: &str,
+) -> Result<Option<String>> {
+    let namespace = &ctx.spec.spec.workspace.namespace;
+    ctx.step(step, async {
+        match find_pod_identity_association(ctx, step, namespace, account).await? {
+            Found::Ours(id) => return Ok((Some(id), true)),
+            Found::NotOurs => {
+                ctx.reporter.report(Event::Warning {
+                    message: format!(
+                        "a Pod Identity association for {namespace}/{account} that is not this lab's exists: {user} use it as it is"
+                    ),
+                });
+                return Ok((None, true));
+            }
+            Found::Absent => {}
+        }
+        let out = ctx
+            .c
+            .eks
+            .create_pod_identity_association()
+            .cluster_name(&ctx.names.cluster)
+            .namespace(namespace)
+            .service_account(account)
+            .role_arn(role)
+            .set_tags(Some(tags(ctx)))
+            .send()
+            .await
+            .map_err(|e| sdk_error(step, e))?;
+        let id = out
+            .association()
+            .and_then(|a| a.association_id())
+            .ok_or_else(|| missing(step, "associationId"))?
+            .to_string();
+        Ok((Some(id), false))
     })
     .await
 }

@@ -20,6 +20,7 @@ pub(crate) struct Roles {
     pub(crate) node: String,
     pub(crate) ebs_csi: String,
     pub(crate) image_build: String,
+    pub(crate) autostop: String,
 }
 
 /// The trust policy of a role `service` assumes. EKS Pod Identity also tags the session with the pod's
@@ -211,18 +212,38 @@ pub(crate) async fn converge(
         .await
         .map_err(|e| sdk_error(step, e))?;
     counter.finished()?;
+    let autostop = role(
+        ProvisionStep::AutostopRole,
+        &names.autostop_role,
+        POD_IDENTITY_PRINCIPAL,
+        &[],
+    )
+    .await?;
+    let step = ProvisionStep::AutostopRole.name();
+    ctx.c
+        .iam
+        .put_role_policy()
+        .role_name(&names.autostop_role)
+        .policy_name(crate::autostop::AGENT_POLICY)
+        .policy_document(crate::autostop::agent_policy(ctx.spec))
+        .send()
+        .await
+        .map_err(|e| sdk_error(step, e))?;
+    counter.finished()?;
     Ok(Roles {
         cluster,
         node,
         ebs_csi,
         image_build,
+        autostop,
     })
 }
 
 /// The lab's role names, in the order `down` deletes them.
-pub(crate) fn role_names<'a>(ctx: &'a Ctx<'_>) -> [&'a str; 4] {
+pub(crate) fn role_names<'a>(ctx: &'a Ctx<'_>) -> [&'a str; 5] {
     let n = &ctx.names;
     [
+        &n.autostop_role,
         &n.image_build_role,
         &n.ebs_csi_role,
         &n.node_role,

@@ -128,6 +128,8 @@ pub enum ProvisionStep {
     EbsCsiRole,
     /// In-cluster image builds' Pod Identity role.
     ImageBuildRole,
+    /// The autostop agent's Pod Identity role.
+    AutostopRole,
     /// The EKS cluster.
     Cluster,
     /// The caller's admin access entry.
@@ -138,13 +140,15 @@ pub enum ProvisionStep {
     EbsCsiAddon,
     /// The image builds' Pod Identity association.
     ImageBuildAccess,
+    /// The autostop agent's Pod Identity association.
+    AutostopAccess,
     /// The GPU node group.
     NodeGroup,
 }
 
 impl ProvisionStep {
     /// Every step, in the order `provision` runs them.
-    pub const ALL: [ProvisionStep; 15] = [
+    pub const ALL: [ProvisionStep; 17] = [
         ProvisionStep::Vpc,
         ProvisionStep::Subnets,
         ProvisionStep::InternetGateway,
@@ -154,11 +158,13 @@ impl ProvisionStep {
         ProvisionStep::NodeRole,
         ProvisionStep::EbsCsiRole,
         ProvisionStep::ImageBuildRole,
+        ProvisionStep::AutostopRole,
         ProvisionStep::Cluster,
         ProvisionStep::AdminAccess,
         ProvisionStep::PodIdentityAgent,
         ProvisionStep::EbsCsiAddon,
         ProvisionStep::ImageBuildAccess,
+        ProvisionStep::AutostopAccess,
         ProvisionStep::NodeGroup,
     ];
 
@@ -174,11 +180,13 @@ impl ProvisionStep {
             ProvisionStep::NodeRole => "create node IAM role",
             ProvisionStep::EbsCsiRole => "create EBS CSI driver IAM role",
             ProvisionStep::ImageBuildRole => "create image build IAM role",
+            ProvisionStep::AutostopRole => "create autostop agent IAM role",
             ProvisionStep::Cluster => "create EKS cluster",
             ProvisionStep::AdminAccess => "grant cluster admin access",
             ProvisionStep::PodIdentityAgent => "install EKS Pod Identity agent addon",
             ProvisionStep::EbsCsiAddon => "install EBS CSI driver addon",
             ProvisionStep::ImageBuildAccess => "grant image builds ECR push access",
+            ProvisionStep::AutostopAccess => "grant the autostop agent its node group access",
             ProvisionStep::NodeGroup => "create GPU node group",
         }
     }
