@@ -290,7 +290,7 @@ mod tests {
                      --pod-name p --image i --gpus 1 --cpu 1 --memory 1Gi --volume-size 1Gi \
                      --storage-class s --no-jupyter --python-package p --apt-package a --ssh-key /k --time-slicing 2 \
                      --access load-balancer --allow-cidr 10.0.0.0/8 --api-cidr 198.51.100.0/24 \
-                     --tag k=v";
+                     --tag k=v --autostop 30m --budget 25";
         let probe = <Probe as clap::Parser>::try_parse_from(flags.split_whitespace()).unwrap();
         let layer = serde_json::to_value(probe.spec.layer().unwrap()).unwrap();
         let resolved = SpecInputs::default().resolve().unwrap();

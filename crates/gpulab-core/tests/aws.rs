@@ -200,8 +200,9 @@ fn clean_counts() -> BTreeMap<&'static str, usize> {
         ("internet-gateway", 1),
         ("route-table", 1),
         ("security-group", 1),
-        // cluster, node, EBS CSI driver (Pod Identity), image builds (Pod Identity)
-        ("iam-role", 4),
+        // cluster, node, EBS CSI driver (Pod Identity), image builds and the autostop agent (Pod
+        // Identity)
+        ("iam-role", 5),
         ("eks-cluster", 1),
         ("eks-nodegroup", 1),
         // EKS's own for the cluster's creator (bootstrapClusterCreatorAdminPermissions)

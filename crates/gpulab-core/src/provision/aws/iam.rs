@@ -200,17 +200,14 @@ pub(crate) async fn converge(
         &[],
     )
     .await?;
-    // PutRolePolicy replaces the document: idempotent, and a rerun repairs an edited policy.
-    let step = ProvisionStep::ImageBuildRole.name();
-    ctx.c
-        .iam
-        .put_role_policy()
-        .role_name(&names.image_build_role)
-        .policy_name(IMAGE_BUILD_POLICY)
-        .policy_document(image_build_policy(ctx.spec))
-        .send()
-        .await
-        .map_err(|e| sdk_error(step, e))?;
+    put_inline_policy(
+        ctx,
+        ProvisionStep::ImageBuildRole,
+        &names.image_build_role,
+        IMAGE_BUILD_POLICY,
+        image_build_policy(ctx.spec),
+    )
+    .await?;
     counter.finished()?;
     let autostop = role(
         ProvisionStep::AutostopRole,
@@ -219,16 +216,14 @@ pub(crate) async fn converge(
         &[],
     )
     .await?;
-    let step = ProvisionStep::AutostopRole.name();
-    ctx.c
-        .iam
-        .put_role_policy()
-        .role_name(&names.autostop_role)
-        .policy_name(crate::autostop::AGENT_POLICY)
-        .policy_document(crate::autostop::agent_policy(ctx.spec))
-        .send()
-        .await
-        .map_err(|e| sdk_error(step, e))?;
+    put_inline_policy(
+        ctx,
+        ProvisionStep::AutostopRole,
+        &names.autostop_role,
+        crate::autostop::AGENT_POLICY,
+        crate::autostop::agent_policy(ctx.spec),
+    )
+    .await?;
     counter.finished()?;
     Ok(Roles {
         cluster,
@@ -237,6 +232,27 @@ pub(crate) async fn converge(
         image_build,
         autostop,
     })
+}
+
+/// Put inline policy `name` on `role`. PutRolePolicy replaces the document: idempotent, and a rerun
+/// repairs an edited policy.
+async fn put_inline_policy(
+    ctx: &Ctx<'_>,
+    step: ProvisionStep,
+    role: &str,
+    name: &str,
+    document: String,
+) -> Result<()> {
+    ctx.c
+        .iam
+        .put_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .policy_document(document)
+        .send()
+        .await
+        .map_err(|e| sdk_error(step.name(), e))?;
+    Ok(())
 }
 
 /// The lab's role names, in the order `down` deletes them.
