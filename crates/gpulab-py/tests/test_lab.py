@@ -147,6 +147,27 @@ def test_gpu_checks_and_slurm_report_a_workspace_without_gpus(sandbox, user):
     lab.down(progress=False)
 
 
+def test_autostop_stop_and_start_on_an_existing_cluster(sandbox, user):
+    lab = gpulab.Lab(name="idle", kubeconfig=sandbox.kubeconfig, autostop="30m")
+    lab.up(progress=False)
+    assert lab.plan()["autostop"]["summary"] == "after 30m idle"
+    assert lab.cost()["autostop"] == "after 30m idle"
+    status = lab.status()["autostop"]
+    assert status["settings"] == {"idle": 1800, "budget_usd": None}
+    # A budget needs prices, which someone else's cluster has none of: refused, naming the setting.
+    with pytest.raises(gpulab.SpecError, match="autostop.budget"):
+        lab.autostop(budget=5)
+    with pytest.raises(gpulab.SpecError, match="outside 10m to 7d"):
+        lab.autostop("5m")
+    assert lab.autostop("2h")["settings"]["idle"] == 7200
+    assert lab.cost()["autostop"] == "after 2h idle"
+    assert lab.autostop("off")["next"] == "off"
+    # stop and start scale the workspace itself on a cluster gpulab did not make.
+    lab.stop(progress=False)
+    lab.start(progress=False)
+    assert lab.status()["cluster"]["workspace"]["ready"]
+
+
 def test_errors_map_to_their_classes(user):
     with pytest.raises(gpulab.SpecError) as info:
         gpulab.Lab(node_type="m5.large", kubeconfig="/nonexistent")
