@@ -499,3 +499,37 @@ async fn status_names_the_volume_provisioner_that_keeps_the_workspace_waiting() 
     );
     lab.down(&Recorder::default()).await.expect("down");
 }
+
+/// A spot lab's node group takes every catalog type with the same GPU that EC2 offers in the nodes'
+/// zone, so EC2 finds spot capacity in more pools; an on-demand lab's takes its one type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spot_node_group_takes_every_type_with_the_same_gpu_offered_in_its_zone() {
+    let (user, clouds, lab) = lab_of(SpecLayer {
+        name: Some("spotlab".into()),
+        nodes: gpulab_core::spec::NodesLayer {
+            capacity: Some(gpulab_core::spec::Capacity::Spot),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    lab.up(&Recorder::default()).await.expect("up");
+    let config = load_sdk_config("us-west-2", &lab_sdk(&clouds, &user)).await;
+    let clients = AwsClients::new(&config, None);
+    let group = clients
+        .eks
+        .describe_nodegroup()
+        .cluster_name("spotlab")
+        .nodegroup_name("spotlab-gpu")
+        .send()
+        .await
+        .unwrap();
+    let group = group.nodegroup().unwrap();
+    assert_eq!(group.instance_types(), ["g4dn.xlarge", "g4dn.2xlarge"]);
+    assert_eq!(
+        group.capacity_type(),
+        Some(&aws_sdk_eks::types::CapacityTypes::Spot)
+    );
+    // The workspace is sized for the smallest, so it fits on either.
+    assert_eq!(lab.spec().cpu.text, "3100m");
+}

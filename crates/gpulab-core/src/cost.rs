@@ -80,7 +80,7 @@ impl CostEstimate {
             stops_with_nodes: true,
         }];
         if s.nodes.capacity == Capacity::Spot {
-            notes.push("Spot nodes are costed at the on-demand price, an upper bound; spot usually costs 60-70% less.".into());
+            notes.push(format!("Spot nodes are costed at {}'s on-demand price; spot usually costs 60-70% less (a node may be one of the larger types with the same GPU that the node group also takes).", spec.instance.name));
         }
 
         let per_gib_hour = services.map(|p| p.ebs_gp3_per_gb_month / HOURS_PER_MONTH);

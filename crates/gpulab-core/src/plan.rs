@@ -255,12 +255,29 @@ impl Plan {
                 s.workspace.namespace, kube_names.autostop_agent, names.autostop_role
             ),
         );
+        let spot_alternatives: Vec<&str> = if s.nodes.capacity == crate::spec::Capacity::Spot {
+            instance
+                .spot_alternatives(&s.region)
+                .iter()
+                .map(|i| i.name)
+                .collect()
+        } else {
+            Vec::new()
+        };
         add(
             "eks:nodegroup",
             &names.node_group,
             format!(
-                "{} {}, {} node(s) (min {}, max {}) in the first subnet's zone (where /workspace's volume lives), {} GiB gp3 root disk, AMI type {NODE_AMI_TYPE}, label {}={}, no taint (it is the only node group: CoreDNS and the EBS CSI controller run there too)",
+                "{}{} {}, {} node(s) (min {}, max {}) in the first subnet's zone (where /workspace's volume lives), {} GiB gp3 root disk, AMI type {NODE_AMI_TYPE}, label {}={}, no taint (it is the only node group: CoreDNS and the EBS CSI controller run there too)",
                 instance.name,
+                if spot_alternatives.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (or {}, the same GPU, where offered in the zone: more spot pools)",
+                        spot_alternatives.join(", ")
+                    )
+                },
                 s.nodes.capacity,
                 s.nodes.desired,
                 s.nodes.min,

@@ -164,6 +164,35 @@ impl InstanceType {
             .map(|(_, p)| *p)
     }
 
+    /// Other types with the same GPUs (model, count and slice) and at least this one's vCPUs and
+    /// memory, priced in `region` at no more than twice this one's on-demand price: cheapest first, at
+    /// most three. A spot node group may also launch them, so EC2 finds capacity in more spot pools
+    /// (AWS's spot best practice: be flexible across instance types); the workspace, sized for this
+    /// type, fits on each.
+    pub fn spot_alternatives(&self, region: &str) -> Vec<&'static InstanceType> {
+        let Some(own) = self.price_per_hour(region) else {
+            return Vec::new();
+        };
+        let mut alternatives: Vec<(&'static InstanceType, f64)> = instances()
+            .iter()
+            .filter(|i| {
+                i.name != self.name
+                    && i.gpu == self.gpu
+                    && i.gpu_count == self.gpu_count
+                    && i.gpu_divisor == self.gpu_divisor
+                    && i.vcpus >= self.vcpus
+                    && i.memory_gib >= self.memory_gib
+            })
+            .filter_map(|i| {
+                i.price_per_hour(region)
+                    .filter(|p| *p <= 2.0 * own)
+                    .map(|p| (i, p))
+            })
+            .collect();
+        alternatives.sort_by(|a, b| a.1.total_cmp(&b.1));
+        alternatives.into_iter().take(3).map(|(i, _)| i).collect()
+    }
+
     /// The EC2 vCPU quota this type draws on: G and VT instances share one, P instances another.
     pub fn quota_class(&self) -> QuotaClass {
         if self.name.starts_with('p') {
@@ -312,6 +341,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn spot_alternatives_have_the_same_gpus_and_room_for_the_workspace() {
+        let names = |name: &str, region: &str| -> Vec<&str> {
+            instance(name)
+                .unwrap()
+                .spot_alternatives(region)
+                .iter()
+                .map(|i| i.name)
+                .collect()
+        };
+        // g4dn.4xlarge ($1.204) costs more than twice a g4dn.xlarge ($0.526).
+        assert_eq!(names("g4dn.xlarge", "us-west-2"), ["g4dn.2xlarge"]);
+        assert_eq!(
+            names("g5.xlarge", "us-west-2"),
+            ["g5.2xlarge", "g5.4xlarge"]
+        );
+        // Never fewer GPUs, never a different GPU, nothing unpriced in the region.
+        for i in instances() {
+            for alt in i.spot_alternatives("us-east-1") {
+                assert_eq!((alt.gpu, alt.gpu_count), (i.gpu, i.gpu_count), "{}", i.name);
+                assert!(alt.vcpus >= i.vcpus && alt.memory_gib >= i.memory_gib);
+                assert!(alt.price_per_hour("us-east-1").is_some());
+            }
+        }
+        assert!(names("g4dn.xlarge", "ap-south-1").is_empty());
     }
 
     #[test]

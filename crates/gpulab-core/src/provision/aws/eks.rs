@@ -563,6 +563,7 @@ pub(crate) async fn converge(
     // The GPU node group.
     let step = ProvisionStep::NodeGroup.name();
     let ng = ctx.names.node_group.clone();
+    let instance_types = node_instance_types(ctx, step, zones.offering.first()).await?;
     ctx.step(step, async {
         let mut done = true;
         let found = find_node_group(ctx, step).await?;
@@ -588,7 +589,7 @@ pub(crate) async fn converge(
                 // that replaces another (stop/start, a spot interruption, a repair) must come up where
                 // /workspace is. The control plane keeps both subnets.
                 .subnets(&net.subnet_ids[0])
-                .instance_types(ctx.spec.instance.name)
+                .set_instance_types(Some(instance_types.clone()))
                 .ami_type(AmiTypes::from(NODE_AMI_TYPE))
                 .node_role(&roles.node)
                 .capacity_type(match nodes.capacity {
@@ -675,6 +676,62 @@ async fn ensure_addon(
         }
     })
     .await
+}
+
+/// The node group's instance types: the lab's, and for spot also its catalog alternatives with the
+/// same GPUs ([`crate::catalog::InstanceType::spot_alternatives`]) that EC2 offers in the nodes' zone
+/// (DescribeInstanceTypeOfferings), so a spot node finds capacity in more pools.
+async fn node_instance_types(
+    ctx: &Ctx<'_>,
+    step: &str,
+    zone: Option<&String>,
+) -> Result<Vec<String>> {
+    let instance = ctx.spec.instance;
+    let mut types = vec![instance.name.to_string()];
+    let alternatives: Vec<&str> = instance
+        .spot_alternatives(&ctx.spec.spec.region)
+        .iter()
+        .map(|i| i.name)
+        .collect();
+    let (Capacity::Spot, Some(zone)) = (ctx.spec.spec.nodes.capacity, zone) else {
+        return Ok(types);
+    };
+    if alternatives.is_empty() {
+        return Ok(types);
+    }
+    let out = ctx
+        .c
+        .ec2
+        .describe_instance_type_offerings()
+        .location_type(aws_sdk_ec2::types::LocationType::AvailabilityZone)
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-type")
+                .set_values(Some(alternatives.iter().map(|s| s.to_string()).collect()))
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("location")
+                .values(zone)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error(step, e))?;
+    let offered: Vec<String> = out
+        .instance_type_offerings()
+        .iter()
+        .filter_map(|o| o.instance_type().map(|t| t.as_str().to_string()))
+        .collect();
+    // In the catalog's order (cheapest first), only those offered where the nodes run.
+    types.extend(
+        alternatives
+            .iter()
+            .filter(|a| offered.iter().any(|o| o == *a))
+            .map(|a| a.to_string()),
+    );
+    Ok(types)
 }
 
 /// Give the lab's service account `account` (in the lab's namespace) `role` through EKS Pod Identity,
