@@ -351,6 +351,22 @@ async fn on_an_existing_cluster_an_idle_workspace_is_scaled_to_zero_and_start_br
         emu.object("deployments", &names.namespace, &names.autostop_agent)
             .is_none()
     );
+
+    // A workspace of the lab's name without the lab's ID is never scaled.
+    let sets: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        kube::Api::namespaced(emu.client(), &names.namespace);
+    sets.patch(
+        &names.workload,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            serde_json::json!({"metadata": {"labels": {"gpulab.io/lab-id": null}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let err = lab.scale(0, &Silent).await.unwrap_err();
+    assert!(matches!(err, Error::Ownership { .. }), "{err}");
+    assert_eq!(replicas(&emu, &names), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,7 @@ HOUR = 3600
 NAMESPACE = "gpulab"
 STATE_NAME = "gpu-dev-pod-autostop-state"
 LAB = "gpu-learning-cluster"
+LAB_ID = "0123456789abcdef"
 # The interpreter for the programs' CLIs: the test's own, or another one to check that they run there
 # (they promise Python >= 3.8; the agent's image has 3.12).
 PYTHON = os.environ.get("GPULAB_AUTOSTOP_PYTHON") or sys.executable
@@ -301,7 +302,7 @@ class Lab:
         token_file = tmp / "activity-token"
         token_file.write_text(reporter.token + "\n")
         self.settings: Dict[str, Any] = {
-            "lab": LAB, "lab_id": "0123456789abcdef", "idle_seconds": 1800, "budget_usd": None,
+            "lab": LAB, "lab_id": LAB_ID, "idle_seconds": 1800, "budget_usd": None,
             "idle_per_hour": 0.0, "node_per_hour": 0.0, "gpu_busy_percent": 10, "warn_seconds": 300,
             "spent_usd": 0.0, "spent_at": T0, "target": target, "activity_url": reporter.url,
             "state": {"namespace": NAMESPACE, "name": STATE_NAME},

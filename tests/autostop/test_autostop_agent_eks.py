@@ -28,13 +28,13 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import boto3  # type: ignore[import-untyped]
 import pytest
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from conftest import HOUR, MINUTE, NAMESPACE, REPO, STATE_NAME, T0, FakeReporter, Kube, Lab, agent, closed_port
+from conftest import HOUR, LAB_ID, MINUTE, NAMESPACE, REPO, STATE_NAME, T0, FakeReporter, Kube, Lab, agent, closed_port
 
 REGION = "us-west-2"
 ACCOUNT = "123456789012"  # moto's default account
@@ -103,10 +103,11 @@ class Moto:
     def admin(self, service: str) -> Any:
         return self.client(service, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
 
-    def setup_lab(self, resource: str = "*") -> AwsLab:
+    def setup_lab(self, resource: str = "*", lab_id: Optional[str] = LAB_ID) -> AwsLab:
         """A cluster and its GPU node group (min 1, desired 1, max 2), and the agent's role, trusted by
         EKS Pod Identity, with the policy on `resource` (`EXACT`: the node group's ARN pattern); the
-        agent's credentials come from sts:AssumeRole on it. Enforcement is off while this runs."""
+        agent's credentials come from sts:AssumeRole on it; the node group carries `lab_id` (None: no
+        tag). Enforcement is off while this runs."""
         self.enforce_iam(False)
         self.labs += 1
         cluster, role_name = f"lab{self.labs}", f"gpulab-autostop-{self.labs}"
@@ -117,7 +118,8 @@ class Moto:
         role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
         eks.create_cluster(name=cluster, roleArn=role["Arn"], resourcesVpcConfig={"subnetIds": ["subnet-1"]})
         ng = eks.create_nodegroup(clusterName=cluster, nodegroupName=f"{cluster}-gpu-nodes", subnets=["subnet-1"],
-                                  nodeRole=role["Arn"], scalingConfig={"minSize": 1, "desiredSize": 1, "maxSize": 2})
+                                  nodeRole=role["Arn"], scalingConfig={"minSize": 1, "desiredSize": 1, "maxSize": 2},
+                                  tags={"gpulab.io/lab-id": lab_id} if lab_id else {})
         exact = f"arn:aws:eks:{REGION}:{ACCOUNT}:nodegroup/{cluster}/{cluster}-gpu-nodes/*"
         assert ng["nodegroup"]["nodegroupArn"].startswith(exact[:-1])
         iam.put_role_policy(RoleName=role_name, PolicyName="gpulab-autostop",
@@ -211,6 +213,20 @@ def test_the_budget_warns_at_80_percent_and_stops_at_100(tmp_path: pathlib.Path,
     assert state["stopped"]["reason"] == "budget"
     assert reporter.kinds() == ["budget", "stopping"]
     assert kube.stored_state() == state
+
+
+@pytest.mark.parametrize("lab_id", [None, "fedcba9876543210"])
+def test_a_node_group_without_the_labs_id_is_never_scaled(tmp_path: pathlib.Path, kube: Kube,
+                                                           reporter: FakeReporter, moto: Moto,
+                                                           lab_id: Optional[str]) -> None:
+    aws = moto.setup_lab(lab_id=lab_id)
+    lab = eks_lab(tmp_path, kube, reporter, aws, idle_seconds=None, budget_usd=1.0, idle_per_hour=0.1,
+                  node_per_hour=0.5, spent_usd=2.0, spent_at=T0)
+    lab.env.update(aws.env)
+    state = lab.tick(T0 + MINUTE)  # over budget: it would stop
+    assert state["stopped"] is None
+    assert "not this lab's, left alone" in state["last_error"]
+    assert moto.scaling(aws) == {"minSize": 1, "maxSize": 2, "desiredSize": 1}
 
 
 def test_the_ledger_charges_each_interval_at_the_size_seen_at_its_start(tmp_path: pathlib.Path, kube: Kube,

@@ -934,7 +934,7 @@ impl Lab {
                 step(
                     reporter,
                     &format!("scale the workspace to {}", desired.min(1)),
-                    crate::autostop::scale_workspace(&client, &self.spec, desired.min(1)),
+                    crate::autostop::scale_workspace(&client, &self.spec, &self.id, desired.min(1)),
                 )
                 .await?;
             }

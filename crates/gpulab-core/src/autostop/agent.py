@@ -43,7 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Tuple
 
 DEFAULT_SETTINGS = "/etc/gpulab/autostop/settings.json"
 DEFAULT_TOKEN_FILE = "/etc/gpulab/activity/token"
@@ -122,6 +122,7 @@ def parse_iso8601(text: str) -> float:
 
 class Settings(NamedTuple):
     lab: str
+    lab_id: str
     idle_seconds: Optional[float]
     budget_usd: Optional[float]
     idle_per_hour: float
@@ -161,6 +162,7 @@ def load_settings(path: str) -> Settings:
             raise ValueError(f"unknown target kind {kind!r}")
         return Settings(
             lab=str(raw.get("lab") or "lab"),
+            lab_id=str(raw["lab_id"]),
             idle_seconds=number("idle_seconds", None),
             budget_usd=number("budget_usd", None),
             idle_per_hour=number("idle_per_hour", 0.0) or 0.0,
@@ -374,16 +376,16 @@ class Eks:
         return f"/clusters/{q(cluster, safe='')}/node-groups/{q(nodegroup, safe='')}"
 
     def describe_nodegroup(self, cluster: str, nodegroup: str) -> Dict[str, Any]:
-        """The node group's scalingConfig {minSize, maxSize, desiredSize}."""
+        """The node group: its scalingConfig {minSize, maxSize, desiredSize}, its tags, ..."""
         answer = self.call("DescribeNodegroup", "GET", self._path(cluster, nodegroup))
-        config: Dict[str, Any] = answer["nodegroup"]["scalingConfig"]
-        return config
+        group: Dict[str, Any] = answer["nodegroup"]
+        return group
 
     def update_nodegroup_config(self, cluster: str, nodegroup: str, min_size: int, max_size: int,
                                 desired_size: int) -> Any:
         return self.call("UpdateNodegroupConfig", "POST", self._path(cluster, nodegroup) + "/update-config", {
             "scalingConfig": {"minSize": min_size, "maxSize": max_size, "desiredSize": desired_size},
-            # Idempotency: a retried request with the same token is one update.
+            # EKS's idempotency token for this one update (each stop is a new one).
             "clientRequestToken": str(uuid.uuid4()),
         })
 
@@ -391,33 +393,41 @@ class Eks:
 # -- targets -------------------------------------------------------------------------------------
 
 
-class Target:
+class Target(Protocol):
     """What the agent observes and scales to 0."""
 
-    name = ""
+    name: str
 
-    def observe(self) -> int:
-        raise NotImplementedError
+    def observe(self) -> int: ...
 
-    def scale_to_zero(self) -> None:
-        raise NotImplementedError
+    def scale_to_zero(self) -> None: ...
 
 
-class NodegroupTarget(Target):
-    def __init__(self, eks: Eks, cluster: str, nodegroup: str) -> None:
-        self.eks, self.cluster, self.nodegroup = eks, cluster, nodegroup
+# The tag gpulab puts on everything a lab makes (naming.rs, LAB_ID_KEY).
+LAB_ID_TAG = "gpulab.io/lab-id"
+
+
+class NodegroupTarget:
+    def __init__(self, eks: Eks, cluster: str, nodegroup: str, lab_id: str) -> None:
+        self.eks, self.cluster, self.nodegroup, self.lab_id = eks, cluster, nodegroup, lab_id
         self.name = f"node group {cluster}/{nodegroup}"
 
     def observe(self) -> int:
-        return int(self.eks.describe_nodegroup(self.cluster, self.nodegroup)["desiredSize"])
+        return int(self.eks.describe_nodegroup(self.cluster, self.nodegroup)["scalingConfig"]["desiredSize"])
 
     def scale_to_zero(self) -> None:
+        group = self.eks.describe_nodegroup(self.cluster, self.nodegroup)
+        # Only the lab's own node group: one of that name without the lab's ID is never resized.
+        tag = (group.get("tags") or {}).get(LAB_ID_TAG)
+        if tag != self.lab_id:
+            raise ApiError(None, f"{self.name} does not carry {LAB_ID_TAG}={self.lab_id} (it has {tag!r}): "
+                                 "not this lab's, left alone")
         # Keep maxSize as it is (EKS requires maxSize >= 1); minSize must drop to 0 for desiredSize 0.
-        config = self.eks.describe_nodegroup(self.cluster, self.nodegroup)
+        config = group["scalingConfig"]
         self.eks.update_nodegroup_config(self.cluster, self.nodegroup, 0, int(config["maxSize"]), 0)
 
 
-class StatefulSetTarget(Target):
+class StatefulSetTarget:
     def __init__(self, kube: Kube, namespace: str, name: str) -> None:
         self.kube = kube
         self.path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}/scale"
@@ -517,7 +527,8 @@ class Agent:
     def _target(self, settings: Settings, kube: Optional[Kube]) -> Target:
         t = settings.target
         if t["kind"] == "eks-nodegroup":
-            return NodegroupTarget(Eks(t["region"], self.env, self.credentials), t["cluster"], t["nodegroup"])
+            return NodegroupTarget(Eks(t["region"], self.env, self.credentials), t["cluster"], t["nodegroup"],
+                                   settings.lab_id)
         if kube is None:
             raise ApiError(None, "no Kubernetes API")
         return StatefulSetTarget(kube, t["namespace"], t["name"])

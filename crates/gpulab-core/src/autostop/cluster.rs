@@ -9,7 +9,7 @@ use kube::api::{Patch, PatchParams};
 use super::{AgentState, Settings, agent_objects};
 use crate::cluster::{Deletion, cluster_error, is_not_found};
 use crate::manifest::{FIELD_MANAGER, KubeObject};
-use crate::naming::{KubeNames, LabId};
+use crate::naming::{KubeNames, LAB_ID_KEY, LabId};
 use crate::spec::ValidSpec;
 use crate::{Error, Result};
 
@@ -83,15 +83,30 @@ pub async fn read_state(client: &kube::Client, spec: &ValidSpec) -> Result<Optio
     })
 }
 
-/// Scale the workspace's StatefulSet to `replicas` through its `scale` subresource (how `stop` and
-/// `start` work on a cluster gpulab did not make, and what the agent does there).
+/// Scale lab `id`'s workspace StatefulSet to `replicas` through its `scale` subresource (how `stop`
+/// and `start` work on a cluster gpulab did not make, and what the agent does there). One of that name
+/// without the lab's label is not touched.
 pub(crate) async fn scale_workspace(
     client: &kube::Client,
     spec: &ValidSpec,
+    id: &LabId,
     replicas: u32,
 ) -> Result<()> {
     let names = KubeNames::new(&spec.spec);
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &names.namespace);
+    let describe = format!("StatefulSet {}/{}", names.namespace, names.workload);
+    let set = sets
+        .get(&names.workload)
+        .await
+        .map_err(|e| cluster_error(&format!("read {describe}"), e))?;
+    if !id.owns_map(set.metadata.labels.as_ref()) {
+        return Err(Error::Ownership {
+            resource: describe,
+            message: format!("it exists without the label {LAB_ID_KEY}={id}"),
+            hint: "another tool, person or lab made it; gpulab scales only the lab's own workspace"
+                .into(),
+        });
+    }
     sets.patch_scale(
         &names.workload,
         &PatchParams::apply(FIELD_MANAGER),
