@@ -160,6 +160,39 @@ impl EksWorld {
         self.kube.add_node(node);
     }
 
+    /// A spot interruption of node `name` as a managed node group handles it (EKS User Guide, "Managed
+    /// node groups: capacity types, Spot"; Capacity Rebalancing is on for every spot node group): on the
+    /// rebalance recommendation EKS launches a replacement, waits for it to join, then cordons and drains
+    /// the old node (evictions: preStop hooks and grace periods run), and the instance goes. Returns when
+    /// the old node is gone; `drain` bounds the wait for its pods.
+    pub async fn interrupt_spot(&self, name: &str, drain: std::time::Duration) {
+        {
+            let mut world = self.world.lock().expect("eks world lock");
+            let Some(key) = world
+                .node_groups
+                .iter()
+                .find(|(_, g)| g.nodes.iter().any(|n| n == name))
+                .map(|(k, _)| k.clone())
+            else {
+                panic!("no node group runs {name}");
+            };
+            let address = world.next_address;
+            world.next_address += 1;
+            let group = world.node_groups.get_mut(&key).expect("the group");
+            // The old node's place, so the replacement lands in its zone (where the volume is).
+            let index = group.nodes.iter().position(|n| n == name).expect("listed");
+            let node = self.node_spec(&key.1, group, index, address);
+            group.nodes[index] = node.name.clone();
+            self.kube.add_node(node);
+        }
+        self.kube.drain_node(name);
+        let deadline = tokio::time::Instant::now() + drain;
+        while !self.kube.pods_on(name).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.kube.remove_node(name);
+    }
+
     fn node_spec(
         &self,
         group_name: &str,

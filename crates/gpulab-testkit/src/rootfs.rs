@@ -441,6 +441,9 @@ impl Container {
             "--proc".into(),
             "/proc".into(),
             "--unshare-pid".into(),
+            // The command is the namespace's PID 1, as in a container: when it exits, the kernel ends
+            // everything else in it, and a signal it has no handler for does not reach it.
+            "--as-pid-1".into(),
             "--unshare-net".into(),
             "--unshare-ipc".into(),
             "--unshare-uts".into(),
@@ -604,6 +607,19 @@ impl Container {
             Ok(None) => None,
             Err(_) => Some(1),
         }
+    }
+
+    /// Stop it as a container runtime does: SIGTERM to its command (PID 1 inside), then, if it is still
+    /// running after `within`, [`Self::kill`].
+    pub async fn terminate(&mut self, within: Duration) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + within;
+        while self.exited().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.kill().await;
     }
 
     /// Stop it: every process in it dies with its PID namespace.

@@ -4,7 +4,8 @@
 //! the container with the pod's command, args, env, working directory and volumes, runs its TCP
 //! readiness probe against the container's own loopback, restarts the container when it exits (the
 //! pod's `restartPolicy: Always`, with a fresh root: what was not on a volume is gone), copies its output
-//! to `pods/log`, and stops it when the pod is deleted.
+//! to `pods/log`, and stops it when the pod is deleted: gracefully (preStop hook, SIGTERM, SIGKILL at
+//! the grace period's end, then the pod object goes), or at once when the pod was removed outright.
 //!
 //! Volumes: a `persistentVolumeClaim` is a host folder named after the bound PersistentVolume, kept
 //! for as long as the emulator runs, so it outlives the pod like an EBS volume; a `secret` or
@@ -12,9 +13,9 @@
 //! container (a tmpfs for `medium: Memory`). A pod that requests `nvidia.com/gpu` gets no GPU (there is
 //! none): what the NVIDIA container toolkit would inject is not emulated.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -81,11 +82,12 @@ pub(crate) fn spawn_runtime(inner: Arc<Inner>, rootfs: RootFs) {
     drop(inner);
     tokio::spawn(async move {
         let mut running: HashMap<String, Running> = HashMap::new();
+        let mut terminating: HashSet<String> = HashSet::new();
         loop {
             let Some(inner) = weak.upgrade() else {
                 break;
             };
-            tick(&inner, &rootfs, &mut running).await;
+            tick(&inner, &rootfs, &mut running, &mut terminating).await;
             drop(inner);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -97,41 +99,38 @@ pub(crate) fn spawn_runtime(inner: Arc<Inner>, rootfs: RootFs) {
     });
 }
 
-async fn tick(inner: &Arc<Inner>, rootfs: &RootFs, running: &mut HashMap<String, Running>) {
-    // Pods deleted (or replaced under the same name): stop their containers.
-    let live: HashMap<String, (String, String)> = {
+async fn tick(
+    inner: &Arc<Inner>,
+    rootfs: &RootFs,
+    running: &mut HashMap<String, Running>,
+    terminating: &mut HashSet<String>,
+) {
+    // The pods in the store, by uid: namespace, name, and the pod itself when it is being deleted.
+    let pods: HashMap<String, (String, String, Option<Value>)> = {
         let st = inner.lock();
         st.list(POD, None)
             .into_iter()
-            .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
             .filter_map(|p| {
+                let key = |f: &str| p["metadata"][f].as_str().map(str::to_string);
+                let marked = p["metadata"].get("deletionTimestamp").is_some();
                 Some((
-                    p["metadata"]["uid"].as_str()?.to_string(),
-                    (
-                        p["metadata"]["namespace"].as_str()?.to_string(),
-                        p["metadata"]["name"].as_str()?.to_string(),
-                    ),
+                    key("uid")?,
+                    (key("namespace")?, key("name")?, marked.then(|| p.clone())),
                 ))
             })
             .collect()
     };
+    terminating.retain(|uid| pods.contains_key(uid));
+
+    // Pods removed outright (their node went, or a grace period of 0): their containers die at once.
     let gone: Vec<String> = running
         .keys()
-        .filter(|uid| !live.contains_key(*uid))
+        .filter(|uid| !pods.contains_key(*uid))
         .cloned()
         .collect();
     for uid in gone {
         if let Some(r) = running.remove(&uid) {
-            {
-                let mut st = inner.lock();
-                if st
-                    .sandboxes
-                    .get(&(r.ns.clone(), r.name.clone()))
-                    .is_some_and(|s| s.uid == uid)
-                {
-                    st.sandboxes.remove(&(r.ns.clone(), r.name.clone()));
-                }
-            }
+            forget_sandbox(inner, &r.ns, &r.name, &uid);
             // Its root's copy is removed in the background: the replacement pod (a StatefulSet's, under
             // the same name) starts without waiting for it, as a kubelet's does.
             if let Some(c) = r.container {
@@ -140,10 +139,33 @@ async fn tick(inner: &Arc<Inner>, rootfs: &RootFs, running: &mut HashMap<String,
         }
     }
 
+    // Pods deleted gracefully: the kubelet's termination, in the background.
+    for (uid, (ns, name, marked)) in &pods {
+        let Some(pod) = marked else {
+            continue;
+        };
+        if terminating.contains(uid) || !inner.lock().real.as_ref().is_some_and(|r| r.wants(pod)) {
+            continue;
+        }
+        terminating.insert(uid.clone());
+        let container = running.remove(uid).and_then(|r| r.container);
+        tokio::spawn(terminate(
+            Arc::downgrade(inner),
+            (ns.clone(), name.clone(), uid.clone()),
+            pod.clone(),
+            container,
+        ));
+    }
+    let live: HashSet<&String> = pods
+        .iter()
+        .filter(|(_, (_, _, marked))| marked.is_none())
+        .map(|(uid, _)| uid)
+        .collect();
+
     // Pods the simulated kubelet queued.
     let queued: Vec<(String, String, String)> = std::mem::take(&mut inner.lock().to_start);
     for (ns, name, uid) in queued {
-        if running.contains_key(&uid) || !live.contains_key(&uid) {
+        if running.contains_key(&uid) || !live.contains(&uid) {
             continue;
         }
         running.insert(
@@ -223,6 +245,102 @@ async fn tick(inner: &Arc<Inner>, rootfs: &RootFs, running: &mut HashMap<String,
             r.ready = ready;
             set_ready(inner, &r.ns, &r.name, uid, ready, r.restarts);
         }
+    }
+}
+
+/// Drop the exec entry of pod `ns/name` if it is still the one of `uid`.
+fn forget_sandbox(inner: &Inner, ns: &str, name: &str, uid: &str) {
+    let mut st = inner.lock();
+    let key = (ns.to_string(), name.to_string());
+    if st.sandboxes.get(&key).is_some_and(|s| s.uid == uid) {
+        st.sandboxes.remove(&key);
+    }
+}
+
+/// What a kubelet does with a pod deleted gracefully (Kubernetes docs, "Pod Lifecycle: Termination of
+/// Pods"): run the container's preStop hook, within the grace period, which counts from the deletion;
+/// then SIGTERM, and SIGKILL at the period's end (at least 2 s after the hook); then remove the pod
+/// object, so its controller may make the replacement. A hook that fails or overruns is an event
+/// (`FailedPreStopHook`), not a stop to the termination.
+async fn terminate(
+    inner: Weak<Inner>,
+    (ns, name, uid): (String, String, String),
+    pod: Value,
+    container: Option<Container>,
+) {
+    let grace = Duration::from_secs(
+        pod["metadata"]["deletionGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or(30),
+    );
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut stopped = None;
+    if let Some(mut c) = container {
+        let hook: Vec<String> =
+            pod["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+        if !hook.is_empty() {
+            let mut cmd = c.exec_command(&hook, &[]);
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            let failed = match tokio::time::timeout_at(deadline, cmd.output()).await {
+                Ok(Ok(out)) if out.status.success() => None,
+                Ok(Ok(out)) => Some(format!(
+                    "PreStopHook failed: command {:?} exited with {}: {}",
+                    hook,
+                    out.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Ok(Err(e)) => Some(format!("PreStopHook failed: {e}")),
+                Err(_) => Some(format!(
+                    "PreStopHook did not finish within the grace period of {grace:?}"
+                )),
+            };
+            if let (Some(msg), Some(inner)) = (failed, inner.upgrade()) {
+                let mut st = inner.lock();
+                record_event(
+                    &mut st,
+                    &pod,
+                    "Warning",
+                    "FailedPreStopHook",
+                    &msg,
+                    "kubelet",
+                );
+            }
+        }
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(2));
+        c.terminate(left).await;
+        if let (Ok(text), Some(inner)) = (std::fs::read(&c.log), inner.upgrade()) {
+            let keep = &text[text.len().saturating_sub(1 << 20)..];
+            inner.lock().logs.insert(
+                (ns.clone(), name.clone()),
+                String::from_utf8_lossy(keep).into_owned(),
+            );
+        }
+        stopped = Some(c);
+    }
+    if let Some(inner) = inner.upgrade() {
+        forget_sandbox(&inner, &ns, &name, &uid);
+        let mut st = inner.lock();
+        if st
+            .get(POD, &ns, &name)
+            .is_some_and(|p| p["metadata"]["uid"] == json!(uid))
+        {
+            st.remove(POD, &ns, &name);
+            sim::reconcile(&mut st);
+        }
+    }
+    // The root's copy goes after the pod object, as a kubelet cleans up after reporting.
+    if let Some(c) = stopped {
+        c.remove().await;
     }
 }
 

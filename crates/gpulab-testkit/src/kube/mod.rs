@@ -93,8 +93,10 @@
 //! - Validation is minimal (names, containers with a name and image, DaemonSet selector vs template
 //!   labels); pod specs are not immutable; unknown fields are kept; resourceVersions are not
 //!   per-object-ordered beyond one global counter; list `limit`/`continue` return everything at once.
-//! - Graceful deletion and finalizers: objects vanish at once (a deleted pod is returned with a
-//!   `deletionTimestamp`, then is gone); no container ever exits, restarts or crash-loops;
+//! - Graceful deletion: a pod run for real ([`KubeEmulator::run_containers`]) is marked Terminating
+//!   and goes once its preStop hook, SIGTERM and grace period have run; every other object vanishes at
+//!   once (a deleted pod is returned with a `deletionTimestamp`, then is gone), a namespace's pods
+//!   included; outside the real mode no container ever exits, restarts or crash-loops;
 //!   readiness and liveness probes are not run (containers are Ready at once); a pod bound by
 //!   `spec.nodeName` is not checked for fit; no preemption, scoring, pod (anti-)affinity, topology
 //!   spread, resource quotas or limit ranges; DaemonSet rolling updates are instantaneous.
@@ -406,6 +408,41 @@ impl KubeHandle {
         sim::reconcile(&mut st);
     }
 
+    /// Start draining node `name`, as `kubectl drain --ignore-daemonsets` and EKS (on a spot rebalance
+    /// recommendation, a node group's scale-down or update) do: cordon it (`spec.unschedulable` and the
+    /// `node.kubernetes.io/unschedulable:NoSchedule` taint) and evict every pod on it that no DaemonSet
+    /// owns. Eviction is a graceful deletion: a pod run for real gets its preStop hook and grace period
+    /// (see [`KubeEmulator::run_containers`]); the others go at once. See [`Self::pods_on`] for what is
+    /// left.
+    pub fn drain_node(&self, name: &str) {
+        let mut st = self.inner.lock();
+        let Some(mut node) = st.get(resources::NODE, "", name).cloned() else {
+            return;
+        };
+        node["spec"]["unschedulable"] = json!(true);
+        let taint = json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"});
+        let taints = node["spec"]
+            .as_object_mut()
+            .expect("node spec")
+            .entry("taints")
+            .or_insert(json!([]));
+        if let Some(list) = taints.as_array_mut()
+            && !list.iter().any(|t| t["key"] == taint["key"])
+        {
+            list.push(taint);
+        }
+        st.update(resources::NODE, node);
+        for (ns, pod) in evictable(&st, name) {
+            sim::delete_pod(&mut st, &ns, &pod, None);
+        }
+        sim::reconcile(&mut st);
+    }
+
+    /// The pods (namespace, name) on node `name` that a drain evicts: all but DaemonSets'.
+    pub fn pods_on(&self, name: &str) -> Vec<(String, String)> {
+        evictable(&self.inner.lock(), name)
+    }
+
     /// The names of the nodes that carry label `key=value`.
     pub fn nodes_labelled(&self, key: &str, value: &str) -> Vec<String> {
         let st = self.inner.lock();
@@ -471,6 +508,28 @@ impl KubeHandle {
         st.remove(res, namespace, name);
         sim::reconcile(&mut st);
     }
+}
+
+/// The pods on node `node` that no DaemonSet owns.
+fn evictable(st: &State, node: &str) -> Vec<(String, String)> {
+    st.list(resources::POD, None)
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == json!(node))
+        .filter(|p| {
+            !p["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| o["kind"] == "DaemonSet")
+        })
+        .filter_map(|p| {
+            let meta = &p["metadata"];
+            Some((
+                meta["namespace"].as_str()?.to_string(),
+                meta["name"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for KubeEmulator {
@@ -629,6 +688,21 @@ impl KubeEmulator {
     /// ones elsewhere.
     pub fn remove_node(&self, name: &str) {
         self.handle().remove_node(name);
+    }
+
+    /// Drain node `name` ([`KubeHandle::drain_node`]) and wait until its evicted pods are gone, at most
+    /// `timeout`; returns the pods still there then (none when the drain finished).
+    pub async fn drain_node(&self, name: &str, timeout: Duration) -> Vec<(String, String)> {
+        let handle = self.handle();
+        handle.drain_node(name);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = handle.pods_on(name);
+            if left.is_empty() || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Make port-forwards to `port` of pod `namespace/pod` connect to `to` (a real server the test runs).

@@ -384,11 +384,18 @@ async fn resource(
             Ok(json_response(code, &out))
         }
         (Method::DELETE, Some(name)) if !status_only => {
-            let opts = if body.is_empty() {
+            let mut opts = if body.is_empty() {
                 None
             } else {
                 Some(decode("application/json", &body)?)
             };
+            // DeleteOptions may also come as query parameters (`?gracePeriodSeconds=0`).
+            if let Some(grace) = q
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse::<i64>().ok())
+            {
+                opts.get_or_insert_with(|| json!({}))["gracePeriodSeconds"] = json!(grace);
+            }
             let mut st = inner.lock();
             let out = if q.dry_run() {
                 st.get(t.res, ns.unwrap_or(""), name)
@@ -1071,10 +1078,8 @@ fn delete(
             Ok(gone)
         }
         POD => {
-            let mut gone = st.remove(res, ns, name).unwrap_or(obj);
-            gone["metadata"]["deletionTimestamp"] = json!(now());
-            gone["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            Ok(gone)
+            let grace = opts.and_then(|o| o["gracePeriodSeconds"].as_i64());
+            Ok(sim::delete_pod(st, ns, name, grace).unwrap_or(obj))
         }
         // With finalizers, deletion only marks the object; it goes when they are all removed.
         _ if obj["metadata"]["finalizers"]

@@ -1108,6 +1108,52 @@ fn controlled(st: &State, ns: &str, uid: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Delete pod `ns/name` as the API server does, with grace period `grace` (else the pod's
+/// `terminationGracePeriodSeconds`, default 30). A pod whose container runs for real terminates
+/// gracefully (Kubernetes docs, "Pod Lifecycle: Termination of Pods"): it is marked with
+/// `deletionTimestamp` (now plus the grace period) and `deletionGracePeriodSeconds` and stays,
+/// Terminating, while the runtime (`containers`) runs its preStop hook, sends SIGTERM and, when it has
+/// stopped, removes it; until then a controller makes no replacement. Any other pod (nothing runs in it)
+/// goes at once, as does one deleted with a grace period of 0. Returns the pod as the API answers.
+pub(crate) fn delete_pod(
+    st: &mut State,
+    ns: &str,
+    name: &str,
+    grace: Option<i64>,
+) -> Option<Value> {
+    let pod = st.get(POD, ns, name)?.clone();
+    let marked = pod["metadata"].get("deletionTimestamp").is_some();
+    if marked && grace != Some(0) {
+        return Some(pod);
+    }
+    let grace = grace
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    let runs = st.real.as_ref().is_some_and(|r| r.wants(&pod))
+        && !s(&pod["spec"]["nodeName"]).is_empty()
+        && s(&pod["status"]["phase"]) == "Running";
+    if grace > 0 && runs {
+        let mut p = pod;
+        let until = k8s_openapi::jiff::Timestamp::now()
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(grace))
+            .expect("a timestamp in range");
+        p["metadata"]["deletionTimestamp"] =
+            json!(until.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+        p["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        let p = st.update(POD, p);
+        let msg = format!(
+            "Stopping container {}",
+            s(&p["spec"]["containers"][0]["name"])
+        );
+        record_event(st, &p, "Normal", "Killing", &msg, "kubelet");
+        return Some(p);
+    }
+    let mut gone = st.remove(POD, ns, name).unwrap_or(pod);
+    gone["metadata"]["deletionTimestamp"] = json!(now());
+    gone["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+    Some(gone)
+}
+
 fn is_ready(pod: &Value) -> bool {
     arr(&pod["status"]["conditions"])
         .iter()
@@ -1140,7 +1186,7 @@ fn deployments(st: &mut State) {
             let same = pod["metadata"]["labels"]["pod-template-hash"] == json!(hash);
             let terminating = pod["metadata"].get("deletionTimestamp").is_some();
             if !same || current.len() >= want {
-                st.remove(POD, &ns, meta(&pod, "name"));
+                delete_pod(st, &ns, meta(&pod, "name"), None);
             } else if !terminating {
                 current.push(pod);
             }
@@ -1199,7 +1245,7 @@ fn statefulsets(st: &mut State) {
                 .unwrap_or(usize::MAX);
             let stale = pod["metadata"]["labels"]["controller-revision-hash"] != json!(revision);
             if ordinal >= want || stale {
-                st.remove(POD, &ns, meta(&pod, "name"));
+                delete_pod(st, &ns, meta(&pod, "name"), None);
             }
         }
         for ordinal in 0..want {
@@ -1271,7 +1317,7 @@ fn collect_garbage(st: &mut State) {
     // On EKS a released volume goes only when the EBS CSI controller can delete it (DeleteVolume needs
     // the same running, credentialed controller as CreateVolume); until then its PV stays `Released`.
     let volumes_deletable = !st.eks || ebs_csi_can_provision(st, "", "").is_ok();
-    let doomed: Vec<(usize, String, String)> = st
+    let doomed: Vec<((usize, String, String), bool)> = st
         .objects
         .iter()
         .filter(|((res, _, _), o)| {
@@ -1289,10 +1335,18 @@ fn collect_garbage(st: &mut State) {
                 && volumes_deletable;
             orphan || released || on_a_gone_node
         })
-        .map(|(k, _)| k.clone())
+        .map(|(k, o)| {
+            let on_a_node = nodes.contains(s(&o["spec"]["nodeName"]));
+            (k.clone(), on_a_node)
+        })
         .collect();
-    for (res, ns, name) in doomed {
-        st.remove(res, &ns, &name);
+    for ((res, ns, name), on_a_node) in doomed {
+        if res == POD && on_a_node {
+            // An orphan on a live node: its kubelet stops it gracefully (preStop included).
+            delete_pod(st, &ns, &name, None);
+        } else {
+            st.remove(res, &ns, &name);
+        }
     }
 }
 

@@ -318,10 +318,16 @@ impl State {
         }
         // An object being deleted goes once its last finalizer is removed (Kubernetes API concepts,
         // "Finalizers").
+        // A pod in its grace period is the exception: its kubelet removes it once stopped.
+        let graceful_pod = res == super::resources::POD
+            && obj["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .is_some_and(|g| g > 0);
         let finalized = obj["metadata"].get("deletionTimestamp").is_some()
             && obj["metadata"]["finalizers"]
                 .as_array()
-                .is_none_or(|f| f.is_empty());
+                .is_none_or(|f| f.is_empty())
+            && !graceful_pod;
         self.objects.insert(key.clone(), obj.clone());
         self.emit(res, "MODIFIED", obj.clone(), Some(old));
         if finalized {
