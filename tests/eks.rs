@@ -220,6 +220,27 @@ async fn the_workspace_comes_back_after_stop_start_and_a_replaced_node() {
     assert_ne!(workspace.node.as_deref(), Some(node.as_str()));
     assert_eq!(claim(), volume);
 
+    // A spot interruption as the managed node group handles it: the replacement joins first, then the
+    // old node is drained and goes (the preStop side is in tests/workspace_env.rs, run for real).
+    let node = workspace.node.clone().expect("a node");
+    clouds
+        .world
+        .interrupt_spot(&node, std::time::Duration::from_secs(30))
+        .await;
+    let workspace = lab
+        .status()
+        .await
+        .unwrap()
+        .cluster
+        .unwrap()
+        .workspace
+        .unwrap();
+    assert!(workspace.ready, "{workspace:?}");
+    assert_ne!(workspace.node.as_deref(), Some(node.as_str()));
+    assert_eq!(claim(), volume);
+    let out = lab.exec(ExecRequest::shell("cat notes.txt")).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+
     lab.down(&Recorder::default()).await.expect("down");
 }
 

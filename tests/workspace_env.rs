@@ -257,8 +257,8 @@ km.shutdown_kernel(now=True)\n";
     ssh_forward.close().await;
     jupyter_forward.close().await;
 
-    // Restart: the pod is deleted (as when its node goes), the StatefulSet makes `<name>-0` again with
-    // a fresh root filesystem and the same volume.
+    // Restart: the pod is removed at once (grace period 0, as when its node is lost), the StatefulSet
+    // makes `<name>-0` again with a fresh root filesystem and the same volume.
     let uid = |emu: &KubeEmulator| {
         emu.object("pods", &names.namespace, &names.pod)
             .map(|p| p["metadata"]["uid"].to_string())
@@ -266,7 +266,11 @@ km.shutdown_kernel(now=True)\n";
     let old_uid = uid(&emu);
     let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &names.namespace);
     let started = Instant::now();
-    pods.delete(&names.pod, &Default::default()).await.unwrap();
+    let at_once = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    pods.delete(&names.pod, &at_once).await.unwrap();
     while uid(&emu).is_none() || uid(&emu) == old_uid {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -305,9 +309,98 @@ km.shutdown_kernel(now=True)\n";
     for line in log.lines().filter(|l| l.starts_with("[gpulab-setup]")) {
         eprintln!("restart: {line}");
     }
+
+    // A spot interruption, as an EKS managed node group handles one: a replacement node joins, the old
+    // one is cordoned and drained. The eviction runs the pod's preStop hook for real (the activity
+    // reporter's `prestop`: the notice on the volume, a wall message, 20 s for a training script to
+    // checkpoint), then SIGTERM; the workspace comes back on the new node with /workspace intact.
+    let old_node = emu
+        .object("pods", &names.namespace, &names.pod)
+        .and_then(|p| p["spec"]["nodeName"].as_str().map(str::to_string))
+        .expect("the workspace's node");
+    emu.add_node(NodeSpec::gpu("gpu-2"));
+    let old_uid = uid(&emu);
+    let started = Instant::now();
+    emu.handle().drain_node(&old_node);
+    let notice = volume.join(".gpulab/notice");
+    while !notice.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the preStop hook wrote no notice"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // While it stops, the lab's status says so (the pod still carries its Ready condition).
+    let stopping = KubeWorkspace.status(&client, &spec, &id).await.unwrap();
+    assert!(!stopping.ready, "{stopping:?}");
+    assert_eq!(stopping.phase, "Terminating");
+    assert!(
+        stopping
+            .problem
+            .as_deref()
+            .unwrap_or("")
+            .contains("stopping"),
+        "{stopping:?}"
+    );
+    let left = emu.drain_node(&old_node, Duration::from_secs(90)).await;
+    assert!(left.is_empty(), "still on the drained node: {left:?}");
+    let drained = started.elapsed();
+    emu.remove_node(&old_node);
+    while uid(&emu).is_none() || uid(&emu) == old_uid {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = KubeWorkspace
+        .wait_ready(&client, &spec, &id, FIRST_START, &Silent)
+        .await
+        .expect("the workspace comes back after the interruption");
+    let interruption = started.elapsed();
+    assert_eq!(back.node.as_deref(), Some("gpu-2"));
+    let exec = ApiServerExec::new(client.clone(), &names.namespace, &names.pod, None);
+    assert_eq!(
+        run(&exec, ExecRequest::shell("cat \"$HF_HOME/hub/marker\"")).await,
+        "model"
+    );
+    // The notice a training script polls, and the reason the next pod's reporter hands the agent.
+    let notice: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&notice).unwrap()).expect("notice JSON");
+    assert_eq!(notice["kind"], "shutdown", "{notice}");
+    assert!(
+        notice["text"].as_str().unwrap().contains("stopping"),
+        "{notice}"
+    );
+    let report = "import json, urllib.request\n\
+token = open('/etc/gpulab/activity/token').read().strip()\n\
+request = urllib.request.Request('http://127.0.0.1:9102/activity', headers={'Authorization': 'Bearer ' + token})\n\
+print(json.dumps(json.load(urllib.request.urlopen(request, timeout=10))['last_shutdown']))\n";
+    let mut request = argv(&["python3", "-"]);
+    request.stdin = Some(report.as_bytes().to_vec());
+    let mut last_shutdown = String::new();
+    for _ in 0..60 {
+        // The reporter starts in the background of the setup.
+        match exec.exec(request.clone()).await {
+            Ok(out) if out.status.success() => {
+                last_shutdown = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    let last_shutdown: serde_json::Value =
+        serde_json::from_str(&last_shutdown).expect("the reporter's last_shutdown");
+    assert!(
+        last_shutdown["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("spot interruption"),
+        "{last_shutdown}"
+    );
+
     eprintln!(
-        "workspace in the real-root-filesystem mode: first start {:.1}s, restart {:.1}s",
+        "workspace in the real-root-filesystem mode: first start {:.1}s, restart {:.1}s, \
+         spot interruption {:.1}s (drained in {:.1}s, of which the preStop notice waits 20 s)",
         first_start.as_secs_f64(),
-        restart.as_secs_f64()
+        restart.as_secs_f64(),
+        interruption.as_secs_f64(),
+        drained.as_secs_f64()
     );
 }

@@ -273,13 +273,24 @@ impl WorkspaceManager for KubeWorkspace {
             (None, _) => "absent".to_string(),
             (Some(_), phase) => phase.unwrap_or_else(|| "Pending".into()),
         };
-        let ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|conditions| {
-                conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            });
+        // A pod being deleted keeps its Ready condition while its preStop hook and grace period run
+        // (a drained node, a spot interruption): it is on its way out, not ready for the user.
+        let terminating = pod
+            .as_ref()
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+        let phase = if terminating {
+            "Terminating".to_string()
+        } else {
+            phase
+        };
+        let ready = !terminating
+            && status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|conditions| {
+                    conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                });
         let gpus = pod
             .as_ref()
             .and_then(|p| {
@@ -469,6 +480,9 @@ fn diagnose(pod: Option<&Pod>, info: &WorkspaceInfo, setup_progress: Option<Stri
     let Some(pod) = pod else {
         return "the workspace pod does not exist; `gpulab up` creates it".into();
     };
+    if pod.metadata.deletion_timestamp.is_some() {
+        return "the workspace pod is stopping (deleted, or its node drained: a spot interruption, a node replacement or a stop); its StatefulSet makes it again with the same /workspace once it is gone".into();
+    }
     let status = pod.status.clone().unwrap_or_default();
     let unscheduled = status
         .conditions

@@ -83,7 +83,8 @@ pub struct WorkspaceInfo {
     pub namespace: String,
     /// The pod's name.
     pub pod: String,
-    /// The pod's phase: "Pending", "Running", …, or "absent".
+    /// The pod's phase: "Pending", "Running", …, "Terminating" (being deleted, as kubectl shows it),
+    /// or "absent".
     pub phase: String,
     /// Whether the pod is ready (sshd answers).
     pub ready: bool,
