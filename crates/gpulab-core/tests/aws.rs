@@ -1109,3 +1109,62 @@ async fn an_identity_center_caller_gets_an_access_entry_for_its_roles_real_arn()
     assert!(entries.contains(&role_arn), "{entries:?}");
     down_and_check_empty(&env, &admin, &spec, "after an SSO user's up").await;
 }
+
+/// A spot node group takes the catalog's larger types with the same GPU only where the spot vCPU quota
+/// has room for `nodes.desired` of them: g4dn.2xlarge (8 vCPUs) is left out under a 4-vCPU quota, with a
+/// warning, and taken under a 64-vCPU one.
+#[tokio::test]
+async fn spot_types_beyond_the_spot_quota_are_left_out() {
+    let env = Env::start(Vec::new()).await;
+    let dir = LabDir::new().with_default_key();
+    let spec = dir
+        .inputs(SpecLayer {
+            name: Some(LAB.into()),
+            region: Some("us-west-2".into()),
+            nodes: NodesLayer {
+                capacity: Some(gpulab_core::spec::Capacity::Spot),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .resolve()
+        .and_then(|r| r.validate())
+        .expect("a valid spot spec");
+    let types = |aws: &AwsProvisioner| {
+        let eks = aws.clients().eks.clone();
+        async move {
+            eks.describe_nodegroup()
+                .cluster_name(LAB)
+                .nodegroup_name(format!("{LAB}-gpu"))
+                .send()
+                .await
+                .unwrap()
+                .nodegroup()
+                .unwrap()
+                .instance_types()
+                .to_vec()
+        }
+    };
+
+    let tight = quota_server("L-3819A6DF", 4.0).await;
+    let aws = AwsProvisioner::connect(&spec, env.options(Some(tight.uri()))).await;
+    let events = Recorder::default();
+    aws.provision(&spec, &lab_id(), &events)
+        .await
+        .unwrap_or_else(|e| panic!("provision: {e}"));
+    assert_eq!(types(&aws).await, ["g4dn.xlarge"]);
+    let warned = events.events().into_iter().any(|e| {
+        matches!(e, Event::Warning { message } if message.contains("leaves out g4dn.2xlarge (8 vCPUs)")
+            && message.contains("L-3819A6DF") && message.contains("allows 4 vCPUs"))
+    });
+    assert!(warned, "{:?}", events.events());
+    down_and_check_empty(&env, &aws, &spec, "after the tight quota").await;
+
+    let roomy = quota_server("L-3819A6DF", 64.0).await;
+    let aws = AwsProvisioner::connect(&spec, env.options(Some(roomy.uri()))).await;
+    aws.provision(&spec, &lab_id(), &Silent)
+        .await
+        .unwrap_or_else(|e| panic!("provision: {e}"));
+    assert_eq!(types(&aws).await, ["g4dn.xlarge", "g4dn.2xlarge"]);
+    down_and_check_empty(&env, &aws, &spec, "after the roomy quota").await;
+}

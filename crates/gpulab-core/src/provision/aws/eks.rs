@@ -688,7 +688,7 @@ async fn node_instance_types(
 ) -> Result<Vec<String>> {
     let instance = ctx.spec.instance;
     let mut types = vec![instance.name.to_string()];
-    let alternatives: Vec<&str> = instance
+    let mut alternatives: Vec<&str> = instance
         .spot_alternatives(&ctx.spec.spec.region)
         .iter()
         .map(|i| i.name)
@@ -696,6 +696,10 @@ async fn node_instance_types(
     let (Capacity::Spot, Some(zone)) = (ctx.spec.spec.nodes.capacity, zone) else {
         return Ok(types);
     };
+    if alternatives.is_empty() {
+        return Ok(types);
+    }
+    within_spot_quota(ctx, &mut alternatives).await;
     if alternatives.is_empty() {
         return Ok(types);
     }
@@ -732,6 +736,39 @@ async fn node_instance_types(
             .map(|a| a.to_string()),
     );
     Ok(types)
+}
+
+/// Keep only the spot alternatives the account's spot vCPU quota has room for at `nodes.desired`: a
+/// larger type counts more vCPUs against it than the preflight checked for the lab's own, and EC2 would
+/// refuse those launches. A warning names what was left out. When the quota cannot be read (the
+/// preflight warned already) all stay.
+async fn within_spot_quota(ctx: &Ctx<'_>, alternatives: &mut Vec<&str>) {
+    let code = super::preflight::quota_code(ctx.spec.instance.quota_class(), Capacity::Spot);
+    let Ok((limit, _)) = super::preflight::read_quota(ctx, code).await else {
+        return;
+    };
+    let desired = f64::from(ctx.spec.spec.nodes.desired);
+    let vcpus = |name: &str| crate::catalog::instance(name).map_or(0, |i| i.vcpus);
+    let (fit, over): (Vec<&str>, Vec<&str>) = alternatives
+        .iter()
+        .partition(|a| f64::from(vcpus(a)) * desired <= limit);
+    if !over.is_empty() {
+        let listed: Vec<String> = over
+            .iter()
+            .map(|a| format!("{a} ({} vCPUs)", vcpus(a)))
+            .collect();
+        ctx.reporter.report(Event::Warning {
+            message: format!(
+                "spot: the node group leaves out {}: the quota \"{}\" ({}) allows {limit} vCPUs, too few for nodes.desired = {} of them; it takes {} and the types that fit. A larger quota lets spot find capacity in more pools",
+                listed.join(", "),
+                code.name,
+                code.code,
+                ctx.spec.spec.nodes.desired,
+                ctx.spec.instance.name,
+            ),
+        });
+    }
+    *alternatives = fit;
 }
 
 /// Give the lab's service account `account` (in the lab's namespace) `role` through EKS Pod Identity,

@@ -166,47 +166,9 @@ pub(crate) async fn quota(ctx: &Ctx<'_>) -> Result<Option<QuotaCheck>> {
     let needed = vcpus * f64::from(spec.nodes.desired);
     let at_max = vcpus * f64::from(spec.nodes.max);
     let step = "check GPU vCPU quota";
-    let applied = ctx
-        .c
-        .quotas
-        .get_service_quota()
-        .service_code("ec2")
-        .quota_code(code.code)
-        .send()
-        .await;
-    let (limit, name) = match applied {
-        Ok(out) => {
-            let q = out.quota();
-            (
-                q.and_then(|q| q.value()),
-                q.and_then(|q| q.quota_name()).map(str::to_owned),
-            )
-        }
-        Err(e) if error_code(&e) == Some("NoSuchResourceException") => {
-            // No applied value: the account has the default.
-            match ctx
-                .c
-                .quotas
-                .get_aws_default_service_quota()
-                .service_code("ec2")
-                .quota_code(code.code)
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    let q = out.quota();
-                    (
-                        q.and_then(|q| q.value()),
-                        q.and_then(|q| q.quota_name()).map(str::to_owned),
-                    )
-                }
-                Err(e) => return unreadable(ctx, code, &sdk_error(step, e).to_string()),
-            }
-        }
-        Err(e) => return unreadable(ctx, code, &sdk_error(step, e).to_string()),
-    };
-    let Some(limit) = limit else {
-        return unreadable(ctx, code, "the quota has no value");
+    let (limit, name) = match read_quota(ctx, code).await {
+        Ok(read) => read,
+        Err(why) => return unreadable(ctx, code, &why),
     };
     let check = QuotaCheck {
         quota_name: name.unwrap_or_else(|| code.name.to_string()),
@@ -252,6 +214,48 @@ pub(crate) async fn quota(ctx: &Ctx<'_>) -> Result<Option<QuotaCheck>> {
         });
     }
     Ok(Some(check))
+}
+
+/// The account's value of quota `code` (the applied one, else AWS's default) and the quota's name; or
+/// why it could not be read.
+pub(crate) async fn read_quota(
+    ctx: &Ctx<'_>,
+    code: QuotaCode,
+) -> std::result::Result<(f64, Option<String>), String> {
+    let step = "check GPU vCPU quota";
+    let applied = ctx
+        .c
+        .quotas
+        .get_service_quota()
+        .service_code("ec2")
+        .quota_code(code.code)
+        .send()
+        .await;
+    let quota = match applied {
+        Ok(out) => out.quota().cloned(),
+        Err(e) if error_code(&e) == Some("NoSuchResourceException") => {
+            // No applied value: the account has the default.
+            ctx.c
+                .quotas
+                .get_aws_default_service_quota()
+                .service_code("ec2")
+                .quota_code(code.code)
+                .send()
+                .await
+                .map_err(|e| sdk_error(step, e).to_string())?
+                .quota()
+                .cloned()
+        }
+        Err(e) => return Err(sdk_error(step, e).to_string()),
+    };
+    let name = quota
+        .as_ref()
+        .and_then(|q| q.quota_name())
+        .map(str::to_owned);
+    match quota.and_then(|q| q.value()) {
+        Some(limit) => Ok((limit, name)),
+        None => Err("the quota has no value".into()),
+    }
 }
 
 fn unreadable(ctx: &Ctx<'_>, code: QuotaCode, why: &str) -> Result<Option<QuotaCheck>> {
