@@ -169,7 +169,10 @@ impl Lab {
                 }
                 (state.id, state.cluster)
             }
-            None => (LabId::generate()?, None),
+            None => (
+                LabId::generate().map_err(|e| Error::io("read the system's random source", e))?,
+                None,
+            ),
         };
         Lab::with_id(spec, provider, id, binding, dir, options).await
     }
@@ -886,7 +889,7 @@ impl Lab {
         let config =
             crate::provision::aws::load_sdk_config(&self.spec.spec.region, &self.options.aws.sdk)
                 .await;
-        let ecr = crate::image::ecr::EcrClient::new(&config)?;
+        let ecr = crate::provision::aws::ecr::EcrClient::new(&config)?;
         // Only the in-cluster build needs the cluster; a lab that is not up can still build with docker.
         // A cluster gpulab did not make has no node role with push rights to the lab's repository.
         let cluster = match self.provider {
@@ -1278,7 +1281,7 @@ fn ensure_user_key(spec: &ValidSpec, reporter: &dyn Reporter) -> Result<()> {
         return Ok(());
     }
     if let Some(dir) = path.parent() {
-        crate::state::create_private_dir(dir)?;
+        crate::private_files::create_private_dir(dir)?;
     }
     let public_key = match std::fs::read_to_string(path) {
         Ok(private) => {

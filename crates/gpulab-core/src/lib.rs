@@ -59,26 +59,23 @@
 pub mod addon;
 pub mod autostop;
 mod builder;
-pub mod capacity;
-pub mod catalog;
 pub mod checks;
 pub mod cluster;
-pub mod cost;
 mod error;
-pub mod events;
 pub mod image;
 pub mod lab;
 pub mod manifest;
-pub mod naming;
 pub mod plan;
+mod private_files;
 pub mod provision;
 pub mod remote;
 pub mod slurm;
-pub mod spec;
 pub mod state;
 pub mod status;
 pub mod vllm;
 pub mod workspace;
+
+pub use gpulab_model::{capacity, catalog, cost, events, naming, spec};
 
 pub use builder::LabBuilder;
 pub use error::{Error, Result};

@@ -76,7 +76,7 @@ fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
         budget.allocatable, budget.system_pods, budget.image_build, budget.workspaces
     ));
     // The versions the workspace will get: the matrix's for this GPU generation, or the user's list.
-    let packages = gpulab_core::workspace::versions::WorkspacePackages::for_spec(spec);
+    let packages = gpulab_core::spec::WorkspacePackages::for_spec(spec);
     let stack = spec.stack;
     let mut python: Vec<String> = packages.torch.iter().cloned().collect();
     python.extend(packages.python.iter().cloned());

@@ -7,27 +7,7 @@ use tokio::process::Command;
 
 use crate::events::{Event, Reporter};
 use crate::{Error, Result};
-
-/// Credentials for `docker login` (for ECR: user "AWS" and a token from GetAuthorizationToken).
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistryLogin {
-    /// Registry host, e.g. `123456789012.dkr.ecr.us-west-2.amazonaws.com`.
-    pub registry: String,
-    /// User name.
-    pub username: String,
-    /// Password, passed on standard input, never on a command line.
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistryLogin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryLogin")
-            .field("registry", &self.registry)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
+use gpulab_model::aws::RegistryLogin;
 
 /// True when `docker info` answers: a docker CLI with a running daemon it can reach.
 pub async fn docker_available() -> bool {

@@ -7,11 +7,13 @@
 //! are tested as rendered text and typed objects, and the ECR calls against moto.
 
 mod docker;
-#[cfg(feature = "aws")]
-pub mod ecr;
 mod kaniko;
 
-pub use docker::{RegistryLogin, build_with_docker, docker_available, docker_build_args};
+/// The lab's ECR repository (AWS code, under the provisioner).
+#[cfg(feature = "aws")]
+pub use crate::provision::aws::ecr;
+pub use docker::{build_with_docker, docker_available, docker_build_args};
+pub use gpulab_model::aws::RegistryLogin;
 pub use kaniko::{
     KANIKO_IMAGE, KanikoBuild, build_in_cluster, kaniko_config_map, kaniko_job,
     kaniko_service_account,
@@ -54,7 +56,7 @@ pub struct ImageOptions {
 impl ImageOptions {
     /// What `spec`'s workspace gets: its image, its packages (the version matrix's by default).
     pub fn for_spec(spec: &ValidSpec) -> Self {
-        let packages = crate::workspace::versions::WorkspacePackages::for_spec(spec);
+        let packages = crate::spec::WorkspacePackages::for_spec(spec);
         ImageOptions {
             base_image: spec.image.clone(),
             apt_packages: BASE_APT_PACKAGES
@@ -185,10 +187,7 @@ fn python_module(requirement: &str) -> Option<String> {
     Some(module)
 }
 
-/// The ECR repository of `spec`'s lab: `gpulab/<lab>`.
-pub fn repository_name(spec: &ValidSpec) -> String {
-    format!("gpulab/{}", spec.spec.name)
-}
+pub use gpulab_model::aws::repository_name;
 
 /// The image tag for a Dockerfile: a hash of its text, so a changed Dockerfile is a new tag and an
 /// unchanged one is the same (FNV-1a, 64 bits, hex).

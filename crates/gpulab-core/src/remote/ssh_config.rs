@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::Tunnel;
 use super::ssh::shell_quote;
-use crate::state::{create_private_dir, write_private_atomically};
+use crate::private_files::{create_private_dir, write_private_atomically};
 use crate::{Error, Result};
 
 /// What the Host block for one lab says.

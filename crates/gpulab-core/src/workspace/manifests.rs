@@ -18,7 +18,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::versions::WorkspacePackages;
 use super::{VolumeClass, ports};
 use crate::autostop::{ACTIVITY_PORT, ACTIVITY_SCRIPT, ACTIVITY_TOKEN_DIR};
 use crate::manifest::KubeObject;
@@ -26,6 +25,7 @@ use crate::naming::{
     self, GPU_RESOURCE, GPU_TAINT, KubeNames, LAB_ID_KEY, LAB_KEY, LabId, MANAGED_KEY,
     WORKSPACE_LABEL,
 };
+use crate::spec::WorkspacePackages;
 use crate::spec::{AccessMode, SshKey, ValidSpec};
 
 /// The setup script the pod runs on every start: installs what is missing (caching on `/workspace`),

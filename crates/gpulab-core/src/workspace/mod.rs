@@ -4,7 +4,8 @@
 
 mod manager;
 mod manifests;
-pub mod versions;
+
+pub use gpulab_model::versions;
 
 use std::time::Duration;
 

@@ -23,11 +23,11 @@ use super::sdk::{error_code, is_already_exists, is_not_found, sdk_error};
 use super::{Ctx, Found, ProvisionStep, StepCounter, filter};
 use crate::events::Event;
 use crate::naming::{GPU_NODE_LABEL, KubeNames, LAB_ID_KEY, LAB_KEY};
-use crate::plan::EBS_CSI_SERVICE_ACCOUNT;
-use crate::plan::NODE_AMI_TYPE;
 use crate::provision::{ClusterAccess, ClusterAuth, ProvisionStatus, ResourceRef};
 use crate::spec::Capacity;
 use crate::{Error, Result};
+use gpulab_model::aws::EBS_CSI_SERVICE_ACCOUNT;
+use gpulab_model::aws::NODE_AMI_TYPE;
 
 /// The EKS addon that provisions EBS volumes (the workspace's `/workspace`).
 pub(crate) const EBS_CSI_ADDON: &str = "aws-ebs-csi-driver";

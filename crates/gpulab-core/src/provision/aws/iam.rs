@@ -7,12 +7,12 @@ use serde_json::json;
 use super::sdk::{is_already_exists, is_not_found, sdk_error};
 use super::{Ctx, Found, ProvisionStep, StepCounter};
 use crate::naming::LAB_ID_KEY;
-use crate::plan::{
+use crate::provision::ResourceRef;
+use crate::{Error, Result};
+use gpulab_model::aws::{
     CLUSTER_POLICY, EBS_CSI_POLICY, IMAGE_BUILD_POLICY, NODE_POLICIES, POD_IDENTITY_PRINCIPAL,
     image_build_policy,
 };
-use crate::provision::ResourceRef;
-use crate::{Error, Result};
 
 /// The ARNs of the lab's roles.
 pub(crate) struct Roles {
@@ -220,8 +220,8 @@ pub(crate) async fn converge(
         ctx,
         ProvisionStep::AutostopRole,
         &names.autostop_role,
-        crate::autostop::AGENT_POLICY,
-        crate::autostop::agent_policy(ctx.spec),
+        gpulab_model::autostop::AGENT_POLICY,
+        gpulab_model::autostop::agent_policy(ctx.spec),
     )
     .await?;
     counter.finished()?;

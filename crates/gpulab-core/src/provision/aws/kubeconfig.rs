@@ -63,7 +63,7 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create the directory of {}", path.display()), e))?;
     }
-    crate::state::write_private_atomically(path, contents)
+    crate::private_files::write_private_atomically(path, contents)
 }
 
 /// The ExecCredential JSON `gpulab token` prints for kubectl: the token and its expiry (RFC 3339).

@@ -15,11 +15,13 @@
 //! use gpulab_core::provision::aws::{AwsOptions, AwsProvisioner};
 //!
 //! let aws = AwsProvisioner::connect(spec, AwsOptions::default()).await;
-//! let provisioned = aws.provision(spec, &LabId::generate()?, &Silent).await?;
+//! let id = LabId::generate().expect("the system's random source");
+//! let provisioned = aws.provision(spec, &id, &Silent).await?;
 //! println!("{}", provisioned.access.endpoint);
 //! # Ok(()) }
 //! ```
 
+pub mod ecr;
 mod eks;
 mod iam;
 pub mod kubeconfig;
@@ -42,7 +44,7 @@ use aws_smithy_types::retry::RetryConfig;
 pub use kubeconfig::{exec_credential_json, kubeconfig_yaml, write_kubeconfig};
 pub use preflight::{CHECKIP_URL, QuotaCode, quota_code};
 pub use sdk::{AwsClients, SdkOptions, default_retry_config, https_client, load_sdk_config};
-// For the other AWS callers in the crate (`image::ecr`), so their errors read like these.
+// For every AWS caller under this module (the steps, `ecr`), so their errors read alike.
 pub(crate) use sdk::{error_code, sdk_error};
 pub use token::{EksTokenSource, eks_token, presigned_url};
 

@@ -11,9 +11,9 @@ use aws_sdk_ec2::types::{
 use super::preflight::Zones;
 use super::sdk::{is_already_exists, sdk_error};
 use super::{Ctx, ProvisionStep, StepCounter, filter, lab_filter};
-use crate::plan::{SUBNET_CIDRS, VPC_CIDR};
 use crate::provision::ResourceRef;
 use crate::{Error, Result};
+use gpulab_model::aws::{SUBNET_CIDRS, VPC_CIDR};
 
 /// What the EKS steps need from the network.
 pub(crate) struct Network {

@@ -17,8 +17,8 @@ use super::network::{cluster_tag_key, find_vpcs};
 use super::sdk::{error_code, is_already_exists, is_not_found, sdk_error};
 use super::{Ctx, Found, filter, lab_filter};
 use crate::events::Event;
-use crate::image::ecr::RepositoryDeletion;
 use crate::naming::{LAB_ID_KEY, LAB_KEY, LabId};
+use crate::provision::aws::ecr::RepositoryDeletion;
 use crate::provision::{LeftAlone, ResourceRef, TagSearch, TeardownReport};
 use crate::{Error, Result};
 
@@ -184,8 +184,8 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
     let step = "delete image repository";
     failures
         .step(ctx, step, async {
-            let ecr = crate::image::ecr::EcrClient::new(&ctx.c.config)?;
-            let name = crate::image::repository_name(ctx.spec);
+            let ecr = crate::provision::aws::ecr::EcrClient::new(&ctx.c.config)?;
+            let name = gpulab_model::aws::repository_name(ctx.spec);
             Ok(
                 match Box::pin(ecr.delete_owned_repository(&name, ctx.id)).await? {
                     RepositoryDeletion::Deleted => {

@@ -559,7 +559,7 @@ impl SpecLayer {
     /// add to the tags set before.
     ///
     /// ```
-    /// use gpulab_core::spec::SpecLayer;
+    /// use gpulab_model::spec::SpecLayer;
     /// use serde_json::json;
     ///
     /// let mut layer = SpecLayer::default();
@@ -569,7 +569,7 @@ impl SpecLayer {
     ///
     /// let error = layer.set("min_nodes", json!("two")).unwrap_err();
     /// assert_eq!(error.to_string(), "min_nodes = \"two\": not a whole number\n    allowed: a whole number, 0 or more");
-    /// # Ok::<(), gpulab_core::spec::OptionError>(())
+    /// # Ok::<(), gpulab_model::spec::OptionError>(())
     /// ```
     pub fn set(&mut self, option: &str, value: serde_json::Value) -> Result<(), OptionError> {
         let Some((option, field)) = OPTIONS.iter().find(|(o, _)| *o == option).copied() else {

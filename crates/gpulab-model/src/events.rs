@@ -70,7 +70,7 @@ pub trait Reporter: Send + Sync {
 
 /// Bytes done of a transfer, reported as [`Event::Progress`] at most once per MiB, and once more by
 /// [`ByteProgress::finish`] so the last event says the whole amount.
-pub(crate) struct ByteProgress<'a> {
+pub struct ByteProgress<'a> {
     reporter: &'a dyn Reporter,
     step: String,
     total: Option<u64>,
@@ -80,11 +80,7 @@ pub(crate) struct ByteProgress<'a> {
 
 impl<'a> ByteProgress<'a> {
     /// Progress of `step`, out of `total` bytes when known.
-    pub(crate) fn new(
-        reporter: &'a dyn Reporter,
-        step: impl Into<String>,
-        total: Option<u64>,
-    ) -> Self {
+    pub fn new(reporter: &'a dyn Reporter, step: impl Into<String>, total: Option<u64>) -> Self {
         ByteProgress {
             reporter,
             step: step.into(),
@@ -95,7 +91,7 @@ impl<'a> ByteProgress<'a> {
     }
 
     /// `n` more bytes done.
-    pub(crate) fn add(&mut self, n: u64) {
+    pub fn add(&mut self, n: u64) {
         self.done += n;
         if self.done - self.reported >= 1 << 20 {
             self.report();
@@ -103,7 +99,7 @@ impl<'a> ByteProgress<'a> {
     }
 
     /// Report what is done, if it was not reported yet.
-    pub(crate) fn finish(&mut self) {
+    pub fn finish(&mut self) {
         if self.done > self.reported {
             self.report();
         }

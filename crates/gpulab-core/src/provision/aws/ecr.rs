@@ -10,10 +10,10 @@ use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Tag};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::RegistryLogin;
 use crate::naming::{LAB_ID_KEY, LabId};
 use crate::provision::aws::{error_code, sdk_error};
 use crate::{Error, Result};
+use gpulab_model::aws::RegistryLogin;
 
 /// What `delete_owned_repository` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

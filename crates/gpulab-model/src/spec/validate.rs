@@ -58,11 +58,11 @@ pub struct ValidSpec {
     /// Size of the `/workspace` volume.
     pub volume_size: Quantity,
     /// The software stack for the node's GPU generation (base image, PyTorch, vLLM, settings).
-    pub stack: &'static crate::workspace::versions::Stack,
+    pub stack: &'static crate::versions::Stack,
     /// The workspace image: `workspace.image`, or the stack's base image for "auto".
     pub image: String,
     /// Idle autostop and the budget, parsed.
-    pub autostop: crate::autostop::Guard,
+    pub autostop: super::guard::Guard,
 }
 
 impl ResolvedSpec {
@@ -173,7 +173,7 @@ impl ResolvedSpec {
                 Some(volume_size),
                 Some(ssh_key),
             ) => Ok({
-                let stack = crate::workspace::versions::stack_for(instance);
+                let stack = crate::versions::stack_for(instance);
                 let image = if self.spec.workspace.image == AUTO {
                     stack.base_image.to_string()
                 } else {
@@ -218,10 +218,10 @@ impl Validator<'_> {
         });
     }
 
-    /// `[autostop]`, as [`crate::autostop::Guard::parse`] reads it.
-    fn check_autostop(&mut self) -> crate::autostop::Guard {
+    /// `[autostop]`, as [`super::guard::Guard::parse`] reads it.
+    fn check_autostop(&mut self) -> super::guard::Guard {
         let a = self.spec().autostop.clone();
-        let (guard, problems) = crate::autostop::Guard::parse(&a);
+        let (guard, problems) = super::guard::Guard::parse(&a);
         for p in problems {
             self.fail(p.field, &p.value, &p.problem, p.allowed);
         }

@@ -43,14 +43,9 @@ const UNASSIGNED: &str = "unassigned";
 
 impl LabId {
     /// A fresh random ID (64 bits from the system's random source).
-    pub fn generate() -> crate::Result<LabId> {
+    pub fn generate() -> std::io::Result<LabId> {
         let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).map_err(|e| {
-            crate::Error::io(
-                "read the system's random source",
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
+        getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(LabId(bytes.iter().map(|b| format!("{b:02x}")).collect()))
     }
 

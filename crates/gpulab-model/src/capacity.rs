@@ -131,6 +131,11 @@ const fn container(name: &'static str, cpu_millis: u64, memory_mib: u64) -> Cont
     }
 }
 
+/// What the autostop agent's pod requests, which "auto" leaves free on the node
+/// ([`SYSTEM_PODS`]): a Python process that wakes every 30 s (CPython 3.11 holds
+/// 22 MB once the agent is loaded). Its memory limit is four times as much.
+pub const AGENT_REQUESTS: Resources = Resources::new(10, 24);
+
 /// Every system pod that runs on the lab's only node group, with its containers' requests, as the
 /// upstream manifests set them.
 pub const SYSTEM_PODS: &[SystemPod] = &[
@@ -218,8 +223,8 @@ pub const SYSTEM_PODS: &[SystemPod] = &[
         // without room beside a workspace sized "auto".
         containers: &[container(
             "agent",
-            crate::autostop::AGENT_REQUESTS.cpu_millis,
-            crate::autostop::AGENT_REQUESTS.memory_mib,
+            AGENT_REQUESTS.cpu_millis,
+            AGENT_REQUESTS.memory_mib,
         )],
         source: "gpulab's own Deployment (autostop/manifests.rs)",
     },

@@ -6,7 +6,9 @@
 //! explicit overrides (CLI flags, Python keyword arguments). Every value remembers its [`Source`], so an
 //! error can say where a bad value came from and `gpulab config show` can say where each value came from.
 
+pub mod guard;
 mod layer;
+mod packages;
 mod quantity;
 mod validate;
 
@@ -21,6 +23,7 @@ pub use layer::{
     AccessLayer, AutostopLayer, DevicePluginLayer, ENV_VARS, NodesLayer, OPTIONS, OptionError,
     SpecInputs, SpecLayer, WorkspaceLayer, config_file_candidates, field_option, option_field,
 };
+pub use packages::WorkspacePackages;
 pub use quantity::Quantity;
 pub use validate::{SshKey, ValidSpec};
 
@@ -31,7 +34,7 @@ pub const DEFAULT_REGION: &str = "us-west-2";
 /// The GPU node type when none is given: one NVIDIA T4, the cheapest GPU on EC2.
 pub const DEFAULT_INSTANCE_TYPE: &str = "g4dn.xlarge";
 /// The workspace image when none is given: "auto", the CUDA development image of the version matrix
-/// for the node's GPU generation ([`crate::workspace::versions`]); the setup script adds the rest.
+/// for the node's GPU generation ([`crate::versions`]); the setup script adds the rest.
 pub const DEFAULT_IMAGE: &str = AUTO;
 /// The value of `workspace.cpu` and `workspace.memory` that sizes the pod to fit its share of the node.
 pub const AUTO: &str = "auto";
