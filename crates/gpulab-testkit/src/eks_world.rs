@@ -140,23 +140,8 @@ impl EksWorld {
     /// Replace node `name` of its node group by a new instance, as a health check or a spot
     /// interruption does: the old node goes (and its pods with it), a new one of another name comes.
     pub fn replace_node(&self, name: &str) {
-        let mut world = self.world.lock().expect("eks world lock");
-        let Some(key) = world
-            .node_groups
-            .iter()
-            .find(|(_, g)| g.nodes.iter().any(|n| n == name))
-            .map(|(k, _)| k.clone())
-        else {
-            panic!("no node group runs {name}");
-        };
+        let node = self.replacement(name);
         self.kube.remove_node(name);
-        let address = world.next_address;
-        world.next_address += 1;
-        let group = world.node_groups.get_mut(&key).expect("the group");
-        group.nodes.retain(|n| n != name);
-        let index = group.nodes.len();
-        let node = self.node_spec(&key.1, group, index, address);
-        group.nodes.push(node.name.clone());
         self.kube.add_node(node);
     }
 
@@ -166,31 +151,34 @@ impl EksWorld {
     /// the old node (evictions: preStop hooks and grace periods run), and the instance goes. Returns when
     /// the old node is gone; `drain` bounds the wait for its pods.
     pub async fn interrupt_spot(&self, name: &str, drain: std::time::Duration) {
-        {
-            let mut world = self.world.lock().expect("eks world lock");
-            let Some(key) = world
-                .node_groups
-                .iter()
-                .find(|(_, g)| g.nodes.iter().any(|n| n == name))
-                .map(|(k, _)| k.clone())
-            else {
-                panic!("no node group runs {name}");
-            };
-            let address = world.next_address;
-            world.next_address += 1;
-            let group = world.node_groups.get_mut(&key).expect("the group");
-            // The old node's place, so the replacement lands in its zone (where the volume is).
-            let index = group.nodes.iter().position(|n| n == name).expect("listed");
-            let node = self.node_spec(&key.1, group, index, address);
-            group.nodes[index] = node.name.clone();
-            self.kube.add_node(node);
-        }
+        let node = self.replacement(name);
+        self.kube.add_node(node);
         self.kube.drain_node(name);
         let deadline = tokio::time::Instant::now() + drain;
         while !self.kube.pods_on(name).is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         self.kube.remove_node(name);
+    }
+
+    /// The instance that takes node `name`'s place in its node group (and zone, where its volume is).
+    fn replacement(&self, name: &str) -> NodeSpec {
+        let mut world = self.world.lock().expect("eks world lock");
+        let Some(key) = world
+            .node_groups
+            .iter()
+            .find(|(_, g)| g.nodes.iter().any(|n| n == name))
+            .map(|(k, _)| k.clone())
+        else {
+            panic!("no node group runs {name}");
+        };
+        let address = world.next_address;
+        world.next_address += 1;
+        let group = world.node_groups.get_mut(&key).expect("the group");
+        let index = group.nodes.iter().position(|n| n == name).expect("listed");
+        let node = self.node_spec(&key.1, group, index, address);
+        group.nodes[index] = node.name.clone();
+        node
     }
 
     fn node_spec(
