@@ -71,6 +71,7 @@ pub mod lab;
 pub mod manifest;
 pub mod naming;
 pub mod plan;
+pub mod profile;
 pub mod provision;
 pub mod remote;
 pub mod slurm;
