@@ -7,9 +7,10 @@
 //! emulator's exec runs commands here too). Each case prints gpulab's time, the anchor's and the ratio
 //! (anchor / gpulab: above 1 is gpulab faster):
 //!
-//! - one large file up and down: `gpulab cp` against `scp` through `kubectl port-forward`;
+//! - one large file up and down: `gpulab cp` (by default one tar stream through the API server's exec)
+//!   and `gpulab cp --via ssh` against `scp` through `kubectl port-forward`;
 //! - 2,000 × 4 KiB in 20 folders and 20,000 × 1 KiB in 100 folders, up and down: `gpulab cp` against
-//!   `scp -r` through `kubectl port-forward` and against `kubectl cp`;
+//!   `scp -r` through `kubectl port-forward` and against `kubectl cp`, and `--via ssh` against `kubectl cp`;
 //! - the same with `--via kube` against `kubectl cp`;
 //! - `scp` with `ProxyCommand gpulab proxy` (what `gpulab ssh-config` writes) against `scp` through
 //!   `kubectl port-forward`, both ways;
@@ -22,7 +23,9 @@
 //! (needs kubectl, sshd and scp; `GPULAB_BIN` names another gpulab binary; `GPULAB_BENCH_LARGE_MIB` sets
 //! the large file's size, default 512; `GPULAB_BENCH_LATENCIES=0,20` the round trips in ms;
 //! `GPULAB_BENCH_CASES=large,small,kube,proxy,sync,python` which cases run; `GPULAB_BENCH_PYTHON` a
-//! Python that imports gpulab, default `.venv/bin/python`: build it with `maturin develop --release`).
+//! Python that imports gpulab, default `.venv/bin/python`: build it with `maturin develop --release`;
+//! `GPULAB_PROFILE=1` prints each gpulab run's phase timings under its row; `GPULAB_BENCH_TREES=2000`
+//! copies only the trees of those file counts, `GPULAB_BENCH_SCP_R=0` leaves out the `scp -r` anchors).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,6 +59,13 @@ fn which(program: &str) -> Option<PathBuf> {
     })
 }
 
+/// Pass `GPULAB_PROFILE` through (the lab's commands start from an empty environment).
+fn pass_profile(command: &mut Command) {
+    if let Some(on) = std::env::var_os(gpulab_core::profile::ENV) {
+        command.env(gpulab_core::profile::ENV, on);
+    }
+}
+
 /// Run `command` to its end and return how long it took; panics on failure.
 fn timed(mut command: Command, what: &str) -> Duration {
     let start = Instant::now();
@@ -69,6 +79,12 @@ fn timed(mut command: Command, what: &str) -> Duration {
         "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // gpulab's phase timings, when the bench runs with them on.
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        if line.starts_with("[profile]") {
+            println!("    {what}: {line}");
+        }
+    }
     took
 }
 
@@ -121,6 +137,7 @@ impl Bench {
     fn gpulab(&self, args: &[&str]) -> Command {
         let mut command = self.dir.command(&self.gpulab);
         command.args(args).arg("-q");
+        pass_profile(&mut command);
         command
     }
 
@@ -302,6 +319,13 @@ async fn main() {
     let cases = std::env::var("GPULAB_BENCH_CASES")
         .unwrap_or_else(|_| "large,small,kube,proxy,sync,python".into());
     let wants = |case: &str| cases.split(',').any(|c| c.trim() == case);
+    // At 20 ms, scp -r pays round trips per file: minutes for 20,000 files.
+    let tree_sizes: Vec<usize> = std::env::var("GPULAB_BENCH_TREES")
+        .unwrap_or_else(|_| "2000,20000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let scp_r = std::env::var("GPULAB_BENCH_SCP_R").ok().as_deref() != Some("0");
     let bench = std::sync::Arc::new(setup(gpulab, kubectl).await);
     let large = bench.work.path().join("large.bin");
     gpulab_testkit::write_noise(&large, large_mib << 20, 7);
@@ -352,6 +376,28 @@ async fn main() {
             .await;
             row("one large file, upload", g_up, "scp via kubectl pf", s_up);
             let b = bench.clone();
+            let l = large.clone();
+            let g_up_ssh = off(move || {
+                let to = b.workspace("g-large-ssh.bin");
+                timed(
+                    b.gpulab(&[
+                        "cp",
+                        "--via",
+                        "ssh",
+                        &l.display().to_string(),
+                        &format!(":{}", to.display()),
+                    ]),
+                    "gpulab cp --via ssh up",
+                )
+            })
+            .await;
+            row(
+                "one large file, upload --via ssh",
+                g_up_ssh,
+                "scp via kubectl pf",
+                s_up,
+            );
+            let b = bench.clone();
             let g_down = off(move || {
                 let back = b.fresh("g-back.bin");
                 let from = b.sshd.dir().join("ws/g-large.bin");
@@ -381,12 +427,37 @@ async fn main() {
                 "scp via kubectl pf",
                 s_down,
             );
+            let b = bench.clone();
+            let g_down_ssh = off(move || {
+                let back = b.fresh("g-back-ssh.bin");
+                let from = b.sshd.dir().join("ws/g-large.bin");
+                timed(
+                    b.gpulab(&[
+                        "cp",
+                        "--via",
+                        "ssh",
+                        &format!(":{}", from.display()),
+                        &back.display().to_string(),
+                    ]),
+                    "gpulab cp --via ssh down",
+                )
+            })
+            .await;
+            row(
+                "one large file, download --via ssh",
+                g_down_ssh,
+                "scp via kubectl pf",
+                s_down,
+            );
         }
         for (label, tree) in &trees {
             if !wants("small") && !wants("kube") {
                 break;
             }
             let files = count_files(tree);
+            if !tree_sizes.contains(&files) {
+                continue;
+            }
             let src = tree.display().to_string();
             if wants("small") {
                 let (b, s) = (bench.clone(), src.clone());
@@ -400,11 +471,16 @@ async fn main() {
                 .await;
                 assert_eq!(count_files(&bench.sshd.dir().join("ws/g-tree")), files);
                 let (b, s) = (bench.clone(), src.clone());
-                let scp = off(move || {
-                    let to = b.workspace("s-tree");
-                    timed(b.scp(port, &s, &b.remote(&to), true), "scp -r")
-                })
-                .await;
+                let scp = scp_r.then(|| {
+                    off(move || {
+                        let to = b.workspace("s-tree");
+                        timed(b.scp(port, &s, &b.remote(&to), true), "scp -r")
+                    })
+                });
+                let scp = match scp {
+                    Some(scp) => Some(scp.await),
+                    None => None,
+                };
                 let (b, s) = (bench.clone(), src.clone());
                 let kcp = off(move || {
                     let to = b.workspace("k-tree");
@@ -414,8 +490,25 @@ async fn main() {
                     )
                 })
                 .await;
-                row(&format!("{label}, upload"), g, "scp -r via kubectl pf", scp);
+                if let Some(scp) = scp {
+                    row(&format!("{label}, upload"), g, "scp -r via kubectl pf", scp);
+                }
                 row(&format!("{label}, upload"), g, "kubectl cp", kcp);
+                let (b, s) = (bench.clone(), src.clone());
+                let g_ssh = off(move || {
+                    let to = b.workspace("g-tree-ssh");
+                    timed(
+                        b.gpulab(&["cp", "--via", "ssh", &s, &format!(":{}", to.display())]),
+                        "gpulab cp --via ssh tree",
+                    )
+                })
+                .await;
+                row(
+                    &format!("{label}, upload --via ssh"),
+                    g_ssh,
+                    "kubectl cp",
+                    kcp,
+                );
                 let b = bench.clone();
                 let g = off(move || {
                     let back = b.fresh("g-tree-back");
@@ -431,15 +524,20 @@ async fn main() {
                 })
                 .await;
                 let b = bench.clone();
-                let scp = off(move || {
-                    let back = b.fresh("s-tree-back");
-                    let from = b.sshd.dir().join("ws/g-tree");
-                    timed(
-                        b.scp(port, &b.remote(&from), &back.display().to_string(), true),
-                        "scp -r down",
-                    )
-                })
-                .await;
+                let scp = scp_r.then(|| {
+                    off(move || {
+                        let back = b.fresh("s-tree-back");
+                        let from = b.sshd.dir().join("ws/g-tree");
+                        timed(
+                            b.scp(port, &b.remote(&from), &back.display().to_string(), true),
+                            "scp -r down",
+                        )
+                    })
+                });
+                let scp = match scp {
+                    Some(scp) => Some(scp.await),
+                    None => None,
+                };
                 let b = bench.clone();
                 let kcp = off(move || {
                     let back = b.fresh("k-tree-back");
@@ -454,13 +552,37 @@ async fn main() {
                     )
                 })
                 .await;
-                row(
-                    &format!("{label}, download"),
-                    g,
-                    "scp -r via kubectl pf",
-                    scp,
-                );
+                if let Some(scp) = scp {
+                    row(
+                        &format!("{label}, download"),
+                        g,
+                        "scp -r via kubectl pf",
+                        scp,
+                    );
+                }
                 row(&format!("{label}, download"), g, "kubectl cp", kcp);
+                let b = bench.clone();
+                let g_ssh = off(move || {
+                    let back = b.fresh("g-tree-back-ssh");
+                    let from = b.sshd.dir().join("ws/g-tree");
+                    timed(
+                        b.gpulab(&[
+                            "cp",
+                            "--via",
+                            "ssh",
+                            &format!(":{}", from.display()),
+                            &back.display().to_string(),
+                        ]),
+                        "gpulab cp --via ssh tree down",
+                    )
+                })
+                .await;
+                row(
+                    &format!("{label}, download --via ssh"),
+                    g_ssh,
+                    "kubectl cp",
+                    kcp,
+                );
             }
             if wants("kube") {
                 let (b, s) = (bench.clone(), src.clone());
@@ -727,6 +849,7 @@ async fn python_cases(bench: &std::sync::Arc<Bench>, python: &Path, large: &Path
                         Some(python) => {
                             let mut command = b.dir.command(&python);
                             command.args(["-c", &script, &b.name, &from, &to]);
+                            pass_profile(&mut command);
                             timed(command, "python copy")
                         }
                         None => {

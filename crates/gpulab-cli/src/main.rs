@@ -112,6 +112,7 @@ fn block_on<F: Future>(work: F) -> F::Output {
 }
 
 fn main() -> ExitCode {
+    gpulab_core::profile::mark("main");
     let cli = Cli::parse();
     let printer = Printer::new(cli.global.quiet);
     let global = &cli.global;

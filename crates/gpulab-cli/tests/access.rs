@@ -259,14 +259,21 @@ async fn cp_copies_directories_and_globs_both_ways_keeping_modes_and_times() {
     let w = ws.display().to_string();
     let remote = |path: &str| format!(":{w}/{path}");
 
-    // A directory up, into an existing directory.
+    // A directory up, into an existing directory: one source, so one tar stream through exec.
     let out = lab.ok(&["cp", "project", &format!(":{w}/")]).await;
     assert_same_tree(&project, &ws.join("project"));
     assert!(
-        stderr(&out).contains("copied 5 file(s)"),
+        stderr(&out).contains("copied 5 file(s)")
+            && stderr(&out).contains("through the API server's exec"),
         "the summary: {}",
         stderr(&out)
     );
+    // The same over SSH, when asked.
+    let out = lab
+        .ok(&["cp", "--via", "ssh", "project", &remote("over-ssh")])
+        .await;
+    assert_same_tree(&project, &ws.join("over-ssh"));
+    assert!(stderr(&out).contains("over SSH"), "{}", stderr(&out));
 
     // A quoted local glob, expanded by gpulab (a hidden file is not matched by `*`).
     std::fs::create_dir(ws.join("py")).unwrap();
@@ -278,8 +285,10 @@ async fn cp_copies_directories_and_globs_both_ways_keeping_modes_and_times() {
 
     // Several sources (as the shell expands them), a file and a directory.
     std::fs::create_dir(ws.join("several")).unwrap();
-    lab.ok(&["cp", "project/train.py", "project/data", &remote("several")])
+    let out = lab
+        .ok(&["cp", "project/train.py", "project/data", &remote("several")])
         .await;
+    assert!(stderr(&out).contains("over SSH"), "{}", stderr(&out));
     assert_eq!(names_in(&ws.join("several")), ["data", "train.py"]);
     assert_same_tree(&project.join("data"), &ws.join("several/data"));
     assert_same_tree(&project.join("train.py"), &ws.join("several/train.py"));

@@ -748,7 +748,7 @@ fn lab_on_an_existing_cluster() {
     assert_ne!(out.status.code(), Some(0));
 
     // cp both ways through the API server; a relative workspace path is relative to the pod's working
-    // directory. The emulated workspace runs no sshd, so the default, SFTP, fails and says what to do.
+    // directory. The emulated workspace runs no sshd, so SSH fails and says what to do.
     std::fs::write(user.work().join("train.py"), "print('hi')\n").unwrap();
     let out = lab_snapshot(
         "lab_cp_upload_via_kube",
@@ -798,7 +798,15 @@ fn lab_on_an_existing_cluster() {
     );
     lab_snapshot(
         "lab_cp_without_sshd",
-        &["cp", "--name", "snap", "train.py", ":train.py"],
+        &[
+            "cp",
+            "--name",
+            "snap",
+            "--via",
+            "ssh",
+            "train.py",
+            ":train.py",
+        ],
     );
 
     lab_snapshot("lab_ssh_config", &["ssh-config", "--name", "snap"]);

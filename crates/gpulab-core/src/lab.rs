@@ -153,7 +153,7 @@ pub struct Lab {
     options: LabOptions,
     provisioner: Arc<dyn ClusterProvisioner>,
     /// The workspace's exec transport, made (and its pod's owner checked) on first use.
-    remote: tokio::sync::OnceCell<Arc<dyn RemoteExec>>,
+    remote: tokio::sync::OnceCell<ApiServerExec>,
 }
 
 impl Lab {
@@ -655,15 +655,21 @@ impl Lab {
     /// that is not the lab's is never entered: commands and files meant for the lab must not reach it.
     /// Made once per `Lab` and shared by every call after.
     pub async fn remote(&self) -> Result<Arc<dyn RemoteExec>> {
+        Ok(Arc::new(self.api_server().await?))
+    }
+
+    /// [`Lab::remote`] as what it is.
+    async fn api_server(&self) -> Result<ApiServerExec> {
         self.remote
             .get_or_try_init(|| self.connect_remote())
             .await
             .cloned()
     }
 
-    async fn connect_remote(&self) -> Result<Arc<dyn RemoteExec>> {
+    async fn connect_remote(&self) -> Result<ApiServerExec> {
         let names = KubeNames::new(&self.spec.spec);
         let client = self.client().await?;
+        crate::profile::mark("kube client made");
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
             kube::Api::namespaced(client.clone(), &names.namespace);
         if let Some(pod) = pods
@@ -678,12 +684,13 @@ impl Lab {
                 hint: "someone else's pod has the workspace's name: gpulab will not run commands or copy files there; `gpulab status` shows the lab".into(),
             });
         }
-        Ok(Arc::new(ApiServerExec::new(
+        crate::profile::mark("pod's owner checked");
+        Ok(ApiServerExec::new(
             client,
             &names.namespace,
             &names.pod,
             None,
-        )))
+        ))
     }
 
     /// Jupyter's token, from the lab's secret.
@@ -1126,6 +1133,7 @@ impl Lab {
             .await?
             .tunnel(crate::workspace::ports::SSH)
             .await?;
+        crate::profile::mark("port-forward open");
         SshSession::connect_stream(tunnel, format!("gpulab-{}", self.spec.spec.name), options).await
     }
 }
@@ -1133,9 +1141,10 @@ impl Lab {
 impl Lab {
     /// Copy `sources` to `target` (`gpulab cp`): all sources local and the target a workspace path
     /// (`:PATH`), or the other way round; globs expanded on their side; several sources into a directory.
-    /// `via` picks the transport: SSH (SFTP and tar over the port-forward to the pod's sshd), or the API
-    /// server's exec (tar, for images without sshd). Bad input is [`Error::Usage`] before the cluster is
-    /// asked anything; a failure part way says what had been copied.
+    /// `via` picks the transport (see [`crate::remote::copy::Via`]): by default one source goes as one
+    /// tar stream through the API server's exec and more over SSH; the report says which carried it. Bad
+    /// input is [`Error::Usage`] before the cluster is asked anything; a failure part way says what had
+    /// been copied.
     pub async fn copy(
         &self,
         sources: &[String],
@@ -1144,7 +1153,7 @@ impl Lab {
         options: &crate::remote::CopyOptions,
         reporter: &dyn Reporter,
     ) -> std::result::Result<crate::remote::copy::CopyReport, crate::remote::copy::CopyFailed> {
-        use crate::remote::copy::{CopyFailed, CopyPlan, CopyReport, Via, copy};
+        use crate::remote::copy::{CopyFailed, CopyPlan, CopyReport, ExecFirst, Via, copy};
         let failed = |error: Error| CopyFailed {
             done: CopyReport::default(),
             error,
@@ -1154,16 +1163,43 @@ impl Lab {
             .check_local()
             .await
             .map_err(failed)?;
-        match via {
-            Via::Ssh => {
+        let (result, used) = match via {
+            Via::Auto if checked.exec_first(options) => {
+                let kube = self.api_server().await.map_err(failed)?;
+                // An explicit login user must own what is copied; root (the default) is what exec runs as.
+                let user = std::env::var(crate::remote::ssh::USER_ENV)
+                    .ok()
+                    .is_some_and(|u| !u.trim().is_empty())
+                    .then(crate::remote::ssh::workspace_user);
+                let auto = ExecFirst::new(kube.like_ssh(user), move || {
+                    Box::pin(async move { self.ssh().await.map_err(suggest_via_kube) })
+                });
+                let result = copy(&auto, checked, options, reporter).await;
+                auto.close().await;
+                (result, auto.used())
+            }
+            Via::Auto | Via::Ssh => {
                 let ssh = self.ssh().await.map_err(|e| failed(suggest_via_kube(e)))?;
                 let result = copy(&ssh, checked, options, reporter).await;
                 let _ = ssh.close().await;
-                result
+                (result, Some(Via::Ssh))
             }
             Via::Kube => {
                 let remote = self.remote().await.map_err(failed)?;
-                copy(remote.as_ref(), checked, options, reporter).await
+                (
+                    copy(remote.as_ref(), checked, options, reporter).await,
+                    Some(Via::Kube),
+                )
+            }
+        };
+        match result {
+            Ok(mut report) => {
+                report.via = used;
+                Ok(report)
+            }
+            Err(mut failed) => {
+                failed.done.via = used.filter(|_| !failed.done.sources.is_empty());
+                Err(failed)
             }
         }
     }

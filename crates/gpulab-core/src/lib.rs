@@ -67,6 +67,7 @@ pub mod lab;
 pub mod manifest;
 pub mod plan;
 mod private_files;
+pub mod profile;
 pub mod provision;
 pub mod remote;
 pub mod slurm;

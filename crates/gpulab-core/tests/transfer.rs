@@ -1,6 +1,6 @@
 //! Trees copied and synced through each path a copy can take, against a real OpenSSH sshd on loopback
 //! (one tar stream over an exec channel, or file by file over SFTP) and the Kubernetes emulator's exec
-//! (tar, as `--via kube`): what arrives is identical to what left (content, modes, modification times,
+//! (tar, as `--via kube`, and as `gpulab cp` sends one source): what arrives is identical to what left (content, modes, modification times,
 //! empty directories, symbolic links followed or kept as asked), an interrupted copy leaves nothing at the
 //! target, and a sync sends what changed, removes what it should, leaves ignored files alone, and sends
 //! nothing when nothing changed.
@@ -287,6 +287,72 @@ async fn a_tree_copied_both_ways_through_the_api_server_arrives_identical() {
         .unwrap();
         assert_same(&want, &back, &format!("kube {links:?}, downloaded"));
     }
+}
+
+/// Copying like SSH (what `gpulab cp` does by default for one source) through the API server: as the login
+/// user it arrives identical both ways; as anyone else it is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_through_the_api_server_like_ssh_runs_only_as_the_login_user() {
+    let lab = gpulab_testkit::ready_lab::ReadyLab::start().await;
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let me = String::from_utf8(me.stdout).unwrap().trim().to_string();
+    let local = tempfile::tempdir().unwrap();
+    let original = make_tree(local.path());
+    let remote_dir = tempfile::tempdir().unwrap();
+    let options = CopyOptions::default();
+
+    let stranger = lab.exec().like_ssh(Some(format!("not-{me}")));
+    let refused = remote_dir.path().join("refused");
+    for direction in [
+        CopyDirection::Upload {
+            local: original.clone(),
+            remote: refused.display().to_string(),
+        },
+        CopyDirection::Download {
+            remote: original.display().to_string(),
+            local: local.path().join("refused"),
+        },
+    ] {
+        let err = stranger
+            .copy_with(direction, &options, &Silent)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&format!("not-{me}")), "{err}");
+    }
+    assert!(!refused.exists() && !local.path().join("refused").exists());
+    assert!(temporaries(remote_dir.path()).is_empty());
+
+    let login = lab.exec().like_ssh(Some(me));
+    let remote = remote_dir.path().join("tree");
+    login
+        .copy_with(
+            CopyDirection::Upload {
+                local: original.clone(),
+                remote: remote.display().to_string(),
+            },
+            &options,
+            &Silent,
+        )
+        .await
+        .unwrap();
+    let want = expected(&original, options.links);
+    assert_same(&want, &remote, "like ssh, uploaded");
+    let back = local.path().join("back");
+    login
+        .copy_with(
+            CopyDirection::Download {
+                remote: remote.display().to_string(),
+                local: back.clone(),
+            },
+            &options,
+            &Silent,
+        )
+        .await
+        .unwrap();
+    assert_same(&want, &back, "like ssh, downloaded");
 }
 
 /// Starts a copy, and drops it once its first MiB has moved.

@@ -338,8 +338,9 @@ impl PyLab {
     }
 
     /// Copy local files or directories (a path, a quoted glob, or a list of them) into the workspace path
-    /// `remote`, over SSH (`via="kube"`: tar through the API server); returns `{files, bytes, elapsed}`.
-    #[pyo3(signature = (local, remote, progress=None, via="ssh", links="follow"))]
+    /// `remote`; returns `{files, bytes, elapsed, via}`. `via="auto"`: one source as one tar stream through
+    /// the API server's exec, more over SSH; `"ssh"` or `"kube"` force one (as `gpulab cp --via`).
+    #[pyo3(signature = (local, remote, progress=None, via="auto", links="follow"))]
     fn copy_to<'py>(
         &self,
         py: Python<'py>,
@@ -354,8 +355,8 @@ impl PyLab {
     }
 
     /// Copy files or directories from the workspace (a path, a glob, or a list of them) to the local path
-    /// `local`, over SSH (`via="kube"`: tar through the API server); returns `{files, bytes, elapsed}`.
-    #[pyo3(signature = (remote, local, progress=None, via="ssh", links="follow"))]
+    /// `local`; returns `{files, bytes, elapsed, via}`, with `via` as for `copy_to`.
+    #[pyo3(signature = (remote, local, progress=None, via="auto", links="follow"))]
     fn copy_from<'py>(
         &self,
         py: Python<'py>,
@@ -688,7 +689,21 @@ impl PyLab {
                 .await
                 .map_err(|failed| failed.error)
         });
-        to_python(py, &finish_progress(progress.as_ref(), report)?.stats)
+        let report = finish_progress(progress.as_ref(), report)?;
+        // The stats, and which transport carried them ("ssh" or "kube").
+        #[derive(serde::Serialize)]
+        struct Copied<'a> {
+            #[serde(flatten)]
+            stats: &'a gpulab_core::remote::TransferStats,
+            via: Option<Via>,
+        }
+        to_python(
+            py,
+            &Copied {
+                stats: &report.stats,
+                via: report.via,
+            },
+        )
     }
 }
 

@@ -652,9 +652,13 @@ pub(crate) async fn exec(global: &GlobalArgs, args: &ExecArgs) -> gpulab_core::R
 /// How `cp` reaches the workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Via {
-    /// SFTP and tar over SSH, through the API server's port-forward to the pod's sshd: the fast way.
+    /// One source: one tar stream through the API server's exec, with SSH's paths and user; several
+    /// sources or a workspace glob: SSH. Falls back to SSH when the workspace has no tar
+    Auto,
+    /// SFTP and tar over SSH, through the API server's port-forward to the pod's sshd
     Ssh,
-    /// tar through the API server's exec, as `kubectl cp` does: for workspaces without sshd.
+    /// tar through the API server's exec, as `kubectl cp` does (relative paths from the container's
+    /// working directory): for workspaces without sshd
     Kube,
 }
 
@@ -684,12 +688,12 @@ impl From<LinksArg> for gpulab_core::remote::Links {
 
 Copies keep permissions and modification times, and are atomic: a failed copy never leaves a truncated \
 file at the target name. A directory goes as one tar stream when the workspace has tar, else file by \
-file over SFTP.")]
+file over SFTP. The summary says which way the copy went.")]
 pub(crate) struct CpArgs {
     #[command(flatten)]
     lab: LabArg,
     /// How to reach the workspace.
-    #[arg(long, value_enum, default_value_t = Via::Ssh)]
+    #[arg(long, value_enum, default_value_t = Via::Auto)]
     via: Via,
     /// Symbolic links inside directories: copy what they point to, or the links themselves.
     #[arg(long, value_enum, default_value_t = LinksArg::Follow)]
@@ -715,7 +719,9 @@ pub(crate) async fn cp(
     // Bad input is an error before the lab is even loaded.
     CopyPlan::parse(&args.sources, &args.target)?;
     let lab = args.lab.load(global).await?;
+    gpulab_core::profile::mark("lab loaded");
     let via = match args.via {
+        Via::Auto => CoreVia::Auto,
         Via::Ssh => CoreVia::Ssh,
         Via::Kube => CoreVia::Kube,
     };
@@ -728,6 +734,7 @@ pub(crate) async fn cp(
         .copy(&args.sources, &args.target, via, &options, &progress)
         .await;
     progress.finish();
+    gpulab_core::profile::mark("copy done");
     let report = match result {
         Ok(report) => report,
         Err(failed) => {
@@ -742,8 +749,13 @@ pub(crate) async fn cp(
     };
     let secs = report.stats.elapsed.as_secs_f64().max(1e-3);
     let mib = report.stats.bytes as f64 / 1048576.0;
+    let way = match report.via {
+        Some(CoreVia::Kube) => " through the API server's exec",
+        Some(CoreVia::Ssh) => " over SSH",
+        Some(CoreVia::Auto) | None => "",
+    };
     printer.hint(format!(
-        "copied {} file(s), {mib:.1} MiB in {secs:.1}s ({:.0} MiB/s)",
+        "copied {} file(s), {mib:.1} MiB in {secs:.1}s ({:.0} MiB/s){way}",
         report.stats.files,
         mib / secs
     ));

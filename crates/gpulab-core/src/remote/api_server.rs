@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::archive::{self, NO_TAR, RECEIVE, Staging};
+use super::archive::{self, NO_TAR, OTHER_USER, RECEIVE, SEND_ENTRY, Staging, USER_VAR};
 use super::kube_stream::{self, CHUNK};
 use super::tree::{local_item, walk_local};
 use super::{
@@ -30,6 +30,17 @@ pub struct ApiServerExec {
     namespace: String,
     pod: String,
     container: Option<String>,
+    /// Copies see the workspace as an SSH login does ([`ApiServerExec::like_ssh`]).
+    like_ssh: bool,
+    /// With `like_ssh`: the user the copy's commands must run as.
+    user: Option<String>,
+}
+
+/// How a copy through the API server ended: done, or not possible this way (the reason), so the caller
+/// may take another.
+pub(crate) enum Attempt {
+    Done(TransferStats),
+    Unsuitable(String),
 }
 
 impl ApiServerExec {
@@ -40,7 +51,61 @@ impl ApiServerExec {
             namespace: namespace.into(),
             pod: pod.into(),
             container: container.map(Into::into),
+            like_ssh: false,
+            user: None,
         }
+    }
+
+    /// Copy as SSH would: workspace paths that are relative are relative to the home directory (not the
+    /// container's working directory), and with `user`, a copy whose commands would run as anyone else
+    /// fails without writing anything (files must belong to the user SSH logs in as).
+    pub fn like_ssh(mut self, user: Option<String>) -> Self {
+        self.like_ssh = true;
+        self.user = user;
+        self
+    }
+
+    /// `path` as the copy's scripts take it: relative ones from `~` when copying like SSH.
+    fn workspace_path(&self, path: &str) -> String {
+        match path {
+            _ if !self.like_ssh || path.starts_with('/') || path.starts_with('~') => path.into(),
+            "" | "." => "~".into(),
+            _ => format!("~/{path}"),
+        }
+    }
+
+    fn copy_env(&self) -> Vec<(String, String)> {
+        self.user
+            .iter()
+            .map(|user| (USER_VAR.to_string(), user.clone()))
+            .collect()
+    }
+
+    /// Copy through exec; [`Attempt::Unsuitable`] when the workspace has no tar, or the command would run
+    /// as someone other than [`Self::like_ssh`]'s user.
+    pub(crate) async fn try_copy(
+        &self,
+        direction: CopyDirection,
+        options: &CopyOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<Attempt> {
+        match direction {
+            CopyDirection::Upload { local, remote } => {
+                self.upload(&local, &remote, options, reporter).await
+            }
+            CopyDirection::Download { remote, local } => {
+                self.download(&remote, &local, options, reporter).await
+            }
+        }
+    }
+}
+
+/// What an exit status of the copy scripts says about this way of copying, if it rules it out.
+fn unsuitable(status: ExitStatus, stderr: &[u8]) -> Option<String> {
+    match status {
+        ExitStatus::Code(NO_TAR) => Some("the workspace has no `tar`".into()),
+        ExitStatus::Code(OTHER_USER) => Some(String::from_utf8_lossy(stderr).trim().to_string()),
+        _ => None,
     }
 }
 
@@ -147,14 +212,22 @@ impl RemoteExec for ApiServerExec {
         options: &CopyOptions,
         reporter: &dyn Reporter,
     ) -> Result<TransferStats> {
-        match direction {
-            CopyDirection::Upload { local, remote } => {
-                self.upload(&local, &remote, options, reporter).await
-            }
-            CopyDirection::Download { remote, local } => {
-                self.download(&remote, &local, options, reporter).await
-            }
+        let what = match &direction {
+            CopyDirection::Upload { remote, .. } => format!("copy to {remote}"),
+            CopyDirection::Download { remote, .. } => format!("copy from {remote}"),
+        };
+        match self.try_copy(direction, options, reporter).await? {
+            Attempt::Done(stats) => Ok(stats),
+            Attempt::Unsuitable(reason) => Err(Error::Remote {
+                message: format!("{what}: {reason}"),
+                hint: Some("install tar in the image, or copy over SSH (`--via ssh`)".into()),
+            }),
         }
+    }
+
+    async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
+        let path = self.workspace_path(path);
+        super::list_dir_by_shell(self, &path).await
     }
 
     async fn tunnel(&self, port: u16) -> Result<Box<dyn Tunnel>> {
@@ -169,8 +242,9 @@ impl ApiServerExec {
         remote: &str,
         options: &CopyOptions,
         reporter: &dyn Reporter,
-    ) -> Result<TransferStats> {
+    ) -> Result<Attempt> {
         let started = Instant::now();
+        let remote = &self.workspace_path(remote);
         let name = local
             .file_name()
             .ok_or_else(|| Error::Remote {
@@ -200,6 +274,7 @@ impl ApiServerExec {
             .count() as u64
             + u64::from(meta.is_file());
         let total = root.size + items.iter().map(|i| i.size).sum::<u64>();
+        crate::profile::mark("tree walked");
 
         // The progress counts the archive's bytes, headers and padding included: its total is theirs.
         let size = archive::packed_size(&name, &root, &items);
@@ -226,6 +301,7 @@ impl ApiServerExec {
                 "into".into(),
                 root_mtime.to_string(),
             ],
+            env: self.copy_env(),
             ..Default::default()
         };
         let step = format!("upload {}", local.display());
@@ -237,18 +313,14 @@ impl ApiServerExec {
             stderr: Box::pin(&mut stderr),
         };
         let status = self.exec_streaming(request, streams).await;
+        crate::profile::mark("exec ended");
         let archived = archive.await.map_err(|e| Error::Remote {
             message: format!("tar: {e}"),
             hint: None,
         })?;
         let status = status?;
-        if status == ExitStatus::Code(NO_TAR) {
-            return Err(Error::Remote {
-                message: format!("copy to {remote}: the workspace has no `tar`"),
-                hint: Some(
-                    "install tar in the image, or copy over SSH (without `--via kube`)".into(),
-                ),
-            });
+        if let Some(reason) = unsuitable(status, &stderr) {
+            return Ok(Attempt::Unsuitable(reason));
         }
         if status.success() {
             archived.map_err(|e| Error::io(format!("archive {}", local.display()), e))?;
@@ -263,11 +335,11 @@ impl ApiServerExec {
                 ),
             });
         }
-        Ok(TransferStats {
+        Ok(Attempt::Done(TransferStats {
             files,
             bytes: total,
             elapsed: started.elapsed(),
-        })
+        }))
     }
 
     async fn download(
@@ -276,8 +348,9 @@ impl ApiServerExec {
         local: &Path,
         options: &CopyOptions,
         reporter: &dyn Reporter,
-    ) -> Result<TransferStats> {
+    ) -> Result<Attempt> {
         let started = Instant::now();
+        let remote = &self.workspace_path(remote);
         let remote_path = Path::new(remote);
         let name = name_of(remote_path);
         let parent = remote_path
@@ -309,13 +382,20 @@ impl ApiServerExec {
                 archive::unpack(input, &unpack_into, keep_links, |s| skipped.push(s), |_| {});
             (unpacked, skipped)
         });
-        let mut argv: Vec<String> = vec!["tar".into(), "-c".into(), "-f".into(), "-".into()];
+        let mut argv: Vec<String> = vec![
+            "sh".into(),
+            "-c".into(),
+            SEND_ENTRY.into(),
+            "gpulab-cp".into(),
+            parent.display().to_string(),
+            name.clone(),
+        ];
         if !keep_links {
             argv.push("-h".into());
         }
-        argv.extend(["-C".into(), parent.display().to_string(), name.clone()]);
         let request = ExecRequest {
             argv,
+            env: self.copy_env(),
             ..Default::default()
         };
         let mut stderr = Vec::new();
@@ -326,6 +406,7 @@ impl ApiServerExec {
             stderr: Box::pin(&mut stderr),
         };
         let status = self.exec_streaming(request, streams).await;
+        crate::profile::mark("exec ended");
         let (unpacked, skipped) = unpack.await.map_err(|e| Error::Remote {
             message: format!("tar: {e}"),
             hint: None,
@@ -340,6 +421,9 @@ impl ApiServerExec {
                 });
             }
         };
+        if let Some(reason) = unsuitable(status, &stderr) {
+            return Ok(Attempt::Unsuitable(reason));
+        }
         if !status.success() {
             return Err(Error::Remote {
                 message: format!(
@@ -355,11 +439,11 @@ impl ApiServerExec {
         }
         archive::move_into(&staging.path().join(&name), &target)?;
         drop(staging);
-        Ok(TransferStats {
+        Ok(Attempt::Done(TransferStats {
             files: unpacked.files,
             bytes: unpacked.bytes,
             elapsed: started.elapsed(),
-        })
+        }))
     }
 }
 

@@ -21,6 +21,14 @@ use crate::{Error, Result};
 /// copying file by file.
 pub(crate) const NO_TAR: i32 = 99;
 
+/// The exit code of the scripts here when `GPULAB_CP_USER` is set and the command runs as someone else:
+/// files written through this exec would not belong to the user SSH logs in as, so the caller copies over
+/// SSH instead.
+pub(crate) const OTHER_USER: i32 = 98;
+
+/// The environment variable that names the user the scripts here must run as ([`OTHER_USER`]).
+pub(crate) const USER_VAR: &str = "GPULAB_CP_USER";
+
 /// The shell script that receives an upload (`sh -c RECEIVE gpulab-cp DEST NAME [exact [MTIME]]`, the
 /// tar stream on standard input, whose root is `NAME`): the target is `DEST/NAME` when `DEST` is a
 /// directory, else `DEST` (always `DEST` with `exact`). It unpacks into a temporary directory beside a new
@@ -29,6 +37,7 @@ pub(crate) const NO_TAR: i32 = 99;
 /// partial file at a target name. `DEST` may start with `~/`.
 pub(crate) const RECEIVE: &str = r#"set -e
 command -v tar >/dev/null 2>&1 || { echo "the workspace has no tar" >&2; exit 99; }
+if [ -n "${GPULAB_CP_USER-}" ] && [ "$(id -un 2>/dev/null)" != "$GPULAB_CP_USER" ]; then echo "exec runs as $(id -un 2>/dev/null), not $GPULAB_CP_USER" >&2; exit 98; fi
 dest=$1 name=$2
 case $dest in "~") dest=$HOME ;; "~/"*) dest=$HOME/${dest#"~/"} ;; esac
 if [ "${3-}" != exact ] && [ -d "$dest" ]; then target=$dest/$name; else target=$dest; fi
@@ -53,6 +62,17 @@ case $dir in "~") dir=$HOME ;; "~/"*) dir=$HOME/${dir#"~/"} ;; esac
 cd -- "$dir" || exit 2
 shift
 exec tar -c -f - "$@" .
+"#;
+
+/// The shell script that sends one entry of a directory through the API server's exec (`sh -c SEND_ENTRY
+/// gpulab-cp DIR NAME [-h]`): a tar stream whose root is `NAME`; `DIR` may start with `~/`, `-h` follows
+/// symbolic links. Exits [`NO_TAR`] without tar, [`OTHER_USER`] as the wrong user.
+pub(crate) const SEND_ENTRY: &str = r#"command -v tar >/dev/null 2>&1 || { echo "the workspace has no tar" >&2; exit 99; }
+if [ -n "${GPULAB_CP_USER-}" ] && [ "$(id -un 2>/dev/null)" != "$GPULAB_CP_USER" ]; then echo "exec runs as $(id -un 2>/dev/null), not $GPULAB_CP_USER" >&2; exit 98; fi
+dir=$1 name=$2
+case $dir in "~") dir=$HOME ;; "~/"*) dir=$HOME/${dir#"~/"} ;; esac
+shift 2
+exec tar -c -f - "$@" -C "$dir" -- "$name"
 "#;
 
 /// A reader that yields exactly `len` bytes of `inner`, or fails: a file that shrinks while it is archived

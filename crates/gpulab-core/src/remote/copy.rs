@@ -12,12 +12,20 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
+use async_trait::async_trait;
+use futures::future::BoxFuture;
 use serde::Serialize;
 
-use super::glob::{expand_local, expand_remote};
-use super::{CopyDirection, CopyOptions, RemoteExec, TransferStats};
+use super::api_server::{ApiServerExec, Attempt};
+use super::glob::{expand_local, expand_remote, has_glob};
+use super::ssh::SshSession;
+use super::{
+    CopyDirection, CopyOptions, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats,
+    Tunnel,
+};
 use crate::events::Reporter;
 use crate::{Error, Result};
 
@@ -25,10 +33,16 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Via {
-    /// SFTP and tar over SSH, through the API server's port-forward to the pod's sshd: the fast way.
+    /// One source: one tar stream through the API server's exec, with SSH's paths and user (no SSH
+    /// handshake, one layer of encryption); SSH when the workspace has no tar or exec runs as another
+    /// user. Several sources, globs in the workspace, or file by file: SSH, whose one connection serves
+    /// them all.
     #[default]
+    Auto,
+    /// SFTP and tar over SSH, through the API server's port-forward to the pod's sshd.
     Ssh,
-    /// tar through the API server's exec, as `kubectl cp` does: for workspaces without sshd.
+    /// tar through the API server's exec, as `kubectl cp` does (relative paths from the container's
+    /// working directory, as its user): for workspaces without sshd.
     Kube,
 }
 
@@ -37,11 +51,12 @@ impl std::str::FromStr for Via {
 
     fn from_str(s: &str) -> Result<Self> {
         match s {
+            "auto" => Ok(Via::Auto),
             "ssh" => Ok(Via::Ssh),
             "kube" => Ok(Via::Kube),
             other => Err(Error::Usage {
                 message: format!("via: {other:?} is not a way to reach the workspace"),
-                hint: "use `ssh` (SFTP over the port-forward, the default) or `kube` (tar through the API server's exec)".into(),
+                hint: "use `auto` (the default), `ssh` (SFTP over the port-forward) or `kube` (tar through the API server's exec)".into(),
             }),
         }
     }
@@ -143,6 +158,28 @@ pub struct CheckedPlan {
     uploads: Vec<PathBuf>,
 }
 
+impl CheckedPlan {
+    /// Whether [`Via::Auto`] tries the API server's exec: one source, named without a glob (a workspace
+    /// pattern could match many, which one SSH connection serves best), with a name of its own.
+    pub(crate) fn exec_first(&self, options: &CopyOptions) -> bool {
+        if options.file_by_file {
+            return false;
+        }
+        match &self.plan {
+            CopyPlan::Upload { .. } => self.uploads.len() == 1,
+            CopyPlan::Download { sources, .. } => match sources.as_slice() {
+                [source] => {
+                    !has_glob(source)
+                        && Path::new(source)
+                            .file_name()
+                            .is_some_and(|name| name != "~" && !name.is_empty())
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
 impl CopyPlan {
     /// Expand the local globs and check the local target, before the cluster is asked anything.
     pub async fn check_local(self) -> Result<CheckedPlan> {
@@ -169,6 +206,8 @@ pub struct CopyReport {
     pub stats: TransferStats,
     /// The sources copied, after glob expansion.
     pub sources: Vec<String>,
+    /// The transport that carried them ([`Via::Ssh`] or [`Via::Kube`]); `None` before the first.
+    pub via: Option<Via>,
 }
 
 /// The error of a copy that failed part way, with what it had copied by then.
@@ -260,6 +299,100 @@ pub async fn copy(
     }
     done.stats.elapsed = started.elapsed();
     Ok(done)
+}
+
+/// [`Via::Auto`] for one source: the copy goes through the API server's exec, and over SSH (connected
+/// only then, by `connect`) when exec cannot take it. Everything else is the API server's.
+pub(crate) struct ExecFirst<'a> {
+    kube: ApiServerExec,
+    connect: Box<dyn Fn() -> BoxFuture<'a, Result<SshSession>> + Send + Sync + 'a>,
+    ssh: tokio::sync::OnceCell<SshSession>,
+    used: Mutex<Option<Via>>,
+}
+
+impl<'a> ExecFirst<'a> {
+    /// `kube` should copy [`ApiServerExec::like_ssh`], so that falling back changes no path's meaning.
+    pub(crate) fn new(
+        kube: ApiServerExec,
+        connect: impl Fn() -> BoxFuture<'a, Result<SshSession>> + Send + Sync + 'a,
+    ) -> Self {
+        ExecFirst {
+            kube,
+            connect: Box::new(connect),
+            ssh: tokio::sync::OnceCell::new(),
+            used: Mutex::new(None),
+        }
+    }
+
+    /// The transport the last copy took.
+    pub(crate) fn used(&self) -> Option<Via> {
+        *self.used.lock().expect("via lock")
+    }
+
+    /// Close the SSH connection, if one was made.
+    pub(crate) async fn close(&self) {
+        if let Some(ssh) = self.ssh.get() {
+            let _ = ssh.close().await;
+        }
+    }
+}
+
+#[async_trait]
+impl RemoteExec for ExecFirst<'_> {
+    fn name(&self) -> &'static str {
+        "kube"
+    }
+
+    async fn exec_streaming(
+        &self,
+        request: ExecRequest,
+        streams: ExecStreams<'_>,
+    ) -> Result<ExitStatus> {
+        self.kube.exec_streaming(request, streams).await
+    }
+
+    async fn copy(
+        &self,
+        direction: CopyDirection,
+        reporter: &dyn Reporter,
+    ) -> Result<TransferStats> {
+        self.copy_with(direction, &CopyOptions::default(), reporter)
+            .await
+    }
+
+    async fn copy_with(
+        &self,
+        direction: CopyDirection,
+        options: &CopyOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<TransferStats> {
+        if !options.file_by_file {
+            match self
+                .kube
+                .try_copy(direction.clone(), options, reporter)
+                .await?
+            {
+                Attempt::Done(stats) => {
+                    *self.used.lock().expect("via lock") = Some(Via::Kube);
+                    return Ok(stats);
+                }
+                // No tar, or another user: SSH takes it, as it would have without exec.
+                Attempt::Unsuitable(_) => {}
+            }
+        }
+        let ssh = self.ssh.get_or_try_init(|| (self.connect)()).await?;
+        let stats = ssh.copy_with(direction, options, reporter).await?;
+        *self.used.lock().expect("via lock") = Some(Via::Ssh);
+        Ok(stats)
+    }
+
+    async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
+        self.kube.list_dir(path).await
+    }
+
+    async fn tunnel(&self, port: u16) -> Result<Box<dyn Tunnel>> {
+        self.kube.tunnel(port).await
+    }
 }
 
 #[cfg(test)]

@@ -98,6 +98,7 @@ pub(crate) async fn exec(
         .connect(request)
         .await
         .map_err(|e| cluster_error(&format!("exec in pod {pod}"), e))?;
+    crate::profile::mark("exec stream open");
     let v5 = connection.supports_stream_close();
     let (mut sink, mut source) = connection.into_stream().split();
     let ExecStreams {

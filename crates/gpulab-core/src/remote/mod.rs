@@ -245,43 +245,51 @@ pub trait RemoteExec: Send + Sync {
     /// directory counts as one). [`glob`] expands patterns with it. By default the remote shell lists it;
     /// SSH lists it over SFTP.
     async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
-        let request = ExecRequest {
-            argv: vec![
-                "sh".into(),
-                "-c".into(),
-                LIST_DIR.into(),
-                "gpulab-ls".into(),
-                path.into(),
-            ],
-            timeout: Some(Duration::from_secs(120)),
-            ..Default::default()
-        };
-        let out = self.exec(request).await?;
-        match out.status {
-            ExitStatus::Code(0) => {}
-            ExitStatus::Code(NOT_A_DIRECTORY) => return Ok(None),
-            status => {
-                return Err(Error::Remote {
-                    message: format!(
-                        "list {path} in the workspace: {}{}",
-                        String::from_utf8_lossy(&out.stderr).trim(),
-                        match status {
-                            ExitStatus::Code(code) => format!(" (exit code {code})"),
-                            ExitStatus::Signal(signal) => format!(" (killed by SIG{signal})"),
-                        }
-                    ),
-                    hint: Some("the workspace needs a POSIX `sh`; is the pod running?".into()),
-                });
-            }
-        }
-        Ok(Some(
-            out.stdout
-                .split(|b| *b == 0)
-                .filter(|name| !name.is_empty())
-                .map(|name| String::from_utf8_lossy(name).into_owned())
-                .collect(),
-        ))
+        list_dir_by_shell(self, path).await
     }
+}
+
+/// [`RemoteExec::list_dir`] by the remote shell ([`LIST_DIR`]).
+async fn list_dir_by_shell<R: RemoteExec + ?Sized>(
+    remote: &R,
+    path: &str,
+) -> Result<Option<Vec<String>>> {
+    let request = ExecRequest {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            LIST_DIR.into(),
+            "gpulab-ls".into(),
+            path.into(),
+        ],
+        timeout: Some(Duration::from_secs(120)),
+        ..Default::default()
+    };
+    let out = remote.exec(request).await?;
+    match out.status {
+        ExitStatus::Code(0) => {}
+        ExitStatus::Code(NOT_A_DIRECTORY) => return Ok(None),
+        status => {
+            return Err(Error::Remote {
+                message: format!(
+                    "list {path} in the workspace: {}{}",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    match status {
+                        ExitStatus::Code(code) => format!(" (exit code {code})"),
+                        ExitStatus::Signal(signal) => format!(" (killed by SIG{signal})"),
+                    }
+                ),
+                hint: Some("the workspace needs a POSIX `sh`; is the pod running?".into()),
+            });
+        }
+    }
+    Ok(Some(
+        out.stdout
+            .split(|b| *b == 0)
+            .filter(|name| !name.is_empty())
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect(),
+    ))
 }
 
 /// The exit code of [`LIST_DIR`] for a path that is not a directory.

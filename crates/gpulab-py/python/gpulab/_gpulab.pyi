@@ -168,7 +168,7 @@ class Lab:
         local: Union[_Path, Sequence[_Path]],
         remote: str,
         progress: _Progress = None,
-        via: str = "ssh",
+        via: str = "auto",
         links: str = "follow",
     ) -> Dict[str, Any]: ...
     def copy_from(
@@ -176,7 +176,7 @@ class Lab:
         remote: Union[_Path, Sequence[_Path]],
         local: _Path,
         progress: _Progress = None,
-        via: str = "ssh",
+        via: str = "auto",
         links: str = "follow",
     ) -> Dict[str, Any]: ...
     def sync(

@@ -247,7 +247,9 @@ impl SshSession {
             let mut handle = client::connect_stream(config, stream, handler)
                 .await
                 .map_err(|e| connect_err(&host, e))?;
+            crate::profile::mark("ssh key exchange done");
             auth::authenticate(&mut handle, &options.user, &options.auth).await?;
+            crate::profile::mark("ssh authenticated");
             Ok::<_, Error>(handle)
         };
         let handle = tokio::time::timeout(options.connect_timeout, handshake)

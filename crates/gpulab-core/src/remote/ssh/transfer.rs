@@ -986,6 +986,7 @@ pub(crate) async fn copy(
 ) -> Result<TransferStats> {
     let started = Instant::now();
     let sftp = Sftp::open(session).await?;
+    crate::profile::mark("sftp open");
     let (files, bytes) = match direction {
         CopyDirection::Upload { local, remote } => {
             upload(session, &sftp, &local, &remote, options, reporter).await?
@@ -1053,7 +1054,9 @@ async fn upload(
             hint: None,
         });
     }
+    crate::profile::mark("target checked");
     let items = walk_local(local, options.links, reporter)?;
+    crate::profile::mark("tree walked");
     if !options.file_by_file
         && let Some(done) = upload_tar(session, local, &target, &root, &items, reporter).await?
     {
@@ -1122,6 +1125,7 @@ pub(crate) async fn upload_tar(
         stderr: Box::pin(&mut stderr),
     };
     let status = session.exec_streaming(request, streams).await;
+    crate::profile::mark("exec ended");
     let packed = packing.await.map_err(|e| Error::Remote {
         message: format!("tar: {e}"),
         hint: None,
@@ -1227,6 +1231,7 @@ async fn download(
             hint: None,
         });
     }
+    crate::profile::mark("source checked");
     if !options.file_by_file
         && let Some(done) = download_tar(session, &remote, &target, options, reporter).await?
     {
@@ -1296,6 +1301,7 @@ async fn download_tar(
         stderr: Box::pin(&mut stderr),
     };
     let status = session.exec_streaming(request, streams).await;
+    crate::profile::mark("exec ended");
     let (unpacked, skipped) = unpacking.await.map_err(|e| Error::Remote {
         message: format!("tar: {e}"),
         hint: None,
