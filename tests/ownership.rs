@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
-use gpulab_core::events::Recorder;
+use gpulab_core::events::{Event, Recorder};
 use gpulab_core::image::ecr::EcrClient;
 use gpulab_core::naming::{KubeNames, LabId};
 use gpulab_core::provision::aws::{AwsClients, load_sdk_config};
@@ -358,8 +358,17 @@ async fn a_lost_or_corrupt_record_is_never_guessed_at_and_another_id_touches_not
     let stranger = Lab::adopt(spec.clone(), other, options.clone())
         .await
         .unwrap();
-    let report = stranger.down(&Recorder::default()).await.unwrap();
+    let events = Recorder::default();
+    let report = stranger.down(&events).await.unwrap();
     assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    // Nor does it wait for this lab's volume and load balancer, which it leaves alone (it waited out
+    // the 5-minute release timeout before).
+    let waits: Vec<Event> = events
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Waiting { .. }))
+        .collect();
+    assert!(waits.is_empty(), "{waits:?}");
     let alone: Vec<String> = report.left_alone.iter().map(|a| a.to_string()).collect();
     assert!(
         alone

@@ -989,7 +989,7 @@ impl Lab {
         match self.client().await {
             Ok(client) => {
                 let removed = step(reporter, "remove the workspace and device plugin", async {
-                    let mut release = CloudRelease::find(&client, &self.spec, false).await?;
+                    let mut release = CloudRelease::find(&client, &self.spec, &self.id, false).await?;
                     // The EBS CSI controller deletes the volume, and runs on the lab's nodes: with none
                     // (a stopped lab), nothing in the cluster will, so teardown deletes it by its tags
                     // at once rather than after a wait that cannot end well.

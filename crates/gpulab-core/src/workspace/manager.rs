@@ -647,18 +647,26 @@ pub struct CloudRelease {
 }
 
 impl CloudRelease {
-    /// What the lab's workspace holds in the cloud now.
-    pub async fn find(client: &kube::Client, spec: &ValidSpec, keep_volume: bool) -> Result<Self> {
+    /// What lab `id`'s workspace holds in the cloud now. A same-named Service or claim that is not the
+    /// lab's is not counted: `down` leaves it alone, so it would never be released.
+    pub async fn find(
+        client: &kube::Client,
+        spec: &ValidSpec,
+        id: &LabId,
+        keep_volume: bool,
+    ) -> Result<Self> {
         let names = KubeNames::new(&spec.spec);
         let services: Api<Service> = Api::namespaced(client.clone(), &names.namespace);
         let load_balancer = get_opt(&services, &names.load_balancer)
             .await?
+            .filter(|s| id.owns_map(s.metadata.labels.as_ref()))
             .map(|_| names.load_balancer.clone());
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &names.namespace);
         let claimed = match keep_volume {
             true => None,
             false => get_opt(&claims, &names.volume)
                 .await?
+                .filter(|c| id.owns_map(c.metadata.labels.as_ref()))
                 .and_then(|c| c.spec?.volume_name),
         };
         // Only a volume whose reclaim policy is Delete goes with its claim (a retained one stays, by its
