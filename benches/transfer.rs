@@ -141,6 +141,16 @@ impl Bench {
         command
     }
 
+    /// `gpulab cp [--via VIA] FROM TO`.
+    fn cp(&self, via: Option<&str>, from: &str, to: &str) -> Command {
+        let mut args = vec!["cp"];
+        if let Some(via) = via {
+            args.extend(["--via", via]);
+        }
+        args.extend([from, to]);
+        self.gpulab(&args)
+    }
+
     fn kubectl(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.kubectl);
         command
@@ -355,11 +365,11 @@ async fn main() {
             let g_up = off(move || {
                 let to = b.workspace("g-large.bin");
                 timed(
-                    b.gpulab(&[
-                        "cp",
+                    b.cp(
+                        None,
                         &l.display().to_string(),
                         &format!(":{}", to.display()),
-                    ]),
+                    ),
                     "gpulab cp up",
                 )
             })
@@ -380,13 +390,11 @@ async fn main() {
             let g_up_ssh = off(move || {
                 let to = b.workspace("g-large-ssh.bin");
                 timed(
-                    b.gpulab(&[
-                        "cp",
-                        "--via",
-                        "ssh",
+                    b.cp(
+                        Some("ssh"),
                         &l.display().to_string(),
                         &format!(":{}", to.display()),
-                    ]),
+                    ),
                     "gpulab cp --via ssh up",
                 )
             })
@@ -402,11 +410,11 @@ async fn main() {
                 let back = b.fresh("g-back.bin");
                 let from = b.sshd.dir().join("ws/g-large.bin");
                 timed(
-                    b.gpulab(&[
-                        "cp",
+                    b.cp(
+                        None,
                         &format!(":{}", from.display()),
                         &back.display().to_string(),
-                    ]),
+                    ),
                     "gpulab cp down",
                 )
             })
@@ -432,13 +440,11 @@ async fn main() {
                 let back = b.fresh("g-back-ssh.bin");
                 let from = b.sshd.dir().join("ws/g-large.bin");
                 timed(
-                    b.gpulab(&[
-                        "cp",
-                        "--via",
-                        "ssh",
+                    b.cp(
+                        Some("ssh"),
                         &format!(":{}", from.display()),
                         &back.display().to_string(),
-                    ]),
+                    ),
                     "gpulab cp --via ssh down",
                 )
             })
@@ -464,7 +470,7 @@ async fn main() {
                 let g = off(move || {
                     let to = b.workspace("g-tree");
                     timed(
-                        b.gpulab(&["cp", &s, &format!(":{}", to.display())]),
+                        b.cp(None, &s, &format!(":{}", to.display())),
                         "gpulab cp tree",
                     )
                 })
@@ -498,7 +504,7 @@ async fn main() {
                 let g_ssh = off(move || {
                     let to = b.workspace("g-tree-ssh");
                     timed(
-                        b.gpulab(&["cp", "--via", "ssh", &s, &format!(":{}", to.display())]),
+                        b.cp(Some("ssh"), &s, &format!(":{}", to.display())),
                         "gpulab cp --via ssh tree",
                     )
                 })
@@ -514,11 +520,11 @@ async fn main() {
                     let back = b.fresh("g-tree-back");
                     let from = b.sshd.dir().join("ws/g-tree");
                     timed(
-                        b.gpulab(&[
-                            "cp",
+                        b.cp(
+                            None,
                             &format!(":{}", from.display()),
                             &back.display().to_string(),
-                        ]),
+                        ),
                         "gpulab cp tree down",
                     )
                 })
@@ -566,13 +572,11 @@ async fn main() {
                     let back = b.fresh("g-tree-back-ssh");
                     let from = b.sshd.dir().join("ws/g-tree");
                     timed(
-                        b.gpulab(&[
-                            "cp",
-                            "--via",
-                            "ssh",
+                        b.cp(
+                            Some("ssh"),
                             &format!(":{}", from.display()),
                             &back.display().to_string(),
-                        ]),
+                        ),
                         "gpulab cp --via ssh tree down",
                     )
                 })
@@ -589,7 +593,7 @@ async fn main() {
                 let g = off(move || {
                     let to = b.workspace("gk-tree");
                     timed(
-                        b.gpulab(&["cp", "--via", "kube", &s, &format!(":{}", to.display())]),
+                        b.cp(Some("kube"), &s, &format!(":{}", to.display())),
                         "gpulab cp --via kube tree",
                     )
                 })
@@ -611,13 +615,11 @@ async fn main() {
             let g = off(move || {
                 let to = b.workspace("gk-large.bin");
                 timed(
-                    b.gpulab(&[
-                        "cp",
-                        "--via",
-                        "kube",
+                    b.cp(
+                        Some("kube"),
                         &l.display().to_string(),
                         &format!(":{}", to.display()),
-                    ]),
+                    ),
                     "gpulab cp --via kube",
                 )
             })
@@ -641,13 +643,11 @@ async fn main() {
                 let back = b.fresh("gk-back.bin");
                 let from = b.sshd.dir().join("ws/gk-large.bin");
                 timed(
-                    b.gpulab(&[
-                        "cp",
-                        "--via",
-                        "kube",
+                    b.cp(
+                        Some("kube"),
                         &format!(":{}", from.display()),
                         &back.display().to_string(),
-                    ]),
+                    ),
                     "gpulab cp --via kube down",
                 )
             })
@@ -858,7 +858,7 @@ async fn python_cases(bench: &std::sync::Arc<Bench>, python: &Path, large: &Path
                             } else {
                                 (format!(":{from}"), to)
                             };
-                            timed(b.gpulab(&["cp", &from, &to]), "gpulab cp")
+                            timed(b.cp(None, &from, &to), "gpulab cp")
                         }
                     }
                 })

@@ -7,7 +7,8 @@ use gpulab_core::events::{Reporter, Silent};
 use gpulab_core::naming::{KubeNames, LabId};
 use gpulab_core::remote::api_server::ApiServerExec;
 use gpulab_core::remote::{
-    CopyDirection, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats, Tunnel,
+    CopyDirection, CopyOptions, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats,
+    Tunnel,
 };
 use gpulab_core::spec::{SpecLayer, ValidSpec};
 use gpulab_core::status::{PodGpus, cluster_status};
@@ -62,12 +63,13 @@ impl RemoteExec for FakeNvidiaSmi {
             .await
     }
 
-    async fn copy(
+    async fn copy_with(
         &self,
         direction: CopyDirection,
+        options: &CopyOptions,
         reporter: &dyn Reporter,
     ) -> gpulab_core::Result<TransferStats> {
-        self.inner.copy(direction, reporter).await
+        self.inner.copy_with(direction, options, reporter).await
     }
 
     async fn tunnel(&self, port: u16) -> gpulab_core::Result<Box<dyn Tunnel>> {

@@ -197,15 +197,6 @@ impl RemoteExec for ApiServerExec {
         }
     }
 
-    async fn copy(
-        &self,
-        direction: CopyDirection,
-        reporter: &dyn Reporter,
-    ) -> Result<TransferStats> {
-        self.copy_with(direction, &CopyOptions::default(), reporter)
-            .await
-    }
-
     async fn copy_with(
         &self,
         direction: CopyDirection,

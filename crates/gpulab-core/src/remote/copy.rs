@@ -351,15 +351,6 @@ impl RemoteExec for ExecFirst<'_> {
         self.kube.exec_streaming(request, streams).await
     }
 
-    async fn copy(
-        &self,
-        direction: CopyDirection,
-        reporter: &dyn Reporter,
-    ) -> Result<TransferStats> {
-        self.copy_with(direction, &CopyOptions::default(), reporter)
-            .await
-    }
-
     async fn copy_with(
         &self,
         direction: CopyDirection,

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{
-    CopyDirection, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats, Tunnel,
+    CopyDirection, CopyOptions, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats,
+    Tunnel,
 };
 use crate::events::{ByteProgress, Reporter};
 use crate::{Error, Result};
@@ -439,11 +440,13 @@ impl RemoteExec for LocalExec {
         }
     }
 
-    async fn copy(
+    async fn copy_with(
         &self,
         direction: CopyDirection,
+        _options: &CopyOptions,
         reporter: &dyn Reporter,
     ) -> Result<TransferStats> {
+        // The options choose how a remote copy travels; a local copy has nothing to choose.
         match direction {
             CopyDirection::Upload { local, remote } => {
                 copy_path(&local, &expand_home(&remote), reporter).await

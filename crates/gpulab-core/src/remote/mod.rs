@@ -224,18 +224,18 @@ pub trait RemoteExec: Send + Sync {
         &self,
         direction: CopyDirection,
         reporter: &dyn Reporter,
-    ) -> Result<TransferStats>;
+    ) -> Result<TransferStats> {
+        self.copy_with(direction, &CopyOptions::default(), reporter)
+            .await
+    }
 
-    /// [`Self::copy`] as `options` say. By default the options are not looked at.
+    /// [`Self::copy`] as `options` say (a transport may ignore options it has no use for).
     async fn copy_with(
         &self,
         direction: CopyDirection,
         options: &CopyOptions,
         reporter: &dyn Reporter,
-    ) -> Result<TransferStats> {
-        let _ = options;
-        self.copy(direction, reporter).await
-    }
+    ) -> Result<TransferStats>;
 
     /// Open a byte stream to `port` in the workspace (local port forwarding is built on this).
     async fn tunnel(&self, port: u16) -> Result<Box<dyn Tunnel>>;

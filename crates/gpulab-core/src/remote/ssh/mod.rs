@@ -337,14 +337,6 @@ impl RemoteExec for SshSession {
         exec::run(self, request, streams).await
     }
 
-    async fn copy(
-        &self,
-        direction: CopyDirection,
-        reporter: &dyn Reporter,
-    ) -> Result<TransferStats> {
-        transfer::copy(self, direction, &CopyOptions::default(), reporter).await
-    }
-
     async fn copy_with(
         &self,
         direction: CopyDirection,
