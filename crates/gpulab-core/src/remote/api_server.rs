@@ -309,7 +309,10 @@ impl ApiServerExec {
             message: format!("tar: {e}"),
             hint: None,
         })?;
-        let status = status?;
+        let status = match status {
+            Ok(status) => status,
+            Err(e) => return self.why_refused(e).await,
+        };
         if let Some(reason) = unsuitable(status, &stderr) {
             return Ok(Attempt::Unsuitable(reason));
         }
@@ -331,6 +334,23 @@ impl ApiServerExec {
             bytes: total,
             elapsed: started.elapsed(),
         }))
+    }
+
+    /// An upload's stream broke (`failure`): if the workspace refuses this way of copying up front (no
+    /// tar, another user), that is why, and the copy is unsuitable rather than failed.
+    async fn why_refused(&self, failure: Error) -> Result<Attempt> {
+        let probe = ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), archive::PRECONDITIONS.into()],
+            env: self.copy_env(),
+            ..Default::default()
+        };
+        match self.exec(probe).await {
+            Ok(out) => match unsuitable(out.status, &out.stderr) {
+                Some(reason) => Ok(Attempt::Unsuitable(reason)),
+                None => Err(failure),
+            },
+            Err(_) => Err(failure),
+        }
     }
 
     async fn download(

@@ -29,16 +29,31 @@ pub(crate) const OTHER_USER: i32 = 98;
 /// The environment variable that names the user the scripts here must run as ([`OTHER_USER`]).
 pub(crate) const USER_VAR: &str = "GPULAB_CP_USER";
 
+/// The checks before a copy script touches anything: `tar` is there (else exit [`NO_TAR`]) and, when
+/// `GPULAB_CP_USER` is set, exec runs as that user (else exit [`OTHER_USER`]).
+macro_rules! preconditions {
+    () => {
+        r#"command -v tar >/dev/null 2>&1 || { echo "the workspace has no tar" >&2; exit 99; }
+if [ -n "${GPULAB_CP_USER-}" ] && [ "$(id -un 2>/dev/null)" != "$GPULAB_CP_USER" ]; then echo "exec runs as $(id -un 2>/dev/null), not $GPULAB_CP_USER" >&2; exit 98; fi
+"#
+    };
+}
+
+/// [`preconditions!`] alone: run on its own when an upload's stream broke, to tell a workspace that
+/// refused the copy up front (the script exits while the tar stream is still being written, and the
+/// connection can reset before its status arrives) from a real failure.
+pub(crate) const PRECONDITIONS: &str = preconditions!();
+
 /// The shell script that receives an upload (`sh -c RECEIVE gpulab-cp DEST NAME [exact [MTIME]]`, the
 /// tar stream on standard input, whose root is `NAME`): the target is `DEST/NAME` when `DEST` is a
 /// directory, else `DEST` (always `DEST` with `exact`). It unpacks into a temporary directory beside a new
 /// target and moves it into place, or inside an existing directory and hard-links each file over the old
 /// one (then sets the directory's modification time back to `MTIME`), so a failed copy never leaves a
 /// partial file at a target name. `DEST` may start with `~/`.
-pub(crate) const RECEIVE: &str = r#"set -e
-command -v tar >/dev/null 2>&1 || { echo "the workspace has no tar" >&2; exit 99; }
-if [ -n "${GPULAB_CP_USER-}" ] && [ "$(id -un 2>/dev/null)" != "$GPULAB_CP_USER" ]; then echo "exec runs as $(id -un 2>/dev/null), not $GPULAB_CP_USER" >&2; exit 98; fi
-dest=$1 name=$2
+pub(crate) const RECEIVE: &str = concat!(
+    "set -e\n",
+    preconditions!(),
+    r#"dest=$1 name=$2
 case $dest in "~") dest=$HOME ;; "~/"*) dest=$HOME/${dest#"~/"} ;; esac
 if [ "${3-}" != exact ] && [ -d "$dest" ]; then target=$dest/$name; else target=$dest; fi
 if [ -d "$target" ] && [ ! -L "$target" ]; then merge=1 stage=$target; else merge= stage=$(dirname -- "$target"); mkdir -p -- "$stage"; fi
@@ -52,7 +67,8 @@ if [ -n "$merge" ] && [ -d "$tmp/$name" ]; then
 else
   mv -f -T -- "$tmp/$name" "$target"
 fi
-"#;
+"#
+);
 
 /// The shell script that sends a directory (`sh -c SEND gpulab-cp DIR [-h]`): its contents as a tar stream
 /// of `.`-relative names on standard output; `-h` follows symbolic links.
