@@ -120,7 +120,6 @@ async fn run_steps(distro: &Distro) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow (two debootstrap roots and apt/pip installs); not yet run to completion: run with --ignored"]
 async fn the_dockerfile_builds_on_ubuntu_22_04_and_24_04() {
     if let Some(why) = rootfs::missing_tools() {
         eprintln!("skipped: {why}");

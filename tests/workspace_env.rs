@@ -2,9 +2,9 @@
 //! root filesystem (debootstrap, cached under ~/.cache/gpulab-rootfs) with bubblewrap, so the real setup
 //! script installs sshd, Python, the venv and Jupyter with apt and pip from the package registries, and
 //! then every way in is checked for the same Python: exec through the API server (plain and `bash -lc`),
-//! an SSH session through the API server's port-forward, the Jupyter server's kernel, and the pod
-//! started again from the volume. No GPU, so the spec asks for a small package set (no PyTorch, no vLLM,
-//! no compilers): the mechanism is the one a real pod runs.
+//! an SSH session through the API server's port-forward, the Jupyter server's kernel, a Slurm job, and
+//! the pod started again from the volume. No GPU, so the spec asks for a small package set (no
+//! PyTorch, no vLLM, no compilers): the mechanism is the one a real pod runs.
 //!
 //! Slow (minutes the first time: the root filesystem and the first start's downloads); it prints the
 //! first start's and the restart's durations.
@@ -18,7 +18,8 @@ use gpulab_core::naming::{KubeNames, LabId};
 use gpulab_core::remote::api_server::ApiServerExec;
 use gpulab_core::remote::forward::forward_local;
 use gpulab_core::remote::ssh::{HostKeyPolicy, SshAuth, SshOptions, SshSession, parse_public_key};
-use gpulab_core::remote::{ExecRequest, RemoteExec};
+use gpulab_core::remote::{ExecRequest, ExecStreams, RemoteExec};
+use gpulab_core::slurm;
 use gpulab_core::spec::{SpecLayer, WorkspaceLayer};
 use gpulab_core::workspace::{KubeWorkspace, VolumeClass, WorkspaceManager};
 use gpulab_testkit::LabDir;
@@ -52,6 +53,30 @@ fn argv(words: &[&str]) -> ExecRequest {
         timeout: Some(Duration::from_secs(120)),
         ..Default::default()
     }
+}
+
+/// `gpulab slurm run -- python -c 'print(sys.prefix)'` without a GPU: the job's stdout.
+async fn srun_prefix(exec: &dyn RemoteExec) -> String {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let command: Vec<String> = ["python", "-c", PRINT_PREFIX].map(String::from).to_vec();
+    let no_gpu = slurm::SrunOptions {
+        gpus: 0,
+        ..Default::default()
+    };
+    let streams = ExecStreams {
+        stdin: None,
+        stdout: Box::pin(&mut stdout),
+        stderr: Box::pin(&mut stderr),
+    };
+    let status = slurm::run(exec, &command, &no_gpu, streams)
+        .await
+        .expect("slurm run");
+    assert!(
+        status.success(),
+        "slurm run: {status:?}\n{}",
+        String::from_utf8_lossy(&stderr)
+    );
+    String::from_utf8_lossy(&stdout).trim().to_string()
 }
 
 /// A GET through a local forward to the workspace's Jupyter server; the body of a 200, else empty.
@@ -248,6 +273,20 @@ km.shutdown_kernel(now=True)\n";
     request.stdin = Some(kernel.as_bytes().to_vec());
     assert_eq!(run(&exec, request).await, venv);
 
+    // 4. Slurm, run for real: its setup installs slurm-wlm and munge with apt (the .debs into the
+    //    volume's cache, the packages into the list a restart reinstalls), keeps the munge key on the
+    //    volume, and starts munged, slurmctld and slurmd in the container; a job prints the venv. No
+    //    GPU here, so the configuration is the detected CPUs and memory alone and the job asks for no
+    //    GPU (`gpulab slurm setup` itself stops at "no GPU" before this point).
+    let resources = slurm::detect(&exec).await.expect("detect for Slurm");
+    assert_eq!(resources.gpu_count(), 0, "{resources:?}");
+    let slurm_started = Instant::now();
+    let slurm_log = slurm::start(&exec, &resources, &slurm::SetupOptions::default())
+        .await
+        .expect("Slurm starts in the workspace");
+    let slurm_first = slurm_started.elapsed();
+    assert_eq!(srun_prefix(&exec).await, venv, "{slurm_log}");
+
     // Something in each cache, to find again after the restart.
     run(
         &exec,
@@ -305,6 +344,31 @@ km.shutdown_kernel(now=True)\n";
                 .starts_with("openssh-server_")),
         "no cached openssh-server .deb on the volume"
     );
+    // Slurm came back from the volume: the packages from the cached .debs, the same munge key; starting
+    // it again installs nothing.
+    assert_eq!(
+        run(
+            &exec,
+            ExecRequest::shell(
+                "cmp /etc/munge/munge.key /workspace/.gpulab/munge.key && command -v srun"
+            )
+        )
+        .await,
+        "/usr/bin/srun"
+    );
+    let slurm_started = Instant::now();
+    let slurm_log = slurm::start(
+        &exec,
+        &resources,
+        &slurm::SetupOptions {
+            install_missing: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("Slurm starts again after the restart, with nothing to install");
+    let slurm_again = slurm_started.elapsed();
+    assert_eq!(srun_prefix(&exec).await, venv, "{slurm_log}");
     // Where the restart's time went, by the setup's own timestamps.
     for line in log.lines().filter(|l| l.starts_with("[gpulab-setup]")) {
         eprintln!("restart: {line}");
@@ -397,9 +461,12 @@ print(json.dumps(json.load(urllib.request.urlopen(request, timeout=10))['last_sh
 
     eprintln!(
         "workspace in the real-root-filesystem mode: first start {:.1}s, restart {:.1}s, \
+         Slurm's first setup {:.1}s and its start after the restart {:.1}s, \
          spot interruption {:.1}s (drained in {:.1}s, of which the preStop notice waits 20 s)",
         first_start.as_secs_f64(),
         restart.as_secs_f64(),
+        slurm_first.as_secs_f64(),
+        slurm_again.as_secs_f64(),
         interruption.as_secs_f64(),
         drained.as_secs_f64()
     );

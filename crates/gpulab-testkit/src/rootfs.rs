@@ -106,6 +106,45 @@ impl Distro {
     fn script(&self) -> Option<&'static str> {
         (self.family == "ubuntu").then_some("gutsy")
     }
+
+    /// The apt sources the official `ubuntu:<version>` image ships (the base of NVIDIA's CUDA images):
+    /// all four components, with `-updates`, `-backports` and `-security`. debootstrap writes only
+    /// `<suite> main`, where packages the Dockerfile names (`python3-venv` on 22.04 is in universe) have
+    /// no candidate. 24.04 moved to deb822 `ubuntu.sources`; see
+    /// <https://github.com/docker-library/docs/blob/master/ubuntu/README.md> and
+    /// <https://discourse.ubuntu.com/t/spec-apt-deb822-sources-by-default/29333>. `None` for Debian,
+    /// whose `debian:bookworm` image has `main` alone, as debootstrap writes.
+    fn image_apt_sources(&self) -> Option<(&'static str, String)> {
+        if self.family != "ubuntu" {
+            return None;
+        }
+        let suite = self.suite;
+        const COMPONENTS: &str = "main restricted universe multiverse";
+        const ARCHIVE: &str = "http://archive.ubuntu.com/ubuntu/";
+        const SECURITY: &str = "http://security.ubuntu.com/ubuntu/";
+        if self.suite == "jammy" {
+            let text = [
+                suite,
+                &format!("{suite}-updates"),
+                &format!("{suite}-backports"),
+            ]
+            .iter()
+            .map(|s| format!("deb {ARCHIVE} {s} {COMPONENTS}\n"))
+            .chain([format!("deb {SECURITY} {suite}-security {COMPONENTS}\n")])
+            .collect();
+            return Some(("etc/apt/sources.list", text));
+        }
+        let keyring = "/usr/share/keyrings/ubuntu-archive-keyring.gpg";
+        Some((
+            "etc/apt/sources.list.d/ubuntu.sources",
+            format!(
+                "Types: deb\nURIs: {ARCHIVE}\nSuites: {suite} {suite}-updates {suite}-backports\n\
+                 Components: {COMPONENTS}\nSigned-By: {keyring}\n\n\
+                 Types: deb\nURIs: {SECURITY}\nSuites: {suite}-security\n\
+                 Components: {COMPONENTS}\nSigned-By: {keyring}\n"
+            ),
+        ))
+    }
 }
 
 /// The first Debian archive URI in the host's apt sources (one-line or deb822 format), if any.
@@ -178,12 +217,16 @@ impl RootFs {
             return Err(io::Error::other(why));
         }
         let mirror = distro.mirror();
-        let key = format!(
+        let mut key = format!(
             "{BUILD_VERSION} {} {} {}",
             distro.family,
             distro.suite,
             mirror.as_deref().unwrap_or("default")
         );
+        if distro.image_apt_sources().is_some() {
+            // Roots built before the image's sources were written lack them (Debian's key is unchanged).
+            key.push_str(" image-sources");
+        }
         let dir = cache_dir().join(format!("{}-{:016x}", distro.suite, fnv(&key)));
         std::fs::create_dir_all(&dir)?;
         let root = dir.join("root");
@@ -234,6 +277,10 @@ impl RootFs {
                 log.display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             )));
+        }
+        if let Some((file, text)) = distro.image_apt_sources() {
+            let _ = std::fs::remove_file(partial.join("etc/apt/sources.list"));
+            std::fs::write(partial.join(file), text)?;
         }
         // apt's downloaded .debs are not part of the image.
         let _ = std::fs::remove_dir_all(partial.join("var/cache/apt/archives"));
@@ -369,6 +416,20 @@ fn pip_host_settings() -> Vec<(String, String)> {
     out
 }
 
+/// The address slirp4netns gives the container (its `--configure` default).
+const CONTAINER_ADDRESS: &str = "10.0.2.100";
+
+/// /etc/hosts as the kubelet writes it into every container of a pod without host networking
+/// (`managedHostsFileContent` in kubernetes/pkg/kubelet/kubelet_pods.go): the loopback names, and the
+/// pod's address with its host name, which munged and Slurm resolve.
+fn kubelet_hosts_file(hostname: &str) -> String {
+    format!(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n\
+         {CONTAINER_ADDRESS}\t{hostname}\n"
+    )
+}
+
 /// A folder bound into a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
@@ -425,6 +486,9 @@ impl Container {
         tokio::task::spawn_blocking(move || copy_from.copy_to(&copy_to))
             .await
             .map_err(io::Error::other)??;
+        if !spec.hostname.is_empty() {
+            std::fs::write(root.join("etc/hosts"), kubelet_hosts_file(&spec.hostname))?;
+        }
         let info = dir.join("info.json");
         let block = dir.join("start.fifo");
         let status = std::process::Command::new("mkfifo").arg(&block).status()?;
@@ -440,6 +504,11 @@ impl Container {
             "/dev".into(),
             "--proc".into(),
             "/proc".into(),
+            // Containers get a read-only sysfs (the OCI runtime spec's default mounts, as runc and
+            // containerd set them up): hwloc, and with it slurmd, reads the CPU topology there.
+            "--ro-bind".into(),
+            "/sys".into(),
+            "/sys".into(),
             "--unshare-pid".into(),
             // The command is the namespace's PID 1, as in a container: when it exits, the kernel ends
             // everything else in it, and a signal it has no handler for does not reach it.

@@ -302,14 +302,32 @@ pub async fn setup(exec: &dyn RemoteExec, options: &SetupOptions) -> Result<Slur
             ),
         });
     }
-    let slurm_conf = render_slurm_conf(&resources);
-    let gres_conf = render_gres_conf(&resources);
+    let log = start(exec, &resources, options).await?;
+    let verification = verify(exec).await?;
+    Ok(SlurmSetup {
+        slurm_conf: render_slurm_conf(&resources),
+        gres_conf: render_gres_conf(&resources),
+        resources,
+        log,
+        verification,
+    })
+}
+
+/// Install what is missing, write the configuration for `resources`, and (re)start munged, slurmctld
+/// and slurmd: [`setup`] without its GPU check and verification. Returns the setup script's output.
+pub async fn start(
+    exec: &dyn RemoteExec,
+    resources: &NodeResources,
+    options: &SetupOptions,
+) -> Result<String> {
+    let slurm_conf = render_slurm_conf(resources);
+    let gres_conf = render_gres_conf(resources);
     let request = ExecRequest {
         argv: vec!["bash".into(), "-s".into()],
         stdin: Some(SETUP_SCRIPT.as_bytes().to_vec()),
         env: vec![
-            ("GPULAB_SLURM_CONF".into(), slurm_conf.clone()),
-            ("GPULAB_GRES_CONF".into(), gres_conf.clone()),
+            ("GPULAB_SLURM_CONF".into(), slurm_conf),
+            ("GPULAB_GRES_CONF".into(), gres_conf),
             ("GPULAB_SLURM_NODE".into(), resources.hostname.clone()),
             (
                 "GPULAB_SLURM_INSTALL".into(),
@@ -335,14 +353,7 @@ pub async fn setup(exec: &dyn RemoteExec, options: &SetupOptions) -> Result<Slur
                 .then(|| "install slurm-wlm and munge in the image, or allow installing".into()),
         });
     }
-    let verification = verify(exec).await?;
-    Ok(SlurmSetup {
-        resources,
-        slurm_conf,
-        gres_conf,
-        log,
-        verification,
-    })
+    Ok(log)
 }
 
 fn tail(s: &str, max: usize) -> &str {
