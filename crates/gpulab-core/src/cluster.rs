@@ -13,7 +13,7 @@ use tower::filter::{AsyncFilterLayer, AsyncPredicate};
 
 use crate::naming::LabId;
 use crate::provision::{ClusterAccess, ClusterAuth, TokenSource};
-use crate::{Error, Result};
+use crate::{ApiError, Error, Result};
 use kube::Api;
 use kube::api::{DeleteParams, Preconditions};
 
@@ -34,6 +34,7 @@ pub async fn connect(access: &ClusterAccess) -> Result<kube::Client> {
                 hint: Some(
                     "set KUBECONFIG, or pass the kubeconfig path of an existing cluster".into(),
                 ),
+                cause: None,
             })?;
             let options = KubeConfigOptions {
                 context: context.clone(),
@@ -44,6 +45,7 @@ pub async fn connect(access: &ClusterAccess) -> Result<kube::Client> {
                 .map_err(|e| Error::Cluster {
                     message: format!("the kubeconfig has no usable context: {e}"),
                     hint: Some("`kubectl config get-contexts` lists them".into()),
+                    cause: None,
                 })?;
             kube::Client::try_from(config).map_err(|e| cluster_error("connect", e))
         }
@@ -54,6 +56,7 @@ pub async fn connect(access: &ClusterAccess) -> Result<kube::Client> {
                     access.endpoint
                 ),
                 hint: None,
+                cause: None,
             })?;
             let mut config = kube::Config::new(url);
             if let Some(pem) = &access.ca_pem {
@@ -102,6 +105,7 @@ fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>> {
                     .map_err(|e| Error::Cluster {
                         message: format!("the cluster's CA certificate is not valid base64: {e}"),
                         hint: None,
+                        cause: None,
                     })?;
                 certificates.push(der);
                 body = None;
@@ -114,6 +118,7 @@ fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>> {
         return Err(Error::Cluster {
             message: "the cluster's CA bundle holds no certificate".into(),
             hint: None,
+            cause: None,
         });
     }
     Ok(certificates)
@@ -133,11 +138,23 @@ pub(crate) fn cluster_error(doing: &str, error: kube::Error) -> Error {
         }
         _ => None,
     };
-    let message = match &error {
-        kube::Error::Api(status) => format!("{doing}: {} ({})", status.message, status.reason),
-        other => format!("{doing}: {other}"),
+    let (message, code, http_status) = match &error {
+        kube::Error::Api(status) => (
+            format!("{doing}: {} ({})", status.message, status.reason),
+            Some(status.reason.clone()).filter(|r| !r.is_empty()),
+            Some(status.code),
+        ),
+        other => (format!("{doing}: {other}"), None, None),
     };
-    Error::Cluster { message, hint }
+    Error::Cluster {
+        message,
+        hint,
+        cause: Some(ApiError {
+            code,
+            http_status,
+            source: Box::new(error),
+        }),
+    }
 }
 
 /// True when the error is the API server's 404.
@@ -237,5 +254,31 @@ mod tests {
             vec![vec![0, 1, 2, 3, 4], vec![5, 6]]
         );
         assert!(pem_certificates(b"no certificate here").is_err());
+    }
+
+    #[test]
+    fn an_api_server_refusal_keeps_its_reason_and_status_for_callers_to_match() {
+        let refusal = |message: &str, reason: &str, code: u16| {
+            cluster_error(
+                "get pod gpu-dev-pod-0",
+                kube::Error::Api(
+                    kube::core::Status::failure(message, reason)
+                        .with_code(code)
+                        .boxed(),
+                ),
+            )
+        };
+        let missing = refusal("pods \"gpu-dev-pod-0\" not found", "NotFound", 404);
+        assert!(missing.is_not_found() && !missing.is_conflict() && !missing.is_throttled());
+        assert_eq!(
+            missing.to_string(),
+            "cluster: get pod gpu-dev-pod-0: pods \"gpu-dev-pod-0\" not found (NotFound)"
+        );
+        let source = std::error::Error::source(&missing).expect("a source");
+        assert_eq!(source.to_string(), "NotFound (HTTP 404)");
+        assert!(source.source().is_some(), "kube's error is kept");
+        assert!(refusal("the object has been modified", "Conflict", 409).is_conflict());
+        assert!(refusal("already exists", "AlreadyExists", 409).is_conflict());
+        assert!(refusal("too many requests", "TooManyRequests", 429).is_throttled());
     }
 }

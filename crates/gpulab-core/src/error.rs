@@ -42,6 +42,9 @@ pub enum Error {
         message: String,
         /// What the user can do about it, when gpulab knows.
         hint: Option<String>,
+        /// The cloud's answer, when an API call failed: its code and status, and the SDK's error.
+        #[source]
+        cause: Option<ApiError>,
     },
 
     /// The Kubernetes API refused or failed a request.
@@ -51,6 +54,9 @@ pub enum Error {
         message: String,
         /// What the user can do about it, when gpulab knows.
         hint: Option<String>,
+        /// The API server's answer, when a request failed: its reason and status, and kube's error.
+        #[source]
+        cause: Option<ApiError>,
     },
 
     /// The workspace pod could not be created or never became ready.
@@ -139,6 +145,107 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(self, Error::Spec(_) | Error::Usage { .. })
     }
+
+    /// The API's answer behind a failed cloud or cluster call, if that is what this error is.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            Error::Provision { cause, .. } | Error::Cluster { cause, .. } => cause.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// True when a cloud or cluster API said the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.api().is_some_and(ApiError::is_not_found)
+    }
+
+    /// True when a cloud or cluster API said the object already exists or is in use, or a
+    /// precondition failed (HTTP 409).
+    pub fn is_conflict(&self) -> bool {
+        self.api().is_some_and(ApiError::is_conflict)
+    }
+
+    /// True when a cloud or cluster API refused the call for its rate: worth retrying later.
+    pub fn is_throttled(&self) -> bool {
+        self.api().is_some_and(ApiError::is_throttled)
+    }
+}
+
+/// What a cloud or cluster API answered when a call failed: the service's error code and the HTTP
+/// status, so that a caller tells a missing object from a conflict or throttling without reading the
+/// message. The client library's own error (the AWS SDK's, kube's) is its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", match (code, http_status) {
+    (Some(code), Some(status)) => format!("{code} (HTTP {status})"),
+    (Some(code), None) => code.clone(),
+    (None, Some(status)) => format!("HTTP {status}"),
+    (None, None) => "no answer".to_string(),
+})]
+pub struct ApiError {
+    /// AWS's error code (`ResourceNotFoundException`, `InvalidVpcID.NotFound`, `Throttling`) or the
+    /// Kubernetes Status reason (`NotFound`, `AlreadyExists`, `Conflict`).
+    pub code: Option<String>,
+    /// The status of the HTTP answer, when one came (none for a connection that failed).
+    pub http_status: Option<u16>,
+    /// The client library's error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl ApiError {
+    /// True for 404, and for the AWS codes that mean the object is not there (EC2's `*.NotFound`,
+    /// IAM's `NoSuchEntity`, EKS's `ResourceNotFoundException`, a gateway already detached).
+    pub fn is_not_found(&self) -> bool {
+        self.http_status == Some(404) || self.code.as_deref().is_some_and(code_is_not_found)
+    }
+
+    /// True for 409, and for the AWS codes that mean the object already exists or is in use.
+    pub fn is_conflict(&self) -> bool {
+        self.http_status == Some(409) || self.code.as_deref().is_some_and(code_is_conflict)
+    }
+
+    /// True for 429, and for the AWS throttling codes (EC2's `RequestLimitExceeded`, the JSON
+    /// services' `ThrottlingException`, IAM's and STS's `Throttling`).
+    pub fn is_throttled(&self) -> bool {
+        self.http_status == Some(429) || self.code.as_deref().is_some_and(code_is_throttled)
+    }
+}
+
+/// An AWS error code or Kubernetes reason that says the object does not exist.
+pub(crate) fn code_is_not_found(code: &str) -> bool {
+    code.ends_with("NotFound")
+        || code.ends_with("NotFoundException")
+        || matches!(code, "NoSuchEntity" | "Gateway.NotAttached")
+}
+
+/// An AWS error code or Kubernetes reason that says the object already exists, is in use, or changed
+/// under the caller.
+pub(crate) fn code_is_conflict(code: &str) -> bool {
+    matches!(
+        code,
+        "AlreadyExists"
+            | "Conflict"
+            | "ResourceInUseException"
+            | "EntityAlreadyExists"
+            | "RouteAlreadyExists"
+            | "Resource.AlreadyAssociated"
+    ) || code.ends_with(".Duplicate")
+}
+
+/// An AWS error code or Kubernetes reason that says the call was refused for its rate.
+pub(crate) fn code_is_throttled(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestLimitExceeded"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "TooManyRequests"
+            | "SlowDown"
+    )
 }
 
 /// `Result` with gpulab's [`Error`].

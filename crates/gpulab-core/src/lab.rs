@@ -1259,6 +1259,7 @@ async fn provisioner(
                 step: "choose a provider".into(),
                 message: "this build of gpulab has no AWS support".into(),
                 hint: Some("rebuild with the `aws` feature, or use an existing cluster".into()),
+                cause: None,
             })
         }
     }

@@ -79,5 +79,5 @@ pub mod workspace;
 pub use gpulab_model::{capacity, catalog, cost, events, naming, spec};
 
 pub use builder::LabBuilder;
-pub use error::{Error, Result};
+pub use error::{ApiError, Error, Result};
 pub use lab::{Lab, LabOptions, Provider};

@@ -154,8 +154,13 @@ async fn ecr_refusals_name_the_step_the_code_and_what_to_do() {
             step,
             message,
             hint,
+            cause,
         } => {
             assert_eq!(step, "ECR CreateRepository");
+            // The service's answer stays matchable: its code and status, the SDK's error below.
+            let cause = cause.expect("the service's answer");
+            assert_eq!(cause.code.as_deref(), Some("AccessDeniedException"));
+            assert_eq!(cause.http_status, Some(400));
             assert_eq!(
                 message,
                 "AccessDeniedException: not authorized to perform: ecr:CreateRepository"

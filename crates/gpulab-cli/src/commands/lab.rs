@@ -301,6 +301,7 @@ pub(crate) async fn autostop(
                 message: "the lab's cluster cannot be reached to read the autostop agent's state"
                     .into(),
                 hint: Some("`gpulab status` says why".into()),
+                cause: None,
             })?
     } else {
         lab.set_autostop(args.idle.as_deref(), args.budget.as_deref())

@@ -80,6 +80,7 @@ pub async fn read_state(client: &kube::Client, spec: &ValidSpec) -> Result<Optio
             "the agent rewrites it every 30 s; if this persists, `gpulab up` installs the agent again"
                 .into(),
         ),
+        cause: None,
     })
 }
 

@@ -46,6 +46,7 @@ fn cluster_err(message: String, hint: &str) -> Error {
     Error::Cluster {
         message,
         hint: Some(hint.into()),
+        cause: None,
     }
 }
 
@@ -343,6 +344,7 @@ impl ClusterProvisioner for ExistingCluster {
                 "resize its GPU nodes with whatever manages the cluster (its node group, autoscaler or machines)"
                     .into(),
             ),
+            cause: None,
         })
     }
 

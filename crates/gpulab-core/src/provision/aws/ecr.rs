@@ -89,6 +89,7 @@ fn unexpected(step: &str, message: impl Into<String>) -> Error {
         hint: Some(
             "ECR's answer was not what gpulab expects; retry, and report it if it persists".into(),
         ),
+        cause: None,
     }
 }
 
@@ -102,6 +103,7 @@ impl EcrClient {
                 hint: Some(
                     "set `region` in the lab's spec, or AWS_REGION / the profile's region".into(),
                 ),
+                cause: None,
             });
         }
         Ok(EcrClient {

@@ -346,6 +346,7 @@ pub(crate) async fn converge(
                         hint: Some(
                             "wait for `gpulab down` to finish, then rerun `gpulab up`".into(),
                         ),
+                        cause: None,
                     });
                 }
             }
@@ -389,6 +390,7 @@ pub(crate) async fn converge(
                                 valid.join(", ")
                             ),
                             hint: Some("rerun `gpulab up` later, or choose another region".into()),
+                            cause: None,
                         });
                     }
                     moved = true;
@@ -408,6 +410,7 @@ pub(crate) async fn converge(
                             "see the cluster's health in the EKS console; `gpulab down` removes it"
                                 .into(),
                         ),
+                        cause: None,
                     }),
                     Some(s) => Ok(Some(format!("cluster status {s}"))),
                     None => Ok(Some("cluster not visible yet".into())),
@@ -956,6 +959,7 @@ async fn wait_node_group_active(ctx: &Ctx<'_>, step: &str, desired: Option<u32>)
                         hint: Some(
                             "InsufficientInstanceCapacity: try another region or node type, or spot/on-demand; `gpulab down` removes the lab".into(),
                         ),
+                        cause: None,
                     });
                 }
                 other => return Ok(Some(format!("node group status {}", other.as_str()))),
@@ -989,6 +993,7 @@ pub(crate) async fn access(ctx: &Ctx<'_>) -> Result<ClusterAccess> {
                 step: step.into(),
                 message: format!("no EKS cluster named {}", ctx.names.cluster),
                 hint: Some("run `gpulab up` first".into()),
+                cause: None,
             });
         }
     };
@@ -1002,6 +1007,7 @@ pub(crate) async fn access(ctx: &Ctx<'_>) -> Result<ClusterAccess> {
                 cluster.status().map(|s| s.as_str()).unwrap_or("?")
             ),
             hint: Some("rerun `gpulab up` to wait for it".into()),
+            cause: None,
         })?
         .to_string();
     let ca_pem = match cluster.certificate_authority().and_then(|c| c.data()) {
@@ -1012,6 +1018,7 @@ pub(crate) async fn access(ctx: &Ctx<'_>) -> Result<ClusterAccess> {
                     step: step.into(),
                     message: format!("the cluster's certificate authority is not base64: {e}"),
                     hint: None,
+                    cause: None,
                 })?,
         ),
         None => None,
@@ -1103,6 +1110,7 @@ pub(crate) async fn scale(ctx: &Ctx<'_>, desired: u32) -> Result<()> {
                 "raise nodes.max (and check the GPU vCPU quota with `gpulab up --preflight`)"
                     .into(),
             ),
+            cause: None,
         });
     }
     ctx.step(&step, async {
@@ -1119,6 +1127,7 @@ pub(crate) async fn scale(ctx: &Ctx<'_>, desired: u32) -> Result<()> {
                     step: step.clone(),
                     message: format!("node group {} does not exist", ctx.names.node_group),
                     hint: Some("run `gpulab up` first".into()),
+                    cause: None,
                 });
             }
         }

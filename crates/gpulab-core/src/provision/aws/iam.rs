@@ -90,6 +90,7 @@ async fn converge_role(
                     step: step.into(),
                     message: e.to_string(),
                     hint: None,
+                    cause: None,
                 })?;
             match iam
                 .create_role()

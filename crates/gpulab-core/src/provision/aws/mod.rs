@@ -252,6 +252,7 @@ impl AwsProvisioner {
                     self.region, spec.spec.region
                 ),
                 hint: Some("build the provisioner from the lab's spec".into()),
+                cause: None,
             })
         }
     }
@@ -332,8 +333,12 @@ impl Ctx<'_> {
         let started = Instant::now();
         let mut interval = self.waits.initial_poll;
         loop {
-            let Some(pending) = check().await? else {
-                return Ok(());
+            let pending = match check().await {
+                Ok(None) => return Ok(()),
+                Ok(Some(pending)) => pending,
+                // The SDK has retried already; a wait of many minutes outlasts a burst of throttling.
+                Err(e) if e.is_throttled() => format!("an answer (AWS throttled the poll: {e})"),
+                Err(e) => return Err(e),
             };
             let elapsed = started.elapsed();
             if elapsed >= timeout {

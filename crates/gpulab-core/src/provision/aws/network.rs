@@ -502,5 +502,6 @@ pub(crate) fn missing(step: &str, what: &str) -> Error {
         step: step.into(),
         message: format!("the answer has no {what}"),
         hint: None,
+        cause: None,
     }
 }

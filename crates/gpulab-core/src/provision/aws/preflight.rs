@@ -99,6 +99,7 @@ impl Zones {
             hint: Some(format!(
                 "choose another region or node type: `gpulab catalog --region <region>` lists what is offered; `aws ec2 describe-instance-type-offerings --location-type availability-zone --filters Name=instance-type,Values={instance} --region {region}` checks one"
             )),
+            cause: None,
         })
     }
 }
@@ -196,6 +197,7 @@ pub(crate) async fn quota(ctx: &Ctx<'_>) -> Result<Option<QuotaCheck>> {
                 spec.nodes.desired,
             ),
             hint: Some(format!("{request}. Or lower nodes.desired.")),
+            cause: None,
         });
     }
     if limit < at_max {
@@ -287,6 +289,7 @@ pub(crate) async fn caller_address(url: &str) -> Result<std::net::Ipv4Addr> {
         hint: Some(
             "set access.api_cidrs (--api-cidr) to the address range you reach AWS from, e.g. 203.0.113.7/32".into(),
         ),
+        cause: None,
     }
     };
     let https = hyper_rustls::HttpsConnectorBuilder::new()

@@ -13,7 +13,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::retry::RetryConfig;
 
-use crate::Error;
+use crate::{ApiError, Error};
 
 /// The SDK's retry settings gpulab uses unless told otherwise: the standard strategy (exponential
 /// backoff with jitter, a retry quota), 8 attempts, backoff from 1 s up to 20 s. Throttling and 5xx
@@ -137,31 +137,12 @@ pub(crate) fn error_code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Opti
 
 /// True when the error says the resource does not exist (or is already detached/disassociated).
 pub(crate) fn is_not_found<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    error_code(e).is_some_and(code_is_not_found)
-}
-
-fn code_is_not_found(code: &str) -> bool {
-    code.ends_with("NotFound")
-        || code.ends_with(".NotFound")
-        || code.ends_with("NotFoundException")
-        || matches!(
-            code,
-            "NoSuchEntity" | "Gateway.NotAttached" | "InvalidAttachmentID.NotFound"
-        )
+    error_code(e).is_some_and(crate::error::code_is_not_found)
 }
 
 /// True when the error says the resource already exists.
 pub(crate) fn is_already_exists<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    error_code(e).is_some_and(|c| {
-        matches!(
-            c,
-            "ResourceInUseException"
-                | "EntityAlreadyExists"
-                | "InvalidPermission.Duplicate"
-                | "RouteAlreadyExists"
-                | "Resource.AlreadyAssociated"
-        ) || c.ends_with(".Duplicate")
-    })
+    error_code(e).is_some_and(crate::error::code_is_conflict)
 }
 
 const CREDENTIAL_CODES: &[&str] = &[
@@ -238,16 +219,23 @@ where
         ),
         _ => None,
     };
+    let http_status = e.raw_response().map(|raw| raw.status().as_u16());
     Error::Provision {
         step: step.into(),
         message: detail,
         hint,
+        cause: Some(ApiError {
+            code,
+            http_status,
+            source: Box::new(e),
+        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::code_is_not_found;
 
     #[test]
     fn not_found_codes() {
@@ -261,6 +249,59 @@ mod tests {
             assert!(code_is_not_found(code), "{code}");
         }
         assert!(!code_is_not_found("DependencyViolation"));
+    }
+
+    /// A service's error answer, as the SDK hands it over: code, message, HTTP status.
+    fn service_error(
+        code: &str,
+        status: u16,
+    ) -> SdkError<aws_sdk_eks::operation::describe_cluster::DescribeClusterError, HttpResponse>
+    {
+        use aws_sdk_eks::operation::describe_cluster::DescribeClusterError;
+        use aws_smithy_types::error::ErrorMetadata;
+        let meta = ErrorMetadata::builder()
+            .code(code)
+            .message("from the service")
+            .build();
+        let raw = HttpResponse::new(
+            status.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        SdkError::service_error(DescribeClusterError::generic(meta), raw)
+    }
+
+    #[test]
+    fn a_failed_call_keeps_its_code_status_and_source_for_callers_to_match() {
+        let err = sdk_error(
+            "describe cluster",
+            service_error("ResourceNotFoundException", 404),
+        );
+        assert!(err.is_not_found() && !err.is_conflict() && !err.is_throttled());
+        let api = err.api().expect("the API's answer");
+        assert_eq!(api.code.as_deref(), Some("ResourceNotFoundException"));
+        assert_eq!(api.http_status, Some(404));
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(source.to_string(), "ResourceNotFoundException (HTTP 404)");
+        assert!(source.source().is_some(), "the SDK's error is kept");
+        // The message stays what it was: the service's code and text.
+        assert_eq!(
+            err.to_string(),
+            "describe cluster: ResourceNotFoundException: from the service"
+        );
+
+        let err = sdk_error(
+            "create node group",
+            service_error("ResourceInUseException", 409),
+        );
+        assert!(err.is_conflict() && !err.is_not_found());
+        // EC2's throttling answer is a 503 with its own code.
+        let err = sdk_error(
+            "describe subnets",
+            service_error("RequestLimitExceeded", 503),
+        );
+        assert!(err.is_throttled());
+        let err = sdk_error("get role", service_error("Throttling", 400));
+        assert!(err.is_throttled());
     }
 
     #[test]

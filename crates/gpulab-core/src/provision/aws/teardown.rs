@@ -242,6 +242,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
                 "rerun `gpulab down` (AWS releases some dependencies minutes after a cluster is deleted), or delete these by hand"
                     .into(),
             ),
+            cause: None,
         });
     }
     Ok(TeardownReport {
@@ -286,6 +287,7 @@ async fn delete_node_group(ctx: &Ctx<'_>, step: &str) -> Result<bool> {
                         step: step.into(),
                         message: format!("node group {} is DELETE_FAILED", ctx.names.node_group),
                         hint: Some("see its health issues in the EKS console, fix them, and rerun `gpulab down`".into()),
+                        cause: None,
                     });
                 }
                 Some(s) => Some(format!("node group status {s}")),
