@@ -39,9 +39,7 @@ use crate::load_balancers::EmulatedLoadBalancers;
 use crate::moto::{EksGaps, subnet_zones};
 use crate::zones::ZoneWorld;
 
-/// The service account annotation the emulated Pod Identity agent sets once an association exists (a
-/// test-side mark standing in for the credentials the agent would serve).
-pub const POD_IDENTITY_MARK: &str = "testkit.gpulab.io/pod-identity-role";
+pub use crate::kube::POD_IDENTITY_MARK;
 
 /// What kubelet on an EKS AL2023 node reports, as nodeadm configures it (awslabs/amazon-eks-ami,
 /// `nodeadm/internal/kubelet/config.go`): `kubeReserved.cpu` 6% of the first core, 1% of the second,

@@ -22,49 +22,13 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::resources::{CONFIG_MAP, POD, PVC, SECRET};
-use super::server::Inner;
+use super::shared::Inner;
 use super::sim::{self, record_event};
-use super::store::{State, now};
+use super::store::{Sandbox, State, now};
 use crate::rootfs::{Bind, Container, ContainerSpec, RootFs, project_files};
 
 /// The environment every container of the root filesystem's "image" has before the pod's own.
 const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// What the API server needs of a running real container: its namespaces (by a process in them) and
-/// the environment and working directory exec'd commands get.
-#[derive(Debug, Clone)]
-pub(crate) struct Sandbox {
-    /// The pod's uid.
-    pub(crate) uid: String,
-    /// A process in the container's namespaces.
-    pub(crate) pid: u32,
-    /// The container's environment.
-    pub(crate) env: Vec<(String, String)>,
-    /// Its working directory.
-    pub(crate) working_dir: String,
-}
-
-/// The real mode's settings.
-#[derive(Debug, Clone)]
-pub(crate) struct RealMode {
-    /// Pods with a container whose image contains this run for real.
-    pub(crate) image_contains: String,
-}
-
-impl RealMode {
-    /// Whether `pod` runs for real.
-    pub(crate) fn wants(&self, pod: &Value) -> bool {
-        pod["spec"]["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| {
-                c["image"]
-                    .as_str()
-                    .is_some_and(|i| i.contains(&self.image_contains))
-            })
-    }
-}
 
 struct Running {
     ns: String,

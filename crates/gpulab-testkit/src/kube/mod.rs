@@ -107,14 +107,18 @@
 
 mod containers;
 mod delay;
+mod dial;
 mod patch;
 mod resources;
 mod select;
 mod server;
+mod shared;
 mod sim;
 mod spdy;
 mod store;
 mod stream;
+mod tables;
+mod watches;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -131,9 +135,13 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use server::Inner;
+use shared::Inner;
 use store::{State, now};
 
+/// The service account annotation the emulated Pod Identity agent sets once an association exists (a
+/// test-side mark standing in for the credentials the agent would serve): the EBS CSI controller
+/// provisions volumes only with it or an IRSA role (see [`crate::eks_world`], which sets it).
+pub const POD_IDENTITY_MARK: &str = "testkit.gpulab.io/pod-identity-role";
 /// A node taint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taint {
@@ -766,7 +774,7 @@ impl KubeEmulator {
     /// config maps projected with their modes; the pod is ready when its TCP readiness probe connects;
     /// exec and port-forward enter the container. Call once, before such pods are scheduled.
     pub fn run_containers(&self, image_contains: &str, rootfs: crate::rootfs::RootFs) {
-        self.inner.lock().real = Some(containers::RealMode {
+        self.inner.lock().real = Some(store::RealMode {
             image_contains: image_contains.into(),
         });
         containers::spawn_runtime(self.inner.clone(), rootfs);

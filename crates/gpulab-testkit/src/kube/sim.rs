@@ -848,7 +848,7 @@ fn ebs_csi_can_provision(
             && s(&p["spec"]["nodeName"]) == node
             && is_ready(p)
     });
-    let pod_identity = annotations[crate::eks_world::POD_IDENTITY_MARK].is_string() && agent_here;
+    let pod_identity = annotations[super::POD_IDENTITY_MARK].is_string() && agent_here;
     if irsa || pod_identity {
         return Ok(());
     }

@@ -310,7 +310,7 @@ fn parse_header_block(raw: &[u8]) -> Result<Vec<(String, String)>, String> {
 /// Where the session's ports lead and how its errors name the pod.
 pub(crate) struct Targets {
     /// The address registered for a port of this pod, looked up when a connection is forwarded.
-    pub(crate) lookup: Arc<dyn Fn(u16) -> Option<super::stream::Target> + Send + Sync>,
+    pub(crate) lookup: Arc<dyn Fn(u16) -> Option<super::dial::Target> + Send + Sync>,
     /// `namespace/name`.
     pub(crate) pod: String,
     /// The pod's uid.
@@ -478,14 +478,14 @@ struct Streams {
 /// Join a data stream to the target: the client's bytes arrive on `from_client` (closed on its `FIN`),
 /// the target's go out as `DATA` frames; when the target closes, both streams get `FIN`.
 async fn forward(
-    target: Option<super::stream::Target>,
+    target: Option<super::dial::Target>,
     port: u16,
     streams: Streams,
     mut from_client: mpsc::Receiver<Vec<u8>>,
     out: mpsc::Sender<Vec<u8>>,
     context: String,
 ) {
-    let conn = super::stream::dial(target.as_ref(), port).await;
+    let conn = super::dial::dial(target.as_ref(), port).await;
     let tcp = match conn {
         Ok(tcp) => tcp,
         Err(e) => {

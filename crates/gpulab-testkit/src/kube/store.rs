@@ -141,11 +141,11 @@ pub(crate) struct State {
     /// Image substrings whose pulls fail.
     pub(crate) unpullable: Vec<String>,
     /// Which pods run their container for real (`None`: none do).
-    pub(crate) real: Option<super::containers::RealMode>,
+    pub(crate) real: Option<RealMode>,
     /// Real pods the kubelet queued for the runtime: (namespace, name, uid).
     pub(crate) to_start: Vec<(String, String, String)>,
     /// The running real containers, by (namespace, pod).
-    pub(crate) sandboxes: HashMap<(String, String), super::containers::Sandbox>,
+    pub(crate) sandboxes: HashMap<(String, String), Sandbox>,
     /// Whether the cluster behaves as EKS does (see `KubeHandle::behave_as_eks`): cluster DNS from
     /// CoreDNS pods, EBS volumes only through a credentialed EBS CSI controller, zonal volumes.
     pub(crate) eks: bool,
@@ -350,5 +350,41 @@ impl State {
         }
         self.emit(res, "DELETED", obj.clone(), None);
         Some(obj)
+    }
+}
+
+/// What the API server needs of a running real container: its namespaces (by a process in them) and
+/// the environment and working directory exec'd commands get.
+#[derive(Debug, Clone)]
+pub(crate) struct Sandbox {
+    /// The pod's uid.
+    pub(crate) uid: String,
+    /// A process in the container's namespaces.
+    pub(crate) pid: u32,
+    /// The container's environment.
+    pub(crate) env: Vec<(String, String)>,
+    /// Its working directory.
+    pub(crate) working_dir: String,
+}
+
+/// The real mode's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct RealMode {
+    /// Pods with a container whose image contains this run for real.
+    pub(crate) image_contains: String,
+}
+
+impl RealMode {
+    /// Whether `pod` runs for real.
+    pub(crate) fn wants(&self, pod: &Value) -> bool {
+        pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c["image"]
+                    .as_str()
+                    .is_some_and(|i| i.contains(&self.image_contains))
+            })
     }
 }

@@ -2,7 +2,6 @@
 //! here, in the pod's sandbox directory) and `pods/portforward` (to the address the test registered),
 //! the latter also as SPDY/3.1, tunnelled in WebSocket or after an `Upgrade: SPDY/3.1` (see `spdy`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -21,12 +20,12 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-use super::containers::Sandbox;
 use super::delay::{Io, with_latency};
+use super::dial::{Target, dial, target};
 use super::resources::{POD, RESOURCES};
-use super::server::{Body, Inner, Query, check_container, full};
+use super::shared::{Body, Inner, Query, check_container, full};
 use super::spdy;
-use super::store::ApiError;
+use super::store::{ApiError, Sandbox};
 use crate::rootfs;
 
 const STDIN: u8 = 0;
@@ -496,50 +495,6 @@ async fn port_forward<S>(
     }
     drop(out_tx);
     let _ = writer.await;
-}
-
-/// Where a forwarded port of a pod leads: an address the test registered, or the loopback of the
-/// pod's real container.
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    /// A server the test runs.
-    Addr(SocketAddr),
-    /// Port `port` on the loopback of the network namespace of process `pid`.
-    Sandbox {
-        /// A process in the container.
-        pid: u32,
-    },
-}
-
-/// The target of `port` of pod `ns/name`: its real container's loopback when it runs one (as the
-/// kubelet connects inside the pod's network namespace), else the address the test registered.
-pub(crate) fn target(st: &super::store::State, ns: &str, name: &str, port: u16) -> Option<Target> {
-    let key = (ns.to_string(), name.to_string());
-    if let Some(sb) = st.sandboxes.get(&key) {
-        return Some(Target::Sandbox { pid: sb.pid });
-    }
-    st.ports
-        .get(&(key.0, key.1, port))
-        .copied()
-        .map(Target::Addr)
-}
-
-/// Connect to a port-forward target, with the kubelet's error text on failure.
-pub(crate) async fn dial(
-    target: Option<&Target>,
-    port: u16,
-) -> Result<tokio::net::TcpStream, String> {
-    match target {
-        Some(Target::Addr(a)) => tokio::net::TcpStream::connect(a)
-            .await
-            .map_err(|e| format!("dial tcp4 {a}: {e}")),
-        Some(Target::Sandbox { pid }) => rootfs::connect_in(*pid, port)
-            .await
-            .map_err(|e| format!("dial tcp4 127.0.0.1:{port}: connect: {e}")),
-        None => Err(format!(
-            "dial tcp4 127.0.0.1:{port}: connect: connection refused (no address registered)"
-        )),
-    }
 }
 
 /// The addresses a SPDY port-forward session of pod `ns/name` reaches, looked up per connection.
