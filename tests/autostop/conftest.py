@@ -10,13 +10,10 @@ import importlib.util
 import json
 import os
 import pathlib
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 import types
 import urllib.error
 import urllib.request
@@ -26,10 +23,12 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "crates" / "gpulab-testkit" / "python"))
+import kube_sandbox  # noqa: E402  (the shared launcher, found through the path above)
+
 AUTOSTOP = REPO / "crates" / "gpulab-core" / "src" / "autostop"
 AGENT_PY = AUTOSTOP / "agent.py"
 ACTIVITY_PY = AUTOSTOP / "activity.py"
-TARGET_DIR = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or pathlib.Path.home() / ".cache" / "gpulab-target")
 # A fixed moment for the labs' clocks (2027-01-15 08:00 UTC); the ticks go from there.
 T0 = 1_800_000_000
 MINUTE = 60
@@ -92,36 +91,8 @@ def closed_port() -> int:
 # -- the Kubernetes emulator ---------------------------------------------------------------------
 
 
-def sandbox_binary() -> pathlib.Path:
-    """`GPULAB_KUBE_SANDBOX`, else the debug build in the workspace's target directory."""
-    explicit = os.environ.get("GPULAB_KUBE_SANDBOX")
-    if explicit:
-        return pathlib.Path(explicit)
-    for candidate in [TARGET_DIR / "debug" / "kube-sandbox", REPO / "target" / "debug" / "kube-sandbox"]:
-        if candidate.exists():
-            return candidate
-    found = shutil.which("kube-sandbox")
-    if found:
-        return pathlib.Path(found)
-    pytest.fail("kube-sandbox not found: `cargo build -p gpulab-testkit --bin kube-sandbox` "
-                "(scripts/test does) or set GPULAB_KUBE_SANDBOX")
-
-
-class Kube:
+class Kube(kube_sandbox.KubeSandbox):
     """A running kube-sandbox, driven through its REST API with plain urllib."""
-
-    def __init__(self, proc: "subprocess.Popen[str]", url: str) -> None:
-        self.proc = proc
-        self.url = url
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # the emulator's Ctrl-C path cleans up after itself
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
     def call(self, method: str, path: str, body: Any = None,
              content_type: str = "application/json") -> Tuple[int, Any]:
@@ -171,27 +142,10 @@ class Kube:
 
 
 def start_sandbox(directory: pathlib.Path) -> Kube:
-    """Start kube-sandbox (one GPU node) like crates/gpulab-py/tests/conftest.py does, and wait until it
-    serves."""
-    kubeconfig = directory / "sandbox.kubeconfig"
-    env = dict(os.environ, GPULAB_SANDBOX_GPU_NODES="1")
-    proc = subprocess.Popen([str(sandbox_binary()), str(kubeconfig)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 30
-    lines: List[str] = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("Kubernetes API emulator at "):
-            url = line.split()[4]
-            # Keep draining stderr so the emulator never blocks on a full pipe.
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return Kube(proc, url)
-    proc.kill()
-    raise RuntimeError(f"kube-sandbox did not start: {''.join(lines)}")
+    """kube-sandbox with one GPU node."""
+    sandbox = kube_sandbox.start(directory, gpu_nodes=1, cls=Kube)
+    assert isinstance(sandbox, Kube)
+    return sandbox
 
 
 @pytest.fixture
