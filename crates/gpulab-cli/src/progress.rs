@@ -70,6 +70,12 @@ impl Reporter for Progress {
                     self.println(format!("  ✓ {step}{note} [{}s]", elapsed.as_secs()));
                 }
             }
+            // The error itself follows, as the command's own message.
+            Event::StepFailed { step, elapsed, .. } => {
+                if self.bar.is_some() {
+                    self.println(format!("  ✗ {step} [{}s]", elapsed.as_secs()));
+                }
+            }
             Event::Waiting { step, on, elapsed } => {
                 if let Some(bar) = &self.bar {
                     bar.set_message(format!("{step}: {on} ({}s)", elapsed.as_secs()));

@@ -15,7 +15,7 @@ use crate::addon::{ClusterAddon, NvidiaDevicePlugin};
 use crate::autostop::{AutostopStatus, Guard};
 use crate::cluster;
 use crate::cost::CostEstimate;
-use crate::events::{Event, Reporter};
+use crate::events::{Event, Reporter, reported_step};
 use crate::naming::{KubeNames, LAB_ID_KEY, LabId};
 pub use crate::provision::Provider;
 use crate::provision::existing::ExistingCluster;
@@ -1289,21 +1289,16 @@ fn provider_mismatch(name: &str, recorded: &Provider) -> Error {
 /// NLB takes a minute or two).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-/// Run `work` as a reported step.
+/// Run `work` as a reported step that never finds its work already done.
 async fn step<T>(
     reporter: &dyn Reporter,
     name: &str,
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    reporter.report(Event::StepStarted { step: name.into() });
-    let started = Instant::now();
-    let result = work.await?;
-    reporter.report(Event::StepFinished {
-        step: name.into(),
-        elapsed: started.elapsed(),
-        already_done: false,
-    });
-    Ok(result)
+    reported_step(reporter, name, async {
+        work.await.map(|value| (value, false))
+    })
+    .await
 }
 
 /// Create gpulab's own SSH key pair (`~/.ssh/gpulab_ed25519`) when the spec found no key to use, as

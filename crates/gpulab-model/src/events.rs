@@ -2,7 +2,7 @@
 //! spinners, the Python bindings as callbacks or a notebook widget, tests collect them.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -23,6 +23,15 @@ pub enum Event {
         elapsed: Duration,
         /// Whether it found the work already done (a resumed `up`, or an already-deleted resource).
         already_done: bool,
+    },
+    /// A step failed: its last event. The error itself is also what the call returns.
+    StepFailed {
+        /// The step's name.
+        step: String,
+        /// How long it ran before failing.
+        elapsed: Duration,
+        /// What went wrong, as the error's message.
+        error: String,
     },
     /// Still waiting on something slow, e.g. the EKS control plane; sent on every poll.
     Waiting {
@@ -66,6 +75,36 @@ pub enum Unit {
 pub trait Reporter: Send + Sync {
     /// Take one event.
     fn report(&self, event: Event);
+}
+
+/// Run `work` as the step `name`, reporting it: [`Event::StepStarted`], then [`Event::StepFinished`]
+/// (with whether `work` found the work already done, its second value) or [`Event::StepFailed`]. The
+/// one place a step's events are written, so every frontend sees each step end one way or the other.
+pub async fn reported_step<T, E: std::fmt::Display>(
+    reporter: &dyn Reporter,
+    name: &str,
+    work: impl Future<Output = Result<(T, bool), E>>,
+) -> Result<T, E> {
+    reporter.report(Event::StepStarted { step: name.into() });
+    let started = Instant::now();
+    match work.await {
+        Ok((value, already_done)) => {
+            reporter.report(Event::StepFinished {
+                step: name.into(),
+                elapsed: started.elapsed(),
+                already_done,
+            });
+            Ok(value)
+        }
+        Err(error) => {
+            reporter.report(Event::StepFailed {
+                step: name.into(),
+                elapsed: started.elapsed(),
+                error: error.to_string(),
+            });
+            Err(error)
+        }
+    }
 }
 
 /// Bytes done of a transfer, reported as [`Event::Progress`] at most once per MiB, and once more by
@@ -142,6 +181,11 @@ impl Lines {
                 let note = if *already_done { " (already done)" } else { "" };
                 Some(format!("✓ {step}{note} [{:.1}s]", elapsed.as_secs_f64()))
             }
+            Event::StepFailed {
+                step,
+                elapsed,
+                error,
+            } => Some(format!("✗ {step} [{:.1}s]: {error}", elapsed.as_secs_f64())),
             Event::Warning { message } => Some(format!("warning: {message}")),
             Event::Progress {
                 step,
@@ -203,6 +247,53 @@ impl<F: Fn(Event) + Send + Sync> Reporter for F {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A future that is ready at once (the model has no runtime; nothing here waits).
+    fn now<F: Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => panic!("the step waited"),
+        }
+    }
+
+    #[test]
+    fn a_step_ends_finished_or_failed() {
+        let recorder = Recorder::default();
+        let value = now(reported_step(&recorder, "create VPC", async {
+            Ok::<_, String>((7, true))
+        }));
+        assert_eq!(value, Ok(7));
+        let err = now(reported_step(&recorder, "create node group", async {
+            Err::<((), bool), _>("AccessDeniedException: not authorized".to_string())
+        }));
+        assert_eq!(err, Err("AccessDeniedException: not authorized".into()));
+        let events = recorder.events();
+        assert!(matches!(&events[0], Event::StepStarted { step } if step == "create VPC"));
+        assert!(matches!(
+            &events[1],
+            Event::StepFinished { step, already_done: true, .. } if step == "create VPC"
+        ));
+        assert!(matches!(&events[2], Event::StepStarted { step } if step == "create node group"));
+        match &events[3] {
+            Event::StepFailed { step, error, .. } => {
+                assert_eq!(step, "create node group");
+                assert_eq!(error, "AccessDeniedException: not authorized");
+            }
+            other => panic!("expected the step to fail, got {other:?}"),
+        }
+        assert_eq!(events.len(), 4);
+        let failed = Event::StepFailed {
+            step: "create node group".into(),
+            elapsed: Duration::from_millis(3000),
+            error: "AccessDeniedException: not authorized".into(),
+        };
+        assert_eq!(
+            Lines::line(&failed).unwrap(),
+            "✗ create node group [3.0s]: AccessDeniedException: not authorized"
+        );
+    }
 
     #[test]
     fn lines_name_finished_steps_warnings_and_finished_transfers() {

@@ -26,7 +26,7 @@ use kube::api::{Api, ListParams};
 use super::{AddonStatus, ClusterAddon};
 use crate::Result;
 use crate::cluster::{Deletion, cluster_error, is_not_found};
-use crate::events::{Event, Reporter};
+use crate::events::{Event, Reporter, reported_step};
 use crate::manifest::KubeObject;
 use crate::naming::{self, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT, LAB_ID_KEY, LabId};
 use crate::provision::{LeftAlone, ResourceRef};
@@ -294,27 +294,23 @@ impl ClusterAddon for NvidiaDevicePlugin {
         reporter: &dyn Reporter,
     ) -> Result<bool> {
         let step = format!("install {} {}", Self::NAME, Self::VERSION);
-        reporter.report(Event::StepStarted { step: step.clone() });
-        let started = std::time::Instant::now();
-        let provided_by = self.provided_by(client, id).await?;
-        match &provided_by {
-            Some(other) => reporter.report(Event::Warning {
-                message: format!(
-                    "the cluster already runs an NVIDIA device plugin ({other}): using it, installing none"
-                ),
-            }),
-            None => {
-                for object in Self::manifests(spec, id) {
-                    object.apply_owned(client, id).await?;
+        reported_step(reporter, &step, async {
+            let provided_by = self.provided_by(client, id).await?;
+            match &provided_by {
+                Some(other) => reporter.report(Event::Warning {
+                    message: format!(
+                        "the cluster already runs an NVIDIA device plugin ({other}): using it, installing none"
+                    ),
+                }),
+                None => {
+                    for object in Self::manifests(spec, id) {
+                        object.apply_owned(client, id).await?;
+                    }
                 }
             }
-        }
-        reporter.report(Event::StepFinished {
-            step,
-            elapsed: started.elapsed(),
-            already_done: provided_by.is_some(),
-        });
-        Ok(provided_by.is_none())
+            Ok((provided_by.is_none(), provided_by.is_some()))
+        })
+        .await
     }
 
     async fn status(

@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 
 use crate::capacity::IMAGE_BUILD;
 use crate::cluster::{Deletion, cluster_error, delete_owned};
-use crate::events::{Event, Reporter};
+use crate::events::{Event, Reporter, reported_step};
 use crate::naming::{GPU_TAINT, KubeNames, LAB_ID_KEY, LabId, kube_labels};
 use crate::spec::ValidSpec;
 use crate::{Error, Result};
@@ -210,7 +210,22 @@ pub async fn build_in_cluster(
     reporter: &dyn Reporter,
 ) -> Result<()> {
     let step = "build image (kaniko)";
-    reporter.report(Event::StepStarted { step: step.into() });
+    reported_step(reporter, step, async {
+        run_job(client, build, timeout, step, reporter)
+            .await
+            .map(|()| ((), false))
+    })
+    .await
+}
+
+/// [`build_in_cluster`]'s work, reported as the step `step`.
+async fn run_job(
+    client: &kube::Client,
+    build: &KanikoBuild,
+    timeout: Duration,
+    step: &str,
+    reporter: &dyn Reporter,
+) -> Result<()> {
     let started = Instant::now();
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &build.namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &build.namespace);
@@ -277,11 +292,6 @@ pub async fn build_in_cluster(
             .map_err(|e| cluster_error(&what("get job"), e))?;
         let status = job.status.unwrap_or_default();
         if status.succeeded.unwrap_or(0) > 0 {
-            reporter.report(Event::StepFinished {
-                step: step.into(),
-                elapsed: started.elapsed(),
-                already_done: false,
-            });
             return Ok(());
         }
         if status.failed.unwrap_or(0) > 0 {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::events::{Event, Reporter};
+use crate::events::{Event, Reporter, reported_step};
 use crate::naming::{GPU_RESOURCE, LabId};
 use crate::provision::{
     ClusterAccess, ClusterAuth, ClusterBinding, ClusterProvisioner, Preflight, ProvisionStatus,
@@ -292,23 +292,21 @@ impl ClusterProvisioner for ExistingCluster {
         reporter: &dyn Reporter,
     ) -> Result<Provisioned> {
         let step = "connect to the existing cluster";
-        reporter.report(Event::StepStarted { step: step.into() });
-        let started = std::time::Instant::now();
-        let resolved = self.resolve()?;
-        let binding = self.bind(&resolved)?;
-        let client = self.client(&resolved).await?;
-        // Preflight already warned when no node advertises GPUs; this only proves the cluster answers.
-        self.nodes(&client, &resolved.server).await?;
-        reporter.report(Event::StepFinished {
-            step: step.into(),
-            elapsed: started.elapsed(),
-            already_done: true,
-        });
-        Ok(Provisioned {
-            access: self.access_for(&resolved),
-            resources: Vec::new(),
-            binding: Some(binding),
+        reported_step(reporter, step, async {
+            let resolved = self.resolve()?;
+            let binding = self.bind(&resolved)?;
+            let client = self.client(&resolved).await?;
+            // Preflight already warned when no node advertises GPUs; this only proves the cluster
+            // answers.
+            self.nodes(&client, &resolved.server).await?;
+            let provisioned = Provisioned {
+                access: self.access_for(&resolved),
+                resources: Vec::new(),
+                binding: Some(binding),
+            };
+            Ok((provisioned, true))
         })
+        .await
     }
 
     async fn access(&self, _spec: &ValidSpec, _id: &LabId) -> Result<ClusterAccess> {

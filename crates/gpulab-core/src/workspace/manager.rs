@@ -9,7 +9,7 @@ use kube::api::{Api, LogParams};
 
 use super::{Endpoint, VolumeClass, WorkspaceInfo, WorkspaceManager, WorkspaceSecrets, manifests};
 use crate::cluster::{Deletion, cluster_error, is_not_found};
-use crate::events::{Event, Reporter};
+use crate::events::{Event, Reporter, reported_step};
 use crate::naming::{GPU_RESOURCE, KubeNames, LabId};
 use crate::provision::{LeftAlone, ResourceRef};
 use crate::spec::{AccessMode, SshKey, ValidSpec};
@@ -149,32 +149,28 @@ impl WorkspaceManager for KubeWorkspace {
         class: &VolumeClass,
         reporter: &dyn Reporter,
     ) -> Result<WorkspaceInfo> {
-        let step = "create the workspace".to_string();
-        reporter.report(Event::StepStarted { step: step.clone() });
-        let started = Instant::now();
-        // The namespace first: the secrets are looked up in it.
-        let objects = manifests(spec, id, class, &WorkspaceSecrets::placeholders(spec));
-        // A namespace someone else made is used as it is, never taken over: `down` deletes only the
-        // lab's own.
-        let take_namespace =
-            namespace_owner(client, spec, id).await? != NamespaceOwner::SomeoneElse;
-        if let Some(namespace) = objects.iter().find(|o| o.kind() == "Namespace")
-            && take_namespace
-        {
-            namespace.apply_owned(client, id).await?;
-        }
-        let secrets = self.secrets(client, spec).await?;
-        for object in manifests(spec, id, class, &secrets) {
-            if object.kind() == "Namespace" && !take_namespace {
-                continue;
+        reported_step(reporter, "create the workspace", async {
+            // The namespace first: the secrets are looked up in it.
+            let objects = manifests(spec, id, class, &WorkspaceSecrets::placeholders(spec));
+            // A namespace someone else made is used as it is, never taken over: `down` deletes only
+            // the lab's own.
+            let take_namespace =
+                namespace_owner(client, spec, id).await? != NamespaceOwner::SomeoneElse;
+            if let Some(namespace) = objects.iter().find(|o| o.kind() == "Namespace")
+                && take_namespace
+            {
+                namespace.apply_owned(client, id).await?;
             }
-            object.apply_owned(client, id).await?;
-        }
-        reporter.report(Event::StepFinished {
-            step,
-            elapsed: started.elapsed(),
-            already_done: false,
-        });
+            let secrets = self.secrets(client, spec).await?;
+            for object in manifests(spec, id, class, &secrets) {
+                if object.kind() == "Namespace" && !take_namespace {
+                    continue;
+                }
+                object.apply_owned(client, id).await?;
+            }
+            Ok::<_, Error>(((), false))
+        })
+        .await?;
         self.status(client, spec, id).await
     }
 
@@ -186,41 +182,39 @@ impl WorkspaceManager for KubeWorkspace {
         timeout: Duration,
         reporter: &dyn Reporter,
     ) -> Result<WorkspaceInfo> {
-        let step = "wait for the workspace".to_string();
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(200);
-        loop {
-            let info = self.status(client, spec, id).await?;
-            if info.ready {
-                reporter.report(Event::StepFinished {
-                    step,
+        let step = "wait for the workspace";
+        reported_step(reporter, step, async {
+            let started = Instant::now();
+            let mut pause = Duration::from_millis(200);
+            loop {
+                let info = self.status(client, spec, id).await?;
+                if info.ready {
+                    return Ok((info, false));
+                }
+                let problem = info
+                    .problem
+                    .clone()
+                    .unwrap_or_else(|| format!("pod phase {}", info.phase));
+                if let Some(fatal) = fatal_problem(&info) {
+                    return Err(fatal);
+                }
+                if started.elapsed() >= timeout {
+                    return Err(Error::Timeout {
+                        what: format!("workspace pod {}", info.pod),
+                        waited: timeout,
+                        pending: problem,
+                    });
+                }
+                reporter.report(Event::Waiting {
+                    step: step.into(),
+                    on: problem,
                     elapsed: started.elapsed(),
-                    already_done: false,
                 });
-                return Ok(info);
+                tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
+                pause = (pause * 2).min(MAX_POLL);
             }
-            let problem = info
-                .problem
-                .clone()
-                .unwrap_or_else(|| format!("pod phase {}", info.phase));
-            if let Some(fatal) = fatal_problem(&info) {
-                return Err(fatal);
-            }
-            if started.elapsed() >= timeout {
-                return Err(Error::Timeout {
-                    what: format!("workspace pod {}", info.pod),
-                    waited: timeout,
-                    pending: problem,
-                });
-            }
-            reporter.report(Event::Waiting {
-                step: step.clone(),
-                on: problem,
-                elapsed: started.elapsed(),
-            });
-            tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
-            pause = (pause * 2).min(MAX_POLL);
-        }
+        })
+        .await
     }
 
     async fn status(

@@ -1,7 +1,7 @@
 """Progress displays for long lab calls (``up``, ``down``, ``copy_to``, ``copy_from``).
 
 Each event is a dict with an ``"event"`` key: ``step-started``, ``step-finished`` (with ``elapsed`` in
-seconds and ``already_done``), ``waiting`` (``on``, ``elapsed``), ``progress`` (``done``, ``total`` or
+seconds and ``already_done``), ``step-failed`` (``elapsed`` and ``error``), ``waiting`` (``on``, ``elapsed``), ``progress`` (``done``, ``total`` or
 None, and ``unit``: ``"bytes"`` for copies, ``"items"`` otherwise) or ``warning`` (``message``).
 
 ``progress=`` takes:
@@ -57,6 +57,8 @@ def describe(event: Event) -> Optional[str]:
     if kind == "step-finished":
         note = " (already done)" if event.get("already_done") else ""
         return f"✓ {event['step']} {event.get('elapsed', 0.0):.1f}s{note}"
+    if kind == "step-failed":
+        return f"✗ {event['step']} {event.get('elapsed', 0.0):.1f}s: {event.get('error', '')}"
     if kind == "warning":
         return f"! {event['message']}"
     if kind == "progress" and event.get("unit") == "bytes" and event.get("done") == event.get("total"):
@@ -174,6 +176,10 @@ class NotebookProgress:
             item.status = "done"
             item.elapsed = float(event.get("elapsed", now - item.started))
             item.already_done = bool(event.get("already_done"))
+        elif kind == "step-failed":
+            item = self._item("step", event["step"], now)
+            item.status = "failed"
+            item.elapsed = float(event.get("elapsed", now - item.started))
         elif kind == "waiting":
             item = self._item("step", event["step"], now)
             item.waiting_on = str(event.get("on"))

@@ -48,7 +48,7 @@ pub use sdk::{AwsClients, SdkOptions, default_retry_config, https_client, load_s
 pub(crate) use sdk::{error_code, sdk_error};
 pub use token::{EksTokenSource, eks_token, presigned_url};
 
-use crate::events::{Event, Reporter};
+use crate::events::{Event, Reporter, reported_step};
 use crate::naming::{AwsNames, LabId};
 use crate::provision::{
     ClusterAccess, ClusterProvisioner, Preflight, ProvisionStatus, Provisioned, ResourceRef,
@@ -305,16 +305,7 @@ impl Ctx<'_> {
     where
         F: Future<Output = Result<(T, bool)>>,
     {
-        self.reporter
-            .report(Event::StepStarted { step: step.into() });
-        let started = Instant::now();
-        let (value, already_done) = work.await?;
-        self.reporter.report(Event::StepFinished {
-            step: step.into(),
-            elapsed: started.elapsed(),
-            already_done,
-        });
-        Ok(value)
+        reported_step(self.reporter, step, work).await
     }
 
     /// Poll `check` with backoff until it returns `None` (done), reporting what it waits on; after
