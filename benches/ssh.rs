@@ -88,12 +88,14 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn same_size(a: &Path, b: &Path) {
-    let (la, lb) = (
-        std::fs::metadata(a).unwrap().len(),
-        std::fs::metadata(b).unwrap().len(),
+/// A copy the bench timed holds what its source holds, byte for byte (checked outside the timing).
+fn same_bytes(a: &Path, b: &Path) {
+    assert!(
+        gpulab_testkit::same_contents(a, b),
+        "{} and {} differ",
+        a.display(),
+        b.display()
     );
-    assert_eq!(la, lb, "{} and {} differ in size", a.display(), b.display());
 }
 
 /// One measurement: wall time and client CPU time.
@@ -510,7 +512,7 @@ async fn main() {
             )
             .await,
         );
-        same_size(&source, &up_to);
+        same_bytes(&source, &up_to);
         let back = work.path().join(format!("g-back-{run}.bin"));
         g_down.push(
             gpulab_copy(
@@ -522,7 +524,7 @@ async fn main() {
             )
             .await,
         );
-        same_size(&source, &back);
+        same_bytes(&source, &back);
         let _ = std::fs::remove_file(&up_to);
         let _ = std::fs::remove_file(&back);
 
@@ -533,14 +535,14 @@ async fn main() {
             &openssh,
             &[source.display().to_string(), target(&up_to)],
         ));
-        same_size(&source, &up_to);
+        same_bytes(&source, &up_to);
         let back = work.path().join(format!("s-back-{run}.bin"));
         s_down.push(run_openssh(
             "scp",
             &openssh,
             &[target(&up_to), back.display().to_string()],
         ));
-        same_size(&source, &back);
+        same_bytes(&source, &back);
         let _ = std::fs::remove_file(&up_to);
         let _ = std::fs::remove_file(&back);
     }

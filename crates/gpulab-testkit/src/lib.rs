@@ -245,6 +245,35 @@ pub fn write_noise(path: &Path, len: u64, seed: u64) {
     file.flush().expect("write noise");
 }
 
+/// Whether the files at `a` and `b` hold the same bytes, compared 4 MiB at a time (for files of
+/// gigabytes, where reading both whole would not do).
+pub fn same_contents(a: &Path, b: &Path) -> bool {
+    fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> usize {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match std::io::Read::read(file, &mut buf[filled..]).expect("read") {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        filled
+    }
+    let open =
+        |p: &Path| std::fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+    let (mut fa, mut fb) = (open(a), open(b));
+    let (mut ba, mut bb) = (vec![0u8; 4 << 20], vec![0u8; 4 << 20]);
+    loop {
+        let na = read_full(&mut fa, &mut ba);
+        let nb = read_full(&mut fb, &mut bb);
+        if na != nb || ba[..na] != bb[..nb] {
+            return false;
+        }
+        if na == 0 {
+            return true;
+        }
+    }
+}
+
 struct NoiseState(u64);
 
 impl NoiseState {

@@ -1,17 +1,21 @@
 //! Building the image with a local docker daemon, when one answers.
 
+use std::path::Path;
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::events::{Event, Reporter};
+use crate::events::{Reporter, reported_step};
 use crate::{Error, Result};
 use gpulab_model::aws::RegistryLogin;
 
+/// The docker CLI, found on `PATH`.
+const DOCKER: &str = "docker";
+
 /// True when `docker info` answers: a docker CLI with a running daemon it can reach.
 pub async fn docker_available() -> bool {
-    Command::new("docker")
+    Command::new(DOCKER)
         .args(["info", "--format", "{{.ServerVersion}}"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -21,8 +25,8 @@ pub async fn docker_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-async fn docker(args: &[&str], stdin: Option<&[u8]>, context: &str) -> Result<()> {
-    let mut child = Command::new("docker")
+async fn docker(program: &Path, args: &[&str], stdin: Option<&[u8]>, context: &str) -> Result<()> {
+    let mut child = Command::new(program)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -79,6 +83,17 @@ pub async fn build_with_docker(
     login: Option<&RegistryLogin>,
     reporter: &dyn Reporter,
 ) -> Result<()> {
+    build_with(Path::new(DOCKER), dockerfile, image, login, reporter).await
+}
+
+/// [`build_with_docker`] with the docker CLI at `program`.
+pub(crate) async fn build_with(
+    program: &Path,
+    dockerfile: &str,
+    image: &str,
+    login: Option<&RegistryLogin>,
+    reporter: &dyn Reporter,
+) -> Result<()> {
     let dir = std::env::temp_dir().join(format!(
         "gpulab-image-{}-{}",
         std::process::id(),
@@ -117,14 +132,12 @@ pub async fn build_with_docker(
             if args.is_empty() {
                 continue;
             }
-            reporter.report(Event::StepStarted { step: step.into() });
-            let started = std::time::Instant::now();
-            docker(&args, stdin, step).await?;
-            reporter.report(Event::StepFinished {
-                step: step.into(),
-                elapsed: started.elapsed(),
-                already_done: false,
-            });
+            reported_step(reporter, step, async {
+                docker(program, &args, stdin, step)
+                    .await
+                    .map(|()| ((), false))
+            })
+            .await?;
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 
+use super::docker::build_with;
 use super::*;
+use crate::events::Event;
 
 /// A Dockerfile as `gpulab image build` renders it for the default lab (T4, Turing).
 const DEFAULT_DOCKERFILE: &str = "FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04\nRUN true\n";
@@ -211,20 +213,123 @@ fn the_kaniko_job_parses_back() {
     assert_eq!(config["credsStore"], "ecr-login");
 }
 
+/// A docker CLI stand-in: appends each call's arguments to `calls`, what `login` reads on stdin to
+/// `calls.stdin`, the build context's Dockerfile to `calls.dockerfile`; `push` fails when `fail_push`.
+fn fake_docker(dir: &std::path::Path, fail_push: bool) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let calls = dir.join("calls");
+    let program = dir.join("docker");
+    let push = if fail_push {
+        "echo 'denied: User is not authorized to perform: ecr:InitiateLayerUpload' >&2; exit 1"
+    } else {
+        "true"
+    };
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{calls}'\ncase \"$1\" in\n  \
+             login) cat >> '{calls}.stdin' ;;\n  \
+             build) for last; do :; done; cp \"$last/Dockerfile\" '{calls}.dockerfile' ;;\n  \
+             push) {push} ;;\nesac\n",
+            calls = calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    program
+}
+
 #[tokio::test]
-async fn docker_builds_need_a_daemon() {
-    // This machine has the docker CLI at most, no daemon: the in-cluster build is the path here.
-    if !docker_available().await {
-        let err = build_with_docker(
-            "FROM scratch\n",
-            "gpulab-test:none",
-            None,
-            &crate::events::Silent,
-        )
+async fn a_docker_build_targets_the_nodes_platform_logs_in_through_stdin_and_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let docker = fake_docker(dir.path(), false);
+    let login = RegistryLogin {
+        registry: "123456789012.dkr.ecr.us-west-2.amazonaws.com".into(),
+        username: "AWS".into(),
+        password: "token-from-ecr".into(),
+    };
+    let image = "123456789012.dkr.ecr.us-west-2.amazonaws.com/gpulab/dev:abc";
+    let recorder = crate::events::Recorder::default();
+    build_with(
+        &docker,
+        "FROM ubuntu:24.04\n",
+        image,
+        Some(&login),
+        &recorder,
+    )
+    .await
+    .unwrap();
+    let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(
+        calls[0].starts_with(&format!("build --platform linux/amd64 --pull -t {image} ")),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls[1],
+        "login --username AWS --password-stdin 123456789012.dkr.ecr.us-west-2.amazonaws.com"
+    );
+    assert_eq!(calls[2], format!("push {image}"));
+    // The password goes through stdin, never the command line.
+    let stdin = std::fs::read_to_string(dir.path().join("calls.stdin")).unwrap();
+    assert_eq!(stdin, "token-from-ecr");
+    assert!(!calls.iter().any(|c| c.contains("token-from-ecr")));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("calls.dockerfile")).unwrap(),
+        "FROM ubuntu:24.04\n"
+    );
+    // The build context is removed afterwards.
+    let context = calls[0].rsplit(' ').next().unwrap();
+    assert!(
+        !std::path::Path::new(context).exists(),
+        "{context} is left behind"
+    );
+    let finished: Vec<String> = recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::StepFinished { step, .. } => Some(step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, ["docker build", "docker login", "docker push"]);
+}
+
+#[tokio::test]
+async fn a_failed_docker_step_says_what_docker_said_and_ends_its_step_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let docker = fake_docker(dir.path(), true);
+    let recorder = crate::events::Recorder::default();
+    let err = build_with(&docker, "FROM scratch\n", "gpulab/dev:abc", None, &recorder)
         .await
         .unwrap_err();
-        assert!(err.to_string().contains("docker"), "{err}");
-    }
+    assert!(
+        err.to_string()
+            .contains("docker push failed: denied: User is not authorized"),
+        "{err}"
+    );
+    let last = recorder.events().pop().unwrap();
+    assert!(
+        matches!(&last, Event::StepFailed { step, error, .. }
+            if step == "docker push" && error.contains("not authorized")),
+        "{last:?}"
+    );
+    // No docker at all: the error names it.
+    let missing = dir.path().join("no-such-docker");
+    let err = build_with(
+        &missing,
+        "FROM scratch\n",
+        "gpulab/dev:abc",
+        None,
+        &crate::events::Silent,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("docker build: running docker"),
+        "{err}"
+    );
 }
 
 #[test]
