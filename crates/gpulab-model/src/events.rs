@@ -87,7 +87,9 @@ pub async fn reported_step<T, E: std::fmt::Display>(
 ) -> Result<T, E> {
     reporter.report(Event::StepStarted { step: name.into() });
     let started = Instant::now();
-    match work.await {
+    // On the heap: steps nest (a lab's `up` runs the provider's), and each inline state machine would
+    // add its whole size to the caller's, past a 2 MiB thread stack in debug builds.
+    match Box::pin(work).await {
         Ok((value, already_done)) => {
             reporter.report(Event::StepFinished {
                 step: name.into(),
