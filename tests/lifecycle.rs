@@ -7,13 +7,13 @@
 use gpulab_core::checks::{CheckOptions, CheckStatus};
 use gpulab_core::events::{Event, Recorder};
 use gpulab_core::image::ecr::EcrClient;
-use gpulab_core::lab::steps;
 use gpulab_core::plan::Plan;
 use gpulab_core::provision::aws::load_sdk_config;
 use gpulab_core::remote::ssh::workspace_user;
 use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus, RemoteExec};
 use gpulab_core::slurm::{SetupOptions, SlurmState};
 use gpulab_core::spec::SpecLayer;
+use gpulab_core::state::UpStep;
 use gpulab_core::{Lab, Provider};
 use gpulab_testkit::LabDir;
 use gpulab_testkit::clouds::EmulatedClouds;
@@ -83,10 +83,10 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
     assert_eq!(
         state.steps_done,
         [
-            steps::PREFLIGHT,
-            steps::PROVISION,
-            steps::WORKSPACE,
-            steps::READY
+            UpStep::Preflight,
+            UpStep::Provision,
+            UpStep::Workspace,
+            UpStep::Ready
         ]
     );
     assert!(

@@ -25,7 +25,7 @@ use crate::provision::{
 use crate::remote::api_server::ApiServerExec;
 use crate::remote::{ExecRequest, ExecStreams, ExitStatus, RemoteExec};
 use crate::spec::{ResolvedSpec, Source, SshKey, ValidSpec};
-use crate::state::{LabDir, LabLock, LabState, gpulab_home, list_labs};
+use crate::state::{LabDir, LabLock, LabState, UpStep, gpulab_home, list_labs};
 use crate::status::{ClusterStatus, cluster_status};
 use crate::workspace::{CloudRelease, KubeWorkspace, VolumeClass, WorkspaceInfo, WorkspaceManager};
 use crate::{Error, Result, slurm, vllm};
@@ -130,18 +130,6 @@ pub struct LabListing {
     pub labs: Vec<LabSummary>,
     /// Each lab whose record cannot, by name, with why.
     pub unreadable: Vec<(String, Error)>,
-}
-
-/// The steps of `up` as recorded in the lab's state.
-pub mod steps {
-    /// Credentials, capacity and quota checked.
-    pub const PREFLIGHT: &str = "preflight";
-    /// Cloud resources created (network, IAM, cluster, node group).
-    pub const PROVISION: &str = "provision";
-    /// The device plugin and the workspace applied.
-    pub const WORKSPACE: &str = "workspace";
-    /// The workspace pod is ready.
-    pub const READY: &str = "ready";
 }
 
 /// One lab.
@@ -375,7 +363,7 @@ impl Lab {
             return Err(e);
         }
         ensure_user_key(&self.spec, reporter)?;
-        state.mark_done(steps::PREFLIGHT);
+        state.mark_done(UpStep::Preflight);
         self.dir.save(&state)?;
 
         let provisioned = self
@@ -388,7 +376,7 @@ impl Lab {
         if provisioned.binding.is_some() {
             state.cluster = provisioned.binding;
         }
-        state.mark_done(steps::PROVISION);
+        state.mark_done(UpStep::Provision);
         state.set_nodes(self.spec.spec.nodes.desired, SystemTime::now());
         self.dir.save(&state)?;
         let access = self
@@ -418,7 +406,7 @@ impl Lab {
             KubeWorkspace.apply(&client, &self.spec, &self.id, &class, reporter),
         )?;
         state.host_public_key = workspace.host_public_key.clone();
-        state.mark_done(steps::WORKSPACE);
+        state.mark_done(UpStep::Workspace);
         self.dir.save(&state)?;
 
         let workspace = KubeWorkspace
@@ -431,7 +419,7 @@ impl Lab {
             )
             .await?;
         state.host_public_key = workspace.host_public_key.clone();
-        state.mark_done(steps::READY);
+        state.mark_done(UpStep::Ready);
         self.dir.save(&state)?;
         step(
             reporter,

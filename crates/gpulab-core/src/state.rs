@@ -40,6 +40,20 @@ pub struct NodeSpan {
     pub nodes: u32,
 }
 
+/// The stages of `up`, in order, as the lab's record keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpStep {
+    /// Credentials, capacity and quota checked.
+    Preflight,
+    /// Cloud resources created (network, IAM, cluster, node group).
+    Provision,
+    /// The device plugin and the workspace applied.
+    Workspace,
+    /// The workspace pod is ready.
+    Ready,
+}
+
 /// The lab's local record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabState {
@@ -58,8 +72,9 @@ pub struct LabState {
     pub volume_class: Option<VolumeClass>,
     /// When `up` first started creating things.
     pub created_at: SystemTime,
-    /// Steps of `up` that have completed, in order.
-    pub steps_done: Vec<String>,
+    /// Steps of `up` that have completed, in order. A name gpulab does not know makes the record
+    /// unreadable (never silently dropped).
+    pub steps_done: Vec<UpStep>,
     /// Every cloud resource the lab owns, as far as gpulab knows.
     pub resources: Vec<ResourceRef>,
     /// The workspace's SSH host public key, pinned by every client.
@@ -86,14 +101,14 @@ impl LabState {
     }
 
     /// Whether `step` completed in an earlier run.
-    pub fn done(&self, step: &str) -> bool {
-        self.steps_done.iter().any(|s| s == step)
+    pub fn done(&self, step: UpStep) -> bool {
+        self.steps_done.contains(&step)
     }
 
     /// Record that `step` completed.
-    pub fn mark_done(&mut self, step: &str) {
+    pub fn mark_done(&mut self, step: UpStep) {
         if !self.done(step) {
-            self.steps_done.push(step.into());
+            self.steps_done.push(step);
         }
     }
 
@@ -278,15 +293,27 @@ mod tests {
             LabSpec::default(),
             Provider::Aws,
         );
-        state.mark_done("network");
-        state.mark_done("network");
+        state.mark_done(UpStep::Provision);
+        state.mark_done(UpStep::Provision);
         state.add_resource(ResourceRef {
             kind: "vpc".into(),
             id: "vpc-1".into(),
         });
         dir.save(&state).unwrap();
         assert_eq!(dir.load().unwrap(), Some(state.clone()));
-        assert_eq!(state.steps_done, ["network"]);
+        assert_eq!(state.steps_done, [UpStep::Provision]);
+        // Recorded by name, as every earlier gpulab wrote them; an unknown name is an error.
+        let text = std::fs::read_to_string(dir.state_file()).unwrap();
+        assert!(
+            text.contains("\"steps_done\": [\n    \"provision\"\n  ]"),
+            "{text}"
+        );
+        std::fs::write(
+            dir.state_file(),
+            text.replace("\"provision\"", "\"network\""),
+        )
+        .unwrap();
+        assert!(dir.load().is_err());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
