@@ -68,6 +68,11 @@ fn pass_profile(command: &mut Command) {
 
 /// Run `command` to its end and return how long it took; panics on failure.
 fn timed(mut command: Command, what: &str) -> Duration {
+    // The previous run's 512 MiB are still being written back to disk: flush them first, or the next
+    // command's start (loading its binary, reading its certificates) waits behind that I/O. This was
+    // seconds for `gpulab proxy` (a fresh process per connection), nothing for the anchors' long-lived
+    // `kubectl port-forward`.
+    let _ = Command::new("sync").status();
     let start = Instant::now();
     let out = command
         .stdin(Stdio::null())

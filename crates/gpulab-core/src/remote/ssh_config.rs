@@ -359,6 +359,10 @@ pub async fn proxy_stdio(
 /// The most bytes the proxy moves in one read or write.
 pub const BRIDGE_CHUNK: usize = 256 * 1024;
 
+/// The size the proxy asks for its standard input and output pipes.
+#[cfg(target_os = "linux")]
+const PIPE_SIZE: usize = 1 << 20;
+
 /// [`proxy_stdio`] on this process's standard input and output. When they are pipes (as ssh gives its
 /// ProxyCommand) they are read and written without blocking, straight from the event loop; otherwise
 /// (a terminal, a file) through tokio's blocking standard streams.
@@ -375,6 +379,13 @@ pub async fn proxy_process_stdio(tunnel: Box<dyn Tunnel>) -> Result<()> {
         .try_clone_to_owned()
         .ok()
         .and_then(|fd| pipe::Sender::from_owned_fd(fd).ok());
+    // ssh's pipes hold 64 KiB; a bigger pipe lets the proxy hand over a whole message at once instead
+    // of waking ssh and waiting per 64 KiB. Unprivileged processes may grow a pipe to 1 MiB
+    // (/proc/sys/fs/pipe-max-size); where they may not, the pipe stays as it is.
+    #[cfg(target_os = "linux")]
+    for fd in [std::io::stdin().as_fd(), std::io::stdout().as_fd()] {
+        let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
+    }
     match (input, output) {
         (Some(input), Some(output)) => proxy_stdio(tunnel, input, output).await,
         (Some(input), None) => proxy_stdio(tunnel, input, tokio::io::stdout()).await,
