@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     heading("gpulab plan: what `up` creates and what it costs (no cloud call)");
     let plan = Plan::new(&spec);
     for resource in &plan.aws {
-        println!("    {:<22} {}", resource.kind, resource.name);
+        println!("    {:<22} {}", resource.kind_name(), resource.name);
     }
     println!(
         "    cost: ${:.4}/hour, ${:.2}/month; ${:.4}/hour with the GPU nodes stopped",

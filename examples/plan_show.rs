@@ -27,7 +27,7 @@ fn main() -> Result<(), gpulab_core::Error> {
         plan.lab, plan.region, spec.spec.nodes.desired, plan.instance.name
     );
     for resource in &plan.aws {
-        println!("  {:<26} {}", resource.kind, resource.name);
+        println!("  {:<26} {}", resource.kind_name(), resource.name);
     }
     for object in &plan.kubernetes {
         println!(

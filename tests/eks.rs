@@ -423,7 +423,10 @@ async fn down_lets_the_cluster_delete_its_load_balancer() {
     assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
     assert!(clouds.world.load_balancers.load_balancers().is_empty());
     assert!(
-        !report.deleted.iter().any(|r| r.kind == "elb-load-balancer"),
+        !report
+            .deleted
+            .iter()
+            .any(|r| r.kind.name() == "elb-load-balancer"),
         "the cluster deleted it, not the sweep: {:?}",
         report.deleted
     );
@@ -439,7 +442,10 @@ async fn down_deletes_a_load_balancer_the_cluster_could_not() {
     let report = lab.down(&Recorder::default()).await.expect("down");
     assert!(clouds.world.load_balancers.load_balancers().is_empty());
     assert!(
-        report.deleted.iter().any(|r| r.kind == "elb-load-balancer"),
+        report
+            .deleted
+            .iter()
+            .any(|r| r.kind.name() == "elb-load-balancer"),
         "{:?}",
         report.deleted
     );

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use gpulab_core::image::{ImageOptions, render_dockerfile};
+use gpulab_core::image::ImageOptions;
 use gpulab_testkit::rootfs::{self, Bind, Container, ContainerSpec, Distro, RootFs};
 
 /// The Dockerfile as a shell script: its `ENV`s exported, its `RUN`s in order, `WORKDIR` made.
@@ -73,7 +73,7 @@ async fn run_steps(distro: &Distro) {
         jupyter: false,
         slurm: false,
     };
-    let dockerfile = render_dockerfile(&options);
+    let dockerfile = options.dockerfile();
     let work = tempfile::tempdir().unwrap();
     let steps = work.path().join("steps");
     std::fs::create_dir_all(&steps).unwrap();

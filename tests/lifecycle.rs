@@ -38,7 +38,7 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
 
     // plan: what up will make, with no call to anything.
     let plan = Plan::new(&spec);
-    assert!(plan.aws.iter().any(|r| r.kind == "eks:nodegroup"));
+    assert!(plan.aws.iter().any(|r| r.kind_name() == "eks:nodegroup"));
     assert!(plan.cost.per_hour > 0.6);
 
     // The workspace's sshd is a real OpenSSH sshd on this machine, reached through the emulator's
@@ -90,7 +90,10 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
         ]
     );
     assert!(
-        state.resources.iter().any(|r| r.kind.contains("vpc")),
+        state
+            .resources
+            .iter()
+            .any(|r| r.kind.name().contains("vpc")),
         "{:?}",
         state.resources
     );
@@ -133,7 +136,10 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
         "{:?}",
         cluster.gpus
     );
-    assert_eq!(status.provider.as_ref().unwrap().cluster, "ACTIVE");
+    assert_eq!(
+        status.provider.as_ref().unwrap().cluster.to_string(),
+        "ACTIVE"
+    );
     assert_eq!(status.cost.nodes, 1);
 
     // exec and cp through the API server (the emulator runs them in the pod's sandbox directory).
@@ -266,7 +272,7 @@ async fn plan_up_status_exec_cp_test_slurm_cost_stop_start_down() {
         teardown
             .deleted
             .iter()
-            .any(|r| r.kind == "ecr-repository" && r.id == repository),
+            .any(|r| r.kind.name() == "ecr-repository" && r.id == repository),
         "{:?}",
         teardown.deleted
     );

@@ -273,7 +273,7 @@ async fn a_same_named_cluster_another_tool_made_survives_down_with_and_without_s
     let recorder = Recorder::default();
     let report = lab.down(&recorder).await.unwrap();
     assert!(
-        report.deleted.iter().any(|r| r.kind == "vpc"),
+        report.deleted.iter().any(|r| r.kind.name() == "vpc"),
         "{:?}",
         report.deleted
     );
@@ -281,7 +281,7 @@ async fn a_same_named_cluster_another_tool_made_survives_down_with_and_without_s
         report
             .deleted
             .iter()
-            .all(|r| !r.id.contains(name) || r.kind == "vpc"),
+            .all(|r| !r.id.contains(name) || r.kind.name() == "vpc"),
         "deleted something by name: {:?}",
         report.deleted
     );
@@ -348,8 +348,8 @@ async fn a_lost_or_corrupt_record_is_never_guessed_at_and_another_id_touches_not
     assert_eq!(search.labs.len(), 1, "{:?}", search.labs);
     let (found, resources) = &search.labs[0];
     assert_eq!(found, &id);
-    let kinds: Vec<&str> = resources.iter().map(|r| r.kind.as_str()).collect();
-    for kind in ["eks-cluster", "iam-role", "ec2:vpc"] {
+    let kinds: Vec<&str> = resources.iter().map(|r| r.kind.name()).collect();
+    for kind in ["eks-cluster", "iam-role", "vpc"] {
         assert!(kinds.contains(&kind), "{kind} not in {kinds:?}");
     }
 

@@ -76,7 +76,7 @@ pub mod status;
 pub mod vllm;
 pub mod workspace;
 
-pub use gpulab_model::{capacity, catalog, cost, events, naming, spec};
+pub use gpulab_model::{capacity, catalog, cost, events, naming, resources, spec};
 
 pub use builder::LabBuilder;
 pub use error::{ApiError, Error, Result};

@@ -10,6 +10,7 @@ use crate::catalog;
 use crate::cost::CostEstimate;
 use crate::manifest::KubeObject;
 use crate::naming::{self, AwsNames, GPU_NODE_LABEL, KubeNames, LabId};
+use crate::resources::ResourceKind;
 use crate::spec::{AccessMode, SshKey, ValidSpec};
 use crate::workspace::{self, VolumeClass, WorkspaceSecrets};
 
@@ -22,12 +23,24 @@ pub use gpulab_model::aws::{
 /// One AWS resource `up` would create.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlannedResource {
-    /// Service and type, e.g. "ec2:vpc".
-    pub kind: &'static str,
+    /// Its kind, shown (and serialized) as its ARN's service and type, e.g. "ec2:vpc".
+    #[serde(serialize_with = "arn_type")]
+    pub kind: ResourceKind,
     /// Its name (the Name tag, or the resource's name).
     pub name: String,
     /// What it is set up with.
     pub detail: String,
+}
+
+impl PlannedResource {
+    /// Its kind as its ARN's service and type ("ec2:vpc", "iam:role"), as the plan shows it.
+    pub fn kind_name(&self) -> &str {
+        self.kind.arn_type().unwrap_or(self.kind.name())
+    }
+}
+
+fn arn_type<S: serde::Serializer>(kind: &ResourceKind, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(kind.arn_type().unwrap_or(kind.name()))
 }
 
 /// Everything `up` would do, and its cost.
@@ -70,13 +83,13 @@ impl Plan {
         };
 
         add(
-            "ec2:vpc",
+            ResourceKind::Vpc,
             &names.vpc,
             format!("{VPC_CIDR}, DNS hostnames on; no NAT gateway"),
         );
         for (i, cidr) in SUBNET_CIDRS.iter().enumerate() {
             add(
-                "ec2:subnet",
+                ResourceKind::Subnet,
                 &format!("{}-public-{}", s.name, i + 1),
                 if i == 0 {
                     format!(
@@ -91,23 +104,23 @@ impl Plan {
             );
         }
         add(
-            "ec2:internet-gateway",
+            ResourceKind::InternetGateway,
             &format!("{}-igw", s.name),
             "attached to the VPC".into(),
         );
         add(
-            "ec2:route-table",
+            ResourceKind::RouteTable,
             &format!("{}-public", s.name),
             "0.0.0.0/0 via the internet gateway; both subnets".into(),
         );
         add(
-            "ec2:security-group",
+            ResourceKind::SecurityGroup,
             &names.node_security_group,
             "control plane and nodes; inbound only from itself (no port open to the internet)"
                 .into(),
         );
         add(
-            "iam:role",
+            ResourceKind::IamRole,
             &names.cluster_role,
             format!(
                 "assumed by eks.amazonaws.com; {}",
@@ -115,7 +128,7 @@ impl Plan {
             ),
         );
         add(
-            "iam:role",
+            ResourceKind::IamRole,
             &names.node_role,
             format!(
                 "assumed by ec2.amazonaws.com; {}",
@@ -123,7 +136,7 @@ impl Plan {
             ),
         );
         add(
-            "iam:role",
+            ResourceKind::IamRole,
             &names.ebs_csi_role,
             format!(
                 "assumed by {POD_IDENTITY_PRINCIPAL} for {}/{}; {}",
@@ -133,14 +146,14 @@ impl Plan {
             ),
         );
         add(
-            "iam:role",
+            ResourceKind::IamRole,
             &names.image_build_role,
             format!(
                 "assumed by {POD_IDENTITY_PRINCIPAL} for in-cluster image builds; inline {IMAGE_BUILD_POLICY} (push to this lab's ECR repository only)"
             ),
         );
         add(
-            "iam:role",
+            ResourceKind::IamRole,
             &names.autostop_role,
             format!(
                 "assumed by {POD_IDENTITY_PRINCIPAL} for the autostop agent; inline {} ({} on {} only)",
@@ -164,24 +177,24 @@ impl Plan {
                 .join(", ")
         };
         add(
-            "eks:cluster",
+            ResourceKind::EksCluster,
             &names.cluster,
             format!(
                 "Kubernetes {version}; API authentication mode API_AND_CONFIG_MAP; public API endpoint admits only {api_cidrs}"
             ),
         );
         add(
-            "eks:access-entry",
+            ResourceKind::EksAccessEntry,
             &names.cluster,
             "the caller, with AmazonEKSClusterAdminPolicy".into(),
         );
         add(
-            "eks:addon",
+            ResourceKind::EksAddon,
             "eks-pod-identity-agent",
             "serves Pod Identity credentials on every node; EKS's default version for the cluster's Kubernetes version".into(),
         );
         add(
-            "eks:addon",
+            ResourceKind::EksAddon,
             "aws-ebs-csi-driver",
             format!(
                 "so the /workspace volume can be provisioned; EKS's default version for the cluster's Kubernetes version; Pod Identity association {}/{} -> {}",
@@ -189,7 +202,7 @@ impl Plan {
             ),
         );
         add(
-            "eks:pod-identity-association",
+            ResourceKind::EksPodIdentityAssociation,
             &kube_names.image_build_account,
             format!(
                 "{}/{} -> {}, for `gpulab image build` in the cluster",
@@ -197,7 +210,7 @@ impl Plan {
             ),
         );
         add(
-            "eks:pod-identity-association",
+            ResourceKind::EksPodIdentityAssociation,
             &kube_names.autostop_agent,
             format!(
                 "{}/{} -> {}, for the autostop agent (it runs only while autostop or a budget is on)",
@@ -214,7 +227,7 @@ impl Plan {
             Vec::new()
         };
         add(
-            "eks:nodegroup",
+            ResourceKind::EksNodegroup,
             &names.node_group,
             format!(
                 "{}{} {}, {} node(s) (min {}, max {}) in the first subnet's zone (where /workspace's volume lives), {} GiB gp3 root disk, AMI type {NODE_AMI_TYPE}, label {}={}, no taint (it is the only node group: CoreDNS and the EBS CSI controller run there too)",
@@ -237,7 +250,7 @@ impl Plan {
             ),
         );
         add(
-            "ec2:volume",
+            ResourceKind::EbsVolume,
             &kube_names.volume,
             format!(
                 "{} gp3, encrypted, created by the EBS CSI driver for /workspace",
@@ -252,7 +265,7 @@ impl Plan {
                 .map(ToString::to_string)
                 .collect();
             add(
-                "elb:network-load-balancer",
+                ResourceKind::LoadBalancer,
                 &kube_names.load_balancer,
                 format!(
                     "created by Kubernetes for SSH (Jupyter stays behind the API server); admits only {}",

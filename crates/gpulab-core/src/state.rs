@@ -295,10 +295,10 @@ mod tests {
         );
         state.mark_done(UpStep::Provision);
         state.mark_done(UpStep::Provision);
-        state.add_resource(ResourceRef {
-            kind: "vpc".into(),
-            id: "vpc-1".into(),
-        });
+        state.add_resource(ResourceRef::new(
+            crate::provision::ResourceKind::Vpc,
+            "vpc-1",
+        ));
         dir.save(&state).unwrap();
         assert_eq!(dir.load().unwrap(), Some(state.clone()));
         assert_eq!(state.steps_done, [UpStep::Provision]);

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::InstanceType;
-use crate::checks::{run_python_json, sh_quote, supports_bf16};
+use crate::checks::{run_python_json, supports_bf16};
+use crate::remote::shell_quote;
 use crate::remote::{ExecRequest, RemoteExec};
 use crate::{Error, Result};
 
@@ -115,12 +116,12 @@ impl ServeConfig {
                 if w == "\"$MAXLEN\"" {
                     w.clone()
                 } else {
-                    sh_quote(w)
+                    shell_quote(w)
                 }
             })
             .collect::<Vec<_>>()
             .join(" ");
-        let model = sh_quote(&self.model);
+        let model = shell_quote(&self.model);
         format!(
             r#"set -eu
 mkdir -p /workspace/.gpulab
@@ -490,7 +491,7 @@ pub async fn bench_offline(
 ) -> Result<OfflineThroughput> {
     let line = offline_bench_argv(config, prompts, 128, 128)
         .iter()
-        .map(|w| sh_quote(w))
+        .map(|w| shell_quote(w))
         .collect::<Vec<_>>()
         .join(" ");
     let script = format!(

@@ -18,7 +18,9 @@ use gpulab_core::provision::aws::{
     AwsClients, AwsOptions, AwsProvisioner, ProvisionStep, SdkOptions, WaitOptions,
     default_retry_config, exec_credential_json, write_kubeconfig,
 };
-use gpulab_core::provision::{ClusterAuth, ClusterProvisioner, TokenSource};
+use gpulab_core::provision::{
+    ClusterAuth, ClusterProvisioner, ClusterState, NodeGroupState, TokenSource,
+};
 use gpulab_core::spec::{NodesLayer, SpecLayer, ValidSpec};
 use gpulab_testkit::LabDir;
 use gpulab_testkit::fault_proxy::{
@@ -327,7 +329,7 @@ async fn up_rerun_scale_access_status_and_down() {
             .all(|(step, done)| *done == (step == "grant cluster admin access")),
         "{finished:?}"
     );
-    assert!(provisioned.resources.iter().any(|r| r.kind == "vpc"));
+    assert!(provisioned.resources.iter().any(|r| r.kind.name() == "vpc"));
     assert!(provisioned.access.endpoint.starts_with("https://"));
     assert!(provisioned.access.ca_pem.is_some());
 
@@ -436,16 +438,30 @@ async fn up_rerun_scale_access_status_and_down() {
 
     // Status and scaling.
     let status = aws.status(&spec, &lab_id()).await.unwrap();
-    assert_eq!(status.cluster, "ACTIVE");
-    assert_eq!(status.node_group, "ACTIVE (1 of 1..2)");
+    assert_eq!(
+        status.cluster,
+        ClusterState::Eks {
+            status: "ACTIVE".into()
+        }
+    );
+    assert_eq!(status.node_group.to_string(), "ACTIVE (1 of 1..2)");
     aws.scale(&spec, &lab_id(), 0, &Silent).await.unwrap();
     assert_eq!(
         aws.status(&spec, &lab_id()).await.unwrap().node_group,
-        "ACTIVE (0 of 0..2)"
+        NodeGroupState::Eks {
+            status: "ACTIVE".into(),
+            desired: 0,
+            min: 0,
+            max: 2
+        }
     );
     aws.scale(&spec, &lab_id(), 1, &Silent).await.unwrap();
     assert_eq!(
-        aws.status(&spec, &lab_id()).await.unwrap().node_group,
+        aws.status(&spec, &lab_id())
+            .await
+            .unwrap()
+            .node_group
+            .to_string(),
         "ACTIVE (1 of 1..2)"
     );
     let err = aws.scale(&spec, &lab_id(), 3, &Silent).await.unwrap_err();
@@ -505,7 +521,7 @@ async fn up_rerun_scale_access_status_and_down() {
         report
             .deleted
             .iter()
-            .any(|r| r.kind == "ebs-volume" && r.id == volume_id),
+            .any(|r| r.kind.name() == "ebs-volume" && r.id == volume_id),
         "{:?}",
         report.deleted
     );
@@ -513,13 +529,13 @@ async fn up_rerun_scale_access_status_and_down() {
         report
             .left_alone
             .iter()
-            .any(|a| a.resource.kind == "ebs-volume" && a.resource.id == foreign_volume),
+            .any(|a| a.resource.kind.name() == "ebs-volume" && a.resource.id == foreign_volume),
         "{:?}",
         report.left_alone
     );
     for kind in ["eks-nodegroup", "eks-cluster", "vpc", "subnet", "iam-role"] {
         assert!(
-            report.deleted.iter().any(|r| r.kind == kind),
+            report.deleted.iter().any(|r| r.kind.name() == kind),
             "{kind} not in {:?}",
             report.deleted
         );
@@ -528,7 +544,7 @@ async fn up_rerun_scale_access_status_and_down() {
         report
             .leftovers
             .iter()
-            .map(|r| (r.kind.as_str(), r.id.as_str()))
+            .map(|r| (r.kind.name(), r.id.as_str()))
             .collect::<Vec<_>>(),
         [("ec2:snapshot", snapshot_id.as_str())]
     );
@@ -562,8 +578,8 @@ async fn up_rerun_scale_access_status_and_down() {
     let again = aws.teardown(&spec, &lab_id(), &Silent).await.unwrap();
     assert!(again.deleted.is_empty(), "{:?}", again.deleted);
     let status = aws.status(&spec, &lab_id()).await.unwrap();
-    assert_eq!(status.cluster, "absent");
-    assert_eq!(status.node_group, "absent");
+    assert_eq!(status.cluster, ClusterState::Absent);
+    assert_eq!(status.node_group, NodeGroupState::Absent);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use clap::Args;
 use gpulab_core::catalog::{self, CatalogFilter};
 use gpulab_core::spec::SpecInputs;
 
+use super::lab::Format;
 use crate::args::GlobalArgs;
 use crate::printer::{Printer, dollars, table};
 
@@ -27,14 +28,6 @@ pub(crate) struct CatalogArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     output: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    /// Aligned columns.
-    Table,
-    /// JSON.
-    Json,
 }
 
 pub(crate) fn run(

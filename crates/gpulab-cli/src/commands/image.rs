@@ -2,7 +2,7 @@
 //! tools), so that a pod started from it installs nothing.
 
 use clap::{Args, Subcommand};
-use gpulab_core::image::{ImageOptions, render_dockerfile};
+use gpulab_core::image::ImageOptions;
 use gpulab_core::{Error, Lab};
 
 use super::lab::Format;
@@ -68,7 +68,7 @@ pub(crate) async fn run(
     match command {
         ImageCommand::Dockerfile(args) => {
             let (_, options) = args.resolve(global)?;
-            printer.line(render_dockerfile(&options).trim_end());
+            printer.line(options.dockerfile().trim_end());
             Ok(())
         }
         ImageCommand::Build(args) => build(global, args, printer).await,

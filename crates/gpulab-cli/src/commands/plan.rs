@@ -153,7 +153,7 @@ fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
     let rows: Vec<Vec<String>> = plan
         .aws
         .iter()
-        .map(|r| vec![r.kind.into(), r.name.clone(), r.detail.clone()])
+        .map(|r| vec![r.kind_name().into(), r.name.clone(), r.detail.clone()])
         .collect();
     printer.line(table(&["KIND", "NAME", "DETAIL"], &rows));
 

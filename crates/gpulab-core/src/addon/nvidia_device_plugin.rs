@@ -29,7 +29,7 @@ use crate::cluster::{Deletion, cluster_error, is_not_found};
 use crate::events::{Event, Reporter, reported_step};
 use crate::manifest::KubeObject;
 use crate::naming::{self, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT, LAB_ID_KEY, LabId};
-use crate::provision::{LeftAlone, ResourceRef};
+use crate::provision::{LeftAlone, ResourceKind, ResourceRef};
 use crate::spec::ValidSpec;
 
 /// The device plugin, as gpulab installs it.
@@ -411,10 +411,10 @@ impl ClusterAddon for NvidiaDevicePlugin {
         for object in Self::manifests(spec, id).iter().rev() {
             if object.delete_owned(client, id).await? == Deletion::NotOurs {
                 left_alone.push(LeftAlone {
-                    resource: ResourceRef {
-                        kind: object.kind().into(),
-                        id: format!("{}/{}", Self::NAMESPACE, object.name()),
-                    },
+                    resource: ResourceRef::new(
+                        ResourceKind::Kubernetes(object.kind().to_string()),
+                        format!("{}/{}", Self::NAMESPACE, object.name()),
+                    ),
                     reason: format!("it lacks the label {LAB_ID_KEY}={id}"),
                 });
             }

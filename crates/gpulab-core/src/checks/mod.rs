@@ -738,16 +738,3 @@ pub async fn run_gpu_checks(
 
 #[cfg(test)]
 mod tests;
-
-/// `word` quoted for a POSIX shell.
-pub(crate) fn sh_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+%".contains(&b))
-    {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}

@@ -71,13 +71,20 @@ impl ImageOptions {
             slurm: false,
         }
     }
+
+    /// The Dockerfile these options make (`gpulab image dockerfile`). Everything Python goes into
+    /// [`IMAGE_VENV`], whose `bin` leads `PATH`; nothing is baked into the environment that would
+    /// override the pod's.
+    pub fn dockerfile(&self) -> String {
+        render_dockerfile(self)
+    }
 }
 
 /// The workspace Dockerfile. Everything Python goes into [`IMAGE_VENV`], whose `bin` leads `PATH`;
 /// nothing is baked into the environment that would override the pod's (no `PIP_NO_CACHE_DIR`, which
 /// would disable the workspace's pip cache; no `NVIDIA_VISIBLE_DEVICES`, which the device plugin sets
 /// to the GPUs it allocated).
-pub fn render_dockerfile(options: &ImageOptions) -> String {
+pub(crate) fn render_dockerfile(options: &ImageOptions) -> String {
     let mut apt = options.apt_packages.clone();
     if options.slurm {
         apt.extend(["slurm-wlm".to_string(), "munge".to_string()]);

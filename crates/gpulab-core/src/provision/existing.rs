@@ -13,8 +13,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::events::{Event, Reporter, reported_step};
 use crate::naming::{GPU_RESOURCE, LabId};
 use crate::provision::{
-    ClusterAccess, ClusterAuth, ClusterBinding, ClusterProvisioner, Preflight, ProvisionStatus,
-    Provisioned, TeardownReport,
+    ClusterAccess, ClusterAuth, ClusterBinding, ClusterProvisioner, ClusterState, NodeGroupState,
+    Preflight, ProvisionStatus, Provisioned, TeardownReport,
 };
 use crate::spec::ValidSpec;
 use crate::{Error, Result};
@@ -321,8 +321,12 @@ impl ClusterProvisioner for ExistingCluster {
         let client = self.client(&resolved).await?;
         let (_nodes, gpu_nodes) = self.nodes(&client, &resolved.server).await?;
         Ok(ProvisionStatus {
-            cluster: format!("reachable (context {})", resolved.context),
-            node_group: format!("existing cluster: {} GPU node(s)", gpu_nodes.len()),
+            cluster: ClusterState::Reachable {
+                context: resolved.context.clone(),
+            },
+            node_group: NodeGroupState::Existing {
+                gpu_nodes: gpu_nodes.len() as u32,
+            },
             nodes_running: gpu_nodes.len() as u32,
             created_at: None,
         })

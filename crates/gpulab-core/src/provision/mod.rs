@@ -116,20 +116,8 @@ pub struct QuotaCheck {
     pub max_vcpus: f64,
 }
 
-/// A resource a provider created or found, as recorded in the lab's state and listed by `down`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ResourceRef {
-    /// Its kind, e.g. "vpc", "iam-role", "eks-cluster".
-    pub kind: String,
-    /// Its id or name, e.g. "vpc-0abc…".
-    pub id: String,
-}
-
-impl fmt::Display for ResourceRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.id)
-    }
-}
+// What a provider records and reports, in the model's one vocabulary of kinds.
+pub use gpulab_model::resources::{ResourceKind, ResourceRef};
 
 /// Labs found in the cloud by their name tag (`gpulab down --find-by-tag`), for a lab whose local state
 /// is lost: what each lab ID of that name owns, and what has the lab's names but no gpulab ID.
@@ -224,17 +212,120 @@ pub trait TokenSource: Send + Sync {
     async fn token(&self) -> Result<BearerToken>;
 }
 
-/// The cluster's state as the provider sees it, for `gpulab status`.
+/// The cluster's state as the provider sees it, for `gpulab status`. Its states are data; the text
+/// `status` prints (and its JSON carries) is their `Display`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProvisionStatus {
     /// The control plane's state, e.g. "ACTIVE", or "absent".
-    pub cluster: String,
+    #[serde(serialize_with = "as_text")]
+    pub cluster: ClusterState,
     /// The node group's state and size, e.g. "ACTIVE (1 of 1..2)", or "absent".
-    pub node_group: String,
+    #[serde(serialize_with = "as_text")]
+    pub node_group: NodeGroupState,
     /// Nodes running now.
     pub nodes_running: u32,
     /// When the cluster was created, if it exists.
     pub created_at: Option<SystemTime>,
+}
+
+/// The control plane, as its provider sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterState {
+    /// No cluster of the lab's name.
+    Absent,
+    /// A cluster of the lab's name without the lab's ID: never read further, changed or deleted.
+    NotOurs {
+        /// The cluster's name.
+        name: String,
+        /// The lab ID tag it lacks, as `key=value`.
+        missing_tag: String,
+    },
+    /// The lab's EKS cluster, in EKS's status ("ACTIVE", "CREATING", "DELETING").
+    Eks {
+        /// EKS's status.
+        status: String,
+    },
+    /// An existing cluster, reachable through its kubeconfig context.
+    Reachable {
+        /// The context.
+        context: String,
+    },
+}
+
+impl fmt::Display for ClusterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterState::Absent => f.write_str("absent"),
+            ClusterState::NotOurs { name, missing_tag } => write!(
+                f,
+                "not this lab's (a cluster named {name} without {missing_tag})"
+            ),
+            ClusterState::Eks { status } => f.write_str(status),
+            ClusterState::Reachable { context } => write!(f, "reachable (context {context})"),
+        }
+    }
+}
+
+/// The GPU nodes' group, as its provider sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeGroupState {
+    /// No node group of the lab's name (or no cluster).
+    Absent,
+    /// A node group of the lab's name without the lab's ID.
+    NotOurs,
+    /// The lab's EKS managed node group: EKS's status and its scaling.
+    Eks {
+        /// EKS's status ("ACTIVE", "UPDATING").
+        status: String,
+        /// Nodes it is asked to run.
+        desired: u32,
+        /// Its scaling bounds.
+        min: u32,
+        /// Its scaling bounds.
+        max: u32,
+    },
+    /// An existing cluster's GPU nodes (no group gpulab manages).
+    Existing {
+        /// Nodes offering GPUs.
+        gpu_nodes: u32,
+    },
+}
+
+impl NodeGroupState {
+    /// True when the provider runs nodes for the lab in it (the lab's own group, or an existing
+    /// cluster's GPU nodes).
+    pub fn is_present(&self) -> bool {
+        matches!(
+            self,
+            NodeGroupState::Eks { .. } | NodeGroupState::Existing { .. }
+        )
+    }
+}
+
+impl fmt::Display for NodeGroupState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeGroupState::Absent => f.write_str("absent"),
+            NodeGroupState::NotOurs => f.write_str("not this lab's"),
+            NodeGroupState::Eks {
+                status,
+                desired,
+                min,
+                max,
+            } => write!(f, "{status} ({desired} of {min}..{max})"),
+            NodeGroupState::Existing { gpu_nodes } => {
+                write!(f, "existing cluster: {gpu_nodes} GPU node(s)")
+            }
+        }
+    }
+}
+
+/// A state as the text `gpulab status` shows (its JSON keeps that text).
+fn as_text<T: fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// What `teardown` did and what it could not do.

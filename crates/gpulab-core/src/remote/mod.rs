@@ -306,6 +306,19 @@ for f in .* *; do
 done
 "#;
 
+/// Quote one word for a POSIX shell (every command line gpulab sends: exec, SSH, Slurm, vLLM).
+pub(crate) fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

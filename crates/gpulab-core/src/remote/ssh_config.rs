@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::Tunnel;
-use super::ssh::shell_quote;
+use super::shell_quote;
 use crate::private_files::{create_private_dir, write_private_atomically};
 use crate::{Error, Result};
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{parse_nvidia_smi_list, sh_quote};
+use crate::checks::parse_nvidia_smi_list;
+use crate::remote::shell_quote;
 use crate::remote::{ExecRequest, ExecStreams, ExitStatus, RemoteExec};
 use crate::{Error, Result};
 
@@ -452,7 +453,7 @@ pub async fn run(
     // Through a login shell, so the venv's PATH applies to the job as it does to `gpulab exec`.
     let line = srun_argv(command, options)
         .iter()
-        .map(|w| sh_quote(w))
+        .map(|w| shell_quote(w))
         .collect::<Vec<_>>()
         .join(" ");
     let guard = "command -v srun >/dev/null 2>&1 || { echo 'gpulab: Slurm is not set up in the workspace (no srun); run `gpulab slurm setup` first' >&2; exit 127; }";

@@ -11,7 +11,7 @@ use super::{Endpoint, VolumeClass, WorkspaceInfo, WorkspaceManager, WorkspaceSec
 use crate::cluster::{Deletion, cluster_error, is_not_found};
 use crate::events::{Event, Reporter, reported_step};
 use crate::naming::{GPU_RESOURCE, KubeNames, LabId};
-use crate::provision::{LeftAlone, ResourceRef};
+use crate::provision::{LeftAlone, ResourceKind, ResourceRef};
 use crate::spec::{AccessMode, SshKey, ValidSpec};
 use crate::{Error, Result};
 
@@ -373,13 +373,13 @@ impl WorkspaceManager for KubeWorkspace {
                 // A namespace someone else made was used as a guest; that is no news.
                 Deletion::NotOurs if object.kind() == "Namespace" => {}
                 Deletion::NotOurs => left_alone.push(LeftAlone {
-                    resource: ResourceRef {
-                        kind: object.kind().to_string(),
-                        id: match object.namespace() {
+                    resource: ResourceRef::new(
+                        ResourceKind::Kubernetes(object.kind().to_string()),
+                        match object.namespace() {
                             Some(ns) => format!("{ns}/{}", object.name()),
                             None => object.name().to_string(),
                         },
-                    },
+                    ),
                     reason: format!("it lacks the label {}={id}", crate::naming::LAB_ID_KEY),
                 }),
             }

@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::naming::{LAB_ID_KEY, LabId};
-use crate::provision::aws::{error_code, sdk_error};
+use crate::provision::aws::{CallResult, error_code, sdk_error};
 use crate::{Error, Result};
 use gpulab_model::aws::RegistryLogin;
 
@@ -259,7 +259,7 @@ impl EcrClient {
             .get_authorization_token()
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         let data = out
             .authorization_data()
             .first()

@@ -12,18 +12,21 @@ use aws_sdk_eks::types::{
 use base64::Engine;
 
 use super::iam::Roles;
-use super::network::{self, Network, missing};
+use super::network::{self, Network};
 use super::preflight::Zones;
 use aws_sdk_eks::operation::create_cluster::CreateClusterError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::sdk::{error_code, is_already_exists, is_not_found, sdk_error};
+use super::sdk::{CallResult, error_code, is_already_exists, is_not_found, missing, sdk_error};
 use super::{Ctx, Found, ProvisionStep, StepCounter, filter};
 use crate::events::Event;
 use crate::naming::{GPU_NODE_LABEL, KubeNames, LAB_ID_KEY, LAB_KEY};
-use crate::provision::{ClusterAccess, ClusterAuth, ProvisionStatus, ResourceRef};
+use crate::provision::{
+    ClusterAccess, ClusterAuth, ClusterState, NodeGroupState, ProvisionStatus, ResourceKind,
+    ResourceRef,
+};
 use crate::spec::Capacity;
 use crate::{Error, Result};
 use gpulab_model::aws::EBS_CSI_SERVICE_ACCOUNT;
@@ -49,43 +52,32 @@ fn owns(ctx: &Ctx<'_>, tags: Option<&HashMap<String, String>>) -> bool {
 
 /// The cluster with the lab's name, and whether it is the lab's.
 pub(crate) async fn find_cluster(ctx: &Ctx<'_>, step: &str) -> Result<Found<Cluster>> {
-    match ctx
-        .c
-        .eks
-        .describe_cluster()
-        .name(&ctx.names.cluster)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(match out.cluster() {
-            None => Found::Absent,
-            Some(c) if owns(ctx, c.tags()) => Found::Ours(c.clone()),
-            Some(_) => Found::NotOurs,
-        }),
-        Err(e) if is_not_found(&e) => Ok(Found::Absent),
-        Err(e) => Err(sdk_error(step, e)),
-    }
+    let described = ctx.c.eks.describe_cluster().name(&ctx.names.cluster).send();
+    let out = described.await.unless_gone(step)?;
+    Ok(match out.as_ref().and_then(|out| out.cluster()) {
+        None => Found::Absent,
+        Some(c) if owns(ctx, c.tags()) => Found::Ours(c.clone()),
+        Some(_) => Found::NotOurs,
+    })
 }
 
 /// The lab's node group in its cluster, and whether it is the lab's.
 pub(crate) async fn find_node_group(ctx: &Ctx<'_>, step: &str) -> Result<Found<Nodegroup>> {
-    match ctx
+    let described = ctx
         .c
         .eks
         .describe_nodegroup()
-        .cluster_name(&ctx.names.cluster)
+        .cluster_name(&ctx.names.cluster);
+    let out = described
         .nodegroup_name(&ctx.names.node_group)
         .send()
         .await
-    {
-        Ok(out) => Ok(match out.nodegroup() {
-            None => Found::Absent,
-            Some(n) if owns(ctx, n.tags()) => Found::Ours(n.clone()),
-            Some(_) => Found::NotOurs,
-        }),
-        Err(e) if is_not_found(&e) => Ok(Found::Absent),
-        Err(e) => Err(sdk_error(step, e)),
-    }
+        .unless_gone(step)?;
+    Ok(match out.as_ref().and_then(|out| out.nodegroup()) {
+        None => Found::Absent,
+        Some(n) if owns(ctx, n.tags()) => Found::Ours(n.clone()),
+        Some(_) => Found::NotOurs,
+    })
 }
 
 /// The error for an EKS cluster (or node group) of the lab's name without the lab's ID.
@@ -154,45 +146,29 @@ pub(crate) async fn resolve_principal(ctx: &Ctx<'_>, step: &str, arn: &str) -> R
 
 /// The cluster's status, or `None` when it does not exist.
 pub(crate) async fn cluster_status(ctx: &Ctx<'_>, step: &str) -> Result<Option<String>> {
-    match ctx
-        .c
-        .eks
-        .describe_cluster()
-        .name(&ctx.names.cluster)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(Some(
-            out.cluster()
-                .and_then(|c| c.status())
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|| "UNKNOWN".into()),
-        )),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(sdk_error(step, e)),
-    }
+    let described = ctx.c.eks.describe_cluster().name(&ctx.names.cluster).send();
+    Ok(described.await.unless_gone(step)?.map(|out| {
+        let status = out.cluster().and_then(|c| c.status());
+        status.map_or_else(|| "UNKNOWN".into(), |s| s.as_str().to_string())
+    }))
 }
 
 /// The node group's status, or `None` when it (or the cluster) does not exist.
 pub(crate) async fn node_group_status(ctx: &Ctx<'_>, step: &str) -> Result<Option<String>> {
-    match ctx
+    let described = ctx
         .c
         .eks
         .describe_nodegroup()
-        .cluster_name(&ctx.names.cluster)
+        .cluster_name(&ctx.names.cluster);
+    let out = described
         .nodegroup_name(&ctx.names.node_group)
         .send()
         .await
-    {
-        Ok(out) => Ok(Some(
-            out.nodegroup()
-                .and_then(|n| n.status())
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|| "UNKNOWN".into()),
-        )),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(sdk_error(step, e)),
-    }
+        .unless_gone(step)?;
+    Ok(out.map(|out| {
+        let status = out.nodegroup().and_then(|n| n.status());
+        status.map_or_else(|| "UNKNOWN".into(), |s| s.as_str().to_string())
+    }))
 }
 
 /// Send a create call, retrying while EKS does not yet accept a new IAM role; an "already exists"
@@ -306,8 +282,12 @@ async fn move_subnets(
     });
     let mut remade = Vec::new();
     *net = network::converge(ctx, zones, &StepCounter::unlimited(), &mut remade).await?;
-    resources.retain(|r| r.kind != "subnet");
-    resources.extend(remade.into_iter().filter(|r| r.kind == "subnet"));
+    resources.retain(|r| r.kind != ResourceKind::Subnet);
+    resources.extend(
+        remade
+            .into_iter()
+            .filter(|r| r.kind == ResourceKind::Subnet),
+    );
     Ok(())
 }
 
@@ -434,16 +414,13 @@ pub(crate) async fn converge(
                 )
                 .send()
                 .await
-                .map_err(|e| sdk_error(step, e))?;
+                .at(step)?;
             active().await?;
         }
         Ok(((), done))
     })
     .await?;
-    resources.push(ResourceRef {
-        kind: "eks-cluster".into(),
-        id: cluster.clone(),
-    });
+    resources.push(ResourceRef::new(ResourceKind::EksCluster, cluster.clone()));
     counter.finished()?;
 
     // The caller as cluster admin (bootstrapClusterCreatorAdminPermissions covers the creator; this
@@ -471,8 +448,7 @@ pub(crate) async fn converge(
                 }
                 Err(e) => return Err(sdk_error(step, e)),
             }
-            match eks
-                .associate_access_policy()
+            eks.associate_access_policy()
                 .cluster_name(&cluster)
                 .principal_arn(&principal)
                 .policy_arn(CLUSTER_ADMIN_POLICY)
@@ -483,19 +459,15 @@ pub(crate) async fn converge(
                 )
                 .send()
                 .await
-            {
-                Ok(_) => {}
-                Err(e) if is_already_exists(&e) => {}
-                Err(e) => return Err(sdk_error(step, e)),
-            }
+                .unless_exists(step)?;
             Ok((true, done))
         })
         .await?;
     if entry_is_ours {
-        resources.push(ResourceRef {
-            kind: "eks-access-entry".into(),
-            id: principal.clone(),
-        });
+        resources.push(ResourceRef::new(
+            ResourceKind::EksAccessEntry,
+            principal.clone(),
+        ));
     }
     counter.finished()?;
 
@@ -508,10 +480,7 @@ pub(crate) async fn converge(
     )
     .await?
     {
-        resources.push(ResourceRef {
-            kind: "eks-addon".into(),
-            id: POD_IDENTITY_ADDON.into(),
-        });
+        resources.push(ResourceRef::new(ResourceKind::EksAddon, POD_IDENTITY_ADDON));
     }
     counter.finished()?;
 
@@ -530,10 +499,7 @@ pub(crate) async fn converge(
     )
     .await?
     {
-        resources.push(ResourceRef {
-            kind: "eks-addon".into(),
-            id: EBS_CSI_ADDON.into(),
-        });
+        resources.push(ResourceRef::new(ResourceKind::EksAddon, EBS_CSI_ADDON));
     }
     counter.finished()?;
 
@@ -555,10 +521,10 @@ pub(crate) async fn converge(
         ),
     ] {
         if let Some(id) = ensure_pod_identity(ctx, step.name(), account, role, user).await? {
-            resources.push(ResourceRef {
-                kind: "eks-pod-identity-association".into(),
+            resources.push(ResourceRef::new(
+                ResourceKind::EksPodIdentityAssociation,
                 id,
-            });
+            ));
         }
         counter.finished()?;
     }
@@ -611,10 +577,7 @@ pub(crate) async fn converge(
         Ok(((), done))
     })
     .await?;
-    resources.push(ResourceRef {
-        kind: "eks-nodegroup".into(),
-        id: ng,
-    });
+    resources.push(ResourceRef::new(ResourceKind::EksNodegroup, ng));
     counter.finished()?;
     Ok(())
 }
@@ -632,17 +595,9 @@ async fn ensure_addon(
     let eks = &ctx.c.eks;
     let cluster = &ctx.names.cluster;
     ctx.step(step, async {
-        let existing = match eks
-            .describe_addon()
-            .cluster_name(cluster)
-            .addon_name(name)
-            .send()
-            .await
-        {
-            Ok(out) => out.addon().cloned(),
-            Err(e) if is_not_found(&e) => None,
-            Err(e) => return Err(sdk_error(step, e)),
-        };
+        let described = eks.describe_addon().cluster_name(cluster).addon_name(name);
+        let existing = described.send().await.unless_gone(step)?;
+        let existing = existing.and_then(|out| out.addon().cloned());
         match existing {
             Some(addon) if !owns(ctx, addon.tags()) => Ok((false, true)),
             Some(addon) => {
@@ -656,7 +611,7 @@ async fn ensure_addon(
                         .resolve_conflicts(ResolveConflicts::Overwrite)
                         .send()
                         .await
-                        .map_err(|e| sdk_error(step, e))?;
+                        .at(step)?;
                 }
                 Ok((true, !missing_association))
             }
@@ -725,7 +680,7 @@ async fn node_instance_types(
         )
         .send()
         .await
-        .map_err(|e| sdk_error(step, e))?;
+        .at(step)?;
     let offered: Vec<String> = out
         .instance_type_offerings()
         .iter()
@@ -809,7 +764,7 @@ async fn ensure_pod_identity(
             .set_tags(Some(tags(ctx)))
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         let id = out
             .association()
             .and_then(|a| a.association_id())
@@ -829,17 +784,14 @@ pub(crate) async fn find_pod_identity_association(
     service_account: &str,
 ) -> Result<Found<String>> {
     let eks = &ctx.c.eks;
-    let out = match eks
+    let listed = eks
         .list_pod_identity_associations()
         .cluster_name(&ctx.names.cluster)
         .namespace(namespace)
         .service_account(service_account)
-        .send()
-        .await
-    {
-        Ok(out) => out,
-        Err(e) if is_not_found(&e) => return Ok(Found::Absent),
-        Err(e) => return Err(sdk_error(step, e)),
+        .send();
+    let Some(out) = listed.await.unless_gone(step)? else {
+        return Ok(Found::Absent);
     };
     let Some(id) = out
         .associations()
@@ -855,7 +807,7 @@ pub(crate) async fn find_pod_identity_association(
         .association_id(&id)
         .send()
         .await
-        .map_err(|e| sdk_error(step, e))?;
+        .at(step)?;
     Ok(
         if owns(ctx, described.association().and_then(|a| a.tags())) {
             Found::Ours(id)
@@ -867,19 +819,9 @@ pub(crate) async fn find_pod_identity_association(
 
 /// Whether addon `name` of the lab's cluster carries the lab's ID; `None` when it is not installed.
 pub(crate) async fn addon_is_ours(ctx: &Ctx<'_>, step: &str, name: &str) -> Result<Option<bool>> {
-    match ctx
-        .c
-        .eks
-        .describe_addon()
-        .cluster_name(&ctx.names.cluster)
-        .addon_name(name)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(Some(owns(ctx, out.addon().and_then(|a| a.tags())))),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(sdk_error(step, e)),
-    }
+    let described = ctx.c.eks.describe_addon().cluster_name(&ctx.names.cluster);
+    let out = described.addon_name(name).send().await.unless_gone(step)?;
+    Ok(out.map(|out| owns(ctx, out.addon().and_then(|a| a.tags()))))
 }
 
 /// Whether the access entry of `principal` in the lab's cluster carries the lab's ID (false when there
@@ -889,19 +831,17 @@ pub(crate) async fn access_entry_is_ours(
     step: &str,
     principal: &str,
 ) -> Result<bool> {
-    match ctx
+    let described = ctx
         .c
         .eks
         .describe_access_entry()
-        .cluster_name(&ctx.names.cluster)
+        .cluster_name(&ctx.names.cluster);
+    let out = described
         .principal_arn(principal)
         .send()
         .await
-    {
-        Ok(out) => Ok(owns(ctx, out.access_entry().and_then(|a| a.tags()))),
-        Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(sdk_error(step, e)),
-    }
+        .unless_gone(step)?;
+    Ok(out.is_some_and(|out| owns(ctx, out.access_entry().and_then(|a| a.tags()))))
 }
 
 /// Wait until the node group is ACTIVE (and, with `desired`, at that size).
@@ -1035,44 +975,47 @@ pub(crate) async fn access(ctx: &Ctx<'_>) -> Result<ClusterAccess> {
 /// and nothing of it is read further.
 pub(crate) async fn status(ctx: &Ctx<'_>) -> Result<ProvisionStatus> {
     let step = "read lab status";
-    let absent = |cluster: &str| ProvisionStatus {
-        cluster: cluster.into(),
-        node_group: "absent".into(),
+    let absent = |cluster| ProvisionStatus {
+        cluster,
+        node_group: NodeGroupState::Absent,
         nodes_running: 0,
         created_at: None,
     };
     let cluster = match find_cluster(ctx, step).await? {
-        Found::Absent => return Ok(absent("absent")),
+        Found::Absent => return Ok(absent(ClusterState::Absent)),
         Found::NotOurs => {
-            return Ok(absent(&format!(
-                "not this lab's (a cluster named {} without {LAB_ID_KEY}={})",
-                ctx.names.cluster, ctx.id
-            )));
+            return Ok(absent(ClusterState::NotOurs {
+                name: ctx.names.cluster.clone(),
+                missing_tag: format!("{LAB_ID_KEY}={}", ctx.id),
+            }));
         }
         Found::Ours(cluster) => cluster,
     };
     let created_at = cluster
         .created_at()
         .and_then(|t| SystemTime::try_from(*t).ok());
-    let cluster = cluster
-        .status()
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|| "UNKNOWN".into());
+    let cluster = ClusterState::Eks {
+        status: cluster
+            .status()
+            .map_or_else(|| "UNKNOWN".into(), |s| s.as_str().to_string()),
+    };
     let node_group = match find_node_group(ctx, step).await? {
         Found::Ours(n) => {
             let s = n.scaling_config();
-            format!(
-                "{} ({} of {}..{})",
-                n.status().map(|s| s.as_str()).unwrap_or("UNKNOWN"),
-                s.and_then(|s| s.desired_size()).unwrap_or(0),
-                s.and_then(|s| s.min_size()).unwrap_or(0),
-                s.and_then(|s| s.max_size()).unwrap_or(0),
-            )
+            let size = |f: fn(&aws_sdk_eks::types::NodegroupScalingConfig) -> Option<i32>| {
+                s.and_then(f).unwrap_or(0).max(0) as u32
+            };
+            NodeGroupState::Eks {
+                status: n.status().map_or("UNKNOWN", |s| s.as_str()).to_string(),
+                desired: size(|s| s.desired_size()),
+                min: size(|s| s.min_size()),
+                max: size(|s| s.max_size()),
+            }
         }
-        Found::NotOurs => "not this lab's".to_string(),
-        Found::Absent => "absent".to_string(),
+        Found::NotOurs => NodeGroupState::NotOurs,
+        Found::Absent => NodeGroupState::Absent,
     };
-    let nodes_running = if node_group == "absent" || node_group == "not this lab's" {
+    let nodes_running = if !node_group.is_present() {
         0
     } else {
         let out = ctx
@@ -1084,7 +1027,7 @@ pub(crate) async fn status(ctx: &Ctx<'_>) -> Result<ProvisionStatus> {
             .filters(filter("instance-state-name", &["running"]))
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         out.reservations()
             .iter()
             .map(|r| r.instances().len() as u32)

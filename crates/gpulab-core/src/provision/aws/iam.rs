@@ -4,10 +4,10 @@
 use aws_sdk_iam::types::Tag;
 use serde_json::json;
 
-use super::sdk::{is_already_exists, is_not_found, sdk_error};
+use super::sdk::{CallResult, is_already_exists, sdk_error};
 use super::{Ctx, Found, ProvisionStep, StepCounter};
 use crate::naming::LAB_ID_KEY;
-use crate::provision::ResourceRef;
+use crate::provision::{ResourceKind, ResourceRef};
 use crate::{Error, Result};
 use gpulab_model::aws::{
     CLUSTER_POLICY, EBS_CSI_POLICY, IMAGE_BUILD_POLICY, NODE_POLICIES, POD_IDENTITY_PRINCIPAL,
@@ -45,17 +45,16 @@ fn trust_policy(service: &str) -> String {
 
 /// Role `name` (its ARN), and whether it is this lab's.
 pub(crate) async fn find_role(ctx: &Ctx<'_>, step: &str, name: &str) -> Result<Found<String>> {
-    match ctx.c.iam.get_role().role_name(name).send().await {
-        Ok(out) => Ok(match out.role() {
+    let out = ctx.c.iam.get_role().role_name(name).send().await;
+    Ok(
+        match out.unless_gone(step)?.as_ref().and_then(|out| out.role()) {
             None => Found::Absent,
             Some(role) if ctx.owns(role.tags().iter().map(|t| (t.key(), t.value()))) => {
                 Found::Ours(role.arn().to_string())
             }
             Some(_) => Found::NotOurs,
-        }),
-        Err(e) if is_not_found(&e) => Ok(Found::Absent),
-        Err(e) => Err(sdk_error(step, e)),
-    }
+        },
+    )
 }
 
 /// The error for a role of the lab's name that is not the lab's: gpulab never adopts it.
@@ -106,7 +105,7 @@ async fn converge_role(
                 Err(e) if is_already_exists(&e) => match find_role(ctx, step, name).await? {
                     Found::Ours(arn) => arn,
                     Found::NotOurs => return Err(not_ours(ctx, name)),
-                    Found::Absent => return Err(super::network::missing(step, "role")),
+                    Found::Absent => return Err(super::sdk::missing(step, "role")),
                 },
                 Err(e) => return Err(sdk_error(step, e)),
             }
@@ -117,7 +116,7 @@ async fn converge_role(
         .role_name(name)
         .send()
         .await
-        .map_err(|e| sdk_error(step, e))?;
+        .at(step)?;
     for policy in policies {
         let present = attached
             .attached_policies()
@@ -130,7 +129,7 @@ async fn converge_role(
                 .policy_arn(*policy)
                 .send()
                 .await
-                .map_err(|e| sdk_error(step, e))?;
+                .at(step)?;
         }
     }
     Ok((arn, done))
@@ -150,10 +149,7 @@ pub(crate) async fn converge(
                 converge_role(ctx, step.name(), name, service, policies),
             )
             .await?;
-        resources.push(ResourceRef {
-            kind: "iam-role".into(),
-            id: name.to_string(),
-        });
+        resources.push(ResourceRef::new(ResourceKind::IamRole, name.to_string()));
         Ok::<_, Error>(arn)
     };
     let cluster = role(
@@ -172,19 +168,9 @@ pub(crate) async fn converge(
     )
     .await?;
     // An inline push policy an earlier gpulab put on the node role goes: pods now get their own role.
-    match ctx
-        .c
-        .iam
-        .delete_role_policy()
-        .role_name(&names.node_role)
-        .policy_name(IMAGE_BUILD_POLICY)
-        .send()
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(sdk_error(ProvisionStep::NodeRole.name(), e)),
-    }
+    let old_policy = ctx.c.iam.delete_role_policy().role_name(&names.node_role);
+    let deleted = old_policy.policy_name(IMAGE_BUILD_POLICY).send().await;
+    deleted.unless_gone(ProvisionStep::NodeRole.name())?;
     counter.finished()?;
     let ebs_csi = role(
         ProvisionStep::EbsCsiRole,
@@ -276,89 +262,40 @@ pub(crate) async fn delete_role(ctx: &Ctx<'_>, step: &str, name: &str) -> Result
     if !matches!(find_role(ctx, step, name).await?, Found::Ours(_)) {
         return Ok(false);
     }
-    let profiles = iam
-        .list_instance_profiles_for_role()
-        .role_name(name)
-        .send()
-        .await;
-    match profiles {
-        Ok(out) => {
-            for p in out.instance_profiles() {
-                let pname = p.instance_profile_name();
-                match iam
-                    .remove_role_from_instance_profile()
-                    .instance_profile_name(pname)
-                    .role_name(name)
-                    .send()
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(sdk_error(step, e)),
-                }
-                match iam
-                    .delete_instance_profile()
-                    .instance_profile_name(pname)
-                    .send()
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(sdk_error(step, e)),
-                }
-            }
-        }
-        Err(e) if is_not_found(&e) => return Ok(false),
-        Err(e) => return Err(sdk_error(step, e)),
+    // A role that goes while this runs (another `down`) is not this run's to report.
+    let listed = iam.list_instance_profiles_for_role().role_name(name).send();
+    let Some(profiles) = listed.await.unless_gone(step)? else {
+        return Ok(false);
+    };
+    for profile in profiles.instance_profiles() {
+        let pname = profile.instance_profile_name();
+        let remove = iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(pname);
+        remove.role_name(name).send().await.unless_gone(step)?;
+        let delete = iam.delete_instance_profile().instance_profile_name(pname);
+        delete.send().await.unless_gone(step)?;
     }
-    match iam
-        .list_attached_role_policies()
-        .role_name(name)
-        .send()
-        .await
+    let listed = iam.list_attached_role_policies().role_name(name).send();
+    let Some(attached) = listed.await.unless_gone(step)? else {
+        return Ok(false);
+    };
+    for arn in attached
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn())
     {
-        Ok(out) => {
-            for p in out.attached_policies() {
-                if let Some(arn) = p.policy_arn() {
-                    match iam
-                        .detach_role_policy()
-                        .role_name(name)
-                        .policy_arn(arn)
-                        .send()
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e) if is_not_found(&e) => {}
-                        Err(e) => return Err(sdk_error(step, e)),
-                    }
-                }
-            }
-        }
-        Err(e) if is_not_found(&e) => return Ok(false),
-        Err(e) => return Err(sdk_error(step, e)),
+        let detach = iam.detach_role_policy().role_name(name).policy_arn(arn);
+        detach.send().await.unless_gone(step)?;
     }
-    match iam.list_role_policies().role_name(name).send().await {
-        Ok(out) => {
-            for policy in out.policy_names() {
-                match iam
-                    .delete_role_policy()
-                    .role_name(name)
-                    .policy_name(policy)
-                    .send()
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(sdk_error(step, e)),
-                }
-            }
-        }
-        Err(e) if is_not_found(&e) => return Ok(false),
-        Err(e) => return Err(sdk_error(step, e)),
+    let listed = iam.list_role_policies().role_name(name).send();
+    let Some(inline) = listed.await.unless_gone(step)? else {
+        return Ok(false);
+    };
+    for policy in inline.policy_names() {
+        let delete = iam.delete_role_policy().role_name(name).policy_name(policy);
+        delete.send().await.unless_gone(step)?;
     }
-    match iam.delete_role().role_name(name).send().await {
-        Ok(_) => Ok(true),
-        Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(sdk_error(step, e)),
-    }
+    let deleted = iam.delete_role().role_name(name).send().await;
+    Ok(deleted.unless_gone(step)?.is_some())
 }

@@ -8,10 +8,10 @@ use aws_sdk_elasticloadbalancingv2::types::Tag;
 
 use super::Ctx;
 use super::network::find_vpcs;
-use super::sdk::sdk_error;
+use super::sdk::CallResult;
 use crate::Result;
 use crate::naming::LAB_ID_KEY;
-use crate::provision::{LeftAlone, ResourceRef};
+use crate::provision::{LeftAlone, ResourceKind, ResourceRef};
 
 /// DescribeTags takes at most 20 ARNs (ELBv2 API reference).
 const TAGS_PER_CALL: usize = 20;
@@ -27,7 +27,7 @@ async fn tags_of(ctx: &Ctx<'_>, step: &str, arns: &[String]) -> Result<Vec<(Stri
             .set_resource_arns(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         for description in answer.tag_descriptions() {
             if let Some(arn) = description.resource_arn() {
                 out.push((arn.to_string(), description.tags().to_vec()));
@@ -64,7 +64,7 @@ pub(crate) async fn delete_load_balancers(
             .set_marker(marker.take())
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         in_vpc.extend(page.load_balancers().iter().filter_map(|lb| {
             let vpc = lb.vpc_id()?;
             vpcs.iter()
@@ -85,10 +85,7 @@ pub(crate) async fn delete_load_balancers(
             .to_string();
         if !owned(ctx, &tags) {
             left_alone.push(LeftAlone {
-                resource: ResourceRef {
-                    kind: "elb-load-balancer".into(),
-                    id,
-                },
+                resource: ResourceRef::new(ResourceKind::LoadBalancer, id),
                 reason: format!(
                     "it lacks {LAB_ID_KEY}={}; it is in the lab's VPC, which cannot be deleted while it lives",
                     ctx.id
@@ -102,11 +99,8 @@ pub(crate) async fn delete_load_balancers(
             .load_balancer_arn(&arn)
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
-        deleted.push(ResourceRef {
-            kind: "elb-load-balancer".into(),
-            id,
-        });
+            .at(step)?;
+        deleted.push(ResourceRef::new(ResourceKind::LoadBalancer, id));
         any = true;
     }
 
@@ -122,7 +116,7 @@ pub(crate) async fn delete_load_balancers(
             .set_marker(marker.take())
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         groups.extend(page.target_groups().iter().filter_map(|g| {
             let vpc = g.vpc_id()?;
             vpcs.iter()
@@ -144,15 +138,14 @@ pub(crate) async fn delete_load_balancers(
             .target_group_arn(&arn)
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
-        deleted.push(ResourceRef {
-            kind: "elb-target-group".into(),
-            id: arn
-                .rsplit(":targetgroup/")
+            .at(step)?;
+        deleted.push(ResourceRef::new(
+            ResourceKind::TargetGroup,
+            arn.rsplit(":targetgroup/")
                 .next()
                 .unwrap_or(&arn)
                 .to_string(),
-        });
+        ));
         any = true;
     }
     Ok(any)

@@ -45,7 +45,7 @@ pub use kubeconfig::{exec_credential_json, kubeconfig_yaml, write_kubeconfig};
 pub use preflight::{CHECKIP_URL, QuotaCode, quota_code};
 pub use sdk::{AwsClients, SdkOptions, default_retry_config, https_client, load_sdk_config};
 // For every AWS caller under this module (the steps, `ecr`), so their errors read alike.
-pub(crate) use sdk::{error_code, sdk_error};
+pub(crate) use sdk::{CallResult, error_code, sdk_error};
 pub use token::{EksTokenSource, eks_token, presigned_url};
 
 use crate::events::{Event, Reporter, reported_step};
@@ -300,12 +300,19 @@ impl Ctx<'_> {
     }
 
     /// Run `step`, reporting its start and end. The step returns its value and whether it found the
-    /// work already done.
-    pub(crate) async fn step<T, F>(&self, step: &str, work: F) -> Result<T>
+    /// work already done. The work goes on the heap as the step is made, not when it is first polled:
+    /// a step's future holds its SDK calls' (tens of KiB each in debug builds), and the provisioning
+    /// future that awaits one step after another would otherwise carry them all inline.
+    pub(crate) fn step<'s, T, F>(
+        &'s self,
+        step: &'s str,
+        work: F,
+    ) -> impl Future<Output = Result<T>> + 's
     where
-        F: Future<Output = Result<(T, bool)>>,
+        F: Future<Output = Result<(T, bool)>> + 's,
+        T: 's,
     {
-        reported_step(self.reporter, step, work).await
+        reported_step(self.reporter, step, Box::pin(work))
     }
 
     /// Poll `check` with backoff until it returns `None` (done), reporting what it waits on; after

@@ -2,6 +2,7 @@
 //! route table and one security group that admits only itself. No NAT gateway.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use aws_sdk_ec2::types::{
     AttributeBooleanValue, IpPermission, ResourceType, Subnet, Tag, TagSpecification,
@@ -9,10 +10,10 @@ use aws_sdk_ec2::types::{
 };
 
 use super::preflight::Zones;
-use super::sdk::{is_already_exists, sdk_error};
+use super::sdk::{CallResult, created_id, missing};
 use super::{Ctx, ProvisionStep, StepCounter, filter, lab_filter};
-use crate::provision::ResourceRef;
-use crate::{Error, Result};
+use crate::Result;
+use crate::provision::{ResourceKind, ResourceRef};
 use gpulab_model::aws::{SUBNET_CIDRS, VPC_CIDR};
 
 /// What the EKS steps need from the network.
@@ -62,7 +63,7 @@ pub(crate) async fn find_vpcs(ctx: &Ctx<'_>, step: &str) -> Result<Vec<String>> 
         .filters(lab_filter(ctx.id))
         .send()
         .await
-        .map_err(|e| sdk_error(step, e))?;
+        .at(step)?;
     let mut ids: Vec<String> = out
         .vpcs()
         .iter()
@@ -89,7 +90,7 @@ pub(crate) async fn drop_subnets_outside(
         .filters(lab_filter(ctx.id))
         .send()
         .await
-        .map_err(|e| sdk_error(step, e))?;
+        .at(step)?;
     let mut dropped = Vec::new();
     for subnet in out.subnets() {
         let (Some(id), Some(zone)) = (subnet.subnet_id(), subnet.availability_zone()) else {
@@ -98,19 +99,44 @@ pub(crate) async fn drop_subnets_outside(
         if valid.iter().any(|v| v == zone) {
             continue;
         }
-        ctx.c
-            .ec2
-            .delete_subnet()
-            .subnet_id(id)
-            .send()
-            .await
-            .map_err(|e| sdk_error(step, e))?;
+        let deleted = ctx.c.ec2.delete_subnet().subnet_id(id).send().await;
+        deleted.unless_gone(step)?;
         dropped.push(zone.to_string());
     }
     Ok(dropped)
 }
 
-/// Create (or find) every network resource, one step each.
+/// Find-or-create: the lab's existing resource (its id and what the step read from it), else the id
+/// `create` answers with. `create` is a future, so it runs only when nothing was found.
+async fn find_or_create<T: Default>(
+    found: Option<(String, T)>,
+    create: impl Future<Output = Result<String>>,
+) -> Result<FoundOrCreated<T>> {
+    Ok(match found {
+        Some((id, seen)) => FoundOrCreated {
+            id,
+            seen,
+            existed: true,
+        },
+        None => FoundOrCreated {
+            id: create.await?,
+            seen: T::default(),
+            existed: false,
+        },
+    })
+}
+
+/// One network resource after [`find_or_create`].
+struct FoundOrCreated<T> {
+    id: String,
+    /// What the step read from the existing resource (its default when just created).
+    seen: T,
+    existed: bool,
+}
+
+/// Create (or find) every network resource, one step each. Each step is rerunnable: it finds the
+/// lab's resource by its tags (or name), creates what is missing, and repairs attributes, routes,
+/// associations and rules an interrupted run left out.
 pub(crate) async fn converge(
     ctx: &Ctx<'_>,
     zones: &Zones,
@@ -119,52 +145,39 @@ pub(crate) async fn converge(
 ) -> Result<Network> {
     let ec2 = &ctx.c.ec2;
     let lab = ctx.lab().to_string();
+    let mut record = |kind, id: &str| resources.push(ResourceRef::new(kind, id));
 
-    // VPC
+    // VPC, with DNS on (EKS needs both attributes for the nodes to join and CoreDNS to answer).
     let step = ProvisionStep::Vpc.name();
     let vpc_id = ctx
         .step(step, async {
             let found = find_vpcs(ctx, step).await?.into_iter().next();
-            let (id, existed) = match found {
-                Some(id) => (id, true),
-                None => {
-                    let out = ec2
-                        .create_vpc()
-                        .cidr_block(VPC_CIDR)
-                        .tag_specifications(tag_spec(ctx, ResourceType::Vpc, &ctx.names.vpc, &[]))
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(step, e))?;
-                    let id = out
-                        .vpc()
-                        .and_then(|v| v.vpc_id())
-                        .ok_or_else(|| missing(step, "VpcId"))?
-                        .to_string();
-                    (id, false)
-                }
-            };
-            ec2.modify_vpc_attribute()
-                .vpc_id(&id)
-                .enable_dns_support(on())
-                .send()
-                .await
-                .map_err(|e| sdk_error(step, e))?;
-            ec2.modify_vpc_attribute()
-                .vpc_id(&id)
+            let vpc = find_or_create(found.map(|id| (id, ())), async {
+                let out = ec2
+                    .create_vpc()
+                    .cidr_block(VPC_CIDR)
+                    .tag_specifications(tag_spec(ctx, ResourceType::Vpc, &ctx.names.vpc, &[]))
+                    .send()
+                    .await
+                    .at(step)?;
+                created_id(step, out.vpc().and_then(|v| v.vpc_id()), "VpcId")
+            })
+            .await?;
+            let dns_support = ec2.modify_vpc_attribute().vpc_id(&vpc.id);
+            dns_support.enable_dns_support(on()).send().await.at(step)?;
+            let dns_hostnames = ec2.modify_vpc_attribute().vpc_id(&vpc.id);
+            dns_hostnames
                 .enable_dns_hostnames(on())
                 .send()
                 .await
-                .map_err(|e| sdk_error(step, e))?;
-            Ok((id, existed))
+                .at(step)?;
+            Ok((vpc.id, vpc.existed))
         })
         .await?;
-    resources.push(ResourceRef {
-        kind: "vpc".into(),
-        id: vpc_id.clone(),
-    });
+    record(ResourceKind::Vpc, &vpc_id);
     counter.finished()?;
 
-    // Subnets
+    // Subnets: SUBNET_CIDRS in two zones, public addresses on launch.
     let step = ProvisionStep::Subnets.name();
     let subnet_ids = ctx
         .step(step, async {
@@ -173,7 +186,7 @@ pub(crate) async fn converge(
                 .filters(filter("vpc-id", &[&vpc_id]))
                 .send()
                 .await
-                .map_err(|e| sdk_error(step, e))?;
+                .at(step)?;
             let existing = out.subnets().to_vec();
             let found: Vec<Option<&Subnet>> = SUBNET_CIDRS
                 .iter()
@@ -189,70 +202,61 @@ pub(crate) async fn converge(
             let mut ids = Vec::new();
             let mut all_existed = true;
             for (i, cidr) in SUBNET_CIDRS.iter().enumerate() {
-                let (id, public) = match found[i] {
-                    Some(s) => (
-                        s.subnet_id().unwrap_or_default().to_string(),
-                        s.map_public_ip_on_launch() == Some(true),
-                    ),
-                    None => {
-                        all_existed = false;
-                        let zone = if i == 0 {
-                            zones.offering.iter().find(|z| !taken.contains(z))
-                        } else {
-                            zones.all().find(|z| !taken.contains(z))
-                        }
-                        .ok_or_else(|| missing(step, "a free availability zone"))?
-                        .clone();
-                        taken.push(zone.clone());
-                        let extra = [
-                            ("kubernetes.io/role/elb".to_string(), "1".to_string()),
-                            (cluster_tag_key(&ctx.names.cluster), "shared".to_string()),
-                        ];
-                        let out = ec2
-                            .create_subnet()
-                            .vpc_id(&vpc_id)
-                            .cidr_block(*cidr)
-                            .availability_zone(&zone)
-                            .tag_specifications(tag_spec(
-                                ctx,
-                                ResourceType::Subnet,
-                                &format!("{lab}-public-{}", i + 1),
-                                &extra,
-                            ))
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(step, e))?;
-                        let id = out
-                            .subnet()
-                            .and_then(|s| s.subnet_id())
-                            .ok_or_else(|| missing(step, "SubnetId"))?
-                            .to_string();
-                        (id, false)
+                let seen = found[i].map(|s| {
+                    let id = s.subnet_id().unwrap_or_default().to_string();
+                    (id, s.map_public_ip_on_launch() == Some(true))
+                });
+                let subnet = find_or_create(seen, async {
+                    let zone = if i == 0 {
+                        zones.offering.iter().find(|z| !taken.contains(z))
+                    } else {
+                        zones.all().find(|z| !taken.contains(z))
                     }
-                };
+                    .ok_or_else(|| missing(step, "a free availability zone"))?
+                    .clone();
+                    taken.push(zone.clone());
+                    let extra = [
+                        ("kubernetes.io/role/elb".to_string(), "1".to_string()),
+                        (cluster_tag_key(&ctx.names.cluster), "shared".to_string()),
+                    ];
+                    let out = ec2
+                        .create_subnet()
+                        .vpc_id(&vpc_id)
+                        .cidr_block(*cidr)
+                        .availability_zone(&zone)
+                        .tag_specifications(tag_spec(
+                            ctx,
+                            ResourceType::Subnet,
+                            &format!("{lab}-public-{}", i + 1),
+                            &extra,
+                        ))
+                        .send()
+                        .await
+                        .at(step)?;
+                    created_id(step, out.subnet().and_then(|s| s.subnet_id()), "SubnetId")
+                })
+                .await?;
+                let public = subnet.seen;
                 if !public {
-                    all_existed = false;
-                    ec2.modify_subnet_attribute()
-                        .subnet_id(&id)
+                    let attribute = ec2.modify_subnet_attribute().subnet_id(&subnet.id);
+                    attribute
                         .map_public_ip_on_launch(on())
                         .send()
                         .await
-                        .map_err(|e| sdk_error(step, e))?;
+                        .at(step)?;
                 }
-                ids.push(id);
+                all_existed &= subnet.existed && public;
+                ids.push(subnet.id);
             }
             Ok((ids, all_existed))
         })
         .await?;
     for id in &subnet_ids {
-        resources.push(ResourceRef {
-            kind: "subnet".into(),
-            id: id.clone(),
-        });
+        record(ResourceKind::Subnet, id);
     }
     counter.finished()?;
 
-    // Internet gateway
+    // Internet gateway, attached to the VPC.
     let step = ProvisionStep::InternetGateway.name();
     let igw_id = ctx
         .step(step, async {
@@ -261,60 +265,45 @@ pub(crate) async fn converge(
                 .filters(lab_filter(ctx.id))
                 .send()
                 .await
-                .map_err(|e| sdk_error(step, e))?;
-            let mut done = true;
-            let (id, attached) = match out.internet_gateways().first() {
-                Some(igw) => (
-                    igw.internet_gateway_id().unwrap_or_default().to_string(),
-                    igw.attachments()
+                .at(step)?;
+            let seen = out.internet_gateways().first().map(|igw| {
+                let id = igw.internet_gateway_id().unwrap_or_default().to_string();
+                let attachments = igw.attachments();
+                (
+                    id,
+                    attachments
                         .iter()
                         .any(|a| a.vpc_id() == Some(vpc_id.as_str())),
-                ),
-                None => {
-                    done = false;
-                    let out = ec2
-                        .create_internet_gateway()
-                        .tag_specifications(tag_spec(
-                            ctx,
-                            ResourceType::InternetGateway,
-                            &format!("{lab}-igw"),
-                            &[],
-                        ))
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(step, e))?;
-                    let id = out
-                        .internet_gateway()
-                        .and_then(|g| g.internet_gateway_id())
-                        .ok_or_else(|| missing(step, "InternetGatewayId"))?
-                        .to_string();
-                    (id, false)
-                }
-            };
-            if !attached {
-                done = false;
-                match ec2
-                    .attach_internet_gateway()
-                    .internet_gateway_id(&id)
-                    .vpc_id(&vpc_id)
+                )
+            });
+            let igw = find_or_create(seen, async {
+                let out = ec2
+                    .create_internet_gateway()
+                    .tag_specifications(tag_spec(
+                        ctx,
+                        ResourceType::InternetGateway,
+                        &format!("{lab}-igw"),
+                        &[],
+                    ))
                     .send()
                     .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_already_exists(&e) => {}
-                    Err(e) => return Err(sdk_error(step, e)),
-                }
+                    .at(step)?;
+                let id = out.internet_gateway().and_then(|g| g.internet_gateway_id());
+                created_id(step, id, "InternetGatewayId")
+            })
+            .await?;
+            let attached = igw.seen;
+            if !attached {
+                let attach = ec2.attach_internet_gateway().internet_gateway_id(&igw.id);
+                attach.vpc_id(&vpc_id).send().await.unless_exists(step)?;
             }
-            Ok((id, done))
+            Ok((igw.id, igw.existed && attached))
         })
         .await?;
-    resources.push(ResourceRef {
-        kind: "internet-gateway".into(),
-        id: igw_id.clone(),
-    });
+    record(ResourceKind::InternetGateway, &igw_id);
     counter.finished()?;
 
-    // Route table
+    // Route table: the default route to the gateway, associated with every subnet.
     let step = ProvisionStep::RouteTable.name();
     let rt_id = ctx
         .step(step, async {
@@ -324,39 +313,35 @@ pub(crate) async fn converge(
                 .filters(lab_filter(ctx.id))
                 .send()
                 .await
-                .map_err(|e| sdk_error(step, e))?;
-            let mut done = true;
-            let (id, routes, associated) = match out.route_tables().first() {
-                Some(rt) => (
-                    rt.route_table_id().unwrap_or_default().to_string(),
-                    rt.routes().to_vec(),
-                    rt.associations()
-                        .iter()
-                        .filter_map(|a| a.subnet_id().map(str::to_owned))
-                        .collect::<Vec<_>>(),
-                ),
-                None => {
-                    done = false;
-                    let out = ec2
-                        .create_route_table()
-                        .vpc_id(&vpc_id)
-                        .tag_specifications(tag_spec(
-                            ctx,
-                            ResourceType::RouteTable,
-                            &format!("{lab}-public"),
-                            &[],
-                        ))
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(step, e))?;
-                    let id = out
-                        .route_table()
-                        .and_then(|r| r.route_table_id())
-                        .ok_or_else(|| missing(step, "RouteTableId"))?
-                        .to_string();
-                    (id, Vec::new(), Vec::new())
-                }
-            };
+                .at(step)?;
+            let seen = out.route_tables().first().map(|rt| {
+                let id = rt.route_table_id().unwrap_or_default().to_string();
+                let associated: Vec<String> = rt
+                    .associations()
+                    .iter()
+                    .filter_map(|a| a.subnet_id().map(str::to_owned))
+                    .collect();
+                (id, (rt.routes().to_vec(), associated))
+            });
+            let table = find_or_create(seen, async {
+                let out = ec2
+                    .create_route_table()
+                    .vpc_id(&vpc_id)
+                    .tag_specifications(tag_spec(
+                        ctx,
+                        ResourceType::RouteTable,
+                        &format!("{lab}-public"),
+                        &[],
+                    ))
+                    .send()
+                    .await
+                    .at(step)?;
+                let id = out.route_table().and_then(|r| r.route_table_id());
+                created_id(step, id, "RouteTableId")
+            })
+            .await?;
+            let (routes, associated) = &table.seen;
+            let mut done = table.existed;
             let default_route = routes
                 .iter()
                 .find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"));
@@ -365,56 +350,40 @@ pub(crate) async fn converge(
                 Some(false) => {
                     done = false;
                     ec2.replace_route()
-                        .route_table_id(&id)
+                        .route_table_id(&table.id)
                         .destination_cidr_block("0.0.0.0/0")
                         .gateway_id(&igw_id)
                         .send()
                         .await
-                        .map_err(|e| sdk_error(step, e))?;
+                        .at(step)?;
                 }
                 None => {
                     done = false;
-                    match ec2
-                        .create_route()
-                        .route_table_id(&id)
+                    ec2.create_route()
+                        .route_table_id(&table.id)
                         .destination_cidr_block("0.0.0.0/0")
                         .gateway_id(&igw_id)
                         .send()
                         .await
-                    {
-                        Ok(_) => {}
-                        Err(e) if is_already_exists(&e) => {}
-                        Err(e) => return Err(sdk_error(step, e)),
-                    }
+                        .unless_exists(step)?;
                 }
             }
-            for subnet in &subnet_ids {
-                if associated.contains(subnet) {
-                    continue;
-                }
+            for subnet in subnet_ids.iter().filter(|s| !associated.contains(s)) {
                 done = false;
-                match ec2
-                    .associate_route_table()
-                    .route_table_id(&id)
+                let associate = ec2.associate_route_table().route_table_id(&table.id);
+                associate
                     .subnet_id(subnet)
                     .send()
                     .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_already_exists(&e) => {}
-                    Err(e) => return Err(sdk_error(step, e)),
-                }
+                    .unless_exists(step)?;
             }
-            Ok((id, done))
+            Ok((table.id, done))
         })
         .await?;
-    resources.push(ResourceRef {
-        kind: "route-table".into(),
-        id: rt_id,
-    });
+    record(ResourceKind::RouteTable, &rt_id);
     counter.finished()?;
 
-    // Security group
+    // Security group: admits only itself (the control plane and the nodes), nothing from outside.
     let step = ProvisionStep::SecurityGroup.name();
     let sg_name = ctx.names.node_security_group.clone();
     let sg_id = ctx
@@ -425,83 +394,56 @@ pub(crate) async fn converge(
                 .filters(filter("group-name", &[&sg_name]))
                 .send()
                 .await
-                .map_err(|e| sdk_error(step, e))?;
-            let mut done = true;
-            let (id, self_rule) = match out.security_groups().first() {
-                Some(sg) => {
-                    let id = sg.group_id().unwrap_or_default().to_string();
-                    let self_rule = sg.ip_permissions().iter().any(|p| {
-                        p.user_id_group_pairs()
-                            .iter()
-                            .any(|g| g.group_id() == Some(id.as_str()))
-                    });
-                    (id, self_rule)
-                }
-                None => {
-                    done = false;
-                    let out = ec2
-                        .create_security_group()
-                        .group_name(&sg_name)
-                        .description(format!(
-                            "gpulab lab {lab}: EKS control plane and GPU nodes; admits only itself"
-                        ))
-                        .vpc_id(&vpc_id)
-                        .tag_specifications(tag_spec(
-                            ctx,
-                            ResourceType::SecurityGroup,
-                            &sg_name,
-                            &[],
-                        ))
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(step, e))?;
-                    let id = out
-                        .group_id()
-                        .ok_or_else(|| missing(step, "GroupId"))?
-                        .to_string();
-                    (id, false)
-                }
-            };
+                .at(step)?;
+            let seen = out.security_groups().first().map(|sg| {
+                let id = sg.group_id().unwrap_or_default().to_string();
+                let self_rule = sg.ip_permissions().iter().any(|p| {
+                    p.user_id_group_pairs()
+                        .iter()
+                        .any(|g| g.group_id() == Some(id.as_str()))
+                });
+                (id, self_rule)
+            });
+            let group = find_or_create(seen, async {
+                let out = ec2
+                    .create_security_group()
+                    .group_name(&sg_name)
+                    .description(format!(
+                        "gpulab lab {lab}: EKS control plane and GPU nodes; admits only itself"
+                    ))
+                    .vpc_id(&vpc_id)
+                    .tag_specifications(tag_spec(ctx, ResourceType::SecurityGroup, &sg_name, &[]))
+                    .send()
+                    .await
+                    .at(step)?;
+                created_id(step, out.group_id(), "GroupId")
+            })
+            .await?;
+            let self_rule = group.seen;
             if !self_rule {
-                done = false;
-                match ec2
-                    .authorize_security_group_ingress()
-                    .group_id(&id)
+                ec2.authorize_security_group_ingress()
+                    .group_id(&group.id)
                     .ip_permissions(
                         IpPermission::builder()
                             .ip_protocol("-1")
-                            .user_id_group_pairs(UserIdGroupPair::builder().group_id(&id).build())
+                            .user_id_group_pairs(
+                                UserIdGroupPair::builder().group_id(&group.id).build(),
+                            )
                             .build(),
                     )
                     .send()
                     .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_already_exists(&e) => {}
-                    Err(e) => return Err(sdk_error(step, e)),
-                }
+                    .unless_exists(step)?;
             }
-            Ok((id, done))
+            Ok((group.id, group.existed && self_rule))
         })
         .await?;
-    resources.push(ResourceRef {
-        kind: "security-group".into(),
-        id: sg_id.clone(),
-    });
+    record(ResourceKind::SecurityGroup, &sg_id);
     counter.finished()?;
 
     Ok(Network {
-        vpc_id: vpc_id.clone(),
+        vpc_id,
         subnet_ids,
         security_group_id: sg_id,
     })
-}
-
-pub(crate) fn missing(step: &str, what: &str) -> Error {
-    Error::Provision {
-        step: step.into(),
-        message: format!("the answer has no {what}"),
-        hint: None,
-        cause: None,
-    }
 }

@@ -4,7 +4,7 @@
 use aws_sdk_ec2::types::LocationType;
 use serde::Serialize;
 
-use super::sdk::{error_code, sdk_error};
+use super::sdk::{CallResult, error_code, sdk_error};
 use super::{Ctx, filter};
 use crate::catalog::QuotaClass;
 use crate::events::Event;
@@ -117,7 +117,7 @@ pub(crate) async fn zones(ctx: &Ctx<'_>) -> Result<Zones> {
         .filters(filter("state", &["available"]))
         .send()
         .await
-        .map_err(|e| sdk_error(step, e))?;
+        .at(step)?;
     // The filter is the API's; the check on each zone keeps a Local Zone out should a filter be ignored.
     let mut standard: Vec<String> = out
         .availability_zones()
@@ -140,7 +140,7 @@ pub(crate) async fn zones(ctx: &Ctx<'_>) -> Result<Zones> {
             .set_next_token(next.take())
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         offered.extend(
             out.instance_type_offerings()
                 .iter()

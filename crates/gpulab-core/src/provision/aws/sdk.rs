@@ -232,6 +232,57 @@ where
     }
 }
 
+/// One place for what every AWS call does with its answer: the step's [`Error`] on failure, and the two
+/// answers that mean "already done" for an idempotent step (find-or-create, delete-if-present).
+pub(crate) trait CallResult<T> {
+    /// The answer, or the step's error with the API's answer as its cause.
+    fn at(self, step: &str) -> Result<T, Error>;
+    /// `None` where the resource is already gone: what a delete (or detach) that may be rerun wants.
+    fn unless_gone(self, step: &str) -> Result<Option<T>, Error>;
+    /// `None` where the resource (or rule, route, association) already exists: a rerun's create.
+    fn unless_exists(self, step: &str) -> Result<Option<T>, Error>;
+}
+
+impl<T, E> CallResult<T> for Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn at(self, step: &str) -> Result<T, Error> {
+        self.map_err(|e| sdk_error(step, e))
+    }
+
+    fn unless_gone(self, step: &str) -> Result<Option<T>, Error> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(sdk_error(step, e)),
+        }
+    }
+
+    fn unless_exists(self, step: &str) -> Result<Option<T>, Error> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_already_exists(&e) => Ok(None),
+            Err(e) => Err(sdk_error(step, e)),
+        }
+    }
+}
+
+/// The id a create call answered with, or the step's error naming the field the answer lacked.
+pub(crate) fn created_id(step: &str, id: Option<&str>, field: &str) -> Result<String, Error> {
+    id.map(str::to_owned).ok_or_else(|| missing(step, field))
+}
+
+/// The step's error for an answer that lacks `what`.
+pub(crate) fn missing(step: &str, what: &str) -> Error {
+    Error::Provision {
+        step: step.into(),
+        message: format!("the answer has no {what}"),
+        hint: None,
+        cause: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

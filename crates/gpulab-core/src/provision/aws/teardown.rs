@@ -14,19 +14,16 @@ use super::eks::{
 };
 use super::iam::{find_role, role_names};
 use super::network::{cluster_tag_key, find_vpcs};
-use super::sdk::{error_code, is_already_exists, is_not_found, sdk_error};
+use super::sdk::{CallResult, error_code, is_already_exists, is_not_found, sdk_error};
 use super::{Ctx, Found, filter, lab_filter};
 use crate::events::Event;
 use crate::naming::{LAB_ID_KEY, LAB_KEY, LabId};
 use crate::provision::aws::ecr::RepositoryDeletion;
-use crate::provision::{LeftAlone, ResourceRef, TagSearch, TeardownReport};
+use crate::provision::{LeftAlone, ResourceKind, ResourceRef, TagSearch, TeardownReport};
 use crate::{Error, Result};
 
-fn r(kind: &str, id: &str) -> ResourceRef {
-    ResourceRef {
-        kind: kind.into(),
-        id: id.into(),
-    }
+fn r(kind: ResourceKind, id: &str) -> ResourceRef {
+    ResourceRef::new(kind, id)
 }
 
 /// Failures of best-effort steps; teardown goes on past them so that one stuck resource does not keep
@@ -84,7 +81,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
                 Found::Absent => return Ok(true),
                 Found::NotOurs => {
                     left_alone.push(alone(
-                        "eks-cluster",
+                        ResourceKind::EksCluster,
                         &ctx.names.cluster,
                         &format!("it lacks {LAB_ID_KEY}={}; its node groups, addons and access entries are left alone too", ctx.id),
                     ));
@@ -96,7 +93,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
                 Found::Absent => Ok(true),
                 Found::NotOurs => {
                     left_alone.push(alone(
-                        "eks-nodegroup",
+                        ResourceKind::EksNodegroup,
                         &ctx.names.node_group,
                         &format!("it lacks {LAB_ID_KEY}={}", ctx.id),
                     ));
@@ -105,7 +102,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
                 Found::Ours(_) => {
                     let found = Box::pin(delete_node_group(ctx, step)).await?;
                     if found {
-                        deleted.push(r("eks-nodegroup", &ctx.names.node_group));
+                        deleted.push(r(ResourceKind::EksNodegroup, &ctx.names.node_group));
                     }
                     Ok(!found)
                 }
@@ -127,7 +124,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
             .step(ctx, step, async {
                 let found = Box::pin(delete_cluster(ctx, step)).await?;
                 if found {
-                    deleted.push(r("eks-cluster", &ctx.names.cluster));
+                    deleted.push(r(ResourceKind::EksCluster, &ctx.names.cluster));
                 }
                 Ok(!found)
             })
@@ -165,13 +162,13 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
                 match find_role(ctx, step, name).await? {
                     Found::Absent => {}
                     Found::NotOurs => left_alone.push(alone(
-                        "iam-role",
+                        ResourceKind::IamRole,
                         name,
                         &format!("it lacks {LAB_ID_KEY}={}", ctx.id),
                     )),
                     Found::Ours(_) => {
                         if Box::pin(super::iam::delete_role(ctx, step, name)).await? {
-                            deleted.push(r("iam-role", name));
+                            deleted.push(r(ResourceKind::IamRole, name));
                             any = true;
                         }
                     }
@@ -189,12 +186,12 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
             Ok(
                 match Box::pin(ecr.delete_owned_repository(&name, ctx.id)).await? {
                     RepositoryDeletion::Deleted => {
-                        deleted.push(r("ecr-repository", &name));
+                        deleted.push(r(ResourceKind::EcrRepository, &name));
                         false
                     }
                     RepositoryDeletion::NotOurs => {
                         left_alone.push(alone(
-                            "ecr-repository",
+                            ResourceKind::EcrRepository,
                             &name,
                             &format!("it lacks {LAB_ID_KEY}={}", ctx.id),
                         ));
@@ -221,9 +218,9 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
             Ok((Box::pin(sweep(ctx, step, &mut left_alone)).await?, false))
         })
         .await?;
-    // The sweep names by ARN ("eks:cluster") what the steps named by kind ("eks-cluster").
+    // The sweep may find again what a step already left alone (by ARN there, by name here: one kind).
     let mut seen = BTreeSet::new();
-    left_alone.retain(|a| seen.insert((a.resource.kind.replace(':', "-"), a.resource.id.clone())));
+    left_alone.retain(|a| seen.insert(a.resource.clone()));
     for thing in &left_alone {
         ctx.reporter.report(Event::Warning {
             message: thing.to_string(),
@@ -252,7 +249,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<TeardownReport> {
     })
 }
 
-fn alone(kind: &str, id: &str, reason: &str) -> LeftAlone {
+fn alone(kind: ResourceKind, id: &str, reason: &str) -> LeftAlone {
     LeftAlone {
         resource: r(kind, id),
         reason: reason.into(),
@@ -307,16 +304,14 @@ async fn delete_addons_and_access(
     let cluster = &ctx.names.cluster;
     let mut n = 0;
     // The lab's own Pod Identity associations (an addon's go with the addon).
-    let associations = match eks
+    let listed = eks
         .list_pod_identity_associations()
         .cluster_name(cluster)
-        .send()
-        .await
-    {
-        Ok(out) => out.associations().to_vec(),
-        Err(e) if is_not_found(&e) => return Ok(0),
-        Err(e) => return Err(sdk_error(step, e)),
+        .send();
+    let Some(associations) = listed.await.unless_gone(step)? else {
+        return Ok(0);
     };
+    let associations = associations.associations().to_vec();
     for association in associations {
         let (Some(namespace), Some(account), Some(id)) = (
             association.namespace(),
@@ -332,26 +327,28 @@ async fn delete_addons_and_access(
         {
             continue;
         }
-        match eks
-            .delete_pod_identity_association()
-            .cluster_name(cluster)
+        let delete = eks.delete_pod_identity_association().cluster_name(cluster);
+        if delete
             .association_id(id)
             .send()
             .await
+            .unless_gone(step)?
+            .is_some()
         {
-            Ok(_) => {
-                n += 1;
-                deleted.push(r("eks-pod-identity-association", id));
-            }
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(sdk_error(step, e)),
+            n += 1;
+            deleted.push(r(ResourceKind::EksPodIdentityAssociation, id));
         }
     }
-    let addons = match eks.list_addons().cluster_name(cluster).send().await {
-        Ok(out) => out.addons().to_vec(),
-        Err(e) if is_not_found(&e) => return Ok(n),
-        Err(e) => return Err(sdk_error(step, e)),
+    let Some(addons) = eks
+        .list_addons()
+        .cluster_name(cluster)
+        .send()
+        .await
+        .unless_gone(step)?
+    else {
+        return Ok(n);
     };
+    let addons = addons.addons().to_vec();
     for addon in addons {
         // Only the lab's own; the rest go with the lab's cluster.
         if addon_is_ours(ctx, step, &addon).await? != Some(true) {
@@ -366,17 +363,17 @@ async fn delete_addons_and_access(
         {
             Ok(_) => {
                 n += 1;
-                deleted.push(r("eks-addon", &addon));
+                deleted.push(r(ResourceKind::EksAddon, &addon));
             }
             Err(e) if is_not_found(&e) || is_already_exists(&e) => {}
             Err(e) => return Err(sdk_error(step, e)),
         }
     }
-    let entries = match eks.list_access_entries().cluster_name(cluster).send().await {
-        Ok(out) => out.access_entries().to_vec(),
-        Err(e) if is_not_found(&e) => return Ok(n),
-        Err(e) => return Err(sdk_error(step, e)),
+    let listed = eks.list_access_entries().cluster_name(cluster).send();
+    let Some(entries) = listed.await.unless_gone(step)? else {
+        return Ok(n);
     };
+    let entries = entries.access_entries().to_vec();
     for principal in entries {
         if !access_entry_is_ours(ctx, step, &principal).await? {
             continue;
@@ -390,7 +387,7 @@ async fn delete_addons_and_access(
         {
             Ok(_) => {
                 n += 1;
-                deleted.push(r("eks-access-entry", &principal));
+                deleted.push(r(ResourceKind::EksAccessEntry, &principal));
             }
             Err(e) if is_not_found(&e) => {}
             // EKS keeps the entries it manages itself; they go with the cluster.
@@ -439,7 +436,7 @@ async fn delete_cluster(ctx: &Ctx<'_>, step: &str) -> Result<bool> {
 async fn delete_with_retry<F, Fut>(ctx: &Ctx<'_>, step: &str, what: &str, mut op: F) -> Result<bool>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<(), (Option<String>, Error)>>,
+    Fut: Future<Output = Result<()>>,
 {
     let deleted = AtomicBool::new(false);
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
@@ -448,24 +445,31 @@ where
         let deleted = &deleted;
         let fatal = &fatal;
         async move {
-            match fut.await {
+            let result = fut.await;
+            // A dependency still going away (a deleted cluster's ENIs linger for minutes) is waited
+            // out; anything else but "gone" ends the wait.
+            let in_use = result
+                .as_ref()
+                .err()
+                .and_then(Error::api)
+                .is_some_and(|api| {
+                    matches!(
+                        api.code.as_deref(),
+                        Some(
+                            "DependencyViolation"
+                                | "InvalidNetworkInterface.InUse"
+                                | "ResourceInUse"
+                        )
+                    )
+                });
+            match result {
                 Ok(()) => {
                     deleted.store(true, Ordering::SeqCst);
                     Ok(None)
                 }
-                Err((Some(code), _))
-                    if code.contains("NotFound") || code == "Gateway.NotAttached" =>
-                {
-                    Ok(None)
-                }
-                Err((Some(code), e))
-                    if code == "DependencyViolation"
-                        || code == "InvalidNetworkInterface.InUse"
-                        || code == "ResourceInUse" =>
-                {
-                    Ok(Some(e.to_string()))
-                }
-                Err((_, e)) => {
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) if in_use => Ok(Some(e.to_string())),
+                Err(e) => {
                     *fatal.lock().expect("fatal lock") = Some(e);
                     Ok(None)
                 }
@@ -479,18 +483,6 @@ where
     }
 }
 
-macro_rules! try_delete {
-    ($step:expr, $call:expr) => {{
-        match $call.send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let code = error_code(&e).map(str::to_owned);
-                Err((code, sdk_error($step, e)))
-            }
-        }
-    }};
-}
-
 async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef>) -> Result<()> {
     let ec2 = &ctx.c.ec2;
     for vpc in find_vpcs(ctx, step).await? {
@@ -502,7 +494,7 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
             .filters(vpc_f())
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         for eni in out.network_interfaces() {
             let Some(id) = eni.network_interface_id() else {
                 continue;
@@ -530,15 +522,17 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
                 step,
                 &format!("network interface {id} to be released"),
                 || async {
-                    try_delete!(
-                        step,
-                        ec2.delete_network_interface().network_interface_id(id)
-                    )
+                    ec2.delete_network_interface()
+                        .network_interface_id(id)
+                        .send()
+                        .await
+                        .map(drop)
+                        .at(step)
                 },
             )
             .await?;
             if gone {
-                deleted.push(r("network-interface", id));
+                deleted.push(r(ResourceKind::NetworkInterface, id));
             }
         }
 
@@ -548,7 +542,7 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
             .filters(vpc_f())
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         let groups: Vec<_> = out
             .security_groups()
             .iter()
@@ -557,17 +551,12 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
             .collect();
         for g in &groups {
             if !g.ip_permissions().is_empty() {
-                match ec2
-                    .revoke_security_group_ingress()
+                ec2.revoke_security_group_ingress()
                     .group_id(g.group_id().unwrap_or_default())
                     .set_ip_permissions(Some(g.ip_permissions().to_vec()))
                     .send()
                     .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(sdk_error(step, e)),
-                }
+                    .unless_gone(step)?;
             }
         }
         for g in &groups {
@@ -576,11 +565,18 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
                 ctx,
                 step,
                 &format!("security group {id} to be free"),
-                || async { try_delete!(step, ec2.delete_security_group().group_id(id)) },
+                || async {
+                    ec2.delete_security_group()
+                        .group_id(id)
+                        .send()
+                        .await
+                        .map(drop)
+                        .at(step)
+                },
             )
             .await?
             {
-                deleted.push(r("security-group", id));
+                deleted.push(r(ResourceKind::SecurityGroup, id));
             }
         }
 
@@ -590,15 +586,20 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
             .filters(vpc_f())
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         for s in out.subnets() {
             let id = s.subnet_id().unwrap_or_default();
             if delete_with_retry(ctx, step, &format!("subnet {id} to be free"), || async {
-                try_delete!(step, ec2.delete_subnet().subnet_id(id))
+                ec2.delete_subnet()
+                    .subnet_id(id)
+                    .send()
+                    .await
+                    .map(drop)
+                    .at(step)
             })
             .await?
             {
-                deleted.push(r("subnet", id));
+                deleted.push(r(ResourceKind::Subnet, id));
             }
         }
 
@@ -608,7 +609,7 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
             .filters(vpc_f())
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         for rt in out.route_tables() {
             let main = rt.associations().iter().any(|a| a.main() == Some(true));
             if main {
@@ -616,16 +617,11 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
             }
             for a in rt.associations() {
                 if let Some(aid) = a.route_table_association_id() {
-                    match ec2
-                        .disassociate_route_table()
+                    ec2.disassociate_route_table()
                         .association_id(aid)
                         .send()
                         .await
-                    {
-                        Ok(_) => {}
-                        Err(e) if is_not_found(&e) => {}
-                        Err(e) => return Err(sdk_error(step, e)),
-                    }
+                        .unless_gone(step)?;
                 }
             }
             let id = rt.route_table_id().unwrap_or_default();
@@ -633,11 +629,18 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
                 ctx,
                 step,
                 &format!("route table {id} to be free"),
-                || async { try_delete!(step, ec2.delete_route_table().route_table_id(id)) },
+                || async {
+                    ec2.delete_route_table()
+                        .route_table_id(id)
+                        .send()
+                        .await
+                        .map(drop)
+                        .at(step)
+                },
             )
             .await?
             {
-                deleted.push(r("route-table", id));
+                deleted.push(r(ResourceKind::RouteTable, id));
             }
         }
 
@@ -647,7 +650,7 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
             .filters(filter("attachment.vpc-id", &[&vpc]))
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         for igw in out.internet_gateways() {
             let id = igw.internet_gateway_id().unwrap_or_default();
             delete_with_retry(
@@ -655,12 +658,13 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
                 step,
                 &format!("internet gateway {id} to detach"),
                 || async {
-                    try_delete!(
-                        step,
-                        ec2.detach_internet_gateway()
-                            .internet_gateway_id(id)
-                            .vpc_id(&vpc)
-                    )
+                    ec2.detach_internet_gateway()
+                        .internet_gateway_id(id)
+                        .vpc_id(&vpc)
+                        .send()
+                        .await
+                        .map(drop)
+                        .at(step)
                 },
             )
             .await?;
@@ -669,21 +673,31 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
                 step,
                 &format!("internet gateway {id} to be free"),
                 || async {
-                    try_delete!(step, ec2.delete_internet_gateway().internet_gateway_id(id))
+                    ec2.delete_internet_gateway()
+                        .internet_gateway_id(id)
+                        .send()
+                        .await
+                        .map(drop)
+                        .at(step)
                 },
             )
             .await?
             {
-                deleted.push(r("internet-gateway", id));
+                deleted.push(r(ResourceKind::InternetGateway, id));
             }
         }
 
         if delete_with_retry(ctx, step, &format!("VPC {vpc} to be free"), || async {
-            try_delete!(step, ec2.delete_vpc().vpc_id(&vpc))
+            ec2.delete_vpc()
+                .vpc_id(&vpc)
+                .send()
+                .await
+                .map(drop)
+                .at(step)
         })
         .await?
         {
-            deleted.push(r("vpc", &vpc));
+            deleted.push(r(ResourceKind::Vpc, &vpc));
         }
     }
 
@@ -693,7 +707,7 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
         .filters(lab_filter(ctx.id))
         .send()
         .await
-        .map_err(|e| sdk_error(step, e))?;
+        .at(step)?;
     for igw in out.internet_gateways() {
         let id = igw.internet_gateway_id().unwrap_or_default();
         for att in igw.attachments() {
@@ -703,12 +717,13 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
                     step,
                     &format!("internet gateway {id} to detach"),
                     || async {
-                        try_delete!(
-                            step,
-                            ec2.detach_internet_gateway()
-                                .internet_gateway_id(id)
-                                .vpc_id(vpc)
-                        )
+                        ec2.detach_internet_gateway()
+                            .internet_gateway_id(id)
+                            .vpc_id(vpc)
+                            .send()
+                            .await
+                            .map(drop)
+                            .at(step)
                     },
                 )
                 .await?;
@@ -718,11 +733,18 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
             ctx,
             step,
             &format!("internet gateway {id} to be free"),
-            || async { try_delete!(step, ec2.delete_internet_gateway().internet_gateway_id(id)) },
+            || async {
+                ec2.delete_internet_gateway()
+                    .internet_gateway_id(id)
+                    .send()
+                    .await
+                    .map(drop)
+                    .at(step)
+            },
         )
         .await?
         {
-            deleted.push(r("internet-gateway", id));
+            deleted.push(r(ResourceKind::InternetGateway, id));
         }
     }
     Ok(())
@@ -746,12 +768,17 @@ async fn delete_volumes(
         .filters(available())
         .send()
         .await
-        .map_err(|e| sdk_error(step, e))?;
+        .at(step)?;
     for id in ours.volumes().iter().filter_map(|v| v.volume_id()) {
-        match ec2.delete_volume().volume_id(id).send().await {
-            Ok(_) => deleted.push(r("ebs-volume", id)),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(sdk_error(step, e)),
+        if ec2
+            .delete_volume()
+            .volume_id(id)
+            .send()
+            .await
+            .unless_gone(step)?
+            .is_some()
+        {
+            deleted.push(r(ResourceKind::EbsVolume, id));
         }
     }
     let same_cluster_name = ec2
@@ -760,7 +787,7 @@ async fn delete_volumes(
         .filters(available())
         .send()
         .await
-        .map_err(|e| sdk_error(step, e))?;
+        .at(step)?;
     for volume in same_cluster_name.volumes() {
         let tags = volume
             .tags()
@@ -770,7 +797,7 @@ async fn delete_volumes(
             && !ctx.owns(tags)
         {
             left_alone.push(alone(
-                "ebs-volume",
+                ResourceKind::EbsVolume,
                 id,
                 &format!(
                     "it carries {} but not {LAB_ID_KEY}={}; if it holds data you no longer need, delete it in the EC2 console",
@@ -793,14 +820,13 @@ fn from_arn(arn: &str) -> ResourceRef {
             .split_once('/')
             .or_else(|| resource.split_once(':'))
             .unwrap_or(("", resource));
-        let kind = if rtype.is_empty() {
-            service.to_string()
-        } else {
-            format!("{service}:{rtype}")
-        };
-        return r(&kind, id);
+        return r(
+            ResourceKind::from_arn_type(&format!("{service}:{rtype}")),
+            id,
+        );
     }
-    r("arn", arn)
+    // Not an ARN after all; kept whole, so the report still names it.
+    r(ResourceKind::OtherAws("arn:".into()), arn)
 }
 
 /// Everything still carrying the lab's ID: the Resource Groups Tagging API (EC2, EKS, ELB, ECR, ...),
@@ -824,7 +850,7 @@ pub(crate) async fn sweep(
             .set_pagination_token(token.take())
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         for m in out.resource_tag_mapping_list() {
             let Some(arn) = m.resource_arn() else {
                 continue;
@@ -856,15 +882,15 @@ pub(crate) async fn sweep(
     }
     for name in role_names(ctx) {
         if matches!(find_role(ctx, step, name).await?, Found::Ours(_)) {
-            left.push(r("iam-role", name));
+            left.push(r(ResourceKind::IamRole, name));
         }
     }
     if matches!(find_cluster(ctx, step).await?, Found::Ours(_))
         && !left
             .iter()
-            .any(|x| x.kind == "eks:cluster" && x.id == ctx.names.cluster)
+            .any(|x| x.kind == ResourceKind::EksCluster && x.id == ctx.names.cluster)
     {
-        left.push(r("eks-cluster", &ctx.names.cluster));
+        left.push(r(ResourceKind::EksCluster, &ctx.names.cluster));
     }
     Ok(left)
 }
@@ -890,7 +916,7 @@ pub(crate) async fn find_by_tag(ctx: &Ctx<'_>) -> Result<TagSearch> {
             .set_pagination_token(token.take())
             .send()
             .await
-            .map_err(|e| sdk_error(step, e))?;
+            .at(step)?;
         for m in out.resource_tag_mapping_list() {
             if let Some(arn) = m.resource_arn() {
                 let id = m.tags().iter().find(|t| t.key() == LAB_ID_KEY);
@@ -913,28 +939,28 @@ pub(crate) async fn find_by_tag(ctx: &Ctx<'_>) -> Result<TagSearch> {
         && let Some(cluster) = out.cluster()
     {
         let id = cluster.tags().and_then(|t| t.get(LAB_ID_KEY));
-        file(r("eks-cluster", &ctx.names.cluster), id.map(String::as_str));
+        file(
+            r(ResourceKind::EksCluster, &ctx.names.cluster),
+            id.map(String::as_str),
+        );
     }
     // IAM roles, which the tagging API does not cover.
     for name in role_names(ctx) {
-        match ctx.c.iam.get_role().role_name(name).send().await {
-            Ok(out) => {
-                if let Some(role) = out.role() {
-                    let id = role.tags().iter().find(|t| t.key() == LAB_ID_KEY);
-                    file(r("iam-role", name), id.map(|t| t.value()));
-                }
-            }
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(sdk_error(step, e)),
+        let found = ctx.c.iam.get_role().role_name(name).send().await;
+        if let Some(out) = found.unless_gone(step)?
+            && let Some(role) = out.role()
+        {
+            let id = role.tags().iter().find(|t| t.key() == LAB_ID_KEY);
+            file(r(ResourceKind::IamRole, name), id.map(|t| t.value()));
         }
     }
     // The same resource may be found by its tag and by its name.
     for resources in labs.values_mut() {
         let mut seen = BTreeSet::new();
-        resources.retain(|x| seen.insert((x.kind.replace(':', "-"), x.id.clone())));
+        resources.retain(|x| seen.insert(x.clone()));
     }
     let mut seen = BTreeSet::new();
-    not_gpulab.retain(|x| seen.insert((x.kind.replace(':', "-"), x.id.clone())));
+    not_gpulab.retain(|x| seen.insert(x.clone()));
     Ok(TagSearch {
         labs: labs.into_iter().collect(),
         not_gpulab,
@@ -949,15 +975,19 @@ mod tests {
     fn arns_become_kinds_and_ids() {
         assert_eq!(
             from_arn("arn:aws:ec2:us-west-2:123:vpc/vpc-1"),
-            r("ec2:vpc", "vpc-1")
+            r(ResourceKind::Vpc, "vpc-1")
         );
         assert_eq!(
             from_arn("arn:aws:eks:us-west-2:123:cluster/lab"),
-            r("eks:cluster", "lab")
+            r(ResourceKind::EksCluster, "lab")
         );
         assert_eq!(
             from_arn("arn:aws:elasticloadbalancing:us-west-2:123:loadbalancer/net/a/b"),
-            r("elasticloadbalancing:loadbalancer", "net/a/b")
+            r(ResourceKind::LoadBalancer, "net/a/b")
+        );
+        assert_eq!(
+            from_arn("arn:aws:s3:::a-bucket"),
+            r(ResourceKind::OtherAws("s3:".into()), "a-bucket")
         );
     }
 }

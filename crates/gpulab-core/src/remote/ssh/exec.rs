@@ -7,21 +7,8 @@ use russh::{ChannelMsg, Sig};
 use tokio::io::{AsyncWriteExt, copy_buf};
 
 use super::SshSession;
-use crate::remote::{ExecRequest, ExecStreams, ExitStatus};
+use crate::remote::{ExecRequest, ExecStreams, ExitStatus, shell_quote};
 use crate::{Error, Result};
-
-/// Quote one word for a POSIX shell.
-pub(crate) fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
-    {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
 
 fn valid_env_name(name: &str) -> bool {
     let mut bytes = name.bytes();

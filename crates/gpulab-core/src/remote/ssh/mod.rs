@@ -50,8 +50,6 @@ pub use host_key::{
 pub use russh::keys::PublicKey;
 pub use shell::{PtyRequest, ShellIo};
 
-pub(crate) use exec::shell_quote;
-
 use self::host_key::{ClientHandler, HandlerError};
 use super::{
     CopyDirection, CopyOptions, ExecRequest, ExecStreams, ExitStatus, RemoteExec, TransferStats,
