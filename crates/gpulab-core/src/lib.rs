@@ -74,6 +74,7 @@ pub mod slurm;
 pub mod state;
 pub mod status;
 pub mod vllm;
+mod wait;
 pub mod workspace;
 
 pub use gpulab_model::{capacity, catalog, cost, events, naming, resources, spec};

@@ -5,14 +5,16 @@
 //! The server listens on 127.0.0.1 in the pod (reach it with a port-forward, never a public port); its
 //! log and pid file live in `/workspace/.gpulab/` ([`LOG_FILE`], [`PID_FILE`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::InstanceType;
 use crate::checks::{run_python_json, supports_bf16};
+use crate::events::Silent;
 use crate::remote::shell_quote;
 use crate::remote::{ExecRequest, RemoteExec};
+use crate::wait::{self, Backoff, Check, Wait};
 use crate::{Error, Result};
 
 /// The server's port in the pod.
@@ -239,10 +241,16 @@ pub async fn log_tail(exec: &dyn RemoteExec, lines: u32) -> Result<String> {
 /// Wait until the server answers on `port`; fails early, with its log, when the process dies (a model
 /// too big for the GPU, an unknown model).
 pub async fn wait_ready(exec: &dyn RemoteExec, port: u16, timeout: Duration) -> Result<()> {
-    let start = Instant::now();
-    loop {
+    let what = format!("vLLM to answer on port {port}");
+    let wait = Wait {
+        step: "wait for vLLM",
+        what: &what,
+        timeout,
+        backoff: Backoff::fixed(Duration::from_secs(3)),
+    };
+    wait::until(&Silent, wait, || async {
         if is_ready(exec, port).await? {
-            return Ok(());
+            return Ok(Check::Done(()));
         }
         if !is_running(exec).await? {
             return Err(Error::Remote {
@@ -255,15 +263,9 @@ pub async fn wait_ready(exec: &dyn RemoteExec, port: u16, timeout: Duration) -> 
                 ),
             });
         }
-        if start.elapsed() >= timeout {
-            return Err(Error::Timeout {
-                what: format!("vLLM to answer on port {port}"),
-                waited: start.elapsed(),
-                pending: format!("GET /v1/models; log in {LOG_FILE}"),
-            });
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
+        Ok(Check::Pending(format!("GET /v1/models; log in {LOG_FILE}")))
+    })
+    .await
 }
 
 /// Stop the server (TERM, then KILL after 20 s). False when none was running.

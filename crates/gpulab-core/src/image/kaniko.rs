@@ -19,9 +19,10 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 
 use crate::capacity::IMAGE_BUILD;
 use crate::cluster::{Deletion, cluster_error, delete_owned};
-use crate::events::{Event, Reporter, reported_step};
+use crate::events::{Reporter, reported_step};
 use crate::naming::{GPU_TAINT, KubeNames, LAB_ID_KEY, LabId, kube_labels};
 use crate::spec::ValidSpec;
+use crate::wait::{self, Backoff, Check, Wait};
 use crate::{Error, Result};
 
 /// The kaniko executor image (the last release of the original project, pinned).
@@ -261,14 +262,21 @@ async fn run_job(
     }
     match delete_owned(&jobs, &build.name, &build.id, DeleteParams::foreground()).await? {
         Deletion::Deleted => {
-            while jobs
-                .get_opt(&build.name)
-                .await
-                .map_err(|e| cluster_error(&what("get job"), e))?
-                .is_some()
-            {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            let gone = format!("the previous build Job {} to be deleted", build.name);
+            let wait = Wait {
+                step,
+                what: &gone,
+                timeout: timeout.saturating_sub(started.elapsed()),
+                backoff: Backoff::fixed(Duration::from_secs(1)),
+            };
+            wait::until(reporter, wait, || async {
+                let job = jobs.get_opt(&build.name).await;
+                Ok(match job.map_err(|e| cluster_error(&what("get job"), e))? {
+                    Some(_) => Check::Pending(format!("Job {} (deleting)", build.name)),
+                    None => Check::Done(()),
+                })
+            })
+            .await?;
         }
         Deletion::Absent => {}
         Deletion::NotOurs => return Err(not_ours("Job")),
@@ -285,14 +293,21 @@ async fn run_job(
         .await
         .map_err(|e| cluster_error(&what("create job"), e))?;
 
-    loop {
+    let built = format!("the image build Job {}", build.name);
+    let wait = Wait {
+        step,
+        what: &built,
+        timeout: timeout.saturating_sub(started.elapsed()),
+        backoff: Backoff::fixed(Duration::from_secs(5)),
+    };
+    wait::until(reporter, wait, || async {
         let job = jobs
             .get(&build.name)
             .await
             .map_err(|e| cluster_error(&what("get job"), e))?;
         let status = job.status.unwrap_or_default();
         if status.succeeded.unwrap_or(0) > 0 {
-            return Ok(());
+            return Ok(Check::Done(()));
         }
         if status.failed.unwrap_or(0) > 0 {
             let log = build_log(&pods, &build.name).await;
@@ -306,20 +321,10 @@ async fn run_job(
                 )),
             });
         }
-        if started.elapsed() >= timeout {
-            return Err(Error::Timeout {
-                what: format!("the image build Job {}", build.name),
-                waited: started.elapsed(),
-                pending: format!("{} active", status.active.unwrap_or(0)),
-            });
-        }
-        reporter.report(Event::Waiting {
-            step: step.into(),
-            on: format!("Job {} ({} active)", build.name, status.active.unwrap_or(0)),
-            elapsed: started.elapsed(),
-        });
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
+        let active = status.active.unwrap_or(0);
+        Ok(Check::Pending(format!("Job {} ({active} active)", build.name)))
+    })
+    .await
 }
 
 /// The last lines of the build pod's log, or why there are none.

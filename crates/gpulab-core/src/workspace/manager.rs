@@ -1,7 +1,7 @@
 //! The workspace through the Kubernetes API: apply its objects, wait for the pod, and say in words why
 //! a pod is not ready.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
@@ -9,10 +9,11 @@ use kube::api::{Api, LogParams};
 
 use super::{Endpoint, VolumeClass, WorkspaceInfo, WorkspaceManager, WorkspaceSecrets, manifests};
 use crate::cluster::{Deletion, cluster_error, is_not_found};
-use crate::events::{Event, Reporter, reported_step};
+use crate::events::{Reporter, reported_step};
 use crate::naming::{GPU_RESOURCE, KubeNames, LabId};
 use crate::provision::{LeftAlone, ResourceKind, ResourceRef};
 use crate::spec::{AccessMode, SshKey, ValidSpec};
+use crate::wait::{self, Backoff, Check, Wait};
 use crate::{Error, Result};
 
 /// Longest pause between two looks at a pod that is not ready yet.
@@ -183,36 +184,32 @@ impl WorkspaceManager for KubeWorkspace {
         reporter: &dyn Reporter,
     ) -> Result<WorkspaceInfo> {
         let step = "wait for the workspace";
+        let what = format!("workspace pod {}", KubeNames::new(&spec.spec).pod);
+        let wait = Wait {
+            step,
+            what: &what,
+            timeout,
+            backoff: Backoff {
+                first: Duration::from_millis(200),
+                max: MAX_POLL,
+            },
+        };
         reported_step(reporter, step, async {
-            let started = Instant::now();
-            let mut pause = Duration::from_millis(200);
-            loop {
+            let info = wait::until(reporter, wait, || async {
                 let info = self.status(client, spec, id).await?;
                 if info.ready {
-                    return Ok((info, false));
+                    return Ok(Check::Done(info));
                 }
-                let problem = info
-                    .problem
-                    .clone()
-                    .unwrap_or_else(|| format!("pod phase {}", info.phase));
                 if let Some(fatal) = fatal_problem(&info) {
                     return Err(fatal);
                 }
-                if started.elapsed() >= timeout {
-                    return Err(Error::Timeout {
-                        what: format!("workspace pod {}", info.pod),
-                        waited: timeout,
-                        pending: problem,
-                    });
-                }
-                reporter.report(Event::Waiting {
-                    step: step.into(),
-                    on: problem,
-                    elapsed: started.elapsed(),
-                });
-                tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
-                pause = (pause * 2).min(MAX_POLL);
-            }
+                let problem = info.problem.clone();
+                Ok(Check::Pending(
+                    problem.unwrap_or_else(|| format!("pod phase {}", info.phase)),
+                ))
+            })
+            .await?;
+            Ok((info, false))
         })
         .await
     }
@@ -699,8 +696,13 @@ impl CloudRelease {
         let names = KubeNames::new(&spec.spec);
         let services: Api<Service> = Api::namespaced(client.clone(), &names.namespace);
         let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
-        let started = Instant::now();
-        loop {
+        let wait = Wait {
+            step: "release the load balancer and volume",
+            what: "the load balancer and volume to be released",
+            timeout,
+            backoff: Backoff::fixed(Duration::from_secs(2)),
+        };
+        let released = wait::until(reporter, wait, || async {
             let mut pending = Vec::new();
             if let Some(name) = &self.load_balancer
                 && get_opt(&services, name).await?.is_some()
@@ -712,18 +714,17 @@ impl CloudRelease {
             {
                 pending.push(format!("the EBS volume of {name}"));
             }
-            if pending.is_empty() {
-                return Ok(true);
-            }
-            if started.elapsed() >= timeout {
-                return Ok(false);
-            }
-            reporter.report(Event::Waiting {
-                step: "release the load balancer and volume".into(),
-                on: pending.join(" and "),
-                elapsed: started.elapsed(),
-            });
-            tokio::time::sleep(Duration::from_secs(2).min(MAX_POLL)).await;
+            Ok(if pending.is_empty() {
+                Check::Done(())
+            } else {
+                Check::Pending(pending.join(" and "))
+            })
+        })
+        .await;
+        match released {
+            Ok(()) => Ok(true),
+            Err(Error::Timeout { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

@@ -35,7 +35,7 @@ pub mod token;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -48,13 +48,14 @@ pub use sdk::{AwsClients, SdkOptions, default_retry_config, https_client, load_s
 pub(crate) use sdk::{CallResult, error_code, sdk_error};
 pub use token::{EksTokenSource, eks_token, presigned_url};
 
-use crate::events::{Event, Reporter, reported_step};
+use crate::events::{Reporter, reported_step};
 use crate::naming::{AwsNames, LabId};
 use crate::provision::{
     ClusterAccess, ClusterProvisioner, Preflight, ProvisionStatus, Provisioned, ResourceRef,
     TagSearch, TeardownReport,
 };
 use crate::spec::ValidSpec;
+use crate::wait::{self, Backoff, Check, Wait};
 use crate::{Error, Result};
 
 /// How long waits last and how often they poll.
@@ -328,32 +329,25 @@ impl Ctx<'_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<String>>>,
     {
-        let started = Instant::now();
-        let mut interval = self.waits.initial_poll;
-        loop {
-            let pending = match check().await {
-                Ok(None) => return Ok(()),
-                Ok(Some(pending)) => pending,
-                // The SDK has retried already; a wait of many minutes outlasts a burst of throttling.
-                Err(e) if e.is_throttled() => format!("an answer (AWS throttled the poll: {e})"),
-                Err(e) => return Err(e),
-            };
-            let elapsed = started.elapsed();
-            if elapsed >= timeout {
-                return Err(Error::Timeout {
-                    what: what.into(),
-                    waited: elapsed,
-                    pending,
-                });
+        let wait = Wait {
+            step,
+            what,
+            timeout,
+            backoff: Backoff {
+                first: self.waits.initial_poll,
+                max: self.waits.max_poll,
+            },
+        };
+        wait::until(self.reporter, wait, || {
+            let answer = check();
+            async move {
+                Ok(match answer.await? {
+                    None => Check::Done(()),
+                    Some(pending) => Check::Pending(pending),
+                })
             }
-            self.reporter.report(Event::Waiting {
-                step: step.into(),
-                on: pending,
-                elapsed,
-            });
-            tokio::time::sleep(interval.min(timeout.saturating_sub(elapsed))).await;
-            interval = (interval * 3 / 2).min(self.waits.max_poll);
-        }
+        })
+        .await
     }
 }
 
