@@ -1,4 +1,4 @@
-"""Fixtures for the autostop programs (crates/gpulab-core/src/autostop/{agent,activity}.py): the modules
+"""Fixtures for the autostop programs (crates/gpulab-model/src/manifests/{agent,activity}.py): the modules
 themselves, the Kubernetes emulator (`kube-sandbox`), a fake activity reporter that records the
 notices it is sent, and moto's server for the EKS node-group target.
 
@@ -26,7 +26,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "crates" / "gpulab-testkit" / "python"))
 import kube_sandbox  # noqa: E402  (the shared launcher, found through the path above)
 
-AUTOSTOP = REPO / "crates" / "gpulab-core" / "src" / "autostop"
+AUTOSTOP = REPO / "crates" / "gpulab-model" / "src" / "manifests"
 AGENT_PY = AUTOSTOP / "agent.py"
 ACTIVITY_PY = AUTOSTOP / "activity.py"
 # A fixed moment for the labs' clocks (2027-01-15 08:00 UTC); the ticks go from there.

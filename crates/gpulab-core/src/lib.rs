@@ -65,7 +65,6 @@ mod error;
 pub mod image;
 pub mod lab;
 pub mod manifest;
-pub mod plan;
 mod private_files;
 pub mod profile;
 pub mod provision;
@@ -77,7 +76,7 @@ pub mod vllm;
 mod wait;
 pub mod workspace;
 
-pub use gpulab_model::{capacity, catalog, cost, events, naming, resources, spec};
+pub use gpulab_model::{capacity, catalog, cost, events, naming, plan, resources, spec};
 
 pub use builder::LabBuilder;
 pub use error::{ApiError, Error, Result};

@@ -226,7 +226,7 @@ pub const SYSTEM_PODS: &[SystemPod] = &[
             AGENT_REQUESTS.cpu_millis,
             AGENT_REQUESTS.memory_mib,
         )],
-        source: "gpulab's own Deployment (autostop/manifests.rs)",
+        source: "gpulab's own Deployment (manifests/autostop.rs)",
     },
 ];
 

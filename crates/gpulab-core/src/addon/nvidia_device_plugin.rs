@@ -12,12 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy};
-use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, HostPathVolumeSource,
-    PodSpec, PodTemplateSpec, SecurityContext, Toleration, Volume, VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::apps::v1::DaemonSet;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Node;
@@ -27,8 +22,8 @@ use super::{AddonStatus, ClusterAddon};
 use crate::Result;
 use crate::cluster::{Deletion, cluster_error, is_not_found};
 use crate::events::{Event, Reporter, reported_step};
-use crate::manifest::KubeObject;
-use crate::naming::{self, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT, LAB_ID_KEY, LabId};
+use crate::manifest::{ApplyOwned, KubeObject, device_plugin};
+use crate::naming::{GPU_NODE_LABEL, GPU_RESOURCE, LAB_ID_KEY, LabId};
 use crate::provision::{LeftAlone, ResourceKind, ResourceRef};
 use crate::spec::ValidSpec;
 
@@ -38,151 +33,33 @@ pub struct NvidiaDevicePlugin;
 
 impl NvidiaDevicePlugin {
     /// The addon's name.
-    pub const NAME: &'static str = "nvidia-device-plugin";
+    pub const NAME: &'static str = device_plugin::NAME;
     /// The pinned release.
-    pub const VERSION: &'static str = "v0.17.4";
+    pub const VERSION: &'static str = device_plugin::VERSION;
     /// Namespace it runs in (as in the original scripts).
-    pub const NAMESPACE: &'static str = "kube-system";
+    pub const NAMESPACE: &'static str = device_plugin::NAMESPACE;
     /// The DaemonSet's name (NVIDIA's manifests name theirs `nvidia-device-plugin-daemonset`).
-    pub const DAEMONSET: &'static str = "gpulab-nvidia-device-plugin";
+    pub const DAEMONSET: &'static str = device_plugin::DAEMONSET;
     /// The ConfigMap holding its config file (time-slicing).
-    pub const CONFIG_MAP: &'static str = "gpulab-nvidia-device-plugin-config";
-    /// The pod label the original troubleshooting guide selects (`-l name=nvidia-device-plugin-ds`); on
-    /// the pods, but not in the selector, which NVIDIA's manifests use too.
-    pub const POD_LABEL: (&'static str, &'static str) = ("name", "nvidia-device-plugin-ds");
+    pub const CONFIG_MAP: &'static str = device_plugin::CONFIG_MAP;
+    /// The pod label the original troubleshooting guide selects (`-l name=nvidia-device-plugin-ds`).
+    pub const POD_LABEL: (&'static str, &'static str) = device_plugin::POD_LABEL;
     /// The DaemonSet's selector: a label no other manifest puts on pods.
-    pub const SELECTOR: (&'static str, &'static str) =
-        ("app.kubernetes.io/name", "gpulab-nvidia-device-plugin");
+    pub const SELECTOR: (&'static str, &'static str) = device_plugin::SELECTOR;
 
     /// The container image of the pinned release.
     pub fn image() -> String {
-        format!("nvcr.io/nvidia/k8s-device-plugin:{}", Self::VERSION)
+        device_plugin::image()
     }
 
     /// The device plugin's config file: time-slicing replicas per GPU (1 means no sharing).
     pub fn config_file(replicas: u32) -> String {
-        format!(
-            "version: v1\nflags:\n  migStrategy: none\nsharing:\n  timeSlicing:\n    resources:\n    - name: {GPU_RESOURCE}\n      replicas: {replicas}\n"
-        )
+        device_plugin::config_file(replicas)
     }
 
     /// The objects `install` applies for lab `id`: the config map and the DaemonSet.
     pub fn manifests(spec: &ValidSpec, id: &LabId) -> Vec<KubeObject> {
-        let meta = |name: &str| ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(Self::NAMESPACE.into()),
-            labels: Some(naming::kube_labels(&spec.spec, id)),
-            ..Default::default()
-        };
-        let replicas = spec.spec.device_plugin.time_slicing_replicas;
-        let config = ConfigMap {
-            metadata: meta(Self::CONFIG_MAP),
-            data: Some(BTreeMap::from([(
-                "config.yaml".into(),
-                Self::config_file(replicas),
-            )])),
-            ..Default::default()
-        };
-        let selector =
-            BTreeMap::from([(Self::SELECTOR.0.to_string(), Self::SELECTOR.1.to_string())]);
-        let mut pod_labels = selector.clone();
-        pod_labels.insert(Self::POD_LABEL.0.into(), Self::POD_LABEL.1.into());
-        let mount = |name: &str, path: &str| VolumeMount {
-            name: name.into(),
-            mount_path: path.into(),
-            ..Default::default()
-        };
-        let daemon_set = DaemonSet {
-            metadata: meta(Self::DAEMONSET),
-            spec: Some(DaemonSetSpec {
-                selector: LabelSelector {
-                    match_labels: Some(selector),
-                    ..Default::default()
-                },
-                update_strategy: Some(DaemonSetUpdateStrategy {
-                    type_: Some("RollingUpdate".into()),
-                    ..Default::default()
-                }),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(pod_labels),
-                        // A changed config restarts the plugin, which only reads its file at start.
-                        annotations: Some(BTreeMap::from([(
-                            "gpulab.io/time-slicing-replicas".into(),
-                            replicas.to_string(),
-                        )])),
-                        ..Default::default()
-                    }),
-                    spec: Some(PodSpec {
-                        priority_class_name: Some("system-node-critical".into()),
-                        node_selector: Some(BTreeMap::from([(
-                            GPU_NODE_LABEL.0.into(),
-                            GPU_NODE_LABEL.1.into(),
-                        )])),
-                        tolerations: Some(vec![Toleration {
-                            key: Some(GPU_TAINT.0.into()),
-                            operator: Some("Exists".into()),
-                            effect: Some(GPU_TAINT.2.into()),
-                            ..Default::default()
-                        }]),
-                        containers: vec![Container {
-                            name: "nvidia-device-plugin-ctr".into(),
-                            image: Some(Self::image()),
-                            env: Some(vec![
-                                EnvVar {
-                                    name: "FAIL_ON_INIT_ERROR".into(),
-                                    value: Some("false".into()),
-                                    ..Default::default()
-                                },
-                                EnvVar {
-                                    name: "CONFIG_FILE".into(),
-                                    value: Some("/etc/nvidia-device-plugin/config.yaml".into()),
-                                    ..Default::default()
-                                },
-                            ]),
-                            security_context: Some(SecurityContext {
-                                allow_privilege_escalation: Some(false),
-                                capabilities: Some(Capabilities {
-                                    drop: Some(vec!["ALL".into()]),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            }),
-                            volume_mounts: Some(vec![
-                                mount("device-plugin", "/var/lib/kubelet/device-plugins"),
-                                mount("config", "/etc/nvidia-device-plugin"),
-                            ]),
-                            ..Default::default()
-                        }],
-                        volumes: Some(vec![
-                            Volume {
-                                name: "device-plugin".into(),
-                                host_path: Some(HostPathVolumeSource {
-                                    path: "/var/lib/kubelet/device-plugins".into(),
-                                    type_: None,
-                                }),
-                                ..Default::default()
-                            },
-                            Volume {
-                                name: "config".into(),
-                                config_map: Some(ConfigMapVolumeSource {
-                                    name: Self::CONFIG_MAP.into(),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            },
-                        ]),
-                        ..Default::default()
-                    }),
-                },
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        vec![
-            KubeObject::ConfigMap(config),
-            KubeObject::DaemonSet(daemon_set),
-        ]
+        device_plugin::manifests(spec, id)
     }
 }
 

@@ -8,7 +8,7 @@ use kube::api::{Patch, PatchParams};
 
 use super::{AgentState, Settings, agent_objects};
 use crate::cluster::{Deletion, cluster_error, is_not_found};
-use crate::manifest::{FIELD_MANAGER, KubeObject};
+use crate::manifest::{ApplyOwned, FIELD_MANAGER, KubeObject};
 use crate::naming::{KubeNames, LAB_ID_KEY, LabId};
 use crate::spec::ValidSpec;
 use crate::{Error, Result};

@@ -15,19 +15,17 @@
 //! The agent holds the only credentials involved: on AWS, an IAM role through EKS Pod Identity that may
 //! call [`AGENT_EKS_ACTIONS`] on the lab's node group and nothing else ([`agent_policy`]); in the
 //! cluster, a Role that may read and write its state ConfigMap and, on an existing cluster, scale the
-//! workspace through the `scale` subresource, and nothing else. This module holds those facts, the
-//! agent's objects and settings, and reads the state the agent writes.
+//! workspace through the `scale` subresource, and nothing else. This module applies the agent's
+//! objects and reads the state the agent writes.
 
 mod cluster;
-mod manifests;
 
 pub use cluster::read_state;
 pub(crate) use cluster::{apply, remove, scale_workspace};
-pub use manifests::{ACTIVITY_TOKEN_DIR, agent_objects, state_config_map};
 
 pub use gpulab_model::autostop::*;
-
-/// The agent's program.
-pub const AGENT_SCRIPT: &str = include_str!("agent.py");
-/// The activity reporter's program, shipped in the workspace's setup ConfigMap.
-pub const ACTIVITY_SCRIPT: &str = include_str!("activity.py");
+// The agent's objects and both programs (`agent.py`, `activity.py`) live beside the model's other
+// manifests, so `gpulab plan` renders them without a cluster.
+pub use gpulab_model::manifests::autostop::{
+    ACTIVITY_SCRIPT, ACTIVITY_TOKEN_DIR, AGENT_SCRIPT, agent_objects, state_config_map,
+};

@@ -10,6 +10,7 @@ use kube::api::{Api, LogParams};
 use super::{Endpoint, VolumeClass, WorkspaceInfo, WorkspaceManager, WorkspaceSecrets, manifests};
 use crate::cluster::{Deletion, cluster_error, is_not_found};
 use crate::events::{Reporter, reported_step};
+use crate::manifest::ApplyOwned;
 use crate::naming::{GPU_RESOURCE, KubeNames, LabId};
 use crate::provision::{LeftAlone, ResourceKind, ResourceRef};
 use crate::spec::{AccessMode, SshKey, ValidSpec};

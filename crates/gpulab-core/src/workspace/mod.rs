@@ -1,9 +1,8 @@
 //! The workspace: the GPU development pod, its persistent `/workspace` volume, its SSH keys and Jupyter
-//! token, and the services that reach it. `manifests` renders every object without I/O; a
-//! [`WorkspaceManager`] applies them, waits for the pod, and explains a pod that does not start.
+//! token, and the services that reach it. The model renders every object without I/O
+//! (`gpulab_model::manifests::workspace`); a [`WorkspaceManager`] applies them, waits for the pod, and explains a pod that does not start.
 
 mod manager;
-mod manifests;
 
 pub use gpulab_model::versions;
 
@@ -19,45 +18,11 @@ use crate::provision::LeftAlone;
 use crate::spec::ValidSpec;
 
 pub use manager::{CloudRelease, KubeWorkspace, generate_host_key, generate_token};
-pub use manifests::{
+// The workspace's objects are rendered in the model (`gpulab plan` shows them without a cluster).
+pub use gpulab_model::manifests::workspace::{
     CACHE_DIR, CACHE_ENV, EPHEMERAL_STORAGE, LOAD_BALANCER_TAGS_ANNOTATION, SETUP_SCRIPT, VENV,
-    WorkspaceSecrets, manifests, workspace_path,
+    VolumeClass, WorkspaceSecrets, manifests, ports, workspace_path,
 };
-
-/// The ports the workspace serves.
-pub mod ports {
-    /// sshd.
-    pub const SSH: u16 = 22;
-    /// Jupyter Lab.
-    pub const JUPYTER: u16 = 8888;
-    /// vLLM's OpenAI-compatible server.
-    pub const VLLM: u16 = 8000;
-}
-
-/// Where `/workspace`'s volume comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
-pub enum VolumeClass {
-    /// The lab's own encrypted gp3 StorageClass for the EBS CSI driver, which tags every volume it
-    /// provisions with the lab's ID (EKS: the lab's own cluster, or an existing one with the driver).
-    Lab,
-    /// A StorageClass the user named (`workspace.storage_class`).
-    Named(String),
-    /// The cluster's default StorageClass (an existing cluster without the EBS CSI driver).
-    ClusterDefault,
-}
-
-impl VolumeClass {
-    /// The class for `spec` on a cluster with (or without) the EBS CSI driver: the one the user named,
-    /// else the lab's own where EBS volumes can be made, else the cluster's default.
-    pub fn choose(spec: &ValidSpec, ebs_csi_driver: bool) -> VolumeClass {
-        match &spec.spec.workspace.storage_class {
-            Some(name) => VolumeClass::Named(name.clone()),
-            None if ebs_csi_driver => VolumeClass::Lab,
-            None => VolumeClass::ClusterDefault,
-        }
-    }
-}
 
 /// Where the workspace can be reached.
 #[derive(Debug, Clone, PartialEq, Serialize)]

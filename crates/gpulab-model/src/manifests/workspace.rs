@@ -18,15 +18,52 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{VolumeClass, ports};
-use crate::autostop::{ACTIVITY_PORT, ACTIVITY_SCRIPT, ACTIVITY_TOKEN_DIR};
-use crate::manifest::KubeObject;
+use serde::Serialize;
+
+use super::KubeObject;
+use super::autostop::{ACTIVITY_SCRIPT, ACTIVITY_TOKEN_DIR};
+use crate::autostop::ACTIVITY_PORT;
 use crate::naming::{
     self, GPU_RESOURCE, GPU_TAINT, KubeNames, LAB_ID_KEY, LAB_KEY, LabId, MANAGED_KEY,
     WORKSPACE_LABEL,
 };
 use crate::spec::WorkspacePackages;
 use crate::spec::{AccessMode, SshKey, ValidSpec};
+
+/// The ports the workspace serves.
+pub mod ports {
+    /// sshd.
+    pub const SSH: u16 = 22;
+    /// Jupyter Lab.
+    pub const JUPYTER: u16 = 8888;
+    /// vLLM's OpenAI-compatible server.
+    pub const VLLM: u16 = 8000;
+}
+
+/// Where `/workspace`'s volume comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
+pub enum VolumeClass {
+    /// The lab's own encrypted gp3 StorageClass for the EBS CSI driver, which tags every volume it
+    /// provisions with the lab's ID (EKS: the lab's own cluster, or an existing one with the driver).
+    Lab,
+    /// A StorageClass the user named (`workspace.storage_class`).
+    Named(String),
+    /// The cluster's default StorageClass (an existing cluster without the EBS CSI driver).
+    ClusterDefault,
+}
+
+impl VolumeClass {
+    /// The class for `spec` on a cluster with (or without) the EBS CSI driver: the one the user named,
+    /// else the lab's own where EBS volumes can be made, else the cluster's default.
+    pub fn choose(spec: &ValidSpec, ebs_csi_driver: bool) -> VolumeClass {
+        match &spec.spec.workspace.storage_class {
+            Some(name) => VolumeClass::Named(name.clone()),
+            None if ebs_csi_driver => VolumeClass::Lab,
+            None => VolumeClass::ClusterDefault,
+        }
+    }
+}
 
 /// The setup script the pod runs on every start: installs what is missing (caching on `/workspace`),
 /// configures and starts sshd, starts Jupyter.
@@ -368,7 +405,7 @@ fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
         env_value("GPULAB_JUPYTER", if ws.jupyter { "1" } else { "0" }),
         env_value(
             "GPULAB_JUPYTER_PACKAGES",
-            &super::versions::JUPYTER_PACKAGES.join(" "),
+            &crate::versions::JUPYTER_PACKAGES.join(" "),
         ),
         // Jupyter is reached through the API server's port-forward (or an SSH tunnel), which connects to
         // the pod's loopback: it need not listen anywhere else, load balancer or not.

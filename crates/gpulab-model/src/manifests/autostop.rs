@@ -15,10 +15,15 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{ACTIVITY_PORT, AGENT_IMAGE, AGENT_REQUESTS, AGENT_SCRIPT, Settings, Target};
-use crate::manifest::KubeObject;
+use super::KubeObject;
+use crate::autostop::{ACTIVITY_PORT, AGENT_IMAGE, AGENT_REQUESTS, Settings, Target};
 use crate::naming::{self, KubeNames, LabId, WORKSPACE_LABEL};
 use crate::spec::ValidSpec;
+
+/// The agent's program (Python's standard library only; see gpulab-core's `autostop` module).
+pub const AGENT_SCRIPT: &str = include_str!("agent.py");
+/// The activity reporter's program, shipped in the workspace's setup ConfigMap.
+pub const ACTIVITY_SCRIPT: &str = include_str!("activity.py");
 
 /// Where the agent's program and settings are mounted.
 const AGENT_DIR: &str = "/etc/gpulab/autostop";

@@ -5,17 +5,16 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::addon::NvidiaDevicePlugin;
 use crate::catalog;
 use crate::cost::CostEstimate;
-use crate::manifest::KubeObject;
+use crate::manifests::workspace::{self, VolumeClass, WorkspaceSecrets};
+use crate::manifests::{KubeObject, device_plugin};
 use crate::naming::{self, AwsNames, GPU_NODE_LABEL, KubeNames, LabId};
 use crate::resources::ResourceKind;
 use crate::spec::{AccessMode, SshKey, ValidSpec};
-use crate::workspace::{self, VolumeClass, WorkspaceSecrets};
 
-// What `up` makes on AWS is fixed in the model; re-exported here, where readers of the plan look.
-pub use gpulab_model::aws::{
+// What `up` makes on AWS; re-exported here, where readers of the plan look.
+pub use crate::aws::{
     CLUSTER_POLICY, EBS_CSI_POLICY, EBS_CSI_SERVICE_ACCOUNT, IMAGE_BUILD_POLICY, NODE_AMI_TYPE,
     NODE_POLICIES, POD_IDENTITY_PRINCIPAL, SUBNET_CIDRS, VPC_CIDR, image_build_policy,
 };
@@ -276,7 +275,7 @@ impl Plan {
 
         // `up` makes the lab's ID; a plan shows where it goes.
         let id = LabId::unassigned();
-        let mut kubernetes = NvidiaDevicePlugin::manifests(spec, &id);
+        let mut kubernetes = device_plugin::manifests(spec, &id);
         kubernetes.extend(workspace::manifests(
             spec,
             &id,
@@ -292,7 +291,9 @@ impl Plan {
             };
             let settings =
                 crate::autostop::Settings::new(spec, &id, target, 0.0, std::time::UNIX_EPOCH);
-            kubernetes.extend(crate::autostop::agent_objects(spec, &id, &settings));
+            kubernetes.extend(crate::manifests::autostop::agent_objects(
+                spec, &id, &settings,
+            ));
         }
 
         Plan {
