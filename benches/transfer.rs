@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 use gpulab_core::Provider;
 use gpulab_core::naming::KubeNames;
 use gpulab_core::spec::SpecLayer;
-use gpulab_testkit::LabDir;
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
 use gpulab_testkit::sshd::Sshd;
+use gpulab_testkit::{LabDir, which};
 
 const CIPHER: &str = "aes128-gcm@openssh.com";
 
@@ -49,14 +49,6 @@ fn gpulab_bin() -> Option<PathBuf> {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let bin = target.join("release/gpulab");
     bin.exists().then_some(bin)
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(program))
-            .find(|p| p.is_file())
-    })
 }
 
 /// Pass `GPULAB_PROFILE` through (the lab's commands start from an empty environment).

@@ -8,19 +8,18 @@
 //! exec (for `--via kube`) runs commands here too.
 
 use std::collections::BTreeMap;
-use std::fs::FileTimes;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use gpulab_core::Provider;
 use gpulab_core::spec::SpecLayer;
-use gpulab_testkit::LabDir;
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
 use gpulab_testkit::sshd::Sshd;
+use gpulab_testkit::{LabDir, set_mtime, stderr, stdout, which};
 
 /// A guard against hangs only; no test asserts how long anything takes.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -128,21 +127,6 @@ impl CliLab {
     fn work(&self) -> PathBuf {
         self.dir.work()
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn set_mtime(path: &Path, secs: u64) {
-    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-    std::fs::File::open(path)
-        .and_then(|f| f.set_times(FileTimes::new().set_modified(time).set_accessed(time)))
-        .unwrap_or_else(|e| panic!("set the times of {}: {e}", path.display()));
 }
 
 /// A project with files of several modes and old modification times, a subdirectory and a hidden file:
@@ -484,13 +468,6 @@ async fn an_encrypted_key_is_unlocked_with_a_passphrase_asked_on_the_terminal() 
         !text.contains("correct horse"),
         "the passphrase must not be echoed:\n{text}"
     );
-}
-
-/// The first `program` on PATH.
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
 }
 
 /// Run `command` with a pseudo-terminal of `size` (columns, rows) as its standard streams, let `interact`

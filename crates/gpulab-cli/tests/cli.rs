@@ -2,21 +2,13 @@
 
 use std::process::Output;
 
-use gpulab_testkit::LabDir;
+use gpulab_testkit::{LabDir, stderr, stdout};
 
 fn gpulab(lab: &LabDir, args: &[&str]) -> Output {
     lab.command(env!("CARGO_BIN_EXE_gpulab").as_ref())
         .args(args)
         .output()
         .expect("run gpulab")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Run, expect exit code 2, and return stderr after checking it names `field` and `source`.

@@ -18,8 +18,7 @@ async fn ready_lab() -> (KubeEmulator, LabDir, ApiServerExec) {
 }
 
 fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    gpulab_testkit::which(program).is_some()
 }
 
 fn python_has(module: &str) -> bool {

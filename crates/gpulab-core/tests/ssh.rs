@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use gpulab_core::Error;
 use gpulab_core::events::{Event, Recorder, Silent};
@@ -14,6 +14,7 @@ use gpulab_core::remote::ssh::{
     HostKeyPolicy, PublicKey, SshAuth, SshOptions, SshSession, fingerprint, parse_public_key,
 };
 use gpulab_core::remote::{CopyDirection, ExecRequest, ExecStreams, ExitStatus, RemoteExec};
+use gpulab_testkit::set_mtime;
 use gpulab_testkit::sshd::{KeyKind, KeyPair, Sshd, SshdConfig, generate_key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -584,17 +585,6 @@ async fn an_interrupted_copy_leaves_no_file_at_the_target() {
     };
     assert!(result.is_err(), "the upload survived a dead connection");
     assert!(!target.exists(), "a partial upload sits at the target name");
-}
-
-fn set_mtime(path: &Path, secs: u64) {
-    std::fs::File::open(path)
-        .unwrap()
-        .set_times(
-            std::fs::FileTimes::new()
-                .set_modified(UNIX_EPOCH + Duration::from_secs(secs))
-                .set_accessed(UNIX_EPOCH + Duration::from_secs(secs)),
-        )
-        .unwrap();
 }
 
 fn mode_and_mtime(path: &Path) -> (u32, u64) {

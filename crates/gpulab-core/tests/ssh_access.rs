@@ -17,10 +17,10 @@ use gpulab_core::remote::ssh::{
 };
 use gpulab_core::remote::ssh_config::{SshConfigEntry, install, proxy_stdio};
 use gpulab_core::remote::{CopyDirection, ExecRequest, ExitStatus, RemoteExec};
-use gpulab_testkit::LabDir;
 use gpulab_testkit::kube::KubeEmulator;
 use gpulab_testkit::ready_lab::ReadyLab;
 use gpulab_testkit::sshd::{KeyKind, KeyPair, Sshd, generate_key};
+use gpulab_testkit::{LabDir, echo_server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -171,21 +171,6 @@ async fn one_command_runs_with_or_without_a_pty_and_signals_come_back() {
     let status = finish(s).await;
     assert_eq!(status, ExitStatus::Signal("TERM"));
     assert_eq!(status.shell_code(), 143);
-}
-
-/// An echo server on loopback; returns its address.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = socket.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
 }
 
 /// Several clients at once through the forward, each echoed back its own bytes.

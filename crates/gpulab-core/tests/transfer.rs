@@ -6,15 +6,15 @@
 //! nothing when nothing changed.
 
 use std::collections::BTreeMap;
-use std::fs::FileTimes;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use gpulab_core::events::{Event, Silent};
 use gpulab_core::remote::ssh::{HostKeyPolicy, SshAuth, SshOptions, SshSession, parse_public_key};
 use gpulab_core::remote::sync::{SyncDirection, SyncOptions, sync};
 use gpulab_core::remote::{CopyDirection, CopyOptions, Links, RemoteExec};
+use gpulab_testkit::set_mtime;
 use gpulab_testkit::sshd::{KeyKind, Sshd};
 
 async fn connect(sshd: &Sshd) -> SshSession {
@@ -27,13 +27,6 @@ async fn connect(sshd: &Sshd) -> SshSession {
     SshSession::connect_tcp(sshd.addr(), options)
         .await
         .unwrap_or_else(|e| panic!("connect: {e}\n{}", sshd.log()))
-}
-
-fn set_mtime(path: &Path, secs: u64) {
-    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-    std::fs::File::open(path)
-        .and_then(|f| f.set_times(FileTimes::new().set_modified(time).set_accessed(time)))
-        .unwrap();
 }
 
 /// `root/tree`: files of several modes and old times, nested and empty directories, a link to a file and

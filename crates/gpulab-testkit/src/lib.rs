@@ -289,3 +289,55 @@ impl NoiseState {
         self.0
     }
 }
+
+/// Set `path`'s modification and access times to `secs` after the epoch (tests that copy or sync by
+/// modification time).
+pub fn set_mtime(path: &Path, secs: u64) {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let times = std::fs::FileTimes::new()
+        .set_modified(time)
+        .set_accessed(time);
+    std::fs::File::open(path)
+        .and_then(|f| f.set_times(times))
+        .unwrap_or_else(|e| panic!("set the times of {}: {e}", path.display()));
+}
+
+/// The first `program` on PATH, then in `/usr/sbin` and `/sbin` (where sshd and debootstrap live, and
+/// which a user's PATH often lacks).
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// A command's standard output, as text.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command's standard error, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// An echo server on loopback: every connection gets back what it sends, until it closes its side.
+/// Returns its address.
+pub async fn echo_server() -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the echo server");
+    let addr = listener.local_addr().expect("the echo server's address");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}

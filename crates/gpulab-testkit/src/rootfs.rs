@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::which;
+
 /// The tools the real-root-filesystem mode needs, and the Debian package of each.
 const TOOLS: &[(&str, &str)] = &[
     ("debootstrap", "debootstrap"),
@@ -52,14 +54,6 @@ pub fn missing_tools() -> Option<String> {
             missing.join(", ")
         )
     })
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
 }
 
 /// A distribution release to build a root of.

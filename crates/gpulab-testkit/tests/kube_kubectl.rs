@@ -3,11 +3,11 @@
 //! `port-forward`, both as SPDY tunnelled in WebSocket (kubectl's default since 1.31) and as plain
 //! SPDY/3.1 (its fallback, forced with `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use gpulab_testkit::echo_server;
 use gpulab_testkit::kube::{KubeEmulator, NodeSpec};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -193,22 +193,6 @@ async fn kubectl_gets_applies_and_execs() {
     assert!(err.contains("pods \"missing\" not found"), "{err}");
     k.ok(&["delete", "pod", "ws"]).await;
     assert!(emu.object("pods", "default", "ws").is_none());
-}
-
-/// An echo server: every connection gets back what it sends, until it closes its side.
-async fn echo_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = conn.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
 }
 
 /// Start `kubectl port-forward pod/ws :PORT` (a free local port), and return it with the local port it
