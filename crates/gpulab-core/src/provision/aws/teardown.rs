@@ -653,38 +653,7 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
             .at(step)?;
         for igw in out.internet_gateways() {
             let id = igw.internet_gateway_id().unwrap_or_default();
-            delete_with_retry(
-                ctx,
-                step,
-                &format!("internet gateway {id} to detach"),
-                || async {
-                    ec2.detach_internet_gateway()
-                        .internet_gateway_id(id)
-                        .vpc_id(&vpc)
-                        .send()
-                        .await
-                        .map(drop)
-                        .at(step)
-                },
-            )
-            .await?;
-            if delete_with_retry(
-                ctx,
-                step,
-                &format!("internet gateway {id} to be free"),
-                || async {
-                    ec2.delete_internet_gateway()
-                        .internet_gateway_id(id)
-                        .send()
-                        .await
-                        .map(drop)
-                        .at(step)
-                },
-            )
-            .await?
-            {
-                deleted.push(r(ResourceKind::InternetGateway, id));
-            }
+            delete_internet_gateway(ctx, step, id, &[vpc.as_str()], deleted).await?;
         }
 
         if delete_with_retry(ctx, step, &format!("VPC {vpc} to be free"), || async {
@@ -710,42 +679,40 @@ async fn delete_network(ctx: &Ctx<'_>, step: &str, deleted: &mut Vec<ResourceRef
         .at(step)?;
     for igw in out.internet_gateways() {
         let id = igw.internet_gateway_id().unwrap_or_default();
-        for att in igw.attachments() {
-            if let Some(vpc) = att.vpc_id() {
-                delete_with_retry(
-                    ctx,
-                    step,
-                    &format!("internet gateway {id} to detach"),
-                    || async {
-                        ec2.detach_internet_gateway()
-                            .internet_gateway_id(id)
-                            .vpc_id(vpc)
-                            .send()
-                            .await
-                            .map(drop)
-                            .at(step)
-                    },
-                )
-                .await?;
-            }
-        }
-        if delete_with_retry(
-            ctx,
-            step,
-            &format!("internet gateway {id} to be free"),
-            || async {
-                ec2.delete_internet_gateway()
-                    .internet_gateway_id(id)
-                    .send()
-                    .await
-                    .map(drop)
-                    .at(step)
-            },
-        )
-        .await?
-        {
-            deleted.push(r(ResourceKind::InternetGateway, id));
-        }
+        let attached: Vec<&str> = igw
+            .attachments()
+            .iter()
+            .filter_map(|a| a.vpc_id())
+            .collect();
+        delete_internet_gateway(ctx, step, id, &attached, deleted).await?;
+    }
+    Ok(())
+}
+
+/// Detach gateway `id` from `vpcs`, then delete it, each waiting out what still depends on it.
+async fn delete_internet_gateway(
+    ctx: &Ctx<'_>,
+    step: &str,
+    id: &str,
+    vpcs: &[&str],
+    deleted: &mut Vec<ResourceRef>,
+) -> Result<()> {
+    let ec2 = &ctx.c.ec2;
+    for vpc in vpcs {
+        let detach = || async {
+            let call = ec2.detach_internet_gateway().internet_gateway_id(id);
+            call.vpc_id(*vpc).send().await.map(drop).at(step)
+        };
+        let what = format!("internet gateway {id} to detach");
+        delete_with_retry(ctx, step, &what, detach).await?;
+    }
+    let delete = || async {
+        let call = ec2.delete_internet_gateway().internet_gateway_id(id);
+        call.send().await.map(drop).at(step)
+    };
+    let what = format!("internet gateway {id} to be free");
+    if delete_with_retry(ctx, step, &what, delete).await? {
+        deleted.push(r(ResourceKind::InternetGateway, id));
     }
     Ok(())
 }
