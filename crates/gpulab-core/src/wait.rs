@@ -1,10 +1,12 @@
 //! One way to wait on the world: ask, and while the answer is "not yet", report what is pending, sleep
 //! with backoff and ask again; at the deadline, fail naming what was still pending. Every wait in the
 //! lifecycle (AWS resources, the workspace pod, cloud releases, image build Jobs, vLLM) goes through
-//! [`until`].
+//! [`until`]; where the API offers a watch, [`until_woken`] asks again as soon as it reports a change.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
 
 use crate::events::{Event, Reporter};
 use crate::{Error, Result};
@@ -57,15 +59,30 @@ pub(crate) struct Wait<'a> {
 /// an [`Error::Timeout`] naming the last pending answer. A throttled check (AWS or the API server
 /// refusing for its rate, already retried by the client) counts as pending: a wait of minutes
 /// outlasts a burst of throttling. Any other error ends the wait.
-pub(crate) async fn until<T, F, Fut>(
-    reporter: &dyn Reporter,
-    wait: Wait<'_>,
-    mut check: F,
-) -> Result<T>
+pub(crate) async fn until<T, F, Fut>(reporter: &dyn Reporter, wait: Wait<'_>, check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Check<T>>>,
 {
+    until_woken(reporter, wait, check, futures::stream::pending::<()>()).await
+}
+
+/// [`until`], asking again as soon as `changes` yields (a watch's events) instead of sleeping out the
+/// pause. The pauses stay as the fallback: for what the watch does not see, and after it ends (a
+/// server closes a watch after its timeout).
+pub(crate) async fn until_woken<T, F, Fut, W>(
+    reporter: &dyn Reporter,
+    wait: Wait<'_>,
+    mut check: F,
+    changes: W,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Check<T>>>,
+    W: Stream,
+{
+    let mut changes = std::pin::pin!(changes);
+    let mut watching = true;
     let started = Instant::now();
     let mut pause = wait.backoff.first;
     loop {
@@ -88,7 +105,21 @@ where
             on: pending,
             elapsed,
         });
-        tokio::time::sleep(pause.min(wait.timeout.saturating_sub(elapsed))).await;
+        let wake_at = tokio::time::Instant::now() + pause.min(wait.timeout.saturating_sub(elapsed));
+        if watching {
+            tokio::select! {
+                () = tokio::time::sleep_until(wake_at) => {}
+                change = changes.next() => match change {
+                    Some(_) => {}
+                    None => {
+                        watching = false;
+                        tokio::time::sleep_until(wake_at).await;
+                    }
+                },
+            }
+        } else {
+            tokio::time::sleep_until(wake_at).await;
+        }
         pause = wait.backoff.next(pause);
     }
 }
@@ -166,6 +197,67 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, Error::Usage { .. }));
         assert_eq!(calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_asks_again_without_sleeping_out_the_pause() {
+        let slow = Wait {
+            step: "step",
+            what: "the thing",
+            timeout: Duration::from_secs(600),
+            backoff: Backoff::fixed(Duration::from_secs(300)),
+        };
+        let mut checks = 0;
+        let started = tokio::time::Instant::now();
+        let changes = futures::stream::iter([(), ()]);
+        let value = until_woken(
+            &Recorder::default(),
+            slow,
+            || {
+                checks += 1;
+                let answer = if checks == 3 {
+                    Check::Done(checks)
+                } else {
+                    Check::Pending("not yet".into())
+                };
+                async move { Ok(answer) }
+            },
+            changes,
+        )
+        .await
+        .unwrap();
+        assert_eq!(value, 3);
+        // Two changes woke it twice: the paused clock never moved (each pause is five minutes).
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ended_watch_falls_back_to_the_pauses() {
+        let slow = Wait {
+            step: "step",
+            what: "the thing",
+            timeout: Duration::from_secs(600),
+            backoff: Backoff::fixed(Duration::from_secs(300)),
+        };
+        let mut checks = 0;
+        let started = tokio::time::Instant::now();
+        let value = until_woken(
+            &Recorder::default(),
+            slow,
+            || {
+                checks += 1;
+                let answer = if checks == 2 {
+                    Check::Done(())
+                } else {
+                    Check::Pending("not yet".into())
+                };
+                async move { Ok(answer) }
+            },
+            futures::stream::empty::<()>(),
+        )
+        .await;
+        assert!(value.is_ok());
+        assert_eq!(started.elapsed(), Duration::from_secs(300));
     }
 
     #[test]

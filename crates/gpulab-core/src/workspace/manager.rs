@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
-use kube::api::{Api, LogParams};
+use kube::api::{Api, LogParams, WatchParams};
 
 use super::{Endpoint, VolumeClass, WorkspaceInfo, WorkspaceManager, WorkspaceSecrets, manifests};
 use crate::cluster::{Deletion, cluster_error, is_not_found};
@@ -185,7 +186,18 @@ impl WorkspaceManager for KubeWorkspace {
         reporter: &dyn Reporter,
     ) -> Result<WorkspaceInfo> {
         let step = "wait for the workspace";
-        let what = format!("workspace pod {}", KubeNames::new(&spec.spec).pod);
+        let names = KubeNames::new(&spec.spec);
+        let what = format!("workspace pod {}", names.pod);
+        // The pod's changes wake the wait at once (scheduled, started, ready); the pauses remain for
+        // what a pod watch does not show (events, the claim) and for a watch the server ends.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &names.namespace);
+        let watch = WatchParams::default()
+            .fields(&format!("metadata.name={}", names.pod))
+            .timeout(290);
+        let changes = match pods.watch(&watch, "0").await {
+            Ok(events) => events.map(drop).boxed(),
+            Err(_) => futures::stream::empty().boxed(),
+        };
         let wait = Wait {
             step,
             what: &what,
@@ -196,7 +208,7 @@ impl WorkspaceManager for KubeWorkspace {
             },
         };
         reported_step(reporter, step, async {
-            let info = wait::until(reporter, wait, || async {
+            let check = || async {
                 let info = self.status(client, spec, id).await?;
                 if info.ready {
                     return Ok(Check::Done(info));
@@ -208,8 +220,8 @@ impl WorkspaceManager for KubeWorkspace {
                 Ok(Check::Pending(
                     problem.unwrap_or_else(|| format!("pod phase {}", info.phase)),
                 ))
-            })
-            .await?;
+            };
+            let info = wait::until_woken(reporter, wait, check, changes).await?;
             Ok((info, false))
         })
         .await
