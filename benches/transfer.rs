@@ -272,7 +272,7 @@ async fn setup(gpulab: PathBuf, kubectl: PathBuf) -> Bench {
     let key = dir.home().join(".ssh/id_ed25519");
     let bench = Bench {
         names: KubeNames::new(&spec.spec),
-        name: spec.spec.name.clone(),
+        name: spec.name().to_string(),
         dir,
         sshd,
         emu,

@@ -24,7 +24,10 @@ fn main() -> Result<(), gpulab_core::Error> {
 
     println!(
         "lab {} in {}: {} × {}",
-        plan.lab, plan.region, spec.spec.nodes.desired, plan.instance.name
+        plan.lab,
+        plan.region,
+        spec.nodes().desired,
+        plan.instance.name
     );
     for resource in &plan.aws {
         println!("  {:<26} {}", resource.kind_name(), resource.name);

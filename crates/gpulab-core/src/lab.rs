@@ -149,11 +149,11 @@ impl Lab {
     /// ID) if there is one, else a new lab with a new ID, recorded by its first `up`.
     pub async fn new(spec: ValidSpec, provider: Provider, options: LabOptions) -> Result<Lab> {
         let home = options.home.clone().unwrap_or_else(gpulab_home);
-        let dir = LabDir::new(&home, &spec.spec.name);
+        let dir = LabDir::new(&home, spec.name());
         let (id, binding) = match dir.load()? {
             Some(state) => {
                 if std::mem::discriminant(&state.provider) != std::mem::discriminant(&provider) {
-                    return Err(provider_mismatch(&spec.spec.name, &state.provider));
+                    return Err(provider_mismatch(spec.name(), &state.provider));
                 }
                 (state.id, state.cluster)
             }
@@ -189,7 +189,7 @@ impl Lab {
     /// when there is no record, a new AWS lab of `spec` (for `image build` before the first `up`). An
     /// unreadable record is an error.
     pub async fn open(spec: ValidSpec, options: LabOptions) -> Result<Lab> {
-        match Lab::find(&spec.spec.name, options.clone()).await? {
+        match Lab::find(spec.name(), options.clone()).await? {
             Some(lab) => Ok(lab),
             None => Lab::new(spec, Provider::Aws, options).await,
         }
@@ -206,14 +206,16 @@ impl Lab {
     /// written again (so a rerun needs no search), and everything `down` touches must carry `id`.
     pub async fn adopt(spec: ValidSpec, id: LabId, options: LabOptions) -> Result<Lab> {
         let home = options.home.clone().unwrap_or_else(gpulab_home);
-        let dir = LabDir::new(&home, &spec.spec.name);
+        let dir = LabDir::new(&home, spec.name());
         let _lock = dir.lock()?;
         if let Some(state) = dir.load()? {
             return Err(Error::State {
                 path: dir.state_file(),
                 message: format!(
                     "lab {} (ID {}) is already recorded here; `gpulab down --name {}` removes it without a search",
-                    spec.spec.name, state.id, spec.spec.name
+                    spec.name(),
+                    state.id,
+                    spec.name()
                 ),
             });
         }
@@ -333,7 +335,9 @@ impl Lab {
                     path: self.dir.state_file(),
                     message: format!(
                         "lab {} now has ID {} on this machine, not {}; run the command again",
-                        self.spec.spec.name, state.id, self.id
+                        self.spec.name(),
+                        state.id,
+                        self.id
                     ),
                 });
             }
@@ -377,7 +381,7 @@ impl Lab {
             state.cluster = provisioned.binding;
         }
         state.mark_done(UpStep::Provision);
-        state.set_nodes(self.spec.spec.nodes.desired, SystemTime::now());
+        state.set_nodes(self.spec.nodes().desired, SystemTime::now());
         self.dir.save(&state)?;
         let access = self
             .options
@@ -429,10 +433,10 @@ impl Lab {
         .await?;
 
         Ok(UpReport {
-            lab: self.spec.spec.name.clone(),
+            lab: self.spec.name().to_string(),
             workspace,
             kubeconfig: self.dir.kubeconfig(),
-            cost: estimate(&self.spec, &self.provider, self.spec.spec.nodes.desired),
+            cost: estimate(&self.spec, &self.provider, self.spec.nodes().desired),
             elapsed: started.elapsed(),
         })
     }
@@ -451,7 +455,7 @@ impl Lab {
             path: self.dir.state_file(),
             message: format!(
                 "lab {} has not been brought up on this machine; `gpulab up --autostop …` sets autostop with it",
-                self.spec.spec.name
+                self.spec.name()
             ),
         })?;
         let mut layer = crate::spec::SpecLayer::default();
@@ -616,7 +620,7 @@ impl Lab {
         }
         Ok(LabStatus {
             autostop,
-            lab: self.spec.spec.name.clone(),
+            lab: self.spec.name().to_string(),
             provider,
             cluster,
             cluster_error,
@@ -764,7 +768,7 @@ impl Lab {
             }
         };
         let mut entry = SshConfigEntry::new(
-            self.spec.spec.name.clone(),
+            self.spec.name().to_string(),
             &gpulab,
             self.dir.path().join("known_hosts"),
         );
@@ -813,16 +817,14 @@ impl Lab {
     ) -> Result<crate::checks::GpuReport> {
         let remote = self.remote().await?;
         let mut options = options.clone();
-        options.expected_gpus = options
-            .expected_gpus
-            .or(Some(self.spec.spec.workspace.gpus));
+        options.expected_gpus = options.expected_gpus.or(Some(self.spec.workspace().gpus));
         crate::checks::run_gpu_checks(remote.as_ref(), self.spec.instance, &options).await
     }
 
     /// vLLM settings for `model`, sized for the lab's GPUs: memory share, context length, dtype and
     /// tensor parallelism (see [`vllm::ServeConfig::for_gpu`]).
     pub fn vllm_config(&self, model: impl Into<String>) -> vllm::ServeConfig {
-        vllm::ServeConfig::for_gpu(model, self.spec.instance, self.spec.spec.workspace.gpus)
+        vllm::ServeConfig::for_gpu(model, self.spec.instance, self.spec.workspace().gpus)
     }
 
     /// Start `vllm serve` in the workspace (or find the one running) and, given `wait`, wait that long
@@ -1073,7 +1075,7 @@ impl Lab {
         if self.provider == Provider::Aws {
             return crate::provision::aws::kubeconfig::write_kubeconfig(
                 &self.dir.kubeconfig(),
-                &self.spec.spec.name,
+                self.spec.name(),
                 &access.endpoint,
                 access.ca_pem.as_deref(),
                 &gpulab,
@@ -1122,7 +1124,7 @@ impl Lab {
             .tunnel(crate::workspace::ports::SSH)
             .await?;
         crate::profile::mark("port-forward open");
-        SshSession::connect_stream(tunnel, format!("gpulab-{}", self.spec.spec.name), options).await
+        SshSession::connect_stream(tunnel, format!("gpulab-{}", self.spec.name()), options).await
     }
 }
 
@@ -1322,7 +1324,7 @@ fn ensure_user_key(spec: &ValidSpec, reporter: &dyn Reporter) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (private_key, public_key) =
-                crate::workspace::generate_host_key(&format!("gpulab-{}", spec.spec.name))?;
+                crate::workspace::generate_host_key(&format!("gpulab-{}", spec.name()))?;
             write_new_file(path, private_key.as_bytes(), 0o600)?;
             reporter.report(Event::Warning {
                 message: format!("created an SSH key pair at {}", path.display()),

@@ -694,7 +694,7 @@ async fn preflight_checks_identity_zones_and_quota() {
     let env = Env::start(Vec::new()).await;
     // g4dn.xlarge has 4 vCPUs; nodes.desired = 1 needs 4, nodes.max = 2 needs 8.
     let spec = spec(2);
-    assert_eq!((spec.spec.nodes.desired, spec.spec.nodes.max), (1, 2));
+    assert_eq!((spec.nodes().desired, spec.nodes().max), (1, 2));
 
     // Short of the nodes `up` starts: an error.
     let short = quota_server("L-DB2E81BA", 2.0).await;

@@ -141,7 +141,7 @@ impl Settings {
             Target::Statefulset { .. } => (0.0, 0.0),
         };
         Settings {
-            lab: spec.spec.name.clone(),
+            lab: spec.name().to_string(),
             lab_id: id.to_string(),
             idle_seconds: spec.autostop.idle.map(|d| d.as_secs()),
             budget_usd: spec.autostop.budget_usd,

@@ -63,7 +63,7 @@ pub const CLUSTER_POLICY: &str = "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy
 
 /// The ECR repository of `spec`'s lab: `gpulab/<lab>`.
 pub fn repository_name(spec: &ValidSpec) -> String {
-    format!("gpulab/{}", spec.spec.name)
+    format!("gpulab/{}", spec.name())
 }
 
 /// Credentials for `docker login` to the lab's ECR registry: user "AWS" and a token from ECR's

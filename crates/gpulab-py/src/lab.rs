@@ -171,7 +171,9 @@ impl PyLab {
         let spec = self.lab.spec();
         format!(
             "Lab(name={:?}, node_type={:?}, region={:?})",
-            spec.spec.name, spec.instance.name, spec.spec.region
+            spec.name(),
+            spec.instance.name,
+            spec.spec.region
         )
     }
 

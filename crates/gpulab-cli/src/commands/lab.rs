@@ -75,7 +75,7 @@ pub(crate) async fn up(
 ) -> gpulab_core::Result<()> {
     let spec = args.spec.resolve(global)?.validate()?;
     let provider = Provider::from_options(args.context.clone(), args.kubeconfig.clone());
-    let name = spec.spec.name.clone();
+    let name = spec.name().to_string();
     let lab = Lab::new(spec, provider, lab_options()).await?;
     let progress = Progress::new(global.quiet);
     let result = tokio::select! {

@@ -55,7 +55,7 @@ impl KanikoBuild {
         let names = KubeNames::new(&spec.spec);
         KanikoBuild {
             namespace: names.namespace,
-            name: format!("{}-image-build", spec.spec.name),
+            name: format!("{}-image-build", spec.name()),
             service_account: names.image_build_account,
             dockerfile,
             destination,

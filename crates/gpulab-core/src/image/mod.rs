@@ -67,7 +67,7 @@ impl ImageOptions {
             torch: packages.torch,
             torch_index: packages.torch_index,
             python_packages: packages.python,
-            jupyter: spec.spec.workspace.jupyter,
+            jupyter: spec.workspace().jupyter,
             slurm: false,
         }
     }

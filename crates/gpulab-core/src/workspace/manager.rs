@@ -108,7 +108,7 @@ impl KubeWorkspace {
         });
         let (host_private_key, host_public_key) = match kept_host {
             Some(pair) => pair,
-            None => generate_host_key(&format!("gpulab-{}", spec.spec.name))?,
+            None => generate_host_key(&format!("gpulab-{}", spec.name()))?,
         };
         let jupyter_token = match jupyter.as_ref().and_then(|s| secret_value(s, "token")) {
             Some(token) => token,
@@ -257,7 +257,7 @@ impl WorkspaceManager for KubeWorkspace {
         let host_key = host_key.filter(|s| ours(s.metadata.labels.as_ref()));
         let load_balancer = load_balancer.filter(|s| ours(s.metadata.labels.as_ref()));
 
-        let endpoint = match spec.spec.access.mode {
+        let endpoint = match spec.access().mode {
             AccessMode::PortForward => Endpoint::PortForward {
                 namespace: ns.into(),
                 pod: names.pod.clone(),

@@ -35,7 +35,7 @@ const AGENT_LABEL: &str = "gpulab.io/autostop-agent";
 fn meta(spec: &ValidSpec, id: &LabId, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
-        namespace: Some(spec.spec.workspace.namespace.clone()),
+        namespace: Some(spec.workspace().namespace.clone()),
         labels: Some(naming::kube_labels(&spec.spec, id)),
         ..Default::default()
     }
@@ -161,7 +161,7 @@ pub fn agent_objects(spec: &ValidSpec, id: &LabId, settings: &Settings) -> Vec<K
             subjects: Some(vec![Subject {
                 kind: "ServiceAccount".into(),
                 name: agent.into(),
-                namespace: Some(spec.spec.workspace.namespace.clone()),
+                namespace: Some(spec.workspace().namespace.clone()),
                 ..Default::default()
             }]),
         }),

@@ -56,7 +56,7 @@ pub fn manifests(spec: &ValidSpec, id: &LabId) -> Vec<KubeObject> {
         labels: Some(naming::kube_labels(&spec.spec, id)),
         ..Default::default()
     };
-    let replicas = spec.spec.device_plugin.time_slicing_replicas;
+    let replicas = spec.device_plugin().time_slicing_replicas;
     let config = ConfigMap {
         metadata: meta(CONFIG_MAP),
         data: Some(BTreeMap::from([(

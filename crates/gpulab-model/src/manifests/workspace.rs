@@ -57,7 +57,7 @@ impl VolumeClass {
     /// The class for `spec` on a cluster with (or without) the EBS CSI driver: the one the user named,
     /// else the lab's own where EBS volumes can be made, else the cluster's default.
     pub fn choose(spec: &ValidSpec, ebs_csi_driver: bool) -> VolumeClass {
-        match &spec.spec.workspace.storage_class {
+        match &spec.workspace().storage_class {
             Some(name) => VolumeClass::Named(name.clone()),
             None if ebs_csi_driver => VolumeClass::Lab,
             None => VolumeClass::ClusterDefault,
@@ -147,7 +147,7 @@ impl WorkspaceSecrets {
 fn meta(spec: &ValidSpec, id: &LabId, name: &str, namespaced: bool) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
-        namespace: namespaced.then(|| spec.spec.workspace.namespace.clone()),
+        namespace: namespaced.then(|| spec.workspace().namespace.clone()),
         labels: Some(naming::kube_labels(&spec.spec, id)),
         ..Default::default()
     }
@@ -190,7 +190,7 @@ pub fn manifests(
         // (aws-ebs-csi-driver docs/tagging.md, v1.6.0 and later), so `down` finds the volume by the
         // lab's ID even when the cluster is gone.
         let tags = [
-            (LAB_KEY, spec.spec.name.as_str()),
+            (LAB_KEY, spec.name()),
             (LAB_ID_KEY, id.as_str()),
             (MANAGED_KEY, "true"),
         ];
@@ -215,7 +215,7 @@ pub fn manifests(
         }));
     }
 
-    let ws = &spec.spec.workspace;
+    let ws = spec.workspace();
     let secret = |name: &str, data: Option<BTreeMap<String, String>>| {
         KubeObject::Secret(Secret {
             metadata: meta(name, true),
@@ -298,14 +298,14 @@ pub fn manifests(
         }),
         ..Default::default()
     }));
-    if spec.spec.access.mode == AccessMode::LoadBalancer {
+    if spec.access().mode == AccessMode::LoadBalancer {
         let mut metadata = meta(&names.load_balancer, true);
         // The in-tree AWS cloud provider makes an NLB with the type annotation (without it, a Classic
         // ELB), and puts the additional tags on it and its target groups (cloud-provider-aws,
         // aws_loadbalancer.go), so `down` finds and deletes them by the lab's ID even when the
         // cluster is gone.
         let tags = [
-            (LAB_KEY, spec.spec.name.as_str()),
+            (LAB_KEY, spec.name()),
             (LAB_ID_KEY, id.as_str()),
             (MANAGED_KEY, "true"),
         ]
@@ -380,7 +380,7 @@ fn workload(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> StatefulSet {
 
 /// The workspace pod, as the StatefulSet's template makes it.
 fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
-    let ws = &spec.spec.workspace;
+    let ws = spec.workspace();
     let gpus = quantity(&ws.gpus.to_string());
     let mut labels = naming::kube_labels(&spec.spec, id);
     labels.insert(WORKSPACE_LABEL.into(), names.workload.clone());

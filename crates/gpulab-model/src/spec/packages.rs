@@ -22,7 +22,7 @@ pub struct WorkspacePackages {
 impl WorkspacePackages {
     /// The packages of `spec`'s workspace.
     pub fn for_spec(spec: &ValidSpec) -> Self {
-        let ws = &spec.spec.workspace;
+        let ws = spec.workspace();
         let stack = spec.stack;
         let apt = match &ws.apt_packages {
             Some(list) => list.clone(),

@@ -90,18 +90,14 @@ fn only_error(errors: &SpecErrors, field: &str) -> FieldError {
 #[test]
 fn defaults_are_the_original_scripts() {
     let spec = Machine::new().validate(SpecLayer::default()).unwrap();
-    assert_eq!(spec.spec.name, "gpu-learning-cluster");
+    assert_eq!(spec.name(), "gpu-learning-cluster");
     assert_eq!(spec.spec.region, "us-west-2");
     assert_eq!(spec.instance.name, "g4dn.xlarge");
     assert_eq!(
-        (
-            spec.spec.nodes.min,
-            spec.spec.nodes.desired,
-            spec.spec.nodes.max
-        ),
+        (spec.nodes().min, spec.nodes().desired, spec.nodes().max),
         (1, 1, 2)
     );
-    assert_eq!(spec.spec.access.mode, AccessMode::PortForward);
+    assert_eq!(spec.access().mode, AccessMode::PortForward);
     assert_eq!(
         spec.provenance.source("nodes.instance_type"),
         Source::Default

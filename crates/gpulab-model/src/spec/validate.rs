@@ -65,6 +65,35 @@ pub struct ValidSpec {
     pub autostop: super::guard::Guard,
 }
 
+// The spec's own fields that nothing validated replaces, read without `.spec.` (the ones validation
+// works out, `region` and `autostop`, keep their parsed form on `ValidSpec` and their text on `spec`).
+impl ValidSpec {
+    /// The lab's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The GPU node group's settings.
+    pub fn nodes(&self) -> &super::NodesSpec {
+        &self.spec.nodes
+    }
+
+    /// The workspace pod's settings.
+    pub fn workspace(&self) -> &super::WorkspaceSpec {
+        &self.spec.workspace
+    }
+
+    /// How the workspace is reached.
+    pub fn access(&self) -> &super::AccessSpec {
+        &self.spec.access
+    }
+
+    /// The device plugin's settings.
+    pub fn device_plugin(&self) -> &super::DevicePluginSpec {
+        &self.spec.device_plugin
+    }
+}
+
 impl ResolvedSpec {
     /// Check every rule; all failures are reported together. Reads the SSH key file, and nothing else
     /// outside the spec: no credentials, no network.

@@ -249,7 +249,7 @@ pub(crate) struct Access<'a> {
 /// `access.api_cidrs` when set; otherwise the current ones plus this machine's address, so a laptop
 /// that moved networks gets in again without locking out a teammate. `None` when nothing changes.
 fn endpoint_cidrs(ctx: &Ctx<'_>, current: &[String], wanted: &[String]) -> Option<Vec<String>> {
-    let mut next: Vec<String> = if ctx.spec.spec.access.api_cidrs.is_empty() {
+    let mut next: Vec<String> = if ctx.spec.access().api_cidrs.is_empty() {
         current.iter().chain(wanted).cloned().collect()
     } else {
         wanted.to_vec()
@@ -651,7 +651,7 @@ async fn node_instance_types(
         .iter()
         .map(|i| i.name)
         .collect();
-    let (Capacity::Spot, Some(zone)) = (ctx.spec.spec.nodes.capacity, zone) else {
+    let (Capacity::Spot, Some(zone)) = (ctx.spec.nodes().capacity, zone) else {
         return Ok(types);
     };
     if alternatives.is_empty() {
@@ -705,7 +705,7 @@ async fn within_spot_quota(ctx: &Ctx<'_>, alternatives: &mut Vec<&str>) {
     let Ok((limit, _)) = super::preflight::read_quota(ctx, code).await else {
         return;
     };
-    let desired = f64::from(ctx.spec.spec.nodes.desired);
+    let desired = f64::from(ctx.spec.nodes().desired);
     let vcpus = |name: &str| crate::catalog::instance(name).map_or(0, |i| i.vcpus);
     let (fit, over): (Vec<&str>, Vec<&str>) = alternatives
         .iter()
@@ -721,7 +721,7 @@ async fn within_spot_quota(ctx: &Ctx<'_>, alternatives: &mut Vec<&str>) {
                 listed.join(", "),
                 code.name,
                 code.code,
-                ctx.spec.spec.nodes.desired,
+                ctx.spec.nodes().desired,
                 ctx.spec.instance.name,
             ),
         });
@@ -739,7 +739,7 @@ async fn ensure_pod_identity(
     role: &str,
     user: &str,
 ) -> Result<Option<String>> {
-    let namespace = &ctx.spec.spec.workspace.namespace;
+    let namespace = &ctx.spec.workspace().namespace;
     ctx.step(step, async {
         match find_pod_identity_association(ctx, step, namespace, account).await? {
             Found::Ours(id) => return Ok((Some(id), true)),
@@ -1044,7 +1044,7 @@ pub(crate) async fn status(ctx: &Ctx<'_>) -> Result<ProvisionStatus> {
 /// Resize the node group to `desired`, lowering its minimum when needed, and wait until it is ACTIVE.
 pub(crate) async fn scale(ctx: &Ctx<'_>, desired: u32) -> Result<()> {
     let step = format!("scale GPU nodes to {desired}");
-    let nodes = &ctx.spec.spec.nodes;
+    let nodes = ctx.spec.nodes();
     if desired > nodes.max {
         return Err(Error::Provision {
             step,

@@ -287,7 +287,7 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     pub(crate) fn lab(&self) -> &str {
-        &self.spec.spec.name
+        self.spec.name()
     }
 
     /// The tags of everything the lab creates.

@@ -147,7 +147,7 @@ pub(crate) async fn converge(
     let lab = ctx.lab().to_string();
     let mut record = |kind, id: &str| resources.push(ResourceRef::new(kind, id));
 
-    // VPC, with DNS on (EKS needs both attributes for the nodes to join and CoreDNS to answer).
+    // VPC, with DNS support and host names on: EKS nodes cannot register without both.
     let step = ProvisionStep::Vpc.name();
     let vpc_id = ctx
         .step(step, async {

@@ -330,7 +330,7 @@ pub(crate) async fn caller_address(url: &str) -> Result<std::net::Ipv4Addr> {
 /// The IPv4 ranges the cluster's public API endpoint admits: `access.api_cidrs`, else this machine's
 /// public address (a /32).
 pub(crate) async fn api_cidrs(ctx: &Ctx<'_>, checkip_url: Option<&str>) -> Result<Vec<String>> {
-    let explicit = &ctx.spec.spec.access.api_cidrs;
+    let explicit = &ctx.spec.access().api_cidrs;
     if !explicit.is_empty() {
         return Ok(explicit.iter().map(|n| n.trunc().to_string()).collect());
     }
