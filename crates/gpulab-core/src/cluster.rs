@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use base64::Engine;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use http::{HeaderValue, Request, header::AUTHORIZATION};
 use kube::client::{Body, ClientBuilder};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -15,7 +17,7 @@ use crate::naming::LabId;
 use crate::provision::{ClusterAccess, ClusterAuth, TokenSource};
 use crate::{ApiError, Error, Result};
 use kube::Api;
-use kube::api::{DeleteParams, Preconditions};
+use kube::api::{DeleteParams, Preconditions, WatchParams};
 
 /// Requests in flight to the API server before callers wait; watches and streams each hold one.
 const MAX_IN_FLIGHT: usize = 256;
@@ -165,6 +167,21 @@ pub(crate) fn is_not_found(error: &kube::Error) -> bool {
 /// True when the error is the API server's 409: a conflict, or a failed precondition.
 pub(crate) fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+/// The changes of object `name` that `api` serves, from a watch, as wake-ups for
+/// [`crate::wait::until_woken`]. A watch that cannot be opened gives no wake-ups: the wait then polls.
+pub(crate) async fn changes_of<K>(api: &Api<K>, name: &str) -> BoxStream<'static, ()>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(290);
+    match api.watch(&params, "0").await {
+        Ok(events) => events.map(drop).boxed(),
+        Err(_) => futures::stream::empty().boxed(),
+    }
 }
 
 /// Whether the cluster has the EBS CSI driver (its `CSIDriver` object, `ebs.csi.aws.com`), so that the

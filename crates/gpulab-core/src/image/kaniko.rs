@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 
 use crate::capacity::IMAGE_BUILD;
-use crate::cluster::{Deletion, cluster_error, delete_owned};
+use crate::cluster::{Deletion, changes_of, cluster_error, delete_owned};
 use crate::events::{Reporter, reported_step};
 use crate::naming::{GPU_TAINT, KubeNames, LAB_ID_KEY, LabId, kube_labels};
 use crate::spec::ValidSpec;
@@ -269,14 +269,15 @@ async fn run_job(
                 timeout: timeout.saturating_sub(started.elapsed()),
                 backoff: Backoff::fixed(Duration::from_secs(1)),
             };
-            wait::until(reporter, wait, || async {
+            let changes = changes_of(&jobs, &build.name).await;
+            let check = || async {
                 let job = jobs.get_opt(&build.name).await;
                 Ok(match job.map_err(|e| cluster_error(&what("get job"), e))? {
                     Some(_) => Check::Pending(format!("Job {} (deleting)", build.name)),
                     None => Check::Done(()),
                 })
-            })
-            .await?;
+            };
+            wait::until_woken(reporter, wait, check, changes).await?;
         }
         Deletion::Absent => {}
         Deletion::NotOurs => return Err(not_ours("Job")),
@@ -300,7 +301,9 @@ async fn run_job(
         timeout: timeout.saturating_sub(started.elapsed()),
         backoff: Backoff::fixed(Duration::from_secs(5)),
     };
-    wait::until(reporter, wait, || async {
+    // The Job's changes (its pod finished, it succeeded or failed) wake the wait at once.
+    let changes = changes_of(&jobs, &build.name).await;
+    let check = || async {
         let job = jobs
             .get(&build.name)
             .await
@@ -322,9 +325,12 @@ async fn run_job(
             });
         }
         let active = status.active.unwrap_or(0);
-        Ok(Check::Pending(format!("Job {} ({active} active)", build.name)))
-    })
-    .await
+        Ok(Check::Pending(format!(
+            "Job {} ({active} active)",
+            build.name
+        )))
+    };
+    wait::until_woken(reporter, wait, check, changes).await
 }
 
 /// The last lines of the build pod's log, or why there are none.

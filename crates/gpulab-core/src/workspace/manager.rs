@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
-use kube::api::{Api, LogParams, WatchParams};
+use kube::api::{Api, LogParams};
 
 use super::{Endpoint, VolumeClass, WorkspaceInfo, WorkspaceManager, WorkspaceSecrets, manifests};
-use crate::cluster::{Deletion, cluster_error, is_not_found};
+use crate::cluster::{Deletion, changes_of, cluster_error, is_not_found};
 use crate::events::{Reporter, reported_step};
 use crate::manifest::ApplyOwned;
 use crate::naming::{GPU_RESOURCE, KubeNames, LabId};
@@ -191,13 +190,7 @@ impl WorkspaceManager for KubeWorkspace {
         // The pod's changes wake the wait at once (scheduled, started, ready); the pauses remain for
         // what a pod watch does not show (events, the claim) and for a watch the server ends.
         let pods: Api<Pod> = Api::namespaced(client.clone(), &names.namespace);
-        let watch = WatchParams::default()
-            .fields(&format!("metadata.name={}", names.pod))
-            .timeout(290);
-        let changes = match pods.watch(&watch, "0").await {
-            Ok(events) => events.map(drop).boxed(),
-            Err(_) => futures::stream::empty().boxed(),
-        };
+        let changes = changes_of(&pods, &names.pod).await;
         let wait = Wait {
             step,
             what: &what,
@@ -715,7 +708,16 @@ impl CloudRelease {
             timeout,
             backoff: Backoff::fixed(Duration::from_secs(2)),
         };
-        let released = wait::until(reporter, wait, || async {
+        // Each object's deletion wakes the wait (the load balancer and the volume go minutes apart).
+        let mut changes = Vec::new();
+        if let Some(name) = &self.load_balancer {
+            changes.push(changes_of(&services, name).await);
+        }
+        if let Some(name) = &self.volume {
+            changes.push(changes_of(&volumes, name).await);
+        }
+        let changes = futures::stream::select_all(changes);
+        let check = || async {
             let mut pending = Vec::new();
             if let Some(name) = &self.load_balancer
                 && get_opt(&services, name).await?.is_some()
@@ -732,8 +734,8 @@ impl CloudRelease {
             } else {
                 Check::Pending(pending.join(" and "))
             })
-        })
-        .await;
+        };
+        let released = wait::until_woken(reporter, wait, check, changes).await;
         match released {
             Ok(()) => Ok(true),
             Err(Error::Timeout { .. }) => Ok(false),
