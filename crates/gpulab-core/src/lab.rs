@@ -1279,16 +1279,16 @@ fn provider_mismatch(name: &str, recorded: &Provider) -> Error {
 /// NLB takes a minute or two).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-/// Run `work` as a reported step that never finds its work already done.
-async fn step<T>(
+/// Run `work` as a reported step that never finds its work already done. Not an `async fn`, so `work`
+/// is not held inline before [`reported_step`] boxes it.
+fn step<T>(
     reporter: &dyn Reporter,
     name: &str,
     work: impl Future<Output = Result<T>>,
-) -> Result<T> {
+) -> impl Future<Output = Result<T>> {
     reported_step(reporter, name, async {
         work.await.map(|value| (value, false))
     })
-    .await
 }
 
 /// Create gpulab's own SSH key pair (`~/.ssh/gpulab_ed25519`) when the spec found no key to use, as

@@ -199,65 +199,42 @@ mod tests {
         assert_eq!(calls, 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_change_asks_again_without_sleeping_out_the_pause() {
+    /// A wait of five-minute pauses whose check is done on its `n`th call, as `until_woken` runs it
+    /// with `changes` on tokio's paused clock; returns how far that clock moved.
+    async fn paused_wait_done_on(n: u32, changes: impl futures::Stream<Item = ()>) -> Duration {
         let slow = Wait {
             step: "step",
             what: "the thing",
             timeout: Duration::from_secs(600),
             backoff: Backoff::fixed(Duration::from_secs(300)),
         };
-        let mut checks = 0;
         let started = tokio::time::Instant::now();
-        let changes = futures::stream::iter([(), ()]);
-        let value = until_woken(
-            &Recorder::default(),
-            slow,
-            || {
-                checks += 1;
-                let answer = if checks == 3 {
-                    Check::Done(checks)
-                } else {
-                    Check::Pending("not yet".into())
-                };
-                async move { Ok(answer) }
-            },
-            changes,
-        )
-        .await
-        .unwrap();
-        assert_eq!(value, 3);
-        // Two changes woke it twice: the paused clock never moved (each pause is five minutes).
-        assert_eq!(started.elapsed(), Duration::ZERO);
+        let mut checks = 0;
+        let check = || {
+            checks += 1;
+            let answer = if checks == n {
+                Check::Done(checks)
+            } else {
+                Check::Pending("not yet".into())
+            };
+            async move { Ok(answer) }
+        };
+        let done = until_woken(&Recorder::default(), slow, check, changes).await;
+        assert_eq!(done.unwrap(), n);
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_asks_again_without_sleeping_out_the_pause() {
+        // Two changes woke it twice: the paused clock never moved.
+        let waited = paused_wait_done_on(3, futures::stream::iter([(), ()])).await;
+        assert_eq!(waited, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_ended_watch_falls_back_to_the_pauses() {
-        let slow = Wait {
-            step: "step",
-            what: "the thing",
-            timeout: Duration::from_secs(600),
-            backoff: Backoff::fixed(Duration::from_secs(300)),
-        };
-        let mut checks = 0;
-        let started = tokio::time::Instant::now();
-        let value = until_woken(
-            &Recorder::default(),
-            slow,
-            || {
-                checks += 1;
-                let answer = if checks == 2 {
-                    Check::Done(())
-                } else {
-                    Check::Pending("not yet".into())
-                };
-                async move { Ok(answer) }
-            },
-            futures::stream::empty::<()>(),
-        )
-        .await;
-        assert!(value.is_ok());
-        assert_eq!(started.elapsed(), Duration::from_secs(300));
+        let waited = paused_wait_done_on(2, futures::stream::empty()).await;
+        assert_eq!(waited, Duration::from_secs(300));
     }
 
     #[test]

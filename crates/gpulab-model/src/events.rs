@@ -80,16 +80,27 @@ pub trait Reporter: Send + Sync {
 /// Run `work` as the step `name`, reporting it: [`Event::StepStarted`], then [`Event::StepFinished`]
 /// (with whether `work` found the work already done, its second value) or [`Event::StepFailed`]. The
 /// one place a step's events are written, so every frontend sees each step end one way or the other.
-pub async fn reported_step<T, E: std::fmt::Display>(
+///
+/// `work` goes on the heap as the step is made, not when it is first polled: steps nest (a lab's `up`
+/// runs the provider's, whose steps hold SDK calls of tens of KiB each in debug builds), and a future
+/// that held each step's work inline would carry all of them, past a 2 MiB thread stack.
+pub fn reported_step<T, E: std::fmt::Display>(
     reporter: &dyn Reporter,
     name: &str,
     work: impl Future<Output = Result<(T, bool), E>>,
+) -> impl Future<Output = Result<T, E>> {
+    let work = Box::pin(work);
+    async move { report_step(reporter, name, work).await }
+}
+
+async fn report_step<T, E: std::fmt::Display>(
+    reporter: &dyn Reporter,
+    name: &str,
+    work: std::pin::Pin<Box<impl Future<Output = Result<(T, bool), E>>>>,
 ) -> Result<T, E> {
     reporter.report(Event::StepStarted { step: name.into() });
     let started = Instant::now();
-    // On the heap: steps nest (a lab's `up` runs the provider's), and each inline state machine would
-    // add its whole size to the caller's, past a 2 MiB thread stack in debug builds.
-    match Box::pin(work).await {
+    match work.await {
         Ok((value, already_done)) => {
             reporter.report(Event::StepFinished {
                 step: name.into(),

@@ -301,9 +301,8 @@ impl Ctx<'_> {
     }
 
     /// Run `step`, reporting its start and end. The step returns its value and whether it found the
-    /// work already done. The work goes on the heap as the step is made, not when it is first polled:
-    /// a step's future holds its SDK calls' (tens of KiB each in debug builds), and the provisioning
-    /// future that awaits one step after another would otherwise carry them all inline.
+    /// work already done. Not an `async fn`: that would hold `work` inline until [`reported_step`]
+    /// boxes it.
     pub(crate) fn step<'s, T, F>(
         &'s self,
         step: &'s str,
@@ -313,7 +312,7 @@ impl Ctx<'_> {
         F: Future<Output = Result<(T, bool)>> + 's,
         T: 's,
     {
-        reported_step(self.reporter, step, Box::pin(work))
+        reported_step(self.reporter, step, work)
     }
 
     /// Poll `check` with backoff until it returns `None` (done), reporting what it waits on; after
