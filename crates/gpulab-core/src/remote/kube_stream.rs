@@ -114,6 +114,8 @@ pub(crate) async fn exec(
         message: format!("exec stream: {e}"),
         hint: Some("the connection to the API server dropped; retry".into()),
     };
+    // A send that fails ends the input but not the command: the connection is going, and the output side
+    // still reads what came before it (the exit status among it) or reports the drop.
     let feed = async {
         let Some(mut input) = stdin else {
             return Ok::<_, Error>(());
@@ -128,18 +130,16 @@ pub(crate) async fn exec(
             {
                 break;
             }
-            sink.send(Message::binary(message))
-                .await
-                .map_err(ws_error)?;
+            if sink.send(Message::binary(message)).await.is_err() {
+                return Ok(());
+            }
         }
-        if v5 {
-            sink.send(Message::binary(vec![CLOSE, STDIN]))
-                .await
-                .map_err(ws_error)?;
+        let _ = if v5 {
+            sink.send(Message::binary(vec![CLOSE, STDIN])).await
         } else {
             // v4 has no way to end stdin alone: end the whole stream, as kubectl does.
-            sink.close().await.map_err(ws_error)?;
-        }
+            sink.close().await
+        };
         Ok(())
     };
     let outputs = async {

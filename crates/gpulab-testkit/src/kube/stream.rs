@@ -239,8 +239,6 @@ struct ExecOptions {
     pod: String,
 }
 
-/// A close frame with status 1000: clients (gorilla/websocket in kubectl) treat a close without a
-/// status as an error.
 /// A task that sends the messages put on the returned channel, then closes the WebSocket normally once
 /// every sender is gone.
 fn spawn_writer<S>(
@@ -272,6 +270,8 @@ where
     (out_tx, writer)
 }
 
+/// A close frame with status 1000: clients (gorilla/websocket in kubectl) treat a close without a
+/// status as an error.
 fn normal_close() -> Message {
     Message::Close(Some(CloseFrame {
         code: CloseCode::Normal,
@@ -284,6 +284,22 @@ fn framed(channel: u8, data: &[u8]) -> Message {
     v.push(channel);
     v.extend_from_slice(data);
     Message::binary(v)
+}
+
+/// How long a finished stream goes on reading what the client still sends, waiting for it to close.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// End a stream's reading side the way a closing handshake ends (RFC 6455 §7.1.1: the server closes
+/// the connection once the client has closed too), and as the API server's read loop, which runs until
+/// the connection ends, does in effect: whatever the client sent is read, not left unread when the
+/// socket closes. A socket closed with unread bytes answers with a reset, and a reset makes the client's
+/// kernel drop what it has not read yet, such as an exec's exit status (the cause of a rare
+/// "Connection reset by peer" after `gpulab exec -- echo hi`).
+async fn linger(reader: tokio::task::JoinHandle<()>) {
+    let abort = reader.abort_handle();
+    if tokio::time::timeout(LINGER, reader).await.is_err() {
+        abort.abort();
+    }
 }
 
 /// How much one read from a command's output or a forwarded connection takes.
@@ -371,6 +387,14 @@ where
                 .await;
             drop(out_tx);
             let _ = writer.await;
+            linger(tokio::spawn(async move {
+                while let Some(Ok(m)) = stream.next().await {
+                    if m.is_close() {
+                        break;
+                    }
+                }
+            }))
+            .await;
             return;
         }
     };
@@ -426,7 +450,7 @@ where
         .await;
     drop(out_tx);
     let _ = writer.await;
-    reader.abort();
+    linger(reader).await;
 }
 
 async fn port_forward<S>(
@@ -463,38 +487,49 @@ async fn port_forward<S>(
             }
         }
     }
-    let relay = async {
-        while let Some(msg) = stream.next().await {
-            match msg {
-                Ok(Message::Binary(b)) if b.len() > 1 => {
-                    let ch = b[0] as usize;
-                    if ch.is_multiple_of(2)
-                        && let Some(Some(w)) = writers.get_mut(ch / 2)
-                        && w.write_all(&b[1..]).await.is_err()
-                    {
-                        writers[ch / 2] = None;
-                    }
-                }
-                Ok(Message::Close(_)) | Err(_) => break,
-                _ => {}
-            }
-        }
-    };
     let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
     let all_read = async {
         for r in readers {
             let _ = r.await;
         }
     };
-    tokio::select! {
-        _ = relay => aborts.iter().for_each(|a| a.abort()),
-        _ = all_read => {}
+    {
+        let relay = async {
+            while let Some(msg) = stream.next().await {
+                match msg {
+                    Ok(Message::Binary(b)) if b.len() > 1 => {
+                        let ch = b[0] as usize;
+                        if ch.is_multiple_of(2)
+                            && let Some(Some(w)) = writers.get_mut(ch / 2)
+                            && w.write_all(&b[1..]).await.is_err()
+                        {
+                            writers[ch / 2] = None;
+                        }
+                    }
+                    Ok(Message::Close(_)) | Err(_) => break,
+                    _ => {}
+                }
+            }
+        };
+        tokio::pin!(relay);
+        tokio::select! {
+            _ = &mut relay => {
+                // the client closed: nothing more goes its way
+                aborts.iter().for_each(|a| a.abort());
+                drop(out_tx);
+                let _ = writer.await;
+            }
+            _ = all_read => {
+                // the pod's side closed: send the close, then read on until the client closes too
+                drop(out_tx);
+                let _ = writer.await;
+                let _ = tokio::time::timeout(LINGER, &mut relay).await;
+            }
+        }
     }
     for w in writers.iter_mut().flatten() {
         let _ = w.shutdown().await;
     }
-    drop(out_tx);
-    let _ = writer.await;
 }
 
 /// The addresses a SPDY port-forward session of pod `ns/name` reaches, looked up per connection.
@@ -529,11 +564,12 @@ fn spdy_upgrade(
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; READ_CHUNK];
             loop {
+                // once the session is over, what still comes is read and dropped (see `linger`)
                 match rd.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if in_tx.send(buf[..n].to_vec()).await.is_err() {
-                            break;
+                        if !in_tx.is_closed() {
+                            let _ = in_tx.send(buf[..n].to_vec()).await;
                         }
                     }
                 }
@@ -558,8 +594,8 @@ fn spdy_upgrade(
             let _ = wr.shutdown().await;
         });
         spdy::serve(in_rx, out_tx, targets).await;
-        reader.abort();
         let _ = writer.await;
+        linger(reader).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -580,9 +616,12 @@ where
     let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(64);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
     let reader = tokio::spawn(async move {
+        // once the session is over, what still comes is read and dropped (see `linger`)
         while let Some(msg) = stream.next().await {
             match msg {
-                Ok(Message::Binary(b)) if in_tx.send(b.to_vec()).await.is_err() => break,
+                Ok(Message::Binary(b)) if !in_tx.is_closed() => {
+                    let _ = in_tx.send(b.to_vec()).await;
+                }
                 Ok(Message::Close(_)) | Err(_) => break,
                 _ => {}
             }
@@ -606,6 +645,6 @@ where
         let _ = sink.close().await;
     });
     spdy::serve(in_rx, out_tx, targets).await;
-    reader.abort();
     let _ = writer.await;
+    linger(reader).await;
 }
