@@ -14,6 +14,8 @@
 //! - the same with `--via kube` against `kubectl cp`;
 //! - `scp` with `ProxyCommand gpulab proxy` (what `gpulab ssh-config` writes) against `scp` through
 //!   `kubectl port-forward`, both ways;
+//! - `scp` through `gpulab forward 22` against `scp` through `kubectl port-forward`, both ways (the
+//!   port-forward alone, without the proxy's pipes);
 //! - the rerun of `gpulab sync` over an unchanged 20,000-file tree against `rsync -a` through
 //!   `kubectl port-forward` (when rsync is installed);
 //! - Python's `Lab.copy_to`/`copy_from` against `gpulab cp`, one large file both ways and 2,000 × 4 KiB
@@ -22,7 +24,7 @@
 //! Reproduce: `cargo build --release -p gpulab-cli && cargo bench -p gpulab-benches --bench transfer`
 //! (needs kubectl, sshd and scp; `GPULAB_BIN` names another gpulab binary; `GPULAB_BENCH_LARGE_MIB` sets
 //! the large file's size, default 512; `GPULAB_BENCH_LATENCIES=0,20` the round trips in ms;
-//! `GPULAB_BENCH_CASES=large,small,kube,proxy,sync,python` which cases run; `GPULAB_BENCH_PYTHON` a
+//! `GPULAB_BENCH_CASES=large,small,kube,proxy,forward,sync,python` which cases run; `GPULAB_BENCH_PYTHON` a
 //! Python that imports gpulab, default `.venv/bin/python`: build it with `maturin develop --release`;
 //! `GPULAB_PROFILE=1` prints each gpulab run's phase timings under its row; `GPULAB_BENCH_TREES=2000`
 //! copies only the trees of those file counts, `GPULAB_BENCH_SCP_R=0` leaves out the `scp -r` anchors).
@@ -183,6 +185,26 @@ impl Bench {
         (child, port)
     }
 
+    /// `gpulab forward 22` on a free local port, once it accepts connections, and that port.
+    fn gpulab_forward(&self) -> (Child, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = self
+            .gpulab(&["forward", "22", "--local", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gpulab forward");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "gpulab forward never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (child, port)
+    }
+
     fn ssh_options(&self) -> Vec<String> {
         [
             "-q",
@@ -299,6 +321,11 @@ async fn setup(gpulab: PathBuf, kubectl: PathBuf) -> Bench {
 
 /// Run a blocking measurement off the runtime that serves the emulator.
 async fn off(run: impl FnOnce() -> Duration + Send + 'static) -> Duration {
+    off_with(run).await
+}
+
+/// Run blocking work off the runtime that serves the emulator.
+async fn off_with<T: Send + 'static>(run: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(run).await.unwrap()
 }
 
@@ -324,7 +351,7 @@ async fn main() {
         .filter_map(|v| v.trim().parse().ok())
         .collect();
     let cases = std::env::var("GPULAB_BENCH_CASES")
-        .unwrap_or_else(|_| "large,small,kube,proxy,sync,python".into());
+        .unwrap_or_else(|_| "large,small,kube,proxy,forward,sync,python".into());
     let wants = |case: &str| cases.split(',').any(|c| c.trim() == case);
     // At 20 ms, scp -r pays round trips per file: minutes for 20,000 files.
     let tree_sizes: Vec<usize> = std::env::var("GPULAB_BENCH_TREES")
@@ -723,6 +750,40 @@ async fn main() {
                     s,
                 );
             }
+        }
+        if wants("forward") {
+            // The same scp through `gpulab forward` (gpulab's port-forward, no stdio pipes) against
+            // `kubectl port-forward`: what the proxy rows owe to the port-forward itself.
+            let b = bench.clone();
+            let (mut gpulab_forward, gpulab_port) = off_with(move || b.gpulab_forward()).await;
+            for upload in [true, false] {
+                let mut times = Vec::new();
+                for through in [gpulab_port, port] {
+                    let (b, l) = (bench.clone(), large.clone());
+                    times.push(
+                        off(move || {
+                            let remote = b.remote(&b.sshd.dir().join("ws/f-large.bin"));
+                            let back = b.fresh("f-back.bin").display().to_string();
+                            let (from, to) = if upload {
+                                (l.display().to_string(), remote)
+                            } else {
+                                (remote, back)
+                            };
+                            timed(b.scp(through, &from, &to, false), "scp via a forward")
+                        })
+                        .await,
+                    );
+                }
+                let way = if upload { "upload" } else { "download" };
+                row(
+                    &format!("scp via gpulab forward, {way}"),
+                    times[0],
+                    "scp via kubectl pf",
+                    times[1],
+                );
+            }
+            let _ = gpulab_forward.kill();
+            let _ = gpulab_forward.wait();
         }
         if wants("sync") {
             let tree = trees[1].1.display().to_string();
