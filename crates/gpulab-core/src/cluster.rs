@@ -7,11 +7,15 @@ use base64::Engine;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderValue, Request, header::AUTHORIZATION};
-use kube::client::{Body, ClientBuilder};
+use kube::client::retry::RetryPolicy;
+use kube::client::{Body, ClientBuilder, ConfigExt, DynBody};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tower::BoxError;
 use tower::buffer::BufferLayer;
 use tower::filter::{AsyncFilterLayer, AsyncPredicate};
+use tower::retry::RetryLayer;
+use tower::util::BoxService;
+use tower::{ServiceBuilder, ServiceExt};
 
 use crate::naming::LabId;
 use crate::provision::{ClusterAccess, ClusterAuth, TokenSource};
@@ -49,7 +53,7 @@ pub async fn connect(access: &ClusterAccess) -> Result<kube::Client> {
                     hint: Some("`kubectl config get-contexts` lists them".into()),
                     cause: None,
                 })?;
-            kube::Client::try_from(config).map_err(|e| cluster_error("connect", e))
+            Ok(client_builder(config)?.build())
         }
         ClusterAuth::Token(source) => {
             let url = access.endpoint.parse().map_err(|e| Error::Cluster {
@@ -64,14 +68,67 @@ pub async fn connect(access: &ClusterAccess) -> Result<kube::Client> {
             if let Some(pem) = &access.ca_pem {
                 config.root_cert = Some(pem_certificates(pem)?);
             }
-            let builder =
-                ClientBuilder::try_from(config).map_err(|e| cluster_error("connect", e))?;
-            Ok(builder
+            Ok(client_builder(config)?
                 .with_layer(&BufferLayer::new(MAX_IN_FLIGHT))
                 .with_layer(&AsyncFilterLayer::new(BearerAuth(source.clone())))
                 .build())
         }
     }
+}
+
+/// The service under a kube client, boxed as kube-rs boxes its own.
+type KubeService = BoxService<Request<Body>, http::Response<Box<DynBody>>, BoxError>;
+
+/// kube-rs's client stack for `config` (its TLS, the base URI, the kubeconfig's auth and extra headers,
+/// its retries of the API server's 429 and 503 and its connection timeouts) on a connector that sends
+/// small writes at once (`TCP_NODELAY`).
+///
+/// kube-rs's own connector leaves Nagle's algorithm on, which holds a small write until everything sent
+/// before it is acknowledged: a keystroke or an SSH window adjustment inside a port-forward waits up to a
+/// round trip or the API server's delayed ACK. Go, and so kubectl, sets `TCP_NODELAY` on every
+/// connection (`net.TCPConn.SetNoDelay`: "The default is true"). Left out from kube-rs's stack: its
+/// tracing spans, and the expiry of a client certificate from an exec plugin (EKS's plugin gives tokens).
+fn client_builder(config: kube::Config) -> Result<ClientBuilder<KubeService>> {
+    let error = |e| cluster_error("connect", e);
+    if config.proxy_url.is_some() {
+        // kube-rs says what it cannot do with the kubeconfig's proxy-url (gpulab builds it without proxies)
+        return ClientBuilder::try_from(config).map_err(error);
+    }
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let mut connector = hyper_timeout::TimeoutConnector::new(
+        config
+            .rustls_https_connector_with_connector(http)
+            .map_err(error)?,
+    );
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let client: hyper_util::client::legacy::Client<_, Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
+        )
+        .option_layer(config.auth_layer().map_err(error)?)
+        .layer(config.extra_headers_layer().map_err(error)?)
+        .map_err(BoxError::from)
+        .service(client)
+        .map_response(|response| {
+            response.map(|body| {
+                Box::new(http_body_util::BodyExt::map_err(body, BoxError::from)) as Box<DynBody>
+            })
+        });
+    Ok(ClientBuilder::new(
+        BoxService::new(service),
+        config.default_namespace,
+    ))
 }
 
 /// Sets `Authorization: Bearer` from the token source on every request.

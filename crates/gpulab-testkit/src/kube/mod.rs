@@ -628,6 +628,9 @@ impl KubeEmulator {
                     },
                     _ = stop.changed() => return,
                 };
+                // Go's connections, the API server's among them, send small writes at once
+                // (`net.TCPConn.SetNoDelay`: "The default is true").
+                let _ = stream.set_nodelay(true);
                 let inner = serve_inner.clone();
                 let mut stop = shutdown_rx.clone();
                 tokio::spawn(async move {
