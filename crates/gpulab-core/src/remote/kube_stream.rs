@@ -4,10 +4,10 @@
 //! kube-rs's own `AttachedProcess` and `Portforwarder` pass bytes through 1 KiB (exec) and 4 KiB
 //! (port-forward) buffers and flush the WebSocket after every message, so a 512 MiB upload through exec
 //! became half a million WebSocket messages, and every port-forwarded byte took two extra copies and a
-//! hop between tasks. Here a command's standard input goes out in messages of up to [`CHUNK`] bytes
+//! hop between tasks. Here a command's standard input goes out in messages of up to [`MESSAGE`] bytes
 //! (whatever the source has ready, read without waiting), its output is written straight from each
 //! message, and a port-forward is a [`Tunnel`] that reads and writes the WebSocket itself: one message per
-//! write (up to [`CHUNK`]), sent at once when the socket takes it.
+//! write (up to [`MESSAGE`]), sent at once when the socket takes it.
 //!
 //! The protocols are Kubernetes' channel protocols (`v5.channel.k8s.io`, falling back to
 //! `v4.channel.k8s.io`): every binary message starts with its channel number. Exec: 0 stdin, 1 stdout,
@@ -31,8 +31,15 @@ use super::{ExecStreams, Tunnel};
 use crate::cluster::cluster_error;
 use crate::{Error, Result};
 
-/// The most bytes one WebSocket message carries.
+/// The size of the buffers between a stream and the code that reads or writes it.
 pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// The most bytes one WebSocket message carries: kubectl's size (client-go copies standard input and
+/// forwarded connections with `io.Copy`'s 32 KiB buffer, a message per read), the traffic API servers
+/// and kubelets see every day. A server takes each message whole before passing it on; with 256 KiB
+/// messages the emulated API server spent 50% more CPU on an upload than on kubectl's, and the
+/// 512 MiB `--via kube` upload at 0 ms went from 0.62–0.86x of `kubectl cp` to 0.98–1.05x at 32 KiB.
+pub(crate) const MESSAGE: usize = 32 * 1024;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -51,15 +58,15 @@ fn build_err(what: &str, e: kube::core::request::Error) -> Error {
     }
 }
 
-/// Read what `input` has into `buf` (after what it holds, the channel byte) up to [`CHUNK`] more bytes:
+/// Read what `input` has into `buf` (after what it holds, the channel byte) up to [`MESSAGE`] more bytes:
 /// wait for the first bytes, then take more only while more are ready at once. 0 at the end of input.
 async fn read_ready(
     input: &mut (impl AsyncRead + Unpin + ?Sized),
     buf: &mut Vec<u8>,
 ) -> std::io::Result<usize> {
     let start = buf.len();
-    let limit = start + CHUNK;
-    buf.reserve(CHUNK);
+    let limit = start + MESSAGE;
+    buf.reserve(MESSAGE);
     let room = |buf: &Vec<u8>| (limit - buf.len()) as u64;
     if (&mut *input).take(room(buf)).read_buf(buf).await? == 0 {
         return Ok(0);
@@ -121,7 +128,7 @@ pub(crate) async fn exec(
             return Ok::<_, Error>(());
         };
         loop {
-            let mut message = Vec::with_capacity(CHUNK + 1);
+            let mut message = Vec::with_capacity(MESSAGE + 1);
             message.push(STDIN);
             if read_ready(&mut input, &mut message)
                 .await
@@ -305,7 +312,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ForwardStream<S> {
             return Poll::Ready(Ok(0));
         }
         ready!(self.ws.poll_ready_unpin(cx)).map_err(to_io)?;
-        let n = buf.len().min(CHUNK);
+        let n = buf.len().min(MESSAGE);
         let mut message = Vec::with_capacity(n + 1);
         message.push(0);
         message.extend_from_slice(&buf[..n]);
