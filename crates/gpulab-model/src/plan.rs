@@ -257,18 +257,12 @@ impl Plan {
             ),
         );
         if s.access.mode == AccessMode::LoadBalancer {
-            let cidrs: Vec<String> = s
-                .access
-                .allowed_cidrs
-                .iter()
-                .map(ToString::to_string)
-                .collect();
             add(
                 ResourceKind::LoadBalancer,
                 &kube_names.load_balancer,
                 format!(
                     "created by Kubernetes for SSH (Jupyter stays behind the API server); admits only {}",
-                    cidrs.join(", ")
+                    s.access.allowed_cidrs_text()
                 ),
             );
         }

@@ -111,18 +111,10 @@ fn print_table(spec: &ValidSpec, plan: &Plan, printer: &Printer) {
         AccessMode::PortForward => {
             "SSH and Jupyter through the Kubernetes API server; no public ports".to_string()
         }
-        AccessMode::LoadBalancer => {
-            let cidrs: Vec<String> = s
-                .access
-                .allowed_cidrs
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            format!(
-                "SSH and Jupyter on a Network Load Balancer, admitting only {}",
-                cidrs.join(", ")
-            )
-        }
+        AccessMode::LoadBalancer => format!(
+            "SSH and Jupyter on a Network Load Balancer, admitting only {}",
+            s.access.allowed_cidrs_text()
+        ),
     };
     printer.line(format!("  Access     {access}"));
     let a = &plan.autostop;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, KeyToPath, Pod, PodSpec, PodTemplateSpec,
-    ResourceRequirements, ServiceAccount, Toleration, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, Pod, PodSpec, PodTemplateSpec,
+    ResourceRequirements, ServiceAccount, Toleration, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,6 +24,7 @@ use crate::naming::{GPU_TAINT, KubeNames, LAB_ID_KEY, LabId, kube_labels};
 use crate::spec::ValidSpec;
 use crate::wait::{self, Backoff, Check, Wait};
 use crate::{Error, Result};
+use gpulab_model::manifests::{env_var, volume_mount};
 
 /// The kaniko executor image (the last release of the original project, pinned).
 pub const KANIKO_IMAGE: &str = "gcr.io/kaniko-project/executor:v1.23.2";
@@ -118,17 +119,6 @@ pub fn kaniko_job(build: &KanikoBuild) -> Job {
         }),
         ..Default::default()
     };
-    let mount = |name: &str, path: &str| VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..Default::default()
-    };
-    let env = |name: &str, value: &str| EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        value_from: None,
-    };
     let container = Container {
         name: "kaniko".into(),
         image: Some(KANIKO_IMAGE.into()),
@@ -144,13 +134,13 @@ pub fn kaniko_job(build: &KanikoBuild) -> Job {
             "--push-retry=3".into(),
         ]),
         env: Some(vec![
-            env("AWS_SDK_LOAD_CONFIG", "true"),
-            env("AWS_REGION", &build.region),
-            env("DOCKER_CONFIG", "/kaniko/.docker"),
+            env_var("AWS_SDK_LOAD_CONFIG", "true"),
+            env_var("AWS_REGION", &build.region),
+            env_var("DOCKER_CONFIG", "/kaniko/.docker"),
         ]),
         volume_mounts: Some(vec![
-            mount("context", "/context"),
-            mount("docker-config", "/kaniko/.docker"),
+            volume_mount("context", "/context", true),
+            volume_mount("docker-config", "/kaniko/.docker", true),
         ]),
         // Requests are the scheduler's minimum: small enough to fit beside an "auto"-sized workspace on
         // the lab's one node (which leaves exactly this free), and no limits, so the build may use any

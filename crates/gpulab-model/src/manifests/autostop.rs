@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, PodSecurityContext, PodSpec,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, PodSecurityContext, PodSpec,
     PodTemplateSpec, ResourceRequirements, SecretVolumeSource, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ServiceAccount, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::KubeObject;
+use super::{KubeObject, env_var, volume_mount};
 use crate::autostop::{ACTIVITY_PORT, AGENT_IMAGE, AGENT_REQUESTS, Settings, Target};
 use crate::naming::{self, KubeNames, LabId, WORKSPACE_LABEL};
 use crate::spec::ValidSpec;
@@ -85,17 +85,6 @@ pub fn agent_objects(spec: &ValidSpec, id: &LabId, settings: &Settings) -> Vec<K
         labels.insert(AGENT_LABEL.into(), agent.into());
         labels
     };
-    let mount = |name: &str, path: &str| VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..Default::default()
-    };
-    let env = |name: &str, value: &str| EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    };
     let container = Container {
         name: "agent".into(),
         image: Some(AGENT_IMAGE.into()),
@@ -105,15 +94,15 @@ pub fn agent_objects(spec: &ValidSpec, id: &LabId, settings: &Settings) -> Vec<K
             "run".into(),
         ]),
         env: Some(vec![
-            env(
+            env_var(
                 "GPULAB_AUTOSTOP_SETTINGS",
                 &format!("{AGENT_DIR}/settings.json"),
             ),
-            env(
+            env_var(
                 "GPULAB_ACTIVITY_TOKEN_FILE",
                 &format!("{ACTIVITY_TOKEN_DIR}/token"),
             ),
-            env("PYTHONUNBUFFERED", "1"),
+            env_var("PYTHONUNBUFFERED", "1"),
         ]),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
@@ -127,8 +116,8 @@ pub fn agent_objects(spec: &ValidSpec, id: &LabId, settings: &Settings) -> Vec<K
             ..Default::default()
         }),
         volume_mounts: Some(vec![
-            mount("agent", AGENT_DIR),
-            mount("activity-token", ACTIVITY_TOKEN_DIR),
+            volume_mount("agent", AGENT_DIR, true),
+            volume_mount("activity-token", ACTIVITY_TOKEN_DIR, true),
         ]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),

@@ -4,7 +4,8 @@
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, EnvVar, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -15,6 +16,25 @@ use serde::{Deserialize, Serialize};
 pub mod autostop;
 pub mod device_plugin;
 pub mod workspace;
+
+/// A container's environment variable with a literal value.
+pub fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// A container's mount of the pod's volume `name` at `path`.
+pub fn volume_mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
 
 /// One Kubernetes object a lab creates. Serialises as the object itself (with `apiVersion` and `kind`),
 /// and deserialises by those two fields.

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     EnvVarSource, ExecAction, Lifecycle, LifecycleHandler, Namespace, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe,
     ResourceRequirements, Secret, SecretKeySelector, SecretVolumeSource, Service, ServicePort,
-    ServiceSpec, TCPSocketAction, Toleration, Volume, VolumeMount, VolumeResourceRequirements,
+    ServiceSpec, TCPSocketAction, Toleration, Volume, VolumeResourceRequirements,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
@@ -20,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use serde::Serialize;
 
-use super::KubeObject;
 use super::autostop::{ACTIVITY_SCRIPT, ACTIVITY_TOKEN_DIR};
+use super::{KubeObject, env_var, volume_mount};
 use crate::autostop::ACTIVITY_PORT;
 use crate::naming::{
     self, GPU_RESOURCE, GPU_TAINT, KubeNames, LAB_ID_KEY, LAB_KEY, LabId, MANAGED_KEY,
@@ -385,11 +385,6 @@ fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
     let mut labels = naming::kube_labels(&spec.spec, id);
     labels.insert(WORKSPACE_LABEL.into(), names.workload.clone());
 
-    let env_value = |name: &str, value: &str| EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    };
     // NVIDIA_VISIBLE_DEVICES is deliberately not set: the device plugin sets it to the GPUs it allocated,
     // and "all" (as the original manifest had it) would expose every GPU of the node to this pod.
     let packages = WorkspacePackages::for_spec(spec);
@@ -398,30 +393,30 @@ fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
         // setup script hands the same to login shells, SSH sessions, Jupyter and Slurm jobs. The venv
         // comes first on PATH (the image's PATH is not visible here, so it is given in full: the CUDA
         // images' own, with /opt/venv of a `gpulab image build` image after the workspace's venv).
-        env_value("PATH", &workspace_path()),
-        env_value("VIRTUAL_ENV", VENV),
-        env_value("GPULAB_VENV", VENV),
-        env_value("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"),
-        env_value("GPULAB_JUPYTER", if ws.jupyter { "1" } else { "0" }),
-        env_value(
+        env_var("PATH", &workspace_path()),
+        env_var("VIRTUAL_ENV", VENV),
+        env_var("GPULAB_VENV", VENV),
+        env_var("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"),
+        env_var("GPULAB_JUPYTER", if ws.jupyter { "1" } else { "0" }),
+        env_var(
             "GPULAB_JUPYTER_PACKAGES",
             &crate::versions::JUPYTER_PACKAGES.join(" "),
         ),
         // Jupyter is reached through the API server's port-forward (or an SSH tunnel), which connects to
         // the pod's loopback: it need not listen anywhere else, load balancer or not.
-        env_value("GPULAB_JUPYTER_IP", "127.0.0.1"),
-        env_value("GPULAB_APT_PACKAGES", &packages.apt.join(" ")),
-        env_value("GPULAB_PIP_PACKAGES", &packages.python.join(" ")),
+        env_var("GPULAB_JUPYTER_IP", "127.0.0.1"),
+        env_var("GPULAB_APT_PACKAGES", &packages.apt.join(" ")),
+        env_var("GPULAB_PIP_PACKAGES", &packages.python.join(" ")),
     ];
     if let (Some(torch), Some(index)) = (&packages.torch, &packages.torch_index) {
-        env.push(env_value("GPULAB_TORCH", torch));
-        env.push(env_value("GPULAB_TORCH_INDEX", index));
+        env.push(env_var("GPULAB_TORCH", torch));
+        env.push(env_var("GPULAB_TORCH_INDEX", index));
     }
     // Every cache on the volume: models, compiled kernels and wheels survive restarts, and large models
     // do not fill the node's root disk (DiskPressure would evict the pod).
-    env.extend(CACHE_ENV.iter().map(|(k, v)| env_value(k, v)));
-    env.extend(spec.stack.env.iter().map(|(k, v)| env_value(k, v)));
-    env.push(env_value(
+    env.extend(CACHE_ENV.iter().map(|(k, v)| env_var(k, v)));
+    env.extend(spec.stack.env.iter().map(|(k, v)| env_var(k, v)));
+    env.push(env_var(
         "GPULAB_ACTIVITY_TOKEN_FILE",
         &format!("{ACTIVITY_TOKEN_DIR}/token"),
     ));
@@ -457,12 +452,6 @@ fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
         });
     }
 
-    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: read_only.then_some(true),
-        ..Default::default()
-    };
     let secret_volume = |name: &str, secret: &str| Volume {
         name: name.into(),
         secret: Some(SecretVolumeSource {
@@ -511,12 +500,12 @@ fn pod(spec: &ValidSpec, id: &LabId, names: &KubeNames) -> Pod {
                     ..Default::default()
                 }),
                 volume_mounts: Some(vec![
-                    mount("workspace", WORKSPACE_DIR, false),
-                    mount("setup", SETUP_DIR, true),
-                    mount("authorized-keys", AUTHORIZED_KEYS_DIR, true),
-                    mount("host-key", HOST_KEY_DIR, true),
-                    mount("activity-token", ACTIVITY_TOKEN_DIR, true),
-                    mount("dshm", "/dev/shm", false),
+                    volume_mount("workspace", WORKSPACE_DIR, false),
+                    volume_mount("setup", SETUP_DIR, true),
+                    volume_mount("authorized-keys", AUTHORIZED_KEYS_DIR, true),
+                    volume_mount("host-key", HOST_KEY_DIR, true),
+                    volume_mount("activity-token", ACTIVITY_TOKEN_DIR, true),
+                    volume_mount("dshm", "/dev/shm", false),
                 ]),
                 // Before the container stops (a node drained for a spot interruption or a
                 // replacement, `stop`, `down`): a notice on every terminal and in

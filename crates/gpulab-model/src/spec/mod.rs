@@ -162,6 +162,14 @@ pub struct AccessSpec {
     pub api_cidrs: Vec<IpNet>,
 }
 
+impl AccessSpec {
+    /// The ranges a LoadBalancer admits, comma-separated, as the plan and `gpulab plan` show them.
+    pub fn allowed_cidrs_text(&self) -> String {
+        let cidrs: Vec<String> = self.allowed_cidrs.iter().map(ToString::to_string).collect();
+        cidrs.join(", ")
+    }
+}
+
 /// How the workspace's ports are reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
